@@ -1,0 +1,36 @@
+# A newcomer's two commands: `make demo` and `make test`. Both build .venv themselves.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test lint bench-ingest bench-engine bench-detection clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/careloop demo
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+
+bench-ingest: install
+	$(BIN)/careloop bench ingest
+
+bench-engine: install
+	$(BIN)/careloop bench engine
+
+bench-detection: install
+	$(BIN)/careloop bench detection
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

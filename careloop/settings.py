@@ -1,0 +1,63 @@
+"""One Settings object, read once from the environment and `.env`."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import AnyHttpUrl, AnyUrl, PostgresDsn, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CARELOOP_"
+
+
+class ConfigError(Exception):
+    """A configuration value is wrong; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+
+    database_url: PostgresDsn | None = None
+    mqtt_url: AnyUrl | None = None
+    home: Path = Path(".careloop")
+    admin_token: SecretStr | None = None
+    api_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_scheme(cls, url: AnyUrl | None) -> AnyUrl | None:
+        if url is not None and url.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+            raise ValueError("must start with mqtt:// or mqtts://, e.g. mqtt://user:pass@127.0.0.1:1883")
+        return url
+
+    @field_validator("admin_token")
+    @classmethod
+    def _token_length(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value()) < 8:
+            raise ValueError("must be at least 8 characters")
+        return token
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning a validation error into one line naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        first = error.errors()[0]
+        variable = ENV_PREFIX + str(first["loc"][0]).upper() if first["loc"] else ENV_PREFIX
+        raise ConfigError(f"{variable}: {first['msg']}") from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return load_settings()
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, for log lines."""
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url

@@ -1,0 +1,1 @@
+"""Appliance models catalog, devices, ownership and device state."""

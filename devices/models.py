@@ -1,0 +1,80 @@
+"""What comes in and goes out of the devices domain: the models catalog and devices."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Severity = Literal["info", "warning", "critical"]
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class MetricSpec(BaseModel):
+    """One metric an appliance model reports, with its physical range."""
+
+    unit: str
+    min: float
+    max: float
+    counter: bool = False  # grows monotonically (run hours, cycles): usage rules read its growth
+    description: str = ""
+
+    def accepts(self, value: float) -> bool:
+        return self.min <= value <= self.max
+
+
+class FaultCode(BaseModel):
+    meaning: str
+    severity: Severity
+    skill: str  # the technician skill that fixes it
+
+
+class MaintenanceSpec(BaseModel):
+    interval_days: int
+    interval_run_hours: float
+    skill: str
+
+
+class ApplianceModel(BaseModel):
+    """A model in the catalog: kind, metrics, faults, expected life, maintenance interval."""
+
+    code: str
+    kind: str
+    name: str
+    expected_life_years: float
+    maintenance: MaintenanceSpec
+    metrics: dict[str, MetricSpec]
+    fault_codes: dict[str, FaultCode]
+
+
+class DeviceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=DEVICE_ID_PATTERN, description="the appliance serial")
+    model: str = Field(description="a model code from GET /models")
+    owner: int | None = Field(default=None, description="the owning customer's id")
+    purchased_on: dt.date | None = None
+    region: str | None = Field(default=None, max_length=64)
+
+
+class DeviceRead(BaseModel):
+    id: str
+    model: str
+    kind: str
+    owner: int | None
+    purchased_on: dt.date | None
+    region: str | None
+    created_at: dt.datetime
+    online: bool | None = None
+    last_seen: dt.datetime | None = None
+    last_seq: int | None = None
+    missing_seq: int = 0
+    latest: dict[str, float] = {}
+
+
+class TelemetryPoint(BaseModel):
+    ts: dt.datetime
+    metric: str
+    value: float
+    bucket: str | None = None
