@@ -66,7 +66,7 @@ def mosquitto_config(port: int, data_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def start_broker(home: Path, preferred_port: int = 1883) -> str:
+def start_broker(home: Path, preferred_port: int | None = 1883) -> str:
     """Start an embedded broker and answer its URL."""
     port = free_port(preferred_port)
     binary = shutil.which("mosquitto")

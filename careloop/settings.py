@@ -6,7 +6,8 @@ import functools
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import AnyHttpUrl, AnyUrl, PostgresDsn, SecretStr, ValidationError, field_validator
+import psycopg2.extensions
+from pydantic import AnyHttpUrl, AnyUrl, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "CARELOOP_"
@@ -19,11 +20,25 @@ class ConfigError(Exception):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
 
-    database_url: PostgresDsn | None = None
+    database_url: str | None = None
     mqtt_url: AnyUrl | None = None
     home: Path = Path(".careloop")
     admin_token: SecretStr | None = None
     api_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")
+
+    @field_validator("database_url")
+    @classmethod
+    def _libpq_url(cls, url: str | None) -> str | None:
+        # libpq's own parser: it accepts what psycopg2 will, socket directories (`?host=/path`) included.
+        if url is None:
+            return None
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql://, e.g. postgresql://careloop@127.0.0.1:5432/careloop")
+        try:
+            psycopg2.extensions.parse_dsn(url)
+        except psycopg2.ProgrammingError as error:
+            raise ValueError(f"not a valid PostgreSQL URL: {error}") from None
+        return url
 
     @field_validator("mqtt_url")
     @classmethod

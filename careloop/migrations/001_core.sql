@@ -82,7 +82,9 @@ CREATE TABLE quarantine (
     reason        text NOT NULL,
     detail        text NOT NULL,
     payload       text NOT NULL,
-    payload_bytes integer NOT NULL
+    payload_bytes integer NOT NULL,
+    -- a redelivered bad message is kept once: hash of topic, raw payload and what was wrong
+    dedup_key     text NOT NULL UNIQUE
 );
 CREATE INDEX quarantine_reason_idx ON quarantine (reason, received_at DESC);
 

@@ -1,0 +1,252 @@
+"""The `careloop` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from careloop.settings import ConfigError, get_settings
+
+log = logging.getLogger("careloop")
+DASHBOARD_ENTRY = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+
+
+def _services(need_broker: bool = True):
+    from careloop.runtime import resolve_services
+
+    return resolve_services(get_settings(), need_broker=need_broker)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from careloop.db import ensure_database, migrate
+
+    urls = _services(need_broker=False)
+    ensure_database(urls.database_url)
+    applied = migrate(urls.database_url)
+    print(f"schema up to date ({len(applied)} migration(s) applied: {', '.join(applied) or 'none'})")
+    if args.with_catalog:
+        from careloop.demo import load_rule_catalog
+
+        print(load_rule_catalog(urls.database_url))
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from careloop.db import Database
+    from careloop.runtime import stop_event_on_signals
+    from ingest.subscriber import Ingester
+
+    urls = _services()
+    stop = stop_event_on_signals()
+    database = Database(urls.database_url, max_connections=2)
+    ingester = Ingester(
+        database, urls.mqtt_url, name=args.name, share_group=args.share_group, batch_size=args.batch_size
+    )
+    ingester.start()
+    log.info("%s: ingesting; Ctrl-C or SIGTERM stops after the batch in hand", args.name)
+    while not stop.wait(timeout=30):
+        totals = ingester.totals
+        log.info(
+            "%s: %d messages, %d readings, %d events stored; %d duplicates; quarantined %s",
+            args.name,
+            totals.messages,
+            totals.readings_stored,
+            totals.events_stored,
+            totals.readings_duplicate + totals.events_duplicate,
+            dict(totals.quarantined) or 0,
+        )
+    ingester.stop()
+    database.close()
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from careloop.app import create_app
+    from careloop.db import Database
+
+    settings = get_settings()
+    urls = _services()
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    app = create_app(Database(urls.database_url), admin_token=token, mqtt_url=urls.mqtt_url)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(DASHBOARD_ENTRY),
+        "--server.port",
+        str(args.port),
+        "--server.address",
+        args.host,
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    return subprocess.call(command)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from careloop.demo import register_fleet
+    from careloop.runtime import stop_event_on_signals
+    from simulators.fleet import make_fleet
+    from simulators.run import run_simulation
+
+    urls = _services()
+    fleet = make_fleet(args.devices, seed=args.seed)
+    register_fleet(urls.database_url, fleet, seed=args.seed)
+    stop = stop_event_on_signals()
+    run_simulation(
+        urls.mqtt_url,
+        fleet,
+        rate=args.rate,
+        time_scale=args.time_scale,
+        faults=args.faults,
+        seed=args.seed,
+        ground_truth_path=Path(args.ground_truth) if args.ground_truth else None,
+        stop=stop,
+        duration=args.duration,
+        progress=sys.stderr.isatty(),
+    )
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from careloop.auth import create_token
+    from careloop.db import Database
+
+    database = Database(_services(need_broker=False).database_url, max_connections=1)
+    with database.transaction() as conn:
+        print(create_token(conn, role=args.role, name=args.name))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from careloop.demo import run_demo
+
+    return run_demo(devices=args.devices, rate=args.rate, seed=args.seed)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from careloop.bench import run_benchmark
+
+    return run_benchmark(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="careloop",
+        description="CareLoop: listens to connected appliances over MQTT, stores their telemetry, "
+        "finds faults and maintenance windows, and serves dispatchers and marketers. "
+        "Services are found through CARELOOP_DATABASE_URL and CARELOOP_MQTT_URL; where one is "
+        "not set, an embedded PostgreSQL or broker starts under CARELOOP_HOME (./.careloop).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo",
+        help="everything on one machine: services, demo fleet, simulator, "
+        "ingest, API and dashboard; prints the URLs and an admin token",
+    )
+    demo.add_argument("--devices", type=int, default=200, help="size of the demo fleet (default 200)")
+    demo.add_argument("--rate", type=float, default=0.1, help="messages per device per second (default 0.1)")
+    demo.add_argument("--seed", type=int, default=7, help="seed of the demo fleet and its physics")
+    demo.set_defaults(handler=cmd_demo)
+
+    migrate = commands.add_parser("migrate", help="bring the database schema up to date (idempotent)")
+    migrate.add_argument("--with-catalog", action="store_true", help="also load the built-in rule catalog")
+    migrate.set_defaults(handler=cmd_migrate)
+
+    ingest = commands.add_parser(
+        "ingest", help="the MQTT ingester (several may run side by side, each with its own --name)"
+    )
+    ingest.add_argument(
+        "--name",
+        default=os.environ.get("CARELOOP_INGEST_NAME", "ingest-1"),
+        help="stable name: the broker keeps this ingester's session and queue under it "
+        "while it restarts (default ingest-1)",
+    )
+    ingest.add_argument(
+        "--share-group",
+        default="careloop-ingest",
+        help="MQTT 5 shared-subscription group; ingesters in one group split the load",
+    )
+    ingest.add_argument(
+        "--batch-size", type=int, default=1000, help="messages per transaction (default 1000)"
+    )
+    ingest.set_defaults(handler=cmd_ingest)
+
+    api = commands.add_parser("api", help="the HTTP API (OpenAPI docs at /docs)")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(handler=cmd_api)
+
+    dashboard = commands.add_parser("dashboard", help="the dispatcher dashboard (Streamlit)")
+    dashboard.add_argument("--host", default="127.0.0.1")
+    dashboard.add_argument("--port", type=int, default=8501)
+    dashboard.set_defaults(handler=cmd_dashboard)
+
+    simulate = commands.add_parser("simulate", help="a fleet of simulated appliances publishing over MQTT")
+    simulate.add_argument("--devices", type=int, required=True, help="how many appliances")
+    simulate.add_argument(
+        "--rate", type=float, default=0.2, help="messages per device per second (default 0.2)"
+    )
+    simulate.add_argument(
+        "--faults",
+        default=None,
+        help="faults to inject, e.g. 'E21:0.05,F12:0.02' "
+        "(probability per device per simulated day) or 'all:0.01'",
+    )
+    simulate.add_argument("--seed", type=int, default=7, help="seed: the same seed gives the same fleet")
+    simulate.add_argument("--time-scale", type=float, default=1.0, help="simulated seconds per real second")
+    simulate.add_argument("--ground-truth", default=None, help="JSON-lines file for the injected faults")
+    simulate.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    simulate.set_defaults(handler=cmd_simulate)
+
+    token = commands.add_parser("token", help="create an API token with a role and print it")
+    token.add_argument("--role", required=True, choices=["admin", "dispatcher", "marketer", "technician"])
+    token.add_argument("--name", default="cli", help="who or what the token is for")
+    token.set_defaults(handler=cmd_token)
+
+    bench = commands.add_parser("bench", help="the benchmarks; they print figures and ratios")
+    benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    ingest_bench = benches.add_parser("ingest", help="MQTT publish-to-commit throughput against raw limits")
+    ingest_bench.add_argument("--messages", type=int, default=40_000, help="messages to publish in all")
+    ingest_bench.add_argument("--publishers", type=int, default=4, help="publishing processes")
+    ingest_bench.add_argument("--devices", type=int, default=400, help="distinct devices")
+    ingest_bench.add_argument("--ingesters", type=int, default=1, help="ingesters sharing the subscription")
+    bench.set_defaults(handler=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from careloop.runtime import configure_logging
+
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        get_settings()
+    except ConfigError as error:
+        print(f"careloop: configuration error: {error}", file=sys.stderr)
+        return 2
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Customers: profiles, consent per purpose and channel, and the 360 view."""

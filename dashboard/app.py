@@ -1,0 +1,34 @@
+"""Entry point of the CareLoop dashboard: `streamlit run dashboard/app.py`."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard.client import load_api_settings
+from dashboard.data import clear_cache
+
+st.set_page_config(page_title="CareLoop", page_icon=":material/home_repair_service:", layout="wide")
+
+# Paths are relative to this file. Later sections (Service: detections, service orders, call
+# tasks; Marketing: offers) get their own page files and a key here once their endpoints exist.
+PAGES = {
+    "Fleet": [
+        st.Page("pages/fleet.py", title="Fleet health", icon=":material/monitor_heart:", default=True),
+        st.Page("pages/device.py", title="Device drill-down", icon=":material/kitchen:"),
+        st.Page("pages/quarantine.py", title="Ingest quarantine", icon=":material/report:"),
+    ],
+    "Customers": [
+        st.Page("pages/customers.py", title="Customers", icon=":material/groups:"),
+    ],
+}
+
+page = st.navigation(PAGES)
+
+# The sidebar is drawn before the page runs so it stays visible when a page stops on an API error.
+with st.sidebar:
+    settings = load_api_settings()
+    st.caption(f"API: `{settings.base_url}`" + ("" if settings.token else " · no token set"))
+    if st.button("Refresh", icon=":material/refresh:", help="Read everything from the API again"):
+        clear_cache()
+
+page.run()

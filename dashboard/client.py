@@ -1,0 +1,164 @@
+"""A small HTTP client for the CareLoop API, with errors a dispatcher can act on."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from dotenv import dotenv_values
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+TOKEN_VARIABLES = ("CARELOOP_API_TOKEN", "CARELOOP_ADMIN_TOKEN")
+
+
+class ApiError(Exception):
+    """The API could not answer; the message names the URL and, when there was one, the status."""
+
+    def __init__(self, message: str, *, url: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    base_url: str
+    token: str | None
+
+
+def load_api_settings(env_file: Path | str = ".env") -> ApiSettings:
+    """Where the API is and which token to send: the environment first, then `.env`."""
+    file_values = dotenv_values(env_file) if Path(env_file).is_file() else {}
+
+    def lookup(name: str) -> str | None:
+        value = os.environ.get(name) or file_values.get(name)
+        return value.strip() if value and value.strip() else None
+
+    base_url = (lookup("CARELOOP_API_URL") or DEFAULT_API_URL).rstrip("/")
+    token = next((value for name in TOKEN_VARIABLES if (value := lookup(name))), None)
+    return ApiSettings(base_url=base_url, token=token)
+
+
+def _detail(response: httpx.Response) -> str:
+    """The API's `{"detail": ...}` if it sent one, else a short piece of the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200].strip()
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])
+    return str(body)[:200]
+
+
+class ApiClient:
+    """Thin wrapper over httpx.Client; every failure becomes an ApiError, never a raw exception."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.has_token = token is not None
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(headers=headers, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def url_for(self, path: str) -> str:
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def get(self, path: str, params: dict[str, Any] | None = None, *, accept: tuple[int, ...] = ()) -> Any:
+        """GET a JSON document; statuses in `accept` are returned like a 200 (e.g. a 503 /health body)."""
+        url = self.url_for(path)
+        # Empty filters are left out so the API applies its own defaults.
+        query = {key: value for key, value in (params or {}).items() if value not in (None, "")}
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ApiError(
+                f"CARELOOP_API_URL must start with http:// or https://, got {self.base_url!r}.", url=url
+            )
+        try:
+            response = self._http.get(url, params=query)
+        except httpx.TimeoutException:
+            raise ApiError(
+                f"The CareLoop API at {url} did not answer in time. Is it overloaded or stuck?", url=url
+            ) from None
+        except httpx.TransportError as error:
+            raise ApiError(
+                f"Cannot reach the CareLoop API at {url} ({type(error).__name__}: {error}). "
+                "Is `careloop api` running? Set CARELOOP_API_URL if it runs elsewhere.",
+                url=url,
+            ) from None
+        if response.status_code in (401, 403):
+            if self.has_token:
+                hint = "the token was refused; check CARELOOP_API_TOKEN (or CARELOOP_ADMIN_TOKEN)."
+            else:
+                hint = "no token is configured; set CARELOOP_API_TOKEN (or CARELOOP_ADMIN_TOKEN)."
+            raise ApiError(
+                f"The CareLoop API at {url} answered {response.status_code} "
+                f"{response.reason_phrase}: {hint} ({_detail(response)})",
+                url=url,
+                status=response.status_code,
+            )
+        if response.status_code >= 400 and response.status_code not in accept:
+            raise ApiError(
+                f"The CareLoop API at {url} answered {response.status_code} "
+                f"{response.reason_phrase}: {_detail(response)}",
+                url=url,
+                status=response.status_code,
+            )
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiError(
+                f"The CareLoop API at {url} answered {response.status_code} with something that is not "
+                "JSON. Does CARELOOP_API_URL point at the API (not the dashboard)?",
+                url=url,
+                status=response.status_code,
+            ) from None
+
+    # One method per endpoint the dashboard reads; later pages (detections, service orders,
+    # call tasks, offers) add theirs here once those endpoints exist.
+
+    def health(self) -> dict[str, Any]:
+        # A degraded API may say so with a 503; its body is still the answer we want to show.
+        return self.get("/health", accept=(503,))
+
+    def models(self) -> dict[str, Any]:
+        return self.get("/models")
+
+    def fleet_summary(self) -> dict[str, Any]:
+        return self.get("/fleet/summary")
+
+    def devices(self, **filters: Any) -> dict[str, Any]:
+        """Filters: kind, model, region, online, owner, q, limit, offset."""
+        return self.get("/devices", filters)
+
+    def device(self, device_id: str) -> dict[str, Any]:
+        return self.get(f"/devices/{quote(device_id, safe='')}")
+
+    def telemetry(self, device_id: str, **filters: Any) -> dict[str, Any]:
+        """Filters: metric, since, until, bucket, limit."""
+        return self.get(f"/devices/{quote(device_id, safe='')}/telemetry", filters)
+
+    def customers(self, **filters: Any) -> dict[str, Any]:
+        return self.get("/customers", filters)
+
+    def customer_360(self, customer_id: int | str) -> dict[str, Any]:
+        return self.get(f"/customers/{quote(str(customer_id), safe='')}/360")
+
+    def quarantine(self, **filters: Any) -> dict[str, Any]:
+        return self.get("/ingest/quarantine", filters)
+
+    def ingest_stats(self) -> dict[str, Any]:
+        return self.get("/ingest/stats")

@@ -1,0 +1,141 @@
+"""Device drill-down: find one appliance, see its state and its metrics over time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.client import ApiError
+from dashboard.data import fetch, fetch_or_stop, stop_with
+from dashboard.ui import format_value, linked_id, remember_choice, time_ago
+
+RANGES = {"1 h": timedelta(hours=1), "6 h": timedelta(hours=6), "24 h": timedelta(days=1),
+          "7 d": timedelta(days=7), "30 d": timedelta(days=30)}
+# Roughly 100-300 points per line whatever the range, so charts stay readable and requests small.
+AUTO_BUCKET = {"1 h": "1m", "6 h": "5m", "24 h": "15m", "7 d": "1h", "30 d": "6h"}
+BUCKETS = ["auto", "raw", "1m", "5m", "15m", "1h", "6h", "1d"]
+TELEMETRY_LIMIT = 2000
+SEARCH_LIMIT = 50
+
+st.title("Device drill-down")
+
+models: dict[str, dict[str, Any]] = {m["code"]: m for m in fetch_or_stop("models").get("items", [])}
+kinds = sorted({m["kind"] for m in models.values() if m.get("kind")})
+
+linked = linked_id("device")
+
+with st.container(horizontal=True, vertical_alignment="bottom"):
+    search = st.text_input("Search devices", placeholder="serial, model or owner", width=320)
+    kind = st.selectbox("Kind", ["all kinds", *kinds], width=200)
+    only_offline = st.toggle("Offline only")
+
+found = fetch_or_stop(
+    "devices",
+    q=search.strip() or None,
+    kind=None if kind == "all kinds" else kind,
+    online="false" if only_offline else None,
+    limit=SEARCH_LIMIT,
+)
+labels = {
+    d["id"]: f"{d['id']} · {d.get('model', '?')} · {'online' if d.get('online') else 'offline'}"
+    for d in found.get("items", [])
+}
+if linked and linked not in labels:
+    labels = {linked: linked, **labels}
+if not labels:
+    st.info("No device matches this search.")
+    st.stop()
+
+ids = list(labels)
+st.caption(f"{found.get('total', len(found.get('items', [])))} devices match; showing up to {SEARCH_LIMIT}.")
+device_id = st.selectbox(
+    "Device", ids, index=ids.index(linked) if linked in ids else 0, format_func=labels.__getitem__
+)
+remember_choice("device", device_id)
+
+try:
+    device = fetch("device", device_id)
+except ApiError as error:
+    if error.status == 404:
+        st.warning(f"There is no device {device_id!r}.")
+        st.stop()
+    stop_with(error)
+
+model = models.get(device.get("model", ""), {})
+metric_specs: dict[str, dict[str, Any]] = model.get("metrics") or {}
+
+st.header(device["id"])
+with st.container(horizontal=True):
+    online = bool(device.get("online"))
+    st.badge("online" if online else "offline", color="green" if online else "red")
+    st.badge(f"{model.get('name') or device.get('model')} ({device.get('kind') or model.get('kind', '?')})",
+             color="blue")
+    if device.get("region"):
+        st.badge(device["region"], color="gray", icon=":material/location_on:")
+
+with st.container(horizontal=True):
+    st.metric("Last seen", time_ago(device.get("last_seen")), border=True,
+              help=device.get("last_seen") or "The device has never reported.")
+    st.metric("Last seq", format_value(device.get("last_seq")), border=True)
+    st.metric("Missing seq", format_value(device.get("missing_seq", 0)), border=True,
+              help="Messages this device sent that never arrived.")
+    st.metric("Purchased", device.get("purchased_on") or "–", border=True)
+
+if device.get("owner") is not None:
+    st.page_link("pages/customers.py", label=f"Owner: customer {device['owner']}", icon=":material/person:",
+                 query_params={"customer": str(device["owner"])})
+
+st.subheader("Latest values")
+latest: dict[str, Any] = device.get("latest") or {}
+if not latest:
+    st.caption("No readings yet.")
+else:
+    with st.container(horizontal=True):
+        for name, value in sorted(latest.items()):
+            spec = metric_specs.get(name, {})
+            low, high = spec.get("min"), spec.get("max")
+            out_of_range = isinstance(value, int | float) and (
+                (low is not None and value < low) or (high is not None and value > high)
+            )
+            st.metric(
+                f"⚠ {name}" if out_of_range else name,
+                format_value(value, spec.get("unit")),
+                border=True,
+                help=(spec.get("description") or "") + (f" Valid range {low} to {high}." if spec else ""),
+            )
+
+st.subheader("Metrics over time")
+with st.container(horizontal=True, vertical_alignment="bottom"):
+    range_label = st.selectbox("Range", list(RANGES), index=2, width=120)
+    bucket_choice = st.selectbox("Bucket", BUCKETS, width=120,
+                                 help="Averages per bucket; 'raw' shows every reading.")
+    chosen = st.multiselect("Metrics", sorted(set(metric_specs) | set(latest)),
+                            default=sorted(latest) or sorted(metric_specs))
+
+bucket = AUTO_BUCKET[range_label] if bucket_choice == "auto" else bucket_choice
+# Rounded to the minute so that reruns within the cache ttl ask the same question.
+since = (datetime.now(UTC) - RANGES[range_label]).replace(second=0, microsecond=0)
+
+columns = st.columns(2)
+for position, metric in enumerate(chosen):
+    spec = metric_specs.get(metric, {})
+    answer = fetch_or_stop(
+        "telemetry", device_id, metric=metric, since=since.isoformat(),
+        bucket=None if bucket == "raw" else bucket, limit=TELEMETRY_LIMIT,
+    )
+    points = pd.DataFrame(answer.get("items") or [], columns=["ts", "metric", "value"])
+    with columns[position % 2]:
+        unit = f" ({spec['unit']})" if spec.get("unit") else ""
+        st.markdown(f"**{metric}**{unit}" + (" · counter" if spec.get("counter") else ""))
+        points = points[points["metric"] == metric]
+        if points.empty:
+            st.caption("No readings in this range.")
+            continue
+        points["ts"] = pd.to_datetime(points["ts"], utc=True, format="ISO8601")
+        points = points.sort_values("ts")
+        st.line_chart(points, x="ts", y="value", x_label="", y_label=spec.get("unit") or "", height=220)
+        if len(points) >= TELEMETRY_LIMIT:
+            st.caption(f"Only the first {TELEMETRY_LIMIT} points; choose a larger bucket.")

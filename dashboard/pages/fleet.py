@@ -1,0 +1,74 @@
+"""Fleet health: how many appliances report, per kind, and how clean the incoming stream is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.data import fetch_or_stop
+
+st.title("Fleet health")
+
+
+def health_badge(health: dict[str, Any]) -> None:
+    """One badge for the API, then one per dependency with its detail as the tooltip."""
+    ok = health.get("status") == "ok"
+    st.badge(
+        "API ok" if ok else f"API {health.get('status', 'unknown')}",
+        icon=":material/check_circle:" if ok else ":material/warning:",
+        color="green" if ok else "orange",
+    )
+    for name in ("database", "broker"):
+        part = health.get(name) or {}
+        st.badge(
+            f"{name} {'ok' if part.get('ok') else 'down'}",
+            color="green" if part.get("ok") else "red",
+            help=part.get("detail") or None,
+        )
+
+
+health = fetch_or_stop("health")
+
+with st.container(horizontal=True):
+    health_badge(health)
+
+summary = fetch_or_stop("fleet_summary")
+
+devices = summary.get("devices", 0)
+online = summary.get("online", 0)
+with st.container(horizontal=True):
+    st.metric("Devices", f"{devices:,}", border=True)
+    st.metric(
+        "Online", f"{online:,}", f"{online / devices:.0%} of fleet" if devices else None,
+        delta_color="off", border=True,
+    )
+    st.metric("Offline", f"{summary.get('offline', 0):,}", border=True)
+    st.metric("Never seen", f"{summary.get('never_seen', 0):,}", border=True)
+with st.container(horizontal=True):
+    st.metric("Readings, last 24 h", f"{summary.get('readings_24h', 0):,}", border=True)
+    st.metric(
+        "Missing seq", f"{summary.get('missing_seq', 0):,}", border=True,
+        help="Messages devices sent that never arrived (gaps in their sequence numbers).",
+    )
+    st.metric(
+        "Quarantined, last 24 h", f"{summary.get('quarantined_24h', 0):,}", border=True,
+        help="Messages that could not be accepted; see Ingest quarantine.",
+    )
+
+st.subheader("Online share by kind")
+by_kind = pd.DataFrame(summary.get("by_kind") or [], columns=["kind", "devices", "online"])
+if by_kind.empty:
+    st.info("No devices registered yet.")
+else:
+    # A kind with no devices has no share (NaN), not 0 %.
+    share = by_kind["online"] / by_kind["devices"].where(by_kind["devices"] > 0)
+    by_kind["online %"] = (100 * share).round(1)
+    st.bar_chart(by_kind, x="kind", y="online %", y_label="online %", x_label="", height=300)
+    st.caption(
+        " · ".join(f"{row.kind}: {row.online:,} of {row.devices:,}" for row in by_kind.itertuples())
+    )
+
+if summary.get("quarantined_24h"):
+    st.page_link("pages/quarantine.py", label="Why were messages quarantined?", icon=":material/report:")

@@ -1,0 +1,98 @@
+"""HTTP endpoints for models, devices and telemetry; thin handlers over devices.service."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+
+from careloop.deps import Conn, Role, require
+from careloop.durations import parse_duration
+from devices import service
+from devices.catalog import load_catalog
+from devices.models import DEVICE_ID_PATTERN, DeviceCreate, DeviceRead
+
+router = APIRouter(tags=["devices"])
+DeviceId = Annotated[str, Query(pattern=DEVICE_ID_PATTERN)]
+
+
+@router.get("/models")
+def list_models(_role: Role) -> dict:
+    """The appliance models known, with their metrics, fault codes, life and maintenance interval."""
+    models = [model.model_dump() for model in load_catalog().values()]
+    return {"items": models, "total": len(models)}
+
+
+@router.post("/devices", status_code=201, dependencies=[require("dispatcher")])
+def create_device(device: DeviceCreate, conn: Conn) -> DeviceRead:
+    return service.register_device(conn, device)
+
+
+@router.get("/devices")
+def list_devices(
+    conn: Conn,
+    _role: Role,
+    kind: str | None = None,
+    model: str | None = None,
+    region: str | None = None,
+    owner: int | None = None,
+    online: bool | None = None,
+    q: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict:
+    items, total = service.list_devices(
+        conn,
+        kind=kind,
+        model=model,
+        region=region,
+        owner=owner,
+        online=online,
+        q=q,
+        limit=limit,
+        offset=offset,
+    )
+    return {"items": items, "total": total}
+
+
+@router.get("/devices/fleet/summary", include_in_schema=False)
+@router.get("/fleet/summary")
+def fleet_summary(conn: Conn, _role: Role) -> dict:
+    """Counts over the fleet: online, offline, never seen, lost messages, quarantine, readings."""
+    return service.fleet_summary(conn)
+
+
+@router.get("/devices/{device_id}")
+def get_device(device_id: str, conn: Conn, _role: Role) -> DeviceRead:
+    return service.get_device(conn, device_id)
+
+
+@router.get("/devices/{device_id}/telemetry")
+def device_telemetry(
+    device_id: str,
+    conn: Conn,
+    _role: Role,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    metric: str | None = None,
+    bucket: Annotated[str | None, Query(description="average per bucket, e.g. 5m, 1h, 1d")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> dict:
+    """Readings in a range (default: the last day), newest first; with `bucket`, averages per bucket."""
+    try:
+        bucket_size = parse_duration(bucket) if bucket else None
+    except ValueError as error:
+        raise HTTPException(422, f"bucket: {error}") from None
+    since, until = (_aware(since), _aware(until))
+    points = service.device_telemetry(
+        conn, device_id, since=since, until=until, metric=metric, bucket=bucket_size, limit=limit
+    )
+    return {"items": points}
+
+
+def _aware(moment: dt.datetime | None) -> dt.datetime | None:
+    """Times without a zone are taken as UTC, the zone of storage."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=dt.UTC)
+    return moment

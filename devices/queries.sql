@@ -1,0 +1,66 @@
+-- name: insert_device --
+-- Register a device; answers nothing when the id is taken.
+INSERT INTO devices (id, model, kind, owner_id, purchased_on, region)
+VALUES (%(id)s, %(model)s, %(kind)s, %(owner_id)s, %(purchased_on)s, %(region)s)
+ON CONFLICT (id) DO NOTHING
+RETURNING id
+
+-- name: device_models --
+-- The model code of each of the given devices that exists.
+SELECT id, model FROM devices WHERE id = ANY(%(device_ids)s)
+
+-- name: list_devices --
+-- Devices with their state, filtered; `total` counts all matches.
+SELECT d.id, d.model, d.kind, d.owner_id AS owner, d.purchased_on, d.region, d.created_at,
+       s.online, s.last_seen, s.last_seq,
+       GREATEST(coalesce(s.last_seq - s.first_seq + 1 - s.seq_count, 0), 0) AS missing_seq,
+       coalesce(s.latest, '{}'::jsonb) AS latest,
+       count(*) OVER () AS total
+FROM devices d
+LEFT JOIN device_state s ON s.device_id = d.id
+WHERE (%(device_id)s::text IS NULL OR d.id = %(device_id)s)
+  AND (%(kind)s::text IS NULL OR d.kind = %(kind)s)
+  AND (%(model)s::text IS NULL OR d.model = %(model)s)
+  AND (%(region)s::text IS NULL OR d.region = %(region)s)
+  AND (%(owner)s::bigint IS NULL OR d.owner_id = %(owner)s)
+  AND (%(online)s::boolean IS NULL OR coalesce(s.online, false) = %(online)s)
+  AND (%(q)s::text IS NULL OR d.id ILIKE '%%' || %(q)s || '%%')
+ORDER BY d.id
+LIMIT %(limit)s OFFSET %(offset)s
+
+-- name: telemetry_raw --
+-- A device's readings in a time range, newest first.
+SELECT ts, metric, value FROM telemetry
+WHERE device_id = %(device_id)s AND ts >= %(since)s AND ts < %(until)s
+  AND (%(metric)s::text IS NULL OR metric = %(metric)s)
+ORDER BY ts DESC, metric
+LIMIT %(limit)s
+
+-- name: telemetry_bucketed --
+-- A device's readings averaged per time bucket and metric (date_bin runs on plain PostgreSQL and TimescaleDB alike).
+SELECT date_bin(%(bucket)s::interval, ts, TIMESTAMPTZ '2000-01-01') AS ts, metric, avg(value) AS value
+FROM telemetry
+WHERE device_id = %(device_id)s AND ts >= %(since)s AND ts < %(until)s
+  AND (%(metric)s::text IS NULL OR metric = %(metric)s)
+GROUP BY 1, 2
+ORDER BY 1 DESC, 2
+LIMIT %(limit)s
+
+-- name: fleet_summary --
+-- Counts over the whole fleet for the health view.
+SELECT count(*) AS devices,
+       count(*) FILTER (WHERE s.online) AS online,
+       count(*) FILTER (WHERE s.online IS FALSE) AS offline,
+       count(*) FILTER (WHERE s.device_id IS NULL OR s.last_seen IS NULL) AS never_seen,
+       coalesce(sum(GREATEST(s.last_seq - s.first_seq + 1 - s.seq_count, 0)), 0) AS missing_seq
+FROM devices d LEFT JOIN device_state s ON s.device_id = d.id
+
+-- name: fleet_by_kind --
+-- Devices and online devices per kind.
+SELECT d.kind, count(*) AS devices, count(*) FILTER (WHERE s.online) AS online
+FROM devices d LEFT JOIN device_state s ON s.device_id = d.id
+GROUP BY d.kind ORDER BY d.kind
+
+-- name: readings_since --
+-- How many readings arrived since a time.
+SELECT count(*) FROM telemetry WHERE received_at >= %(since)s

@@ -1,0 +1,117 @@
+"""Devices: registration, look-ups, telemetry reads and fleet counts. Takes a connection."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from careloop.durations import format_duration
+from careloop.errors import Conflict, InvalidInput, NotFound
+from customers import repo as customers_repo
+from devices import repo
+from devices.catalog import get_model, load_catalog
+from devices.models import ApplianceModel, DeviceCreate, DeviceRead, TelemetryPoint
+from ingest import repo as ingest_repo
+
+MAX_TELEMETRY_POINTS = 10_000
+
+
+def register_device(conn: Any, device: DeviceCreate) -> DeviceRead:
+    model = get_model(device.model)
+    if model is None:
+        raise InvalidInput("model", f"unknown model {device.model!r}; GET /models lists the known ones")
+    if device.owner is not None and not customers_repo.customer_exists(conn, customer_id=device.owner):
+        raise InvalidInput("owner", f"no customer with id {device.owner}")
+    created = repo.insert_device(
+        conn,
+        device={
+            "id": device.id,
+            "model": model.code,
+            "kind": model.kind,
+            "owner_id": device.owner,
+            "purchased_on": device.purchased_on,
+            "region": device.region,
+        },
+    )
+    if not created:
+        raise Conflict(f"device {device.id} already exists")
+    return get_device(conn, device.id)
+
+
+def get_device(conn: Any, device_id: str) -> DeviceRead:
+    rows = repo.list_devices(conn, device_id=device_id, limit=1)
+    if not rows:
+        raise NotFound(f"no device {device_id}")
+    return _device_read(rows[0])
+
+
+def list_devices(conn: Any, *, limit: int, offset: int, **filters: Any) -> tuple[list[DeviceRead], int]:
+    rows = repo.list_devices(conn, limit=limit, offset=offset, **filters)
+    total = rows[0]["total"] if rows else 0
+    return [_device_read(row) for row in rows], total
+
+
+def _device_read(row: dict[str, Any]) -> DeviceRead:
+    latest = {metric: entry["v"] for metric, entry in (row.get("latest") or {}).items()}
+    return DeviceRead.model_validate({**row, "latest": latest})
+
+
+def device_telemetry(
+    conn: Any,
+    device_id: str,
+    *,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    metric: str | None,
+    bucket: dt.timedelta | None,
+    limit: int,
+) -> list[TelemetryPoint]:
+    device = get_device(conn, device_id)
+    until = until or dt.datetime.now(dt.UTC)
+    since = since or until - dt.timedelta(days=1)
+    if since >= until:
+        raise InvalidInput("since", "must be before until")
+    model = get_model(device.model)
+    if metric is not None and model is not None and metric not in model.metrics:
+        raise InvalidInput("metric", f"{device.model} has no metric {metric!r}")
+    rows = repo.telemetry(
+        conn,
+        device_id=device_id,
+        since=since,
+        until=until,
+        metric=metric,
+        bucket=bucket,
+        limit=min(limit, MAX_TELEMETRY_POINTS),
+    )
+    label = None if bucket is None else _bucket_label(bucket)
+    return [
+        TelemetryPoint(ts=row["ts"], metric=row["metric"], value=row["value"], bucket=label) for row in rows
+    ]
+
+
+def _bucket_label(bucket: dt.timedelta) -> str:
+    return format_duration(bucket)
+
+
+def models_of_devices(conn: Any, device_ids: list[str]) -> dict[str, ApplianceModel]:
+    """The catalog model of each known device among `device_ids` (unknown ones are absent)."""
+    catalog = load_catalog()
+    return {
+        device_id: catalog[code]
+        for device_id, code in repo.device_models(conn, device_ids=device_ids).items()
+        if code in catalog
+    }
+
+
+def fleet_summary(conn: Any, *, now: dt.datetime | None = None) -> dict[str, Any]:
+    now = now or dt.datetime.now(dt.UTC)
+    day_ago = now - dt.timedelta(days=1)
+    summary = dict(repo.fleet_summary(conn))
+    quarantined = sum(row["count"] for row in ingest_repo.quarantine_by_reason(conn, since=day_ago))
+    return {
+        **summary,
+        "missing_seq": int(summary.get("missing_seq") or 0),
+        "by_kind": repo.fleet_by_kind(conn),
+        "quarantined_24h": quarantined,
+        "readings_24h": repo.readings_since(conn, since=day_ago),
+    }

@@ -1,0 +1,1 @@
+"""The MQTT ingester: validate, batch, store in one transaction, then acknowledge."""

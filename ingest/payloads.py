@@ -1,0 +1,268 @@
+"""Parsing and validating device messages per CONTRACT.md. Pure: no database, no broker.
+
+A message that cannot be accepted raises `Rejected` with a stable reason code; the ingester
+puts it in quarantine with that reason. Inside a `readings` array each reading stands alone:
+the good ones are kept, a bad one is quarantined by itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
+
+from careloop.mqtt import DEVICE_TOPIC
+from devices.models import ApplianceModel
+
+MAX_PAYLOAD_BYTES = 256 * 1024
+MAX_READINGS_PER_MESSAGE = 2000
+MAX_FUTURE = dt.timedelta(minutes=5)
+MAX_AGE = dt.timedelta(days=30)
+QUARANTINED_PAYLOAD_CHARS = 4096
+
+# Reason codes, stable: dashboards and alerts count by them.
+BAD_TOPIC = "bad_topic"
+OVERSIZED = "oversized"
+INVALID_JSON = "invalid_json"
+INVALID_PAYLOAD = "invalid_payload"
+NON_FINITE = "non_finite"
+TS_IN_FUTURE = "ts_in_future"
+TS_TOO_OLD = "ts_too_old"
+UNKNOWN_DEVICE = "unknown_device"
+DEVICE_MISMATCH = "device_mismatch"
+UNKNOWN_METRIC = "unknown_metric"
+OUT_OF_RANGE = "out_of_range"
+BAD_STATUS = "bad_status"
+
+
+class Rejected(Exception):
+    """A message (or one reading of it) that cannot be accepted, with the reason."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Reading:
+    device_id: str
+    seq: int
+    ts: dt.datetime
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class DeviceEvent:
+    device_id: str
+    seq: int
+    ts: dt.datetime
+    type: str
+    code: str | None
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    device_id: str
+    online: bool
+
+
+@dataclass(frozen=True)
+class RejectedPart:
+    """One quarantined piece: the whole message, or one reading of a `readings` array."""
+
+    reason: str
+    detail: str
+    payload: str
+
+
+@dataclass
+class ParsedMessage:
+    topic: str
+    device_id: str
+    channel: str  # telemetry | events | status
+    readings: list[Reading] = field(default_factory=list)
+    event: DeviceEvent | None = None
+    status: StatusChange | None = None
+    rejected: list[RejectedPart] = field(default_factory=list)
+
+
+# --- payload shapes ----------------------------------------------------------------------------
+
+Timestamp = StrictStr | StrictInt | StrictFloat
+Seq = Annotated[StrictInt, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ReadingPayload(_Strict):
+    seq: Seq
+    ts: Timestamp
+    metrics: Annotated[dict[StrictStr, StrictFloat | StrictInt], Field(min_length=1)]
+    device_id: StrictStr | None = None
+
+
+class ReadingsPayload(_Strict):
+    readings: Annotated[list[Any], Field(min_length=1, max_length=MAX_READINGS_PER_MESSAGE)]
+    device_id: StrictStr | None = None
+
+
+class EventPayload(_Strict):
+    seq: Seq
+    ts: Timestamp
+    type: Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
+    code: Annotated[StrictStr, Field(max_length=32)] | None = None
+    detail: Annotated[StrictStr, Field(max_length=1000)] | None = None
+    device_id: StrictStr | None = None
+
+
+# --- parsing -------------------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> float:
+    raise Rejected(NON_FINITE, f"{name} is not a number a device may send")
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "payload"
+    return f"{where}: {first['msg']}"
+
+
+def parse_timestamp(value: str | int | float, now: dt.datetime) -> dt.datetime:
+    """An ISO 8601 time with a zone, or epoch milliseconds, checked against the accepted window."""
+    if isinstance(value, str):
+        try:
+            ts = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise Rejected(INVALID_PAYLOAD, f"ts: {value!r} is not ISO 8601") from None
+        if ts.tzinfo is None:
+            raise Rejected(INVALID_PAYLOAD, f"ts: {value!r} has no time zone")
+    else:
+        if not math.isfinite(value):
+            raise Rejected(NON_FINITE, "ts is not finite")
+        try:
+            ts = dt.datetime.fromtimestamp(value / 1000, tz=dt.UTC)
+        except (OverflowError, OSError, ValueError):
+            raise Rejected(INVALID_PAYLOAD, f"ts: {value!r} is out of range for epoch milliseconds") from None
+    ts = ts.astimezone(dt.UTC)
+    if ts > now + MAX_FUTURE:
+        raise Rejected(TS_IN_FUTURE, f"ts {ts.isoformat()} is more than 5 minutes ahead of {now.isoformat()}")
+    if ts < now - MAX_AGE:
+        raise Rejected(TS_TOO_OLD, f"ts {ts.isoformat()} is more than 30 days old")
+    return ts
+
+
+def _check_device_field(claimed: str | None, device_id: str) -> None:
+    if claimed is not None and claimed != device_id:
+        raise Rejected(DEVICE_MISMATCH, f"payload names device {claimed!r} but the topic names {device_id!r}")
+
+
+def _reading(raw: Any, device_id: str, now: dt.datetime) -> Reading:
+    try:
+        payload = ReadingPayload.model_validate(raw)
+    except ValidationError as error:
+        raise Rejected(INVALID_PAYLOAD, _describe(error)) from None
+    _check_device_field(payload.device_id, device_id)
+    for name, value in payload.metrics.items():
+        if not math.isfinite(value):
+            raise Rejected(NON_FINITE, f"metrics.{name} is {value}")
+    return Reading(
+        device_id=device_id,
+        seq=payload.seq,
+        ts=parse_timestamp(payload.ts, now),
+        metrics={name: float(value) for name, value in payload.metrics.items()},
+    )
+
+
+def _decode(payload: bytes) -> Any:
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise Rejected(OVERSIZED, f"{len(payload)} bytes, the limit is {MAX_PAYLOAD_BYTES}")
+    try:
+        return json.loads(payload, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise Rejected(INVALID_JSON, str(error)) from None
+
+
+def parse_message(topic: str, payload: bytes, now: dt.datetime) -> ParsedMessage:
+    """Parse one MQTT message; raises `Rejected` when nothing of it can be accepted."""
+    match = DEVICE_TOPIC.match(topic)
+    if match is None:
+        raise Rejected(BAD_TOPIC, f"topic {topic!r} is not careloop/v1/devices/{{device_id}}/<channel>")
+    device_id, channel = match.groups()
+    message = ParsedMessage(topic=topic, device_id=device_id, channel=channel)
+    if channel == "status":
+        text = payload.decode("utf-8", errors="replace").strip()
+        if text not in ("online", "offline"):
+            raise Rejected(BAD_STATUS, f"status must be 'online' or 'offline', not {text[:40]!r}")
+        message.status = StatusChange(device_id=device_id, online=text == "online")
+        return message
+    document = _decode(payload)
+    if not isinstance(document, dict):
+        raise Rejected(INVALID_PAYLOAD, f"payload must be a JSON object, not {type(document).__name__}")
+    if channel == "events":
+        try:
+            event = EventPayload.model_validate(document)
+        except ValidationError as error:
+            raise Rejected(INVALID_PAYLOAD, _describe(error)) from None
+        _check_device_field(event.device_id, device_id)
+        message.event = DeviceEvent(
+            device_id=device_id,
+            seq=event.seq,
+            ts=parse_timestamp(event.ts, now),
+            type=event.type,
+            code=event.code,
+            detail=event.detail,
+        )
+        return message
+    if "readings" not in document:
+        message.readings.append(_reading(document, device_id, now))
+        return message
+    try:
+        batch = ReadingsPayload.model_validate(document)
+    except ValidationError as error:
+        raise Rejected(INVALID_PAYLOAD, _describe(error)) from None
+    _check_device_field(batch.device_id, device_id)
+    for index, raw in enumerate(batch.readings):
+        try:
+            message.readings.append(_reading(raw, device_id, now))
+        except Rejected as rejected:
+            message.rejected.append(
+                RejectedPart(rejected.reason, f"readings[{index}]: {rejected.detail}", _to_text(raw))
+            )
+    return message
+
+
+def check_against_model(reading: Reading, model: ApplianceModel) -> None:
+    """A reading's metrics must be known to the device's model and within their valid range."""
+    for name, value in reading.metrics.items():
+        spec = model.metrics.get(name)
+        if spec is None:
+            raise Rejected(UNKNOWN_METRIC, f"{model.code} has no metric {name!r}")
+        if not spec.accepts(value):
+            raise Rejected(
+                OUT_OF_RANGE, f"{name}={value} is outside {model.code}'s valid range [{spec.min}, {spec.max}]"
+            )
+
+
+def _to_text(raw: Any) -> str:
+    try:
+        return json.dumps(raw)[:QUARANTINED_PAYLOAD_CHARS]
+    except (TypeError, ValueError):
+        return repr(raw)[:QUARANTINED_PAYLOAD_CHARS]
+
+
+def payload_text(payload: bytes) -> str:
+    """The raw payload as text for quarantine, truncated."""
+    return payload[:QUARANTINED_PAYLOAD_CHARS].decode("utf-8", errors="replace")
+
+
+def reading_text(reading: Reading) -> str:
+    return json.dumps({"seq": reading.seq, "ts": reading.ts.isoformat(), "metrics": reading.metrics})

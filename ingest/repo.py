@@ -1,0 +1,74 @@
+"""Thin functions over ingest/queries.sql."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from psycopg2.extras import execute_values
+
+from careloop.db import Row, execute, fetch_all, fetch_value, load_queries
+
+QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
+
+
+def stage_readings(conn: Any, *, rows: Iterable[tuple[dt.datetime, str, str, float, int]]) -> None:
+    """COPY readings (ts, device_id, metric, value, seq) into this connection's staging table."""
+    buffer = io.StringIO()
+    for ts, device_id, metric, value, seq in rows:
+        # Device ids and metric names are validated before this point: no tabs or newlines.
+        buffer.write(f"{ts.isoformat()}\t{device_id}\t{metric}\t{value!r}\t{seq}\n")
+    buffer.seek(0)
+    with conn.cursor() as cursor:
+        cursor.execute(QUERIES["create_staging"])
+        cursor.copy_expert(QUERIES["copy_staging"], buffer)
+
+
+def insert_staged_telemetry(conn: Any) -> list[tuple]:
+    with conn.cursor() as cursor:
+        cursor.execute(QUERIES["insert_telemetry_from_staging"])
+        return cursor.fetchall()
+
+
+def insert_events(conn: Any, *, rows: Sequence[tuple]) -> list[tuple]:
+    if not rows:
+        return []
+    with conn.cursor() as cursor:
+        return execute_values(cursor, QUERIES["insert_events"], rows, page_size=len(rows), fetch=True)
+
+
+def upsert_device_progress(conn: Any, *, rows: Sequence[tuple]) -> None:
+    """rows: (device_id, last_seen, first_seq, last_seq, seq_count, latest_json)."""
+    if rows:
+        with conn.cursor() as cursor:
+            execute_values(cursor, QUERIES["upsert_device_progress"], rows, page_size=len(rows))
+
+
+def set_device_status(conn: Any, *, device_id: str, online: bool, changed_at: dt.datetime) -> None:
+    execute(
+        conn,
+        QUERIES["set_device_status"],
+        {"device_id": device_id, "online": online, "changed_at": changed_at},
+    )
+
+
+def insert_quarantine(conn: Any, *, rows: Sequence[tuple]) -> None:
+    """rows: (received_at, topic, device_id, reason, detail, payload, payload_bytes, dedup_key)."""
+    if rows:
+        with conn.cursor() as cursor:
+            execute_values(cursor, QUERIES["insert_quarantine"], rows, page_size=len(rows))
+
+
+def quarantine_by_reason(conn: Any, *, since: dt.datetime) -> list[Row]:
+    return fetch_all(conn, QUERIES["quarantine_by_reason"], {"since": since})
+
+
+def list_quarantine(conn: Any, *, reason: str | None, limit: int, offset: int) -> list[Row]:
+    return fetch_all(conn, QUERIES["list_quarantine"], {"reason": reason, "limit": limit, "offset": offset})
+
+
+def missing_seq_total(conn: Any) -> int:
+    return int(fetch_value(conn, QUERIES["missing_seq_total"]))

@@ -1,0 +1,193 @@
+"""The long-running ingester: paho-mqtt network thread in, one writer thread out.
+
+The network thread only queues messages. The writer takes them in batches, stores a batch in one
+transaction and, only after the commit, acknowledges each message (paho's manual ack). A crash
+before the commit leaves the messages unacknowledged in the broker session, which delivers them
+again; the dedup keys make that harmless.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+import psycopg2
+
+from careloop.db import Database
+from careloop.mqtt import EVENTS_TOPIC, STATUS_TOPIC, TELEMETRY_TOPIC, MqttConnection, make_connection
+from ingest.service import BatchOutcome, InboundMessage, ingest_batch
+
+log = logging.getLogger("careloop.ingest")
+
+SHARE_GROUP = "careloop-ingest"
+SESSION_EXPIRY_S = 7 * 24 * 3600  # a restarted ingester finds what was queued while it was away
+RECEIVE_MAXIMUM = 2000  # unacknowledged messages the broker may send us: bounds a batch
+
+
+class Ingester:
+    """Subscribes to device topics and stores what arrives, in batches, acking after commit."""
+
+    def __init__(
+        self,
+        database: Database,
+        mqtt_url: str,
+        *,
+        name: str = "ingest-1",
+        share_group: str = SHARE_GROUP,
+        batch_size: int = 1000,
+        batch_wait_s: float = 0.05,
+        on_batch: Callable[[BatchOutcome], None] | None = None,
+    ) -> None:
+        self.database = database
+        self.name = name
+        self.share_group = share_group
+        self.batch_size = batch_size
+        self.batch_wait_s = batch_wait_s
+        self.on_batch = on_batch
+        self.totals = BatchOutcome()
+        self.inbox: queue.Queue[tuple[int, mqtt.MQTTMessage, dt.datetime]] = queue.Queue()
+        self.connection: MqttConnection = make_connection(
+            mqtt_url, f"careloop-{name}", session_expiry_s=SESSION_EXPIRY_S, receive_maximum=RECEIVE_MAXIMUM
+        )
+        self.connected = threading.Event()
+        self._stopping = threading.Event()
+        # Bumped on every (re)connect: a packet id from an older connection must not be acked on
+        # a newer one, where the broker has already sent the message again.
+        self._generation = 0
+        client = self.connection.client
+        client.manual_ack_set(True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._writer = threading.Thread(target=self._write_loop, name=f"{name}-writer", daemon=True)
+
+    # --- network thread ---------------------------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, _userdata, _flags, reason_code, _properties) -> None:
+        if reason_code.is_failure:
+            log.error("%s: broker refused the connection: %s", self.name, reason_code)
+            return
+        self._generation += 1
+        # Subscribing here means a reconnect subscribes again. Telemetry and events are shared
+        # among ingesters; status is retained, which shared subscriptions do not deliver.
+        shared = self.connection.address.mqtt5
+        topics = [TELEMETRY_TOPIC, EVENTS_TOPIC]
+        subscriptions = [(f"$share/{self.share_group}/{t}" if shared else t, 1) for t in topics]
+        client.subscribe([*subscriptions, (STATUS_TOPIC, 1)])
+        self.connected.set()
+        log.info("%s: connected to the broker, subscribed", self.name)
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
+        self.connected.clear()
+        if not self._stopping.is_set():
+            log.warning("%s: lost the broker (%s); reconnecting", self.name, reason_code)
+
+    def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
+        try:
+            self.inbox.put((self._generation, message, dt.datetime.now(dt.UTC)))
+        except Exception:  # never let an exception reach paho's network loop
+            log.exception("%s: could not queue a message on %s", self.name, message.topic)
+
+    # --- writer thread ----------------------------------------------------------------------
+
+    def _next_batch(self) -> list[tuple[int, mqtt.MQTTMessage, dt.datetime]]:
+        try:
+            batch = [self.inbox.get(timeout=0.2)]
+        except queue.Empty:
+            return []
+        deadline = time.monotonic() + self.batch_wait_s
+        while len(batch) < self.batch_size:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(
+                    self.inbox.get(timeout=max(remaining, 0)) if remaining > 0 else self.inbox.get_nowait()
+                )
+            except queue.Empty:
+                break
+        return batch
+
+    def _write_loop(self) -> None:
+        while not (self._stopping.is_set() and self.inbox.empty()):
+            batch = self._next_batch()
+            if not batch:
+                continue
+            if self._stopping.is_set() and self._abandon_if_disconnected(batch):
+                return
+            outcome = self._store_with_retry(batch)
+            if outcome is None:
+                return  # stopping while the database is down: nothing acked, the broker keeps them
+            for generation, message, _received_at in batch:
+                if generation == self._generation and message.qos > 0:
+                    self.connection.client.ack(message.mid, message.qos)
+            self.totals.add(outcome)
+            if self.on_batch is not None:
+                self.on_batch(outcome)
+
+    def _abandon_if_disconnected(self, batch: list) -> bool:
+        # Without a connection the acks could not be sent; the broker will send these again.
+        return not self.connected.is_set()
+
+    def _store_with_retry(
+        self, batch: list[tuple[int, mqtt.MQTTMessage, dt.datetime]]
+    ) -> BatchOutcome | None:
+        messages = [
+            InboundMessage(topic=m.topic, payload=m.payload, received_at=received, mid=m.mid, qos=m.qos)
+            for _g, m, received in batch
+        ]
+        delay = 0.5
+        while True:
+            try:
+                with self.database.transaction() as conn:
+                    return ingest_batch(conn, messages)
+            except (
+                psycopg2.OperationalError,
+                psycopg2.InterfaceError,
+                psycopg2.errors.DeadlockDetected,
+            ) as error:
+                if self._stopping.is_set():
+                    log.warning("%s: stopping with %d messages unstored: %s", self.name, len(batch), error)
+                    return None
+                log.warning(
+                    "%s: database unavailable (%s); retrying the batch in %.1fs", self.name, error, delay
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 10)
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._writer.start()
+        self.connection.connect()
+        self.connection.client.loop_start()
+
+    def stop(self, timeout_s: float = 30) -> None:
+        """Finish the batch in hand, ack it, then disconnect; unacked messages stay with the broker."""
+        self._stopping.set()
+        self._writer.join(timeout=timeout_s)
+        self.connection.client.disconnect()
+        self.connection.client.loop_stop()
+        log.info(
+            "%s: stopped; %d messages, %d readings stored, %d duplicates, %d quarantined",
+            self.name,
+            self.totals.messages,
+            self.totals.readings_stored,
+            self.totals.readings_duplicate,
+            sum(self.totals.quarantined.values()),
+        )
+
+
+def forget_session(mqtt_url: str, name: str) -> None:
+    """Drop an ingester's persistent session on the broker (its queue and subscriptions)."""
+    connection = make_connection(mqtt_url, f"careloop-{name}")
+    connected = threading.Event()
+    connection.client.on_connect = lambda *_args: connected.set()
+    connection.connect()
+    connection.client.loop_start()
+    connected.wait(timeout=5)
+    connection.client.disconnect()
+    connection.client.loop_stop()

@@ -1,0 +1,1 @@
+"""Declarative rules: documents, compilation to fleet-wide numpy functions, detection lifecycle."""

@@ -1,0 +1,1 @@
+"""Simulated appliances: per-kind physics, injected faults with ground truth, offline buffering."""

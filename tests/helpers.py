@@ -1,0 +1,46 @@
+"""Helpers for integration tests: publishing over the real broker and waiting for outcomes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+
+from careloop.mqtt import make_connection
+
+
+def publish_all(mqtt_url: str, messages: Iterable[tuple[str, bytes | dict | str]], *, retain: bool = False) -> int:
+    """Publish at QoS 1 and wait until the broker acknowledged each message; answers how many."""
+    connection = make_connection(mqtt_url, f"test-publisher-{uuid.uuid4().hex[:8]}")
+    connected = threading.Event()
+    connection.client.on_connect = lambda *_args: connected.set()
+    connection.connect()
+    connection.client.loop_start()
+    assert connected.wait(timeout=10), "publisher could not connect to the broker"
+    infos = []
+    for topic, payload in messages:
+        body = json.dumps(payload).encode() if isinstance(payload, dict) else payload
+        infos.append(connection.client.publish(topic, body, qos=1, retain=retain))
+    for info in infos:
+        info.wait_for_publish(timeout=30)
+        assert info.is_published(), "the broker did not acknowledge a publish"
+    connection.client.disconnect()
+    connection.client.loop_stop()
+    return len(infos)
+
+
+def wait_until(condition: Callable[[], bool], *, timeout_s: float = 20, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def reading(seq: int, *, at: dt.datetime | None = None, **metrics: float) -> dict:
+    moment = at or dt.datetime.now(dt.UTC)
+    return {"seq": seq, "ts": moment.isoformat().replace("+00:00", "Z"), "metrics": metrics or {"fan_current_a": 0.6}}

@@ -1,0 +1,197 @@
+"""The ingester against the real database and the real broker."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from careloop.db import Database, fetch_all, fetch_value
+from careloop.mqtt import events_topic, status_topic, telemetry_topic
+from ingest.subscriber import Ingester, forget_session
+from tests.factories import make_device
+from tests.helpers import publish_all, reading, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def run_ingester(database: Database, mqtt_url: str):
+    """Start in-process ingesters with names and a share group of their own; stop and forget them after."""
+    started: list[Ingester] = []
+    group = f"test-{uuid.uuid4().hex[:8]}"
+
+    def start(name: str | None = None, **options) -> Ingester:
+        ingester = Ingester(database, mqtt_url, name=name or f"test-{uuid.uuid4().hex[:8]}", share_group=group,
+                            **options)
+        ingester.start()
+        assert ingester.connected.wait(timeout=10), "ingester could not connect"
+        time.sleep(0.2)  # let the SUBACK arrive before anything is published
+        started.append(ingester)
+        return ingester
+
+    yield start
+    for ingester in started:
+        ingester.stop()
+        forget_session(mqtt_url, ingester.name)
+
+
+def count(database: Database, query: str, params: tuple = ()) -> int:
+    with database.connection() as conn:
+        return int(fetch_value(conn, query, params))
+
+
+def test_a_reading_published_over_mqtt_is_stored_with_device_state(conn, database, mqtt_url, run_ingester) -> None:
+    device = make_device(conn)
+    conn.commit()
+    run_ingester()
+    publish_all(mqtt_url, [(telemetry_topic(device.id), reading(1, fan_current_a=0.61, run_hours=812.4))])
+    wait_until(lambda: count(database, "SELECT count(*) FROM telemetry") == 2, what="two stored metric values")
+    with database.connection() as check:
+        rows = fetch_all(check, "SELECT metric, value, seq FROM telemetry ORDER BY metric")
+        state = fetch_all(check, "SELECT last_seq, seq_count, latest FROM device_state")[0]
+    assert rows == [{"metric": "fan_current_a", "value": 0.61, "seq": 1},
+                    {"metric": "run_hours", "value": 812.4, "seq": 1}]
+    assert state["last_seq"] == 1 and state["seq_count"] == 1
+    assert state["latest"]["run_hours"]["v"] == 812.4
+
+
+def test_the_same_message_delivered_twice_is_stored_once(conn, database, mqtt_url, run_ingester) -> None:
+    device = make_device(conn)
+    conn.commit()
+    run_ingester()
+    message = (telemetry_topic(device.id), reading(7, fan_current_a=0.5))
+    publish_all(mqtt_url, [message, message, message])
+    event = (events_topic(device.id), {"seq": 8, "ts": reading(8)["ts"], "type": "fault", "code": "E21"})
+    publish_all(mqtt_url, [event, event])
+    wait_until(lambda: count(database, "SELECT count(*) FROM events") == 1, what="the event")
+    time.sleep(0.3)  # the duplicates arrive in the same or the next batch
+    assert count(database, "SELECT count(*) FROM telemetry") == 1
+    assert count(database, "SELECT count(*) FROM events") == 1
+    assert count(database, "SELECT seq_count FROM device_state") == 2
+
+
+def test_each_bad_input_is_quarantined_with_its_reason_and_good_ones_around_it_are_stored(
+    conn, database, mqtt_url, run_ingester
+) -> None:
+    device = make_device(conn)
+    conn.commit()
+    now = dt.datetime.now(dt.UTC)
+    topic = telemetry_topic(device.id)
+    bad = {
+        "invalid_json": (topic, b"{oops"),
+        "invalid_payload": (topic, {"seq": "x", "ts": reading(0)["ts"], "metrics": {"fan_current_a": 1}}),
+        "non_finite": (topic, b'{"seq": 3, "ts": "%s", "metrics": {"fan_current_a": NaN}}' % now.isoformat().encode()),
+        "ts_in_future": (topic, reading(4, at=now + dt.timedelta(hours=2))),
+        "unknown_device": (telemetry_topic("NOBODY-1"), reading(5)),
+        "device_mismatch": (topic, {**reading(6), "device_id": "SOMEONE-ELSE"}),
+        "oversized": (topic, b"{" + b" " * 300_000 + b"}"),
+        "out_of_range": (topic, reading(7, fan_current_a=50.0)),
+        "unknown_metric": (topic, reading(8, water_temp_c=40.0)),
+    }
+    good = [(topic, reading(seq)) for seq in (1, 2, 9, 10)]
+    run_ingester()
+    publish_all(mqtt_url, [good[0], *list(bad.values())[:4], good[1], *list(bad.values())[4:], *good[2:]])
+    wait_until(lambda: count(database, "SELECT count(*) FROM quarantine") == len(bad), what="all quarantined")
+    wait_until(lambda: count(database, "SELECT count(*) FROM telemetry") == len(good), what="good readings")
+    with database.connection() as check:
+        reasons = {row["reason"]: row for row in fetch_all(check, "SELECT * FROM quarantine")}
+    assert set(reasons) == set(bad)
+    assert reasons["unknown_device"]["device_id"] == "NOBODY-1"
+    assert len(reasons["oversized"]["payload"]) <= 4096 and reasons["oversized"]["payload_bytes"] > 300_000
+    stored = {row[0] for row in _rows(database, "SELECT DISTINCT seq FROM telemetry")}
+    assert stored == {1, 2, 9, 10}
+
+
+def test_status_topic_marks_devices_online_and_offline(conn, database, mqtt_url, run_ingester) -> None:
+    device = make_device(conn)
+    conn.commit()
+    run_ingester()
+    publish_all(mqtt_url, [(status_topic(device.id), b"offline")], retain=True)
+    wait_until(lambda: count(database, "SELECT count(*) FROM device_state WHERE online IS FALSE") == 1,
+               what="device offline")
+    publish_all(mqtt_url, [(status_topic(device.id), b"online")], retain=True)
+    wait_until(lambda: count(database, "SELECT count(*) FROM device_state WHERE online") == 1, what="device online")
+    publish_all(mqtt_url, [(status_topic(device.id), b"")], retain=True)  # clear the retained message
+
+
+def test_late_and_out_of_order_readings_are_stored_and_gaps_are_counted(conn, database, mqtt_url, run_ingester):
+    device = make_device(conn)
+    conn.commit()
+    now = dt.datetime.now(dt.UTC)
+    run_ingester()
+    topic = telemetry_topic(device.id)
+    publish_all(mqtt_url, [(topic, reading(10, at=now, run_hours=5.0))])
+    wait_until(lambda: count(database, "SELECT count(*) FROM telemetry") == 1, what="first reading")
+    late = {"readings": [reading(seq, at=now - dt.timedelta(hours=3, minutes=-seq), run_hours=float(seq))
+                         for seq in (4, 5, 7)]}
+    publish_all(mqtt_url, [(topic, late)])
+    wait_until(lambda: count(database, "SELECT count(*) FROM telemetry") == 4, what="late readings")
+    with database.connection() as check:
+        state = fetch_all(check, "SELECT first_seq, last_seq, seq_count, latest FROM device_state")[0]
+    # seqs 4,5,7,10 seen: 6, 8 and 9 are missing; the late readings do not replace the newest value
+    assert (state["first_seq"], state["last_seq"], state["seq_count"]) == (4, 10, 4)
+    assert state["latest"]["run_hours"]["v"] == 5.0
+
+
+def test_two_ingesters_share_the_load_and_store_everything_once(conn, database, mqtt_url, run_ingester) -> None:
+    devices = [make_device(conn) for _ in range(4)]
+    conn.commit()
+    first, second = run_ingester(batch_wait_s=0.01), run_ingester(batch_wait_s=0.01)
+    messages = [(telemetry_topic(d.id), reading(seq)) for seq in range(1, 101) for d in devices]
+    publish_all(mqtt_url, messages)
+    wait_until(lambda: count(database, "SELECT count(*) FROM telemetry") == 400, what="400 readings")
+    assert first.totals.readings_stored > 0 and second.totals.readings_stored > 0
+    assert first.totals.readings_stored + second.totals.readings_stored == 400
+
+
+def _rows(database: Database, query: str) -> list[tuple]:
+    with database.connection() as conn, conn.cursor() as cursor:
+        cursor.execute(query)
+        return cursor.fetchall()
+
+
+def test_an_ingester_killed_mid_stream_and_restarted_loses_nothing_and_stores_nothing_twice(
+    conn, database, database_url, mqtt_url
+) -> None:
+    devices = [make_device(conn) for _ in range(5)]
+    conn.commit()
+    name = f"test-kill-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "CARELOOP_DATABASE_URL": database_url, "CARELOOP_MQTT_URL": mqtt_url}
+    command = [sys.executable, "-m", "careloop.cli", "ingest", "--name", name, "--share-group", name,
+               "--batch-size", "50"]
+
+    def start() -> subprocess.Popen:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(2.0)  # connect and subscribe
+        return process
+
+    process = start()
+    try:
+        total = 600
+        messages = [(telemetry_topic(devices[i % 5].id), reading(i // 5 + 1, run_hours=float(i))) for i in range(total)]
+        publish_all(mqtt_url, messages[:200])
+        wait_until(lambda: count(database, "SELECT count(*) FROM telemetry") > 0, what="some readings stored")
+        process.send_signal(signal.SIGKILL)  # no chance to finish the batch in hand
+        process.wait(timeout=10)
+        publish_all(mqtt_url, messages[200:])  # queued by the broker for the ingester's session
+        process = start()
+        wait_until(lambda: count(database, "SELECT count(*) FROM telemetry") == total, timeout_s=60,
+                   what=f"all {total} readings")
+        time.sleep(0.5)
+        assert count(database, "SELECT count(*) FROM telemetry") == total
+        assert count(database, "SELECT count(DISTINCT (device_id, seq)) FROM telemetry") == total
+        assert count(database, "SELECT coalesce(sum(last_seq - first_seq + 1 - seq_count), 0) FROM device_state") == 0
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        forget_session(mqtt_url, name)

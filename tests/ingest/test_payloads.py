@@ -1,0 +1,114 @@
+"""Payload parsing per CONTRACT.md, without any server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from devices.catalog import get_model
+from ingest import payloads
+from ingest.payloads import Rejected, check_against_model, parse_message
+
+NOW = dt.datetime(2026, 11, 22, 8, 15, tzinfo=dt.UTC)
+TOPIC = "careloop/v1/devices/RH-000123/telemetry"
+
+
+def encode(document: object) -> bytes:
+    return json.dumps(document).encode()
+
+
+def reason_of(topic: str, payload: bytes) -> str:
+    with pytest.raises(Rejected) as rejected:
+        parse_message(topic, payload, NOW)
+    return rejected.value.reason
+
+
+def test_contract_example_telemetry_is_accepted() -> None:
+    payload = encode({"seq": 1042, "ts": "2026-11-22T08:15:30.250Z", "metrics": {"fan_current_a": 0.61}})
+    message = parse_message(TOPIC, payload, NOW)
+    assert message.device_id == "RH-000123"
+    assert message.readings[0].seq == 1042
+    assert message.readings[0].ts == dt.datetime(2026, 11, 22, 8, 15, 30, 250000, tzinfo=dt.UTC)
+
+
+def test_epoch_milliseconds_are_accepted() -> None:
+    millis = int(NOW.timestamp() * 1000)
+    message = parse_message(TOPIC, encode({"seq": 1, "ts": millis, "metrics": {"run_hours": 3}}), NOW)
+    assert message.readings[0].ts == NOW
+
+
+def test_buffered_readings_keep_the_good_and_quarantine_the_bad_one() -> None:
+    good = {"seq": 5, "ts": "2026-11-22T08:00:00Z", "metrics": {"run_hours": 1.0}}
+    bad = {"seq": "six", "ts": "2026-11-22T08:01:00Z", "metrics": {"run_hours": 1.1}}
+    message = parse_message(TOPIC, encode({"readings": [good, bad]}), NOW)
+    assert [reading.seq for reading in message.readings] == [5]
+    assert message.rejected[0].reason == payloads.INVALID_PAYLOAD
+    assert "readings[1]" in message.rejected[0].detail
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "reason"),
+    [
+        (TOPIC, b"{not json", payloads.INVALID_JSON),
+        (TOPIC, encode({"seq": "1", "ts": "2026-11-22T08:00:00Z", "metrics": {"a": 1}}), payloads.INVALID_PAYLOAD),
+        (TOPIC, encode({"seq": 1, "ts": "2026-11-22T08:00:00Z", "metrics": {"a": "x"}}), payloads.INVALID_PAYLOAD),
+        (TOPIC, encode({"seq": 1, "ts": "2026-11-22T08:00:00Z", "metrics": {}}), payloads.INVALID_PAYLOAD),
+        (TOPIC, encode({"seq": 1, "ts": "2026-11-22T08:00:00", "metrics": {"a": 1}}), payloads.INVALID_PAYLOAD),
+        (TOPIC, b'{"seq": 1, "ts": "2026-11-22T08:00:00Z", "metrics": {"a": NaN}}', payloads.NON_FINITE),
+        (TOPIC, b'{"seq": 1, "ts": "2026-11-22T08:00:00Z", "metrics": {"a": Infinity}}', payloads.NON_FINITE),
+        (TOPIC, b'{"seq": 1, "ts": "2026-11-22T08:00:00Z", "metrics": {"a": 1e999}}', payloads.NON_FINITE),
+        (TOPIC, encode({"seq": 1, "ts": "2026-11-22T09:00:00Z", "metrics": {"a": 1}}), payloads.TS_IN_FUTURE),
+        (TOPIC, encode({"seq": 1, "ts": "2026-09-01T00:00:00Z", "metrics": {"a": 1}}), payloads.TS_TOO_OLD),
+        (TOPIC, encode({"seq": 1, "ts": "2026-11-22T08:00:00Z", "metrics": {"a": 1}, "device_id": "X"}),
+         payloads.DEVICE_MISMATCH),
+        (TOPIC, b"[1, 2]", payloads.INVALID_PAYLOAD),
+        (TOPIC, b" " * (payloads.MAX_PAYLOAD_BYTES + 1), payloads.OVERSIZED),
+        ("careloop/v1/devices/bad id/telemetry", b"{}", payloads.BAD_TOPIC),
+        ("careloop/v1/devices/RH-1/status", b"maybe", payloads.BAD_STATUS),
+        ("careloop/v1/devices/RH-1/events", encode({"seq": 1, "ts": "2026-11-22T08:00:00Z"}), payloads.INVALID_PAYLOAD),
+    ],
+)
+def test_each_kind_of_bad_input_has_its_own_reason(topic: str, payload: bytes, reason: str) -> None:
+    assert reason_of(topic, payload) == reason
+
+
+def test_metric_unknown_to_the_model_or_out_of_range_is_rejected() -> None:
+    model = get_model("RH-900")
+    unknown = parse_message(TOPIC, encode({"seq": 1, "ts": NOW.isoformat(), "metrics": {"water_temp_c": 40}}), NOW)
+    with pytest.raises(Rejected, match="no metric 'water_temp_c'"):
+        check_against_model(unknown.readings[0], model)
+    too_high = parse_message(TOPIC, encode({"seq": 1, "ts": NOW.isoformat(), "metrics": {"fan_current_a": 99}}), NOW)
+    with pytest.raises(Rejected) as rejected:
+        check_against_model(too_high.readings[0], model)
+    assert rejected.value.reason == payloads.OUT_OF_RANGE
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_never_raise_anything_but_rejected(payload: bytes) -> None:
+    try:
+        parse_message(TOPIC, payload, NOW)
+    except Rejected as rejected:
+        assert rejected.reason in {payloads.INVALID_JSON, payloads.INVALID_PAYLOAD, payloads.NON_FINITE}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=10,
+)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.dictionaries(st.sampled_from(["seq", "ts", "metrics", "readings", "type", "code"]), json_values))
+def test_arbitrary_documents_are_accepted_or_rejected_with_a_reason(document: dict) -> None:
+    for channel in ("telemetry", "events"):
+        try:
+            message = parse_message(f"careloop/v1/devices/RH-1/{channel}", json.dumps(document).encode(), NOW)
+        except Rejected as rejected:
+            assert rejected.reason and rejected.detail
+        else:
+            assert message.readings or message.event or message.rejected
