@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -94,7 +93,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         "--browser.gatherUsageStats",
         "false",
     ]
-    return subprocess.call(command)
+    # exec, not a child: a stop signal then reaches Streamlit itself
+    os.execv(sys.executable, command)
+    return 0
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

@@ -70,7 +70,8 @@ class CompiledCondition:
 
     def evaluate(self, facts: FleetFacts, is_open: np.ndarray) -> ConditionResult:
         """Evaluate, or explain which facts were not loaded."""
-        missing = facts.missing(self.requirements)
+        # `all`/`any` leave it to their leaves, so one unloaded leaf does not hide its siblings.
+        missing = [] if self.kind in ("all", "any") else facts.missing(self.requirements)
         if missing:
             reason = "facts not loaded: " + ", ".join(sorted(map(repr, missing)))
             return ConditionResult(
@@ -133,12 +134,13 @@ def compile_threshold(spec: ThresholdSpec, context: CompileContext) -> CompiledC
     def evaluate(facts: FleetFacts, is_open: np.ndarray) -> ConditionResult:
         latest = facts.get(latest_key)
         if window_key is None:
-            held = _beyond(latest, level, side)
+            extreme, covered = latest, np.ones(facts.size, dtype=bool)
         else:
             aggregate = facts.get(window_key)
             # Held above: even the lowest value in the window is above (below: the highest is below).
             extreme = aggregate.min if side == "above" else aggregate.max
-            held = aggregate.covered & _beyond(extreme, level, side)
+            covered = aggregate.covered
+        held = covered & _beyond(extreme, level, side)
         if clear_level is None:
             kept_open = np.zeros(facts.size, dtype=bool)
         else:
@@ -146,6 +148,27 @@ def compile_threshold(spec: ThresholdSpec, context: CompileContext) -> CompiledC
             not_cleared = latest >= clear_level if side == "above" else latest <= clear_level
             kept_open = is_open & not_cleared
         met = held | kept_open
+
+        def reason(i: int) -> str:
+            if held[i] and window_key is None:
+                return f"{metric} is {latest[i]:g}, {side} {level:g}"
+            if held[i]:
+                word = "lowest" if side == "above" else "highest"
+                return f"{metric} stayed {side} {level:g} for {window} ({word} {extreme[i]:g})"
+            if kept_open[i]:
+                back = "below" if side == "above" else "above"
+                return (
+                    f"still open: {metric} {latest[i]:g} has not gone {back} the clear level {clear_level:g}"
+                )
+            if np.isnan(latest[i]):
+                return f"no {metric} reading"
+            if not covered[i]:
+                return f"{metric} readings do not cover the whole {window} window yet"
+            if window_key is None:
+                return f"{metric} is {latest[i]:g}, not {side} {level:g}"
+            return (
+                f"{metric} reached {extreme[i]:g} within the last {window}, not {side} {level:g} throughout"
+            )
 
         def explain(i: int) -> Explanation:
             values: dict[str, Any] = {"latest": _number(latest[i])}
@@ -163,30 +186,7 @@ def compile_threshold(spec: ThresholdSpec, context: CompileContext) -> CompiledC
                     f"clear_{'below' if side == 'above' else 'above'}": clear_level,
                     "was_open": bool(is_open[i]),
                 }
-            return _explained("threshold", met[i], _threshold_reason(i), **details)
-
-        def _threshold_reason(i: int) -> str:
-            value = latest[i]
-            if held[i]:
-                if window_key is None:
-                    return f"{metric} is {value:g}, {side} {level:g}"
-                extreme = facts.get(window_key).min[i] if side == "above" else facts.get(window_key).max[i]
-                word = "lowest" if side == "above" else "highest"
-                return f"{metric} stayed {side} {level:g} for {window} ({word} {extreme:g})"
-            if kept_open[i]:
-                back = "below" if side == "above" else "above"
-                return f"still open: {metric} {value:g} has not gone {back} the clear level {clear_level:g}"
-            if np.isnan(value):
-                return f"no {metric} reading"
-            if window_key is not None:
-                aggregate = facts.get(window_key)
-                if not aggregate.covered[i]:
-                    return f"{metric} readings do not cover the whole {window} window yet"
-                extreme = aggregate.min[i] if side == "above" else aggregate.max[i]
-                return (
-                    f"{metric} reached {extreme:g} within the last {window}, not {side} {level:g} throughout"
-                )
-            return f"{metric} is {value:g}, not {side} {level:g}"
+            return _explained("threshold", met[i], reason(i), **details)
 
         return ConditionResult(met, explain)
 

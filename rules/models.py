@@ -6,6 +6,7 @@ whose `errors` (a list of `{loc, msg}`) the API returns with a 422.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal, Union
 
@@ -398,16 +399,25 @@ def _convert_validation_error(error: ValidationError) -> RuleError:
     return RuleError(converted)
 
 
+def _load_text(source: str | bytes) -> Any:
+    # JSON first: YAML 1.1 reads JSON's `1e-05` as a string, so it is not quite a superset.
+    try:
+        return json.loads(source)
+    except ValueError:
+        pass
+    try:
+        return yaml.safe_load(source)
+    except yaml.YAMLError as exc:
+        raise RuleError([_error([], f"the document is neither YAML nor JSON: {exc}")]) from None
+
+
 def parse_rule(
     source: str | bytes | Mapping[str, Any], *, catalog: Mapping[str, ApplianceModel] | None = None
 ) -> Rule:
     """Validate a rule given as YAML or JSON text or as a dict, structurally and against the catalog."""
     document: Any = source
     if isinstance(source, str | bytes):
-        try:
-            document = yaml.safe_load(source)  # YAML is a superset of JSON
-        except yaml.YAMLError as exc:
-            raise RuleError([_error([], f"the document is neither YAML nor JSON: {exc}")]) from None
+        document = _load_text(source)
     if not isinstance(document, Mapping):
         raise RuleError(
             [_error([], f"a rule is a mapping with `id` and `when`, got {type(document).__name__}")]

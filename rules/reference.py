@@ -95,7 +95,10 @@ class _Timeline:
         for metric, points in by_metric.items():
             points.sort(key=lambda point: point[0])
             series[metric] = (np.array([p[0] for p in points]), np.array([p[1] for p in points], dtype=float))
-        events = sorted((_epoch(e.ts), e.type, e.code) for e in history.events if _epoch(e.ts) <= now)
+        events = sorted(
+            ((_epoch(e.ts), e.type, e.code) for e in history.events if _epoch(e.ts) <= now),
+            key=lambda event: event[0],
+        )
         statuses = sorted((_epoch(s.ts), s.online) for s in history.statuses if _epoch(s.ts) <= now)
         return cls(series, events, statuses)
 
@@ -118,8 +121,8 @@ class _Timeline:
         return max((ts for ts, kind, _ in self.events if kind == event_type), default=np.nan)
 
     def last_seen(self) -> float:
-        seen = [times[-1] for times, _ in self.series.values() if times.size] + [ts for ts, _, _ in self.events]
-        return max(seen, default=np.nan)
+        readings = [times[-1] for times, _ in self.series.values() if times.size]
+        return max(readings + [ts for ts, _, _ in self.events], default=np.nan)
 
 
 def _window(timeline: _Timeline, requirement: MetricWindow, now: float) -> tuple[float, float, int, bool]:
@@ -193,7 +196,7 @@ def build_facts(
         purchased_on=[history.purchased_on for history in histories],
         owner_birthday=[history.owner_birthday for history in histories],
         online=[bool(status and status[1]) for status in last_status],
-        offline_since=[_as_instant(status[0]) if status and not status[1] else None for status in last_status],
+        offline_since=[_as_instant(s[0]) if s and not s[1] else None for s in last_status],
         last_seen=[_as_instant(timeline.last_seen()) for timeline in timelines],
     )
     for requirement in requirements:
@@ -251,14 +254,22 @@ def backtest(rule: CompiledRule, facts_at: FactsAt, times: Iterable[Any]) -> lis
             raise ValueError("facts_at must return the same devices in the same order at every instant")
         evaluation = rule.evaluate(facts, is_open=~np.isnat(open_since))
         step = step_detections(
-            met=evaluation.met, open_since=open_since, cleared_at=cleared_at, now=now, cooldown=rule.rule.cooldown
+            met=evaluation.met,
+            open_since=open_since,
+            cleared_at=cleared_at,
+            now=now,
+            cooldown=rule.rule.cooldown,
         )
-        changes += transitions(step, rule_id=rule.rule.id, device_ids=device_ids, previous_open_since=open_since)
+        changes += transitions(
+            step, rule_id=rule.rule.id, device_ids=device_ids, previous_open_since=open_since
+        )
         open_since, cleared_at = step.open_since, step.cleared_at
     return changes
 
 
-def evaluate_series(rule: CompiledRule, histories: Sequence[DeviceHistory], times: Iterable[Any]) -> list[Transition]:
+def evaluate_series(
+    rule: CompiledRule, histories: Sequence[DeviceHistory], times: Iterable[Any]
+) -> list[Transition]:
     """Backtest a rule over in-memory histories at the given instants."""
 
     def facts_at(now: np.datetime64, requirements: frozenset[Requirement]) -> FleetFacts:

@@ -140,7 +140,7 @@ class Oven(KindPhysics):
         0.15, 0.05, 0.02, 0.03, 0.1, 0.3, 0.4, 0.2, 0.05, 0.02, 0, 0,
     )  # fmt: skip
     fouling_per_run_hour = 0.002  # cavity soiling, not measured: the owner still cleans now and then
-    wear_per_run_hour = 1 / 8000  # the element loses a quarter of its power over ~2000 hours
+    wear_per_run_hour = 1 / 20000  # the element loses a tenth of its power over ~2000 hours
     running_metrics = frozenset({"element_current_a"})
     maintenance_detail = "owner cleaned the oven cavity"
     signature_codes = frozenset({"F12", "F25"})

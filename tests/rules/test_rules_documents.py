@@ -84,22 +84,41 @@ def test_each_condition_kind_validates(when: dict[str, Any]) -> None:
 
 
 def test_defaults_fill_in() -> None:
-    rule = parse_rule({"id": "r", "when": {"trend": {"metric": "run_hours", "reaches": 1000, "within": "7d"}}})
+    rule = parse_rule(
+        {"id": "r", "when": {"trend": {"metric": "run_hours", "reaches": 1000, "within": "7d"}}}
+    )
     assert str(rule.when.trend.over) == "7d"
     assert rule.when.trend.direction == "rising"
     assert rule.then == [] and rule.severity == "warning" and rule.cooldown.seconds == 0
 
 
 def test_metric_unknown_for_the_model_names_metric_and_model() -> None:
-    error = only_error({"id": "r", "applies_to": {"model": "OV-700"}, "when": {"threshold": {
-        "metric": "grease_load_pct", "above": 50}}})
+    error = only_error(
+        {
+            "id": "r",
+            "applies_to": {"model": "OV-700"},
+            "when": {"threshold": {"metric": "grease_load_pct", "above": 50}},
+        }
+    )
     assert error["loc"] == ["when", "threshold", "metric"]
-    assert error["msg"] == "metric 'grease_load_pct' is not reported by OV-700 (the rule applies to model OV-700)"
+    assert (
+        error["msg"]
+        == "metric 'grease_load_pct' is not reported by OV-700 (the rule applies to model OV-700)"
+    )
 
 
 def test_metric_missing_from_some_models_of_the_fleet_names_them_all() -> None:
-    error = only_error({"id": "r", "when": {"all": [{"offline": {"for": "1d"}}, {"trend": {
-        "metric": "scale_index", "reaches": 80, "within": "30d"}}]}})
+    error = only_error(
+        {
+            "id": "r",
+            "when": {
+                "all": [
+                    {"offline": {"for": "1d"}},
+                    {"trend": {"metric": "scale_index", "reaches": 80, "within": "30d"}},
+                ]
+            },
+        }
+    )
     assert error["loc"] == ["when", "all", 1, "trend", "metric"]
     assert "'scale_index' is not reported by" in error["msg"]
     for code in ("RH-900", "RH-600", "OV-700", "DW-450", "AC-350"):
@@ -124,29 +143,53 @@ def test_threshold_needs_above_or_below() -> None:
     ],
 )
 def test_hysteresis_must_sit_on_the_side_of_the_threshold(threshold: dict[str, float], message: str) -> None:
-    error = only_error({"id": "r", "applies_to": {"kind": "range_hood"}, "when": {"threshold": {
-        "metric": "fan_current_a", **threshold}}})
+    error = only_error(
+        {
+            "id": "r",
+            "applies_to": {"kind": "range_hood"},
+            "when": {"threshold": {"metric": "fan_current_a", **threshold}},
+        }
+    )
     assert message in error["msg"]
 
 
 def test_threshold_outside_the_physical_range_can_never_fire() -> None:
-    error = only_error({"id": "r", "applies_to": {"model": "RH-600"}, "when": {"threshold": {
-        "metric": "fan_current_a", "above": 40}}})
+    error = only_error(
+        {
+            "id": "r",
+            "applies_to": {"model": "RH-600"},
+            "when": {"threshold": {"metric": "fan_current_a", "above": 40}},
+        }
+    )
     assert error["loc"] == ["when", "threshold", "above"]
     assert error["msg"] == "`above` 40 can never be crossed: fan_current_a on RH-600 ranges 0..4 A"
 
 
 def test_usage_needs_a_counter() -> None:
-    error = only_error({"id": "r", "applies_to": {"kind": "oven"}, "when": {"usage": {
-        "metric": "cavity_temp_c", "since": "maintenance_done", "at_least": 5}}})
+    error = only_error(
+        {
+            "id": "r",
+            "applies_to": {"kind": "oven"},
+            "when": {"usage": {"metric": "cavity_temp_c", "since": "maintenance_done", "at_least": 5}},
+        }
+    )
     assert error["loc"] == ["when", "usage", "metric"]
     assert "counter" in error["msg"] and "OV-700" in error["msg"]
 
 
 def test_fault_code_unknown_in_scope_is_located_by_index() -> None:
-    error = only_error({"id": "r", "applies_to": {"kind": "oven"}, "when": {"any": [
-        {"fault": {"codes": ["F12"]}}, {"count": {"event": "fault", "codes": ["F12", "E21"], "at_least": 2,
-                                                  "within": "30d"}}]}})
+    error = only_error(
+        {
+            "id": "r",
+            "applies_to": {"kind": "oven"},
+            "when": {
+                "any": [
+                    {"fault": {"codes": ["F12"]}},
+                    {"count": {"event": "fault", "codes": ["F12", "E21"], "at_least": 2, "within": "30d"}},
+                ]
+            },
+        }
+    )
     assert error["loc"] == ["when", "any", 1, "count", "codes", 1]
     assert "fault code 'E21'" in error["msg"] and "kind oven" in error["msg"]
 
@@ -165,7 +208,9 @@ def test_applies_to_names_a_known_kind_or_model(applies_to: dict, loc: list, mes
 
 
 def test_a_condition_is_exactly_one_known_key() -> None:
-    errors = errors_of({"id": "r", "when": {"all": [{"treshold": {}}, {"fault": {}, "offline": {"for": "1d"}}]}})
+    errors = errors_of(
+        {"id": "r", "when": {"all": [{"treshold": {}}, {"fault": {}, "offline": {"for": "1d"}}]}}
+    )
     assert [error["loc"] for error in errors] == [["when", "all", 0], ["when", "all", 1]]
     assert "(got: treshold)" in errors[0]["msg"] and "(got: fault, offline)" in errors[1]["msg"]
     assert "one of: threshold, fault, usage" in errors[0]["msg"]
@@ -177,12 +222,14 @@ def test_typos_in_field_names_are_refused_by_name() -> None:
 
 
 def test_every_error_is_reported_at_once_each_naming_its_field() -> None:
-    errors = errors_of({
-        "id": "Not A Slug",
-        "when": {"count": {"event": "fault", "at_least": 0, "within": "1d"}},
-        "then": [{"open_service_order": {"priority": "asap"}}, {"telegram": {}}],
-        "severity": "fatal",
-    })
+    errors = errors_of(
+        {
+            "id": "Not A Slug",
+            "when": {"count": {"event": "fault", "at_least": 0, "within": "1d"}},
+            "then": [{"open_service_order": {"priority": "asap"}}, {"telegram": {}}],
+            "severity": "fatal",
+        }
+    )
     locs = [error["loc"] for error in errors]
     assert locs == [
         ["id"],
@@ -237,8 +284,22 @@ def leaf_conditions(draw: st.DrawFn, model_code: str) -> dict[str, Any]:
     counters = sorted(name for name, metric_spec in model.metrics.items() if metric_spec.counter)
     codes = st.lists(st.sampled_from(sorted(model.fault_codes)), min_size=1, max_size=3, unique=True)
     events = st.sampled_from(["maintenance_done", "power_on", "fault", "purchase"])
-    kind = draw(st.sampled_from(["threshold", "fault", "usage", "elapsed", "age", "count", "offline", "anomaly",
-                                 "trend", "birthday"]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "threshold",
+                "fault",
+                "usage",
+                "elapsed",
+                "age",
+                "count",
+                "offline",
+                "anomaly",
+                "trend",
+                "birthday",
+            ]
+        )
+    )
     if kind == "threshold":
         level = draw(inside)
         side = draw(st.sampled_from(["above", "below"]))
@@ -249,44 +310,81 @@ def leaf_conditions(draw: st.DrawFn, model_code: str) -> dict[str, Any]:
     if kind == "fault":
         return {"fault": draw(st.one_of(st.just({}), st.builds(lambda c: {"codes": c}, codes)))}
     if kind == "usage":
-        return {"usage": {"metric": draw(st.sampled_from(counters)), "since": draw(events), "at_least": draw(positive)}}
+        return {
+            "usage": {
+                "metric": draw(st.sampled_from(counters)),
+                "since": draw(events),
+                "at_least": draw(positive),
+            }
+        }
     if kind == "elapsed":
         return {"elapsed": {"since": draw(events), "at_least": draw(durations)}}
     if kind == "age":
-        bound = draw(st.one_of(st.builds(lambda d: {"at_least": d}, durations),
-                               st.builds(lambda f: {"of_expected_life": f}, st.floats(0.1, 2))))
+        bound = draw(
+            st.one_of(
+                st.builds(lambda d: {"at_least": d}, durations),
+                st.builds(lambda f: {"of_expected_life": f}, st.floats(0.1, 2)),
+            )
+        )
         return {"age": bound}
     if kind == "count":
-        return {"count": {"event": "fault", "codes": draw(codes), "at_least": draw(st.integers(1, 9)),
-                          "within": draw(durations)}}
+        return {
+            "count": {
+                "event": "fault",
+                "codes": draw(codes),
+                "at_least": draw(st.integers(1, 9)),
+                "within": draw(durations),
+            }
+        }
     if kind == "offline":
         return {"offline": {"for": draw(durations)}}
     if kind == "anomaly":
-        return {"anomaly": {"metric": metric, "at_least": draw(positive),
-                            "direction": draw(st.sampled_from(["above", "below", "either"]))}}
+        return {
+            "anomaly": {
+                "metric": metric,
+                "at_least": draw(positive),
+                "direction": draw(st.sampled_from(["above", "below", "either"])),
+            }
+        }
     if kind == "trend":
-        return {"trend": {"metric": metric, "reaches": draw(inside), "within": draw(durations),
-                          "over": draw(durations), "direction": draw(st.sampled_from(["rising", "falling"]))}}
+        return {
+            "trend": {
+                "metric": metric,
+                "reaches": draw(inside),
+                "within": draw(durations),
+                "over": draw(durations),
+                "direction": draw(st.sampled_from(["rising", "falling"])),
+            }
+        }
     return {"birthday": {"within": f"{draw(st.integers(0, 30))}d"}}
 
 
 @st.composite
 def rule_documents(draw: st.DrawFn) -> dict[str, Any]:
     model_code = draw(st.sampled_from(MODEL_CODES))
-    when = draw(st.recursive(
-        leaf_conditions(model_code),
-        lambda children: st.one_of(
-            st.builds(lambda c: {"all": c}, st.lists(children, min_size=1, max_size=3)),
-            st.builds(lambda c: {"any": c}, st.lists(children, min_size=1, max_size=3)),
+    when = draw(
+        st.recursive(
+            leaf_conditions(model_code),
+            lambda children: st.one_of(
+                st.builds(lambda c: {"all": c}, st.lists(children, min_size=1, max_size=3)),
+                st.builds(lambda c: {"any": c}, st.lists(children, min_size=1, max_size=3)),
+            ),
+            max_leaves=6,
+        )
+    )
+    actions = st.lists(
+        st.one_of(
+            st.builds(
+                lambda sla: {
+                    "open_service_order": {"type": "repair", "priority": "high", "sla": sla, "skill": "motor"}
+                },
+                durations,
+            ),
+            st.builds(lambda reason: {"call_customer": {"reason": reason}}, st.text(min_size=1, max_size=40)),
+            st.just({"offer": {"template": "trade-in"}}),
         ),
-        max_leaves=6,
-    ))
-    actions = st.lists(st.one_of(
-        st.builds(lambda sla: {"open_service_order": {"type": "repair", "priority": "high", "sla": sla,
-                                                      "skill": "motor"}}, durations),
-        st.builds(lambda reason: {"call_customer": {"reason": reason}}, st.text(min_size=1, max_size=40)),
-        st.just({"offer": {"template": "trade-in"}}),
-    ), max_size=3)
+        max_size=3,
+    )
     return {
         "id": draw(st.from_regex(r"\A[a-z0-9][a-z0-9-]{0,20}\Z")),
         "description": draw(st.text(max_size=30)),
