@@ -271,7 +271,6 @@ def _tagged_union(types: Mapping[str, type[BaseModel]], error_type: str) -> Any:
 
 
 Condition = _tagged_union(CONDITION_TYPES, "invalid_condition")
-LeafCondition = Union[tuple(LEAF_CONDITIONS.values())]  # noqa: UP007
 
 AllCondition.model_rebuild()
 AnyCondition.model_rebuild()

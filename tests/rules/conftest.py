@@ -15,9 +15,14 @@ from rules.models import parse_rule
 NOW = np.datetime64("2026-06-01T12:00:00", "s")
 
 
-def ago(seconds: float) -> np.datetime64:
-    """An instant `seconds` before NOW."""
-    return NOW - np.timedelta64(int(seconds), "s")
+@pytest.fixture
+def ago() -> Callable[[float], np.datetime64]:
+    """The instant so many seconds before NOW."""
+
+    def before_now(seconds: float) -> np.datetime64:
+        return NOW - np.timedelta64(int(seconds), "s")
+
+    return before_now
 
 
 @pytest.fixture
