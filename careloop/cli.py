@@ -118,6 +118,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         ground_truth_path=Path(args.ground_truth) if args.ground_truth else None,
         stop=stop,
         duration=args.duration,
+        # Kept across restarts so each device's seq keeps rising instead of starting again at 1.
+        state_path=Path(args.state) if args.state else Path(get_settings().home) / "simulator_state.json",
         progress=sys.stderr.isatty(),
     )
     return 0
@@ -213,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=7, help="seed: the same seed gives the same fleet")
     simulate.add_argument("--time-scale", type=float, default=1.0, help="simulated seconds per real second")
     simulate.add_argument("--ground-truth", default=None, help="JSON-lines file for the injected faults")
+    simulate.add_argument("--state", default=None, help="where the fleet's state is kept between runs "
+                          "(default CARELOOP_HOME/simulator_state.json)")
     simulate.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     simulate.set_defaults(handler=cmd_simulate)
 

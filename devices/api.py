@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 
 from careloop.deps import Conn, Role, require
-from careloop.durations import parse_duration
+from careloop.durations import Duration
 from devices import service
 from devices.catalog import load_catalog
 from devices.models import DEVICE_ID_PATTERN, DeviceCreate, DeviceRead
@@ -81,7 +81,9 @@ def device_telemetry(
 ) -> dict:
     """Readings in a range (default: the last day), newest first; with `bucket`, averages per bucket."""
     try:
-        bucket_size = parse_duration(bucket) if bucket else None
+        bucket_size = Duration.parse(bucket) if bucket else None
+        if bucket_size is not None and bucket_size.seconds == 0:
+            raise ValueError("a bucket must be longer than zero")
     except ValueError as error:
         raise HTTPException(422, f"bucket: {error}") from None
     since, until = (_aware(since), _aware(until))

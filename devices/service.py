@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from careloop.durations import format_duration
+from careloop.durations import Duration
 from careloop.errors import Conflict, InvalidInput, NotFound
 from customers import repo as customers_repo
 from devices import repo
@@ -63,7 +63,7 @@ def device_telemetry(
     since: dt.datetime | None,
     until: dt.datetime | None,
     metric: str | None,
-    bucket: dt.timedelta | None,
+    bucket: Duration | None,
     limit: int,
 ) -> list[TelemetryPoint]:
     device = get_device(conn, device_id)
@@ -80,17 +80,13 @@ def device_telemetry(
         since=since,
         until=until,
         metric=metric,
-        bucket=bucket,
+        bucket=dt.timedelta(seconds=bucket.seconds) if bucket else None,
         limit=min(limit, MAX_TELEMETRY_POINTS),
     )
-    label = None if bucket is None else _bucket_label(bucket)
+    label = None if bucket is None else str(bucket)
     return [
         TelemetryPoint(ts=row["ts"], metric=row["metric"], value=row["value"], bucket=label) for row in rows
     ]
-
-
-def _bucket_label(bucket: dt.timedelta) -> str:
-    return format_duration(bucket)
 
 
 def models_of_devices(conn: Any, device_ids: list[str]) -> dict[str, ApplianceModel]:

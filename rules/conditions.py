@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from careloop.durations import UNIT_SECONDS
 from devices.catalog import load_catalog
 from devices.models import ApplianceModel
-from rules.durations import UNIT_SECONDS
 from rules.facts import (
     Baseline,
     CounterAtEvent,

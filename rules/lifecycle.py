@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rules.durations import Duration
+from careloop.durations import Duration
 from rules.facts import SECONDS, as_datetime, to_datetime64
 
 

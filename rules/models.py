@@ -22,9 +22,9 @@ from pydantic import (
     model_validator,
 )
 
+from careloop.durations import Duration, DurationField
 from devices.catalog import load_catalog
 from devices.models import ApplianceModel, Severity
-from rules.durations import Duration, DurationField
 
 RULE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"  # metrics and event types

@@ -295,7 +295,7 @@ def generate_history(
     with truth as writer:
         moment = start
         while moment < end:
-            yield from simulation.step(moment, step_seconds)
+            yield from simulation.iter_step(moment, step_seconds)
             records = simulation.take_fault_transitions()
             if writer is not None:
                 writer.write(records)

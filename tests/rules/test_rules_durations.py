@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from rules.durations import DURATION_PATTERN, MAX_SECONDS, UNIT_SECONDS, Duration
+from careloop.durations import DURATION_PATTERN, MAX_SECONDS, UNIT_SECONDS, Duration
 from rules.models import RuleError, parse_rule
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rules.durations import Duration
+from careloop.durations import Duration
 from rules.lifecycle import dedup_key, state_arrays, step_detections, transitions
 
 NOW = np.datetime64("2026-06-01T12:00:00", "s")

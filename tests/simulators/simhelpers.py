@@ -14,7 +14,9 @@ START = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
 TODAY = START.date()
 
 
-def make_device(model: str, *, device_id: str | None = None, age_days: int = 0, offset: float = 0.0) -> SimDevice:
+def make_device(
+    model: str, *, device_id: str | None = None, age_days: int = 0, offset: float = 0.0
+) -> SimDevice:
     """One device of `model`, bought age_days before START, in a home at UTC+offset."""
     catalog_model = get_model(model)
     assert catalog_model is not None

@@ -23,7 +23,9 @@ CODES = sorted({code for model in load_catalog().values() for code in model.faul
 def test_per_code_and_all_entries_parse() -> None:
     assert parse_fault_spec("E21:0.01,F12:0.02") == FaultSpec(code_rates={"E21": 0.01, "F12": 0.02})
     assert parse_fault_spec("all:0.01") == FaultSpec(all_rate=0.01)
-    assert parse_fault_spec(" all : 0.002 , e21 : 0.05 ") == FaultSpec(all_rate=0.002, code_rates={"E21": 0.05})
+    assert parse_fault_spec(" all : 0.002 , e21 : 0.05 ") == FaultSpec(
+        all_rate=0.002, code_rates={"E21": 0.05}
+    )
 
 
 @pytest.mark.parametrize("spec", [None, "", "   "])
@@ -102,7 +104,9 @@ def test_ground_truth_records_each_fault_with_its_event_times(tmp_path: Path) ->
     truth = tmp_path / "truth.jsonl"
     end = START + dt.timedelta(days=6)
     messages = list(
-        generate_history(fleet, START, end, 900, faults="all:0.3", seed=9, ground_truth_path=truth, offline_per_day=0)
+        generate_history(
+            fleet, START, end, 900, faults="all:0.3", seed=9, ground_truth_path=truth, offline_per_day=0
+        )
     )
     events = {
         (device_of(m), m.payload["type"], m.payload["code"], m.payload["ts"])

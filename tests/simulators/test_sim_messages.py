@@ -27,7 +27,9 @@ HISTORY_END = START + dt.timedelta(days=5)
 @pytest.fixture(scope="module")
 def history() -> list[Message]:
     """Five days of a fleet of every model, with plenty of faults, cleaning and offline spells."""
-    return list(generate_history(FLEET, START, HISTORY_END, 900, faults="all:0.3", seed=7, offline_per_day=1.0))
+    return list(
+        generate_history(FLEET, START, HISTORY_END, 900, faults="all:0.3", seed=7, offline_per_day=1.0)
+    )
 
 
 def test_every_topic_names_a_valid_device_and_channel(history: list[Message]) -> None:
@@ -101,6 +103,8 @@ def test_format_ts_is_utc_with_milliseconds() -> None:
 def test_encode_gives_json_objects_and_plain_status_words() -> None:
     reading = Message("careloop/v1/devices/RH-000001/telemetry", {"seq": 1, "ts": "x", "metrics": {"a": 1.5}})
     assert json.loads(reading.encode()) == reading.payload
+    topic, payload = reading  # unpacks as (topic, payload), as generate_history promises
+    assert topic.endswith("/telemetry") and payload["seq"] == 1
     assert Message("careloop/v1/devices/RH-000001/status", "offline").encode() == b"offline"
 
 

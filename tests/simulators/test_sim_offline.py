@@ -62,7 +62,11 @@ def test_events_while_offline_are_held_and_sent_after_the_readings() -> None:
     _steps(simulation, 7, 13)
     back = _steps(simulation, 14, 14)
     kinds = [(channel_of(m), m.payload if isinstance(m.payload, str) else sorted(m.payload)) for m in back]
-    assert kinds[:3] == [("status", "online"), ("telemetry", ["readings"]), ("events", sorted(back[2].payload))]
+    assert kinds[:3] == [
+        ("status", "online"),
+        ("telemetry", ["readings"]),
+        ("events", sorted(back[2].payload)),
+    ]
     assert back[2].payload["type"] == "fault" and back[2].payload["seq"] == 7
     assert back[2].payload["ts"] == "2026-03-02T01:30:00.000Z"
 

@@ -116,8 +116,12 @@ def test_the_owner_cleans_a_fouled_filter_and_says_so() -> None:
 
 
 FAULT_SIGNATURES = {
-    ("RH-900", "E21"): lambda m: m["fan_current_a"] > 3.0 and m["fan_speed_rpm"] < 30 and m["airflow_m3h"] < 20,
-    ("RH-600", "E21"): lambda m: m["fan_current_a"] > 2.5 and m["fan_speed_rpm"] < 30 and m["airflow_m3h"] < 20,
+    ("RH-900", "E21"): lambda m: (
+        m["fan_current_a"] > 3.0 and m["fan_speed_rpm"] < 30 and m["airflow_m3h"] < 20
+    ),
+    ("RH-600", "E21"): lambda m: (
+        m["fan_current_a"] > 2.5 and m["fan_speed_rpm"] < 30 and m["airflow_m3h"] < 20
+    ),
     ("OV-700", "F12"): lambda m: m["heat_rate_c_per_min"] < 1 and m["element_current_a"] == 0,
     ("WH-80", "E03"): lambda m: m["water_temp_c"] > 90,
     ("DW-450", "E15"): lambda m: m["drain_time_s"] > 700,
@@ -147,7 +151,9 @@ def test_a_fault_clears_after_its_repair_time_and_the_device_recovers() -> None:
     simulation = Simulation([device], seed=2, start=START, offline_per_day=0)
     simulation.inject_fault(device.device_id, "E21", START, repair_s=3 * 3600)
     messages = run_steps(simulation, START, days=1)
-    cleared = [m.payload for m in messages if channel_of(m) == "events" and m.payload["type"] == "fault_cleared"]
+    cleared = [
+        m.payload for m in messages if channel_of(m) == "events" and m.payload["type"] == "fault_cleared"
+    ]
     assert len(cleared) == 1 and cleared[0]["code"] == "E21"
     assert cleared[0]["ts"] == "2026-03-02T03:00:00.000Z"
     after = [r["metrics"] for r in telemetry_of(messages, device.device_id) if r["seq"] > cleared[0]["seq"]]

@@ -1,0 +1,288 @@
+"""`careloop bench ...`: benchmarks that print figures and ratios, never pass/fail."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import multiprocessing
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+from psycopg2 import sql
+from psycopg2.extras import execute_values
+from tqdm import tqdm
+
+from careloop.db import Database, ensure_database, fetch_value, migrate
+from careloop.mqtt import make_connection, telemetry_topic
+from careloop.runtime import resolve_services
+from careloop.settings import get_settings
+from ingest.subscriber import Ingester, forget_session
+
+RAW_TOPIC_ROOT = "careloop-bench/raw"
+METRICS_PER_MESSAGE = 5
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    if args.bench == "ingest":
+        return bench_ingest(args)
+    raise SystemExit(f"careloop bench: no benchmark {args.bench!r} yet")
+
+
+# --- the workload ------------------------------------------------------------------------------
+
+
+def device_ids(count: int) -> list[str]:
+    return [f"BENCH-{index:06d}" for index in range(1, count + 1)]
+
+
+def message_body(index: int, devices: list[str], start: dt.datetime) -> tuple[str, bytes]:
+    """Message `index` of the run: (device id, payload). Device i's k-th message has seq k."""
+    device = devices[index % len(devices)]
+    seq = index // len(devices) + 1
+    ts = start + dt.timedelta(milliseconds=index)
+    metrics = {
+        "run_hours": 100 + seq / 60,
+        "fan_current_a": 0.6 + (index % 7) / 100,
+        "fan_speed_rpm": 1200.0 + index % 50,
+        "airflow_m3h": 600.0 - (index % 30),
+        "grease_load_pct": 20 + (index % 10) / 10,
+    }
+    return device, json.dumps({"seq": seq, "ts": ts.isoformat(), "metrics": metrics}).encode()
+
+
+def _publish_share(
+    mqtt_url: str,
+    share: range,
+    devices: list[str],
+    start: dt.datetime,
+    raw: bool,
+    ready: multiprocessing.Event,
+    go: multiprocessing.Event,
+) -> None:
+    """One publishing process: QoS 1, as fast as the broker acknowledges."""
+    bodies = [message_body(index, devices, start) for index in share]
+    connection = make_connection(mqtt_url, f"bench-publisher-{uuid.uuid4().hex[:8]}")
+    client = connection.client
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    connected = threading.Event()
+    client.on_connect = lambda *_args: connected.set()
+    connection.connect()
+    client.loop_start()
+    connected.wait(timeout=10)
+    ready.set()
+    go.wait()
+    last = None
+    for device, body in bodies:
+        topic = f"{RAW_TOPIC_ROOT}/{device}/telemetry" if raw else telemetry_topic(device)
+        last = client.publish(topic, body, qos=1)
+    if last is not None:
+        last.wait_for_publish(timeout=600)
+    client.disconnect()
+    client.loop_stop()
+
+
+def _publish(mqtt_url: str, messages: int, publishers: int, devices: list[str], start: dt.datetime, raw: bool):
+    """Start the publishing processes; answers (go-event, processes) once all are connected."""
+    context = multiprocessing.get_context("spawn")
+    go = context.Event()
+    processes, readies = [], []
+    for number in range(publishers):
+        ready = context.Event()
+        share = range(number, messages, publishers)
+        process = context.Process(target=_publish_share, args=(mqtt_url, share, devices, start, raw, ready, go))
+        process.start()
+        processes.append(process)
+        readies.append(ready)
+    for ready in readies:
+        ready.wait(timeout=60)
+    return go, processes
+
+
+@dataclass
+class Figure:
+    name: str
+    seconds: float
+    messages: int
+    rows: int
+
+    @property
+    def messages_per_s(self) -> float:
+        return self.messages / self.seconds if self.seconds else 0.0
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+STALL_S = 15.0
+
+
+def _stalled(count: int, last: tuple[int, float]) -> tuple[int, float] | None:
+    """The new (count, time) of the last progress, or None when nothing moved for STALL_S."""
+    now = time.perf_counter()
+    if count != last[0]:
+        return (count, now)
+    return None if now - last[1] > STALL_S else last
+
+
+# --- the three measurements ---------------------------------------------------------------------
+
+
+def measure_broker_drain(mqtt_url: str, messages: int, publishers: int, devices: list[str]) -> Figure:
+    """One paho client draining the broker, no database: the ceiling the broker and paho set."""
+    connection = make_connection(mqtt_url, f"bench-drain-{uuid.uuid4().hex[:8]}", receive_maximum=2000)
+    received = 0
+    done = threading.Event()
+    subscribed = threading.Event()
+
+    def on_message(_client, _userdata, _message) -> None:
+        nonlocal received
+        received += 1
+        if received >= messages:
+            done.set()
+
+    connection.client.on_message = on_message
+    connection.client.on_subscribe = lambda *_args: subscribed.set()
+    connection.client.on_connect = lambda client, *_args: client.subscribe(f"{RAW_TOPIC_ROOT}/+/telemetry", qos=1)
+    connection.connect()
+    connection.client.loop_start()
+    subscribed.wait(timeout=10)
+    go, processes = _publish(mqtt_url, messages, publishers, devices, dt.datetime.now(dt.UTC), raw=True)
+    started = time.perf_counter()
+    go.set()
+    last_progress = (0, time.perf_counter())
+    with tqdm(total=messages, desc="broker drain", unit="msg", leave=False) as bar:
+        while not done.wait(timeout=0.2):
+            bar.update(received - bar.n)
+            last_progress = _stalled(received, last_progress)
+            if last_progress is None:
+                break
+    seconds = time.perf_counter() - started - (STALL_S if last_progress is None else 0)
+    if received < messages:
+        print(f"broker drain: the broker dropped {messages - received:,} of {messages:,} messages for an online "
+              "client (its max_queued_messages limit; deploy/mosquitto.conf sets none)")
+    for process in processes:
+        process.join()
+    connection.client.disconnect()
+    connection.client.loop_stop()
+    return Figure("broker drain (paho, no database)", seconds, received, received * METRICS_PER_MESSAGE)
+
+
+def measure_copy(database_url: str, messages: int, devices: list[str]) -> Figure:
+    """COPY of the same rows into telemetry, no broker: the ceiling the database sets."""
+    start = dt.datetime.now(dt.UTC)
+    buffer = io.StringIO()
+    for index in range(messages):
+        device, body = message_body(index, devices, start)
+        document = json.loads(body)
+        for metric, value in document["metrics"].items():
+            buffer.write(f"{document['ts']}\t{device}\t{metric}\t{value!r}\t{document['seq']}\n")
+    conn = psycopg2.connect(database_url)
+    with conn.cursor() as cursor:
+        cursor.execute("TRUNCATE telemetry")
+        conn.commit()
+        buffer.seek(0)
+        started = time.perf_counter()
+        cursor.copy_expert("COPY telemetry (ts, device_id, metric, value, seq) FROM STDIN", buffer)
+        conn.commit()
+        seconds = time.perf_counter() - started
+        cursor.execute("TRUNCATE telemetry")
+        conn.commit()
+    conn.close()
+    return Figure("COPY into telemetry (no broker)", seconds, messages, messages * METRICS_PER_MESSAGE)
+
+
+def measure_ingest(
+    database_url: str, mqtt_url: str, messages: int, publishers: int, devices: list[str], ingesters: int
+) -> tuple[Figure, int]:
+    """Publish over MQTT, ingest, commit: first publish to last commit."""
+    database = Database(database_url, max_connections=ingesters + 2)
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    running = [Ingester(database, mqtt_url, name=f"{group}-{n}", share_group=group) for n in range(ingesters)]
+    for ingester in running:
+        ingester.start()
+        ingester.connected.wait(timeout=10)
+    time.sleep(0.5)
+    expected_rows = messages * METRICS_PER_MESSAGE
+    go, processes = _publish(mqtt_url, messages, publishers, devices, dt.datetime.now(dt.UTC), raw=False)
+    started = time.perf_counter()
+    go.set()
+    stored = 0
+    last_progress = (0, time.perf_counter())
+    with tqdm(total=expected_rows, desc="publish → commit", unit="row", leave=False) as bar:
+        while stored < expected_rows and last_progress is not None:
+            time.sleep(0.05)
+            stored = sum(ingester.totals.readings_stored for ingester in running)
+            bar.update(stored - bar.n)
+            last_progress = _stalled(stored, last_progress)
+    seconds = time.perf_counter() - started
+    if last_progress is None:
+        seconds -= STALL_S
+    for process in processes:
+        process.join()
+    for ingester in running:
+        ingester.stop()
+        forget_session(mqtt_url, ingester.name)
+    with database.connection() as conn:
+        rows = int(fetch_value(conn, "SELECT count(*) FROM telemetry"))
+    database.close()
+    name = f"MQTT → {ingesters} ingester(s) → commit"
+    return Figure(name, seconds, messages, stored), rows
+
+
+def _bench_database(server_url: str) -> str:
+    parts = urlsplit(server_url)
+    return urlunsplit(parts._replace(path=f"/careloop_bench_{uuid.uuid4().hex[:8]}"))
+
+
+def bench_ingest(args: argparse.Namespace) -> int:
+    urls = resolve_services(get_settings())
+    database_url = _bench_database(urls.database_url)
+    ensure_database(database_url)
+    migrate(database_url)
+    devices = device_ids(args.devices)
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cursor:
+        execute_values(
+            cursor,
+            "INSERT INTO devices (id, model, kind) VALUES %s",
+            [(device, "RH-900", "range_hood") for device in devices],
+        )
+    try:
+        print(
+            f"careloop bench ingest: {args.messages:,} messages x {METRICS_PER_MESSAGE} metrics from "
+            f"{args.publishers} publisher processes, {args.devices} devices, {args.ingesters} ingester(s)"
+        )
+        drain = measure_broker_drain(urls.mqtt_url, args.messages, args.publishers, devices)
+        copy = measure_copy(database_url, args.messages, devices)
+        ingest, rows = measure_ingest(
+            database_url, urls.mqtt_url, args.messages, args.publishers, devices, args.ingesters
+        )
+        print(f"{'measurement':<40} {'seconds':>8} {'messages/s':>12} {'readings/s':>12}")
+        for figure in (drain, copy, ingest):
+            print(
+                f"{figure.name:<40} {figure.seconds:>8.2f} {figure.messages_per_s:>12,.0f} {figure.rows_per_s:>12,.0f}"
+            )
+        print(
+            f"ingest / broker drain: {ingest.messages_per_s / drain.messages_per_s:.2f}   "
+            f"ingest / COPY: {ingest.rows_per_s / copy.rows_per_s:.2f}"
+        )
+        print(
+            f"rows in telemetry: {rows:,} of {args.messages * METRICS_PER_MESSAGE:,} expected "
+            f"({'every reading stored once' if rows == args.messages * METRICS_PER_MESSAGE else 'MISMATCH'})"
+        )
+    finally:
+        admin_url = urlunsplit(urlsplit(database_url)._replace(path="/postgres"))
+        admin = psycopg2.connect(admin_url)
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            name = urlsplit(database_url).path.lstrip("/")
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.close()
+    return 0
