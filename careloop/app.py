@@ -19,6 +19,9 @@ from careloop.mqtt import make_connection
 from customers.api import router as customers_router
 from devices.api import router as devices_router
 from ingest.api import router as ingest_router
+from rules.api import router as rules_router
+from rules.api import rule_error_response
+from rules.models import RuleError
 
 log = logging.getLogger("careloop.api")
 BROKER_CHECK_TTL_S = 5.0
@@ -92,6 +95,8 @@ def create_app(database: Database, *, admin_token: str | None, mqtt_url: str | N
         body = {"status": status, "version": __version__, "database": db_state, "broker": broker_state}
         return JSONResponse(body, status_code=200 if db_state["ok"] else 503)
 
-    for router in (devices_router, customers_router, ingest_router):
+    app.add_exception_handler(RuleError, rule_error_response)
+
+    for router in (devices_router, customers_router, ingest_router, rules_router):
         app.include_router(router)
     return app

@@ -1,0 +1,71 @@
+"""HTTP endpoints for rules; thin handlers over rules.service. Bodies are JSON or YAML."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from careloop.deps import Conn, Role, require
+from rules import service
+from rules.models import RuleError
+
+router = APIRouter(tags=["rules"])
+# The body is read by hand (JSON or YAML); this tells OpenAPI what it may be.
+RULE_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "description": "a rule document (CONTRACT.md) as JSON, or as YAML with Content-Type application/yaml",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "application/yaml": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+async def _document(request: Request) -> str | bytes | dict:
+    body = await request.body()
+    if "yaml" in request.headers.get("content-type", ""):
+        return body.decode("utf-8", errors="replace")
+    return body
+
+
+def rule_error_response(_request: Request, error: RuleError) -> JSONResponse:
+    return JSONResponse({"detail": error.errors}, status_code=422)
+
+
+@router.post(
+    "/rules",
+    status_code=201,
+    dependencies=[require("dispatcher", "marketer")],
+    openapi_extra=RULE_BODY_DOC,
+)
+async def create_rule(request: Request, conn: Conn) -> dict:
+    """Validate and store a new rule; every mistake is listed with the field it is in."""
+    return service.create_rule(conn, await _document(request))
+
+
+@router.get("/rules")
+def list_rules(
+    conn: Conn,
+    _role: Role,
+    enabled: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict:
+    items, total = service.list_rules(conn, enabled=enabled, limit=limit, offset=offset)
+    return {"items": items, "total": total}
+
+
+@router.get("/rules/{rule_id}")
+def get_rule(rule_id: str, conn: Conn, _role: Role) -> dict:
+    """A rule with every earlier version of it."""
+    return service.get_rule(conn, rule_id)
+
+
+@router.put("/rules/{rule_id}", dependencies=[require("dispatcher", "marketer")], openapi_extra=RULE_BODY_DOC)
+async def update_rule(rule_id: str, request: Request, conn: Conn) -> dict:
+    """Replace a rule's document (set `enabled: false` to disable it); the previous version is kept."""
+    return service.update_rule(conn, rule_id, await _document(request))
