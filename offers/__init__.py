@@ -1,0 +1,1 @@
+"""Offers: templates, eligibility, coupons, contact policy and the delivery outbox."""
