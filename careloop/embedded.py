@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import getpass
 import logging
 import shutil
 import socket
@@ -63,6 +64,9 @@ def mosquitto_config(port: int, data_dir: Path) -> str:
         elif line.startswith("log_dest "):
             line = f"log_dest file {data_dir}/mosquitto.log"
         lines.append(line)
+    # Started by root, mosquitto would switch to the `mosquitto` user, which cannot write this
+    # user's data folder: no log, and no persistence, so a restart would lose every session.
+    lines.append(f"user {getpass.getuser()}")
     return "\n".join(lines) + "\n"
 
 

@@ -6,6 +6,7 @@ Each test that needs the database gets a fresh clone of a template built from th
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -15,6 +16,7 @@ import pytest
 from psycopg2 import sql
 
 from careloop.db import Database, migrate
+from ingest.subscriber import Ingester, forget_session
 
 TEMPLATE = f"careloop_test_template_{os.getpid()}"
 
@@ -102,3 +104,24 @@ def mqtt_url(tmp_path_factory: pytest.TempPathFactory) -> str:
         return start_broker(tmp_path_factory.mktemp("careloop-broker"), preferred_port=None)
     except Exception as error:
         pytest.skip(f"no broker: CARELOOP_MQTT_URL is unset and no embedded broker could start: {error}")
+
+
+@pytest.fixture
+def run_ingester(database: Database, mqtt_url: str):
+    """Start in-process ingesters with names and a share group of their own; stop and forget them after."""
+    started: list[Ingester] = []
+    group = f"test-{uuid.uuid4().hex[:8]}"
+
+    def start(name: str | None = None, **options) -> Ingester:
+        ingester = Ingester(database, mqtt_url, name=name or f"test-{uuid.uuid4().hex[:8]}", share_group=group,
+                            **options)
+        ingester.start()
+        assert ingester.connected.wait(timeout=10), "ingester could not connect"
+        time.sleep(0.2)  # let the SUBACK arrive before anything is published
+        started.append(ingester)
+        return ingester
+
+    yield start
+    for ingester in started:
+        ingester.stop()
+        forget_session(mqtt_url, ingester.name)

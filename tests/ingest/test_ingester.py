@@ -14,32 +14,11 @@ import pytest
 
 from careloop.db import Database, fetch_all, fetch_value
 from careloop.mqtt import events_topic, status_topic, telemetry_topic
-from ingest.subscriber import Ingester, forget_session
+from ingest.subscriber import forget_session
 from tests.factories import make_device
 from tests.helpers import publish_all, reading, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def run_ingester(database: Database, mqtt_url: str):
-    """Start in-process ingesters with names and a share group of their own; stop and forget them after."""
-    started: list[Ingester] = []
-    group = f"test-{uuid.uuid4().hex[:8]}"
-
-    def start(name: str | None = None, **options) -> Ingester:
-        ingester = Ingester(database, mqtt_url, name=name or f"test-{uuid.uuid4().hex[:8]}", share_group=group,
-                            **options)
-        ingester.start()
-        assert ingester.connected.wait(timeout=10), "ingester could not connect"
-        time.sleep(0.2)  # let the SUBACK arrive before anything is published
-        started.append(ingester)
-        return ingester
-
-    yield start
-    for ingester in started:
-        ingester.stop()
-        forget_session(mqtt_url, ingester.name)
 
 
 def count(database: Database, query: str, params: tuple = ()) -> int:
