@@ -80,18 +80,35 @@ class ApiClient:
 
     def get(self, path: str, params: dict[str, Any] | None = None, *, accept: tuple[int, ...] = ()) -> Any:
         """GET a JSON document; statuses in `accept` are returned like a 200 (e.g. a 503 /health body)."""
-        url = self.url_for(path)
         # Empty filters are left out so the API applies its own defaults.
         query = {key: value for key, value in (params or {}).items() if value not in (None, "")}
+        return self._request("GET", path, params=query, accept=accept)
+
+    def post(self, path: str, body: Any = None) -> Any:
+        """POST (a JSON body, if any) and return the JSON answer; raises ApiError like `get`."""
+        return self._request("POST", path, json=body)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        accept: tuple[int, ...] = (),
+    ) -> Any:
+        url = self.url_for(path)
         if not self.base_url.startswith(("http://", "https://")):
             raise ApiError(
                 f"CARELOOP_API_URL must start with http:// or https://, got {self.base_url!r}.", url=url
             )
         try:
-            response = self._http.get(url, params=query)
+            response = self._http.request(method, url, params=params, json=json)
         except httpx.TimeoutException:
+            # A change that timed out may still have been made; a reader should look before retrying.
+            outcome = " The change may or may not have been made; refresh to see." if method != "GET" else ""
             raise ApiError(
-                f"The CareLoop API at {url} did not answer in time. Is it overloaded or stuck?", url=url
+                f"The CareLoop API at {url} did not answer in time. Is it overloaded or stuck?{outcome}", url=url
             ) from None
         except httpx.TransportError as error:
             raise ApiError(
@@ -100,10 +117,13 @@ class ApiClient:
                 url=url,
             ) from None
         if response.status_code in (401, 403):
-            if self.has_token:
-                hint = "the token was refused; check CARELOOP_API_TOKEN (or CARELOOP_ADMIN_TOKEN)."
-            else:
+            if not self.has_token:
                 hint = "no token is configured; set CARELOOP_API_TOKEN (or CARELOOP_ADMIN_TOKEN)."
+            elif response.status_code == 403:
+                # 403 is the API knowing who we are and saying no: the role, not the token, is the problem.
+                hint = "the token's role may not do this; use a token of a role that may."
+            else:
+                hint = "the token was refused; check CARELOOP_API_TOKEN (or CARELOOP_ADMIN_TOKEN)."
             raise ApiError(
                 f"The CareLoop API at {url} answered {response.status_code} "
                 f"{response.reason_phrase}: {hint} ({_detail(response)})",
@@ -127,8 +147,8 @@ class ApiClient:
                 status=response.status_code,
             ) from None
 
-    # One method per endpoint the dashboard reads; later pages (detections, service orders,
-    # call tasks, offers) add theirs here once those endpoints exist.
+    # One method per endpoint the dashboard uses; later pages (service orders, call tasks, offers)
+    # add theirs here once those endpoints exist.
 
     def health(self) -> dict[str, Any]:
         # A degraded API may say so with a 503; its body is still the answer we want to show.
@@ -162,3 +182,18 @@ class ApiClient:
 
     def ingest_stats(self) -> dict[str, Any]:
         return self.get("/ingest/stats")
+
+    def rules(self, **filters: Any) -> dict[str, Any]:
+        """Filters: enabled, limit, offset."""
+        return self.get("/rules", filters)
+
+    def detections(self, **filters: Any) -> dict[str, Any]:
+        """Filters: device_id, status (open, acknowledged, cleared), rule_id, limit, offset. Newest first."""
+        return self.get("/detections", filters)
+
+    def detection(self, detection_id: int | str) -> dict[str, Any]:
+        return self.get(f"/detections/{quote(str(detection_id), safe='')}")
+
+    def acknowledge_detection(self, detection_id: int | str) -> dict[str, Any]:
+        """Say a person has seen it; answers the detection, now acknowledged. Never cached: it changes state."""
+        return self.post(f"/detections/{quote(str(detection_id), safe='')}/acknowledge")

@@ -40,6 +40,16 @@ def fetch(method: str, *args: Any, **kwargs: Any) -> Any:
     return _cached_call(settings.base_url, settings.token, method, args, tuple(sorted(kwargs.items())))
 
 
+def change(method: str, *args: Any, **kwargs: Any) -> Any:
+    """Call an `ApiClient.<method>` that changes something: never cached, and every cached answer is forgotten
+    afterwards so the pages read the new state; raises ApiError."""
+    try:
+        return getattr(get_client(), method)(*args, **kwargs)
+    finally:
+        # Also after a failure: a 409 says the state moved on, and a timeout may have changed it anyway.
+        clear_cache()
+
+
 def show_api_error(error: ApiError) -> None:
     st.error(str(error), icon=":material/cloud_off:")
 

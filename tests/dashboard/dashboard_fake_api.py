@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from collections.abc import Iterator
@@ -71,6 +72,77 @@ QUARANTINE = [
 ]
 
 
+RULES = {
+    "items": [
+        {"id": "hood-fan-stall", "version": 1, "enabled": True, "builtin": True,
+         "document": {"id": "hood-fan-stall", "description": "Fan motor stalled (E21)", "severity": "critical",
+                      "when": {"fault": {"codes": ["E21"]}}}},
+        {"id": "hood-grease-cleaning-rh900", "version": 2, "enabled": True, "builtin": True,
+         "document": {"id": "hood-grease-cleaning-rh900", "severity": "warning",
+                      "description": "Grease filter due for cleaning after 180 running hours (RH-900)"}},
+        {"id": "oven-offline", "version": 1, "enabled": True, "builtin": True,
+         "document": {"id": "oven-offline", "description": "Oven offline for a day", "severity": "info"}},
+    ],
+    "total": 3,
+}
+
+
+def explanation(rule: str, device_id: str, model: str, at: datetime, condition: dict[str, Any]) -> dict[str, Any]:
+    """An explanation the way the rule engine writes one: a header, the reason, the condition tree."""
+    return {"rule": rule, "device_id": device_id, "model": model, "at": iso(at), "met": condition["met"],
+            "reason": condition["reason"], "condition": condition}
+
+
+FAN_STALL = {"condition": "fault", "met": True, "reason": "open fault E21 (fan motor stall)",
+             "codes": ["E21"], "open_codes": ["E21"]}
+GREASE = {
+    "condition": "all", "met": True, "reason": "all 2 conditions hold",
+    "conditions": [
+        {"condition": "usage", "met": True, "reason": "run hours grew by 212.4 since new, at least 180",
+         "metric": "run_hours", "since": "maintenance_done", "at_least": 180,
+         "values": {"current": 812.4, "at_since": 600.0, "since_at": None, "growth": 212.4}},
+        {"condition": "threshold", "met": True, "reason": "fan current is 2.6, above 2",
+         "metric": "fan_current_a", "above": 2, "for": "0s", "values": {"latest": 2.6}},
+    ],
+}
+OFFLINE = {"condition": "offline", "met": True, "reason": "offline for 26h (since yesterday)", "for": "1d",
+           "values": {"online": False, "offline_since": iso(NOW - timedelta(hours=30)), "last_seen": None}}
+
+DETECTIONS = [
+    {"id": 3, "rule_id": "hood-fan-stall", "rule_version": 1, "device_id": "RH-000123", "model": "RH-900",
+     "owner_id": 7, "severity": "critical", "status": "open", "opened_at": iso(NOW - timedelta(minutes=10)),
+     "cleared_at": None, "acknowledged_at": None, "acknowledged_by": None, "dedup_key": "hood-fan-stall:RH-000123:1",
+     "explanation": explanation("hood-fan-stall", "RH-000123", "RH-900", NOW - timedelta(minutes=10), FAN_STALL),
+     "clear_explanation": None,
+     "actions": [
+         {"action": "open_service_order", "params": {"type": "repair", "priority": "urgent", "sla": "24h"},
+          "key": "hood-fan-stall:RH-000123:1:0:open_service_order", "status": "pending"},
+         {"action": "call_customer", "params": {"reason": "your range hood reported a stalled fan motor"},
+          "key": "hood-fan-stall:RH-000123:1:1:call_customer", "status": "pending"},
+     ]},
+    {"id": 2, "rule_id": "hood-grease-cleaning-rh900", "rule_version": 2, "device_id": "RH-000123",
+     "model": "RH-900", "owner_id": 7, "severity": "warning", "status": "acknowledged",
+     "opened_at": iso(NOW - timedelta(hours=5)), "cleared_at": None,
+     "acknowledged_at": iso(NOW - timedelta(hours=4)), "acknowledged_by": "dispatcher",
+     "dedup_key": "hood-grease-cleaning-rh900:RH-000123:1",
+     "explanation": explanation("hood-grease-cleaning-rh900", "RH-000123", "RH-900", NOW - timedelta(hours=5),
+                                GREASE),
+     "clear_explanation": None,
+     "actions": [{"action": "offer", "params": {"template": "member-cleaning"},
+                  "key": "hood-grease-cleaning-rh900:RH-000123:1:0:offer", "status": "pending"}]},
+    {"id": 1, "rule_id": "oven-offline", "rule_version": 1, "device_id": "OV-000001", "model": "OV-500",
+     "owner_id": 7, "severity": "info", "status": "cleared", "opened_at": iso(NOW - timedelta(days=2)),
+     "cleared_at": iso(NOW - timedelta(days=1)), "acknowledged_at": None, "acknowledged_by": None,
+     "dedup_key": "oven-offline:OV-000001:1",
+     "explanation": explanation("oven-offline", "OV-000001", "OV-500", NOW - timedelta(days=2), OFFLINE),
+     "clear_explanation": {"rule": "oven-offline", "device_id": "OV-000001", "met": False,
+                           "reason": "online, last seen 1m ago, less than 1d",
+                           "condition": {"condition": "offline", "met": False,
+                                         "reason": "online, last seen 1m ago, less than 1d"}},
+     "actions": []},
+]
+
+
 def telemetry(device_id: str, query: dict[str, str]) -> dict[str, Any]:
     """Ten readings per asked metric, one per bucket, ending now."""
     device = next(d for d in DEVICES if d["id"] == device_id)
@@ -89,14 +161,20 @@ class FakeApi:
     """What the fake answers and what it was asked; tests change `status_override` to simulate failures."""
 
     url: str
-    requests: list[tuple[str, dict[str, str], str | None]] = field(default_factory=list)
+    requests: list[tuple[str, dict[str, str], str | None, str]] = field(default_factory=list)
     status_override: int | None = None
+    # The role the token stands for; the API lets only some roles acknowledge.
+    role: str = "dispatcher"
+    # Each test gets its own copy, as acknowledging changes them.
+    detections: list[dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(DETECTIONS))
 
-    def asked(self, path: str) -> list[dict[str, str]]:
-        return [query for asked_path, query, _ in self.requests if asked_path == path]
+    def asked(self, path: str, method: str = "GET") -> list[dict[str, str]]:
+        return [query for asked_path, query, _, how in self.requests if asked_path == path and how == method]
 
-    def answer(self, path: str, query: dict[str, str], authorization: str | None) -> tuple[int, Any]:
-        self.requests.append((path, query, authorization))
+    def answer(
+        self, path: str, query: dict[str, str], authorization: str | None, method: str = "GET"
+    ) -> tuple[int, Any]:
+        self.requests.append((path, query, authorization, method))
         if path == "/health":
             # Public, as a load balancer must be able to ask without a token.
             return 200, {"status": "ok", "database": {"ok": True, "detail": "PostgreSQL 16"},
@@ -106,6 +184,8 @@ class FakeApi:
         if authorization != f"Bearer {TOKEN}":
             return 401, {"detail": "invalid or missing token"}
         parts = path.strip("/").split("/")
+        if method == "POST":
+            return self.answer_post(parts)
         if path == "/models":
             return 200, MODELS
         if path == "/fleet/summary":
@@ -136,15 +216,54 @@ class FakeApi:
         if path == "/ingest/quarantine":
             items = [q for q in QUARANTINE if query.get("reason") in (None, q["reason"])]
             return 200, {"items": items, "total": len(items)}
+        if path == "/rules":
+            return 200, RULES
+        if path == "/detections":
+            items = [
+                d for d in self.detections
+                if all(query.get(name) in (None, d[name]) for name in ("status", "rule_id", "device_id"))
+            ]
+            offset, limit = int(query.get("offset", 0)), int(query.get("limit", 100))
+            return 200, {"items": items[offset:offset + limit], "total": len(items)}
+        if parts[0] == "detections" and len(parts) == 2:
+            found = self.detection(parts[1])
+            return (200, found) if found else (404, {"detail": f"no detection {parts[1]}"})
+        return 404, {"detail": "Not Found"}
+
+    def detection(self, detection_id: str) -> dict[str, Any] | None:
+        return next((d for d in self.detections if str(d["id"]) == detection_id), None)
+
+    def answer_post(self, parts: list[str]) -> tuple[int, Any]:
+        if parts[0] == "detections" and parts[2:] == ["acknowledge"]:
+            if self.role not in ("admin", "dispatcher", "technician"):
+                return 403, {"detail": f"role {self.role!r} may not do this; needs one of: admin, dispatcher, "
+                                       "technician"}
+            detection = self.detection(parts[1])
+            if detection is None:
+                return 404, {"detail": f"no detection {parts[1]}"}
+            if detection["status"] == "cleared":
+                return 409, {"detail": f"detection {parts[1]} cleared; nothing to acknowledge"}
+            if detection["status"] == "open":
+                detection |= {"status": "acknowledged", "acknowledged_at": iso(datetime.now(UTC)),
+                              "acknowledged_by": self.role}
+            return 200, detection
         return 404, {"detail": "Not Found"}
 
 
 def serve(api: FakeApi) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
+            self.respond("GET")
+
+        def do_POST(self) -> None:  # noqa: N802
+            # Bodies are read so the connection stays usable; no endpoint here needs one.
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.respond("POST")
+
+        def respond(self, method: str) -> None:
             split = urlsplit(self.path)
             query = {key: values[-1] for key, values in parse_qs(split.query).items()}
-            status, body = api.answer(split.path, query, self.headers.get("Authorization"))
+            status, body = api.answer(split.path, query, self.headers.get("Authorization"), method)
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from dashboard.client import DEFAULT_API_URL, ApiClient, ApiError, ApiSettings, load_api_settings
@@ -39,6 +40,42 @@ def test_api_token_wins_over_admin_token_and_environment_over_dotenv(
 def test_url_without_scheme_is_refused_naming_the_variable() -> None:
     with pytest.raises(ApiError, match="CARELOOP_API_URL must start with http:// or https://"):
         ApiClient("api:8000", "token").get("/health")
+
+
+def test_post_sends_the_token_and_returns_the_answer() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"id": 3, "status": "acknowledged"})
+
+    client = ApiClient("http://api", "token", transport=httpx.MockTransport(handler))
+    assert client.acknowledge_detection(3) == {"id": 3, "status": "acknowledged"}
+    assert (seen[0].method, seen[0].url.path) == ("POST", "/detections/3/acknowledge")
+    assert seen[0].headers["Authorization"] == "Bearer token"
+
+
+def test_forbidden_post_blames_the_role_not_the_token() -> None:
+    transport = httpx.MockTransport(lambda _: httpx.Response(403, json={"detail": "role 'marketer' may not do this"}))
+    with pytest.raises(ApiError, match="403 Forbidden: the token's role may not do this") as raised:
+        ApiClient("http://api", "token", transport=transport).acknowledge_detection(3)
+    assert raised.value.status == 403
+    assert "role 'marketer' may not do this" in str(raised.value)
+
+
+def test_timed_out_post_says_the_change_may_have_been_made() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    with pytest.raises(ApiError, match="did not answer in time.*may or may not have been made"):
+        ApiClient("http://api", "token", transport=httpx.MockTransport(handler)).acknowledge_detection(3)
+
+
+def test_conflict_on_post_carries_the_status_and_detail() -> None:
+    transport = httpx.MockTransport(lambda _: httpx.Response(409, json={"detail": "detection 3 cleared"}))
+    with pytest.raises(ApiError, match="409 Conflict: detection 3 cleared") as raised:
+        ApiClient("http://api", "token", transport=transport).acknowledge_detection(3)
+    assert raised.value.status == 409
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,8 @@ from dashboard_fake_api import TOKEN, FakeApi
 from streamlit.testing.v1 import AppTest
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
-PAGES = ["pages/fleet.py", "pages/device.py", "pages/customers.py", "pages/quarantine.py"]
+PAGES = ["pages/fleet.py", "pages/device.py", "pages/customers.py", "pages/quarantine.py", "pages/detections.py"]
+DETECTIONS = "pages/detections.py"
 
 
 def open_page(page: str, **query_params: str) -> AppTest:
@@ -33,6 +34,13 @@ def metric_values(at: AppTest) -> dict[str, str]:
 
 def text_of(at: AppTest) -> str:
     return "\n".join(str(e.value) for kind in ("markdown", "caption", "header") for e in getattr(at, kind))
+
+
+def choose(at: AppTest, label: str, option: str) -> AppTest:
+    """Pick `option` in the selectbox labelled `label` and run the page again."""
+    next(box for box in at.selectbox if box.label == label).select(option).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
 
 
 def test_fleet_page_shows_health_badges_counts_and_online_share_chart(fake_api: FakeApi) -> None:
@@ -121,6 +129,151 @@ def test_quarantine_page_charts_reasons_and_filters_messages(fake_api: FakeApi) 
     assert list(at.dataframe[0].value["reason"]) == ["bad_json"]
     # A payload that is not JSON is shown as the text that arrived.
     assert at.code[0].value == "{not json"
+
+
+def test_detections_page_lists_open_detections_with_counts(fake_api: FakeApi) -> None:
+    at = open_page(DETECTIONS)
+
+    assert at.title[0].value == "Detections"
+    values = metric_values(at)
+    assert (values["Open"], values["Acknowledged"], values["Critical open"]) == ("1", "1", "1")
+    listing = at.dataframe[0].value
+    assert list(listing.columns) == ["opened", "severity", "rule", "device", "model", "status", "reason", "id"]
+    assert listing.iloc[0][["severity", "rule", "device", "model", "status", "reason"]].tolist() == [
+        "critical", "hood-fan-stall", "RH-000123", "RH-900", "open", "open fault E21 (fan motor stall)"
+    ]
+    assert len(listing) == 1
+    # Open is the default: dispatchers start from what nobody has seen yet.
+    assert fake_api.asked("/detections")[-1]["status"] == "open"
+    assert not at.error
+
+
+def test_detections_page_filters_by_status_severity_rule_and_device(fake_api: FakeApi) -> None:
+    at = open_page(DETECTIONS)
+
+    choose(at, "Status", "all statuses")
+    assert "status" not in fake_api.asked("/detections")[-1]
+    assert list(at.dataframe[0].value["status"]) == ["open", "acknowledged", "cleared"]
+
+    choose(at, "Status", "cleared")
+    assert fake_api.asked("/detections")[-1]["status"] == "cleared"
+    assert list(at.dataframe[0].value["rule"]) == ["oven-offline"]
+
+    choose(at, "Status", "all statuses")
+    choose(at, "Severity", "warning")
+    assert list(at.dataframe[0].value["id"]) == [2]
+    assert "3 detections match; showing the newest 3, 1 of them warning." in text_of(at)
+
+    choose(at, "Severity", "all severities")
+    choose(at, "Rule", "hood-fan-stall")
+    assert fake_api.asked("/detections")[-1]["rule_id"] == "hood-fan-stall"
+    assert list(at.dataframe[0].value["id"]) == [3]
+
+    choose(at, "Rule", "all rules")
+    at.text_input[0].input(" OV-000001 ").run()
+    assert fake_api.asked("/detections")[-1]["device_id"] == "OV-000001"
+    assert list(at.dataframe[0].value["device"]) == ["OV-000001"]
+
+    at.text_input[0].input("NOPE-1").run()
+    assert not at.dataframe
+    assert at.info[0].value == "No detection matches these filters."
+    assert not at.error
+
+
+def test_detections_page_explains_the_selected_detection(fake_api: FakeApi) -> None:
+    at = open_page(DETECTIONS)
+    choose(at, "Status", "all statuses")
+    choose(at, "Inspect a detection", "2")
+
+    assert at.header[0].value == "#2 · hood-grease-cleaning-rh900"
+    text = text_of(at)
+    assert "Grease filter due for cleaning after 180 running hours (RH-900)" in text
+    # The reason in words, then every condition of the tree with its verdict and its own reason.
+    assert "**all 2 conditions hold**" in text
+    assert "**usage** · :green[met]  \nrun hours grew by 212.4 since new, at least 180" in text
+    assert "**threshold** · :green[met]  \nfan current is 2.6, above 2" in text
+    usage_values, threshold_values = (table.value for table in at.table)
+    assert usage_values.loc["current", "value"] == "812.4"
+    assert usage_values.loc["since_at", "value"] == "–"
+    assert threshold_values.loc["latest", "value"] == "2.6"
+    assert metric_values(at)["Acknowledged by"] == "dispatcher, 4 h ago"
+    assert list(at.dataframe[1].value["action"]) == ["offer"]
+    assert [link.proto.query_string for link in at.page_link] == ["device=RH-000123", "customer=7"]
+    # Only open detections can be acknowledged.
+    assert not at.button
+    assert at.query_params["detection"] == "2"
+    assert not at.error
+
+
+def test_detections_page_opens_a_linked_detection_even_outside_the_filters(fake_api: FakeApi) -> None:
+    at = open_page(DETECTIONS, detection="1")
+
+    assert at.header[0].value == "#1 · oven-offline"
+    assert fake_api.asked("/detections/1")
+    text = text_of(at)
+    assert "**offline** · :green[met]  \noffline for 26h (since yesterday)" in text
+    assert "**offline** · :red[not met]  \nonline, last seen 1m ago, less than 1d" in text
+    assert metric_values(at)["Cleared"] == "1 d ago"
+    assert "The rule asks for no action." in text
+
+
+def test_detections_page_warns_about_an_unknown_linked_detection(fake_api: FakeApi) -> None:
+    at = open_page(DETECTIONS, detection="99")
+
+    assert at.warning[0].value == "There is no detection #99."
+    assert at.header[0].value == "#3 · hood-fan-stall"
+    assert not at.error
+
+
+def test_acknowledge_posts_and_the_listing_shows_the_new_status(fake_api: FakeApi) -> None:
+    at = open_page(DETECTIONS)
+    choose(at, "Status", "all statuses")
+    assert at.dataframe[0].value.set_index("id").loc[3, "status"] == "open"
+
+    at.button(key="acknowledge_3").click().run()
+
+    assert not at.exception and not at.error
+    assert len(fake_api.asked("/detections/3/acknowledge", method="POST")) == 1
+    assert at.success[0].value == "Detection #3 (hood-fan-stall on RH-000123) is now acknowledged by dispatcher."
+    # The cache was cleared: the list, the counts and the details read the new state.
+    assert at.dataframe[0].value.set_index("id").loc[3, "status"] == "acknowledged"
+    values = metric_values(at)
+    assert (values["Open"], values["Acknowledged"], values["Critical open"]) == ("0", "2", "0")
+    assert values["Acknowledged by"].startswith("dispatcher, ")
+    assert not at.button
+
+
+def test_acknowledged_detection_leaves_the_default_open_list(fake_api: FakeApi) -> None:
+    at = open_page(DETECTIONS)
+    at.button(key="acknowledge_3").click().run()
+
+    assert at.success
+    assert not at.dataframe
+    assert at.info[0].value == "Nothing open: no rule has found anything new."
+    assert metric_values(at)["Open"] == "0"
+
+
+def test_acknowledge_refused_for_the_role_shows_the_api_error(fake_api: FakeApi) -> None:
+    fake_api.role = "marketer"
+    at = open_page(DETECTIONS)
+    at.button(key="acknowledge_3").click().run()
+
+    assert not at.exception
+    message = at.error[0].value
+    assert f"{fake_api.url}/detections/3/acknowledge answered 403 Forbidden" in message
+    assert "the token's role may not do this" in message and "role 'marketer' may not do this" in message
+    assert not at.success
+    assert fake_api.detection("3")["status"] == "open"
+
+
+def test_detections_page_shows_a_server_error_instead_of_a_traceback(fake_api: FakeApi) -> None:
+    fake_api.status_override = 500
+    at = open_page(DETECTIONS)
+
+    assert at.error[0].value == (
+        f"The CareLoop API at {fake_api.url}/detections answered 500 Internal Server Error: simulated failure"
+    )
+    assert not at.dataframe
 
 
 @pytest.mark.parametrize("page", PAGES)
