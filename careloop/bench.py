@@ -10,6 +10,8 @@ import multiprocessing
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,7 +33,13 @@ METRICS_PER_MESSAGE = 5
 def run_benchmark(args: argparse.Namespace) -> int:
     if args.bench == "ingest":
         return bench_ingest(args)
-    raise SystemExit(f"careloop bench: no benchmark {args.bench!r} yet")
+    from rules import bench as rules_bench
+
+    if args.bench == "engine":
+        return rules_bench.bench_engine(args)
+    if args.bench == "detection":
+        return rules_bench.bench_detection(args)
+    raise SystemExit(f"careloop bench: no benchmark {args.bench!r}")
 
 
 # --- the workload ------------------------------------------------------------------------------
@@ -237,52 +245,51 @@ def measure_ingest(
     return Figure(name, seconds, messages, stored), rows
 
 
-def _bench_database(server_url: str) -> str:
+@contextmanager
+def temporary_database(server_url: str) -> Iterator[str]:
+    """A migrated database of its own for one benchmark run, dropped afterwards."""
     parts = urlsplit(server_url)
-    return urlunsplit(parts._replace(path=f"/careloop_bench_{uuid.uuid4().hex[:8]}"))
+    name = f"careloop_bench_{uuid.uuid4().hex[:8]}"
+    database_url = urlunsplit(parts._replace(path=f"/{name}"))
+    ensure_database(database_url)
+    try:
+        migrate(database_url)
+        yield database_url
+    finally:
+        admin = psycopg2.connect(urlunsplit(parts._replace(path="/postgres")))
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.close()
 
 
 def bench_ingest(args: argparse.Namespace) -> int:
     urls = resolve_services(get_settings())
-    database_url = _bench_database(urls.database_url)
-    ensure_database(database_url)
-    migrate(database_url)
     devices = device_ids(args.devices)
-    with psycopg2.connect(database_url) as conn, conn.cursor() as cursor:
-        execute_values(
-            cursor,
-            "INSERT INTO devices (id, model, kind) VALUES %s",
-            [(device, "RH-900", "range_hood") for device in devices],
-        )
-    try:
+    expected = args.messages * METRICS_PER_MESSAGE
+    with temporary_database(urls.database_url) as database_url:
+        with psycopg2.connect(database_url) as conn, conn.cursor() as cursor:
+            rows = [(device, "RH-900", "range_hood") for device in devices]
+            execute_values(cursor, "INSERT INTO devices (id, model, kind) VALUES %s", rows)
+        conn.close()
         print(
             f"careloop bench ingest: {args.messages:,} messages x {METRICS_PER_MESSAGE} metrics from "
             f"{args.publishers} publisher processes, {args.devices} devices, {args.ingesters} ingester(s)"
         )
         drain = measure_broker_drain(urls.mqtt_url, args.messages, args.publishers, devices)
         copy = measure_copy(database_url, args.messages, devices)
-        ingest, rows = measure_ingest(
+        ingest, stored = measure_ingest(
             database_url, urls.mqtt_url, args.messages, args.publishers, devices, args.ingesters
         )
-        print(f"{'measurement':<40} {'seconds':>8} {'messages/s':>12} {'readings/s':>12}")
-        for figure in (drain, copy, ingest):
-            print(
-                f"{figure.name:<40} {figure.seconds:>8.2f} {figure.messages_per_s:>12,.0f} {figure.rows_per_s:>12,.0f}"
-            )
+    print(f"{'measurement':<40} {'seconds':>8} {'messages/s':>12} {'readings/s':>12}")
+    for figure in (drain, copy, ingest):
         print(
-            f"ingest / broker drain: {ingest.messages_per_s / drain.messages_per_s:.2f}   "
-            f"ingest / COPY: {ingest.rows_per_s / copy.rows_per_s:.2f}"
+            f"{figure.name:<40} {figure.seconds:>8.2f} {figure.messages_per_s:>12,.0f} {figure.rows_per_s:>12,.0f}"
         )
-        print(
-            f"rows in telemetry: {rows:,} of {args.messages * METRICS_PER_MESSAGE:,} expected "
-            f"({'every reading stored once' if rows == args.messages * METRICS_PER_MESSAGE else 'MISMATCH'})"
-        )
-    finally:
-        admin_url = urlunsplit(urlsplit(database_url)._replace(path="/postgres"))
-        admin = psycopg2.connect(admin_url)
-        admin.autocommit = True
-        with admin.cursor() as cursor:
-            name = urlsplit(database_url).path.lstrip("/")
-            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.close()
+    print(
+        f"ingest / broker drain: {ingest.messages_per_s / drain.messages_per_s:.2f}   "
+        f"ingest / COPY: {ingest.rows_per_s / copy.rows_per_s:.2f}"
+    )
+    verdict = "every reading stored once" if stored == expected else "MISMATCH"
+    print(f"rows in telemetry: {stored:,} of {expected:,} expected ({verdict})")
     return 0

@@ -130,9 +130,8 @@ def run_demo(*, devices: int, rate: float, seed: int, api_port: int = 8000, dash
             ],
             env,
         ),
+        "engine": _spawn(["engine"], env),
     }
-    if _has_engine():
-        children["engine"] = _spawn(["engine"], env)
     time.sleep(2)
     print(
         "\nCareLoop demo is running:\n"
@@ -141,6 +140,7 @@ def run_demo(*, devices: int, rate: float, seed: int, api_port: int = 8000, dash
         f"  broker     {urls.mqtt_url}\n"
         f"  admin token: {token}\n"
         f"  try: curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{api_port}/fleet/summary\n"
+        f"       curl -H 'Authorization: Bearer {token}' 'http://127.0.0.1:{api_port}/detections?status=open'\n"
         "Ctrl-C stops everything; the data stays under CARELOOP_HOME for the next run.\n",
         flush=True,
     )
@@ -161,10 +161,3 @@ def run_demo(*, devices: int, rate: float, seed: int, api_port: int = 8000, dash
     print("CareLoop demo stopped.")
     return 0
 
-
-def _has_engine() -> bool:
-    try:
-        import rules.engine  # noqa: F401
-    except ImportError:
-        return False
-    return True

@@ -84,3 +84,7 @@ LIMIT %(limit)s OFFSET %(offset)s
 -- name: missing_seq_total --
 -- Messages lost on the way, over the fleet: gaps in each device's seq.
 SELECT coalesce(sum(GREATEST(last_seq - first_seq + 1 - seq_count, 0)), 0) FROM device_state
+
+-- name: notify_changed_devices --
+-- Name the devices a batch changed; listeners hear it when the batch commits.
+SELECT pg_notify(%(channel)s, %(payload)s)

@@ -47,6 +47,7 @@ class BatchOutcome:
     status_changes: int = 0
     quarantined: Counter = field(default_factory=Counter)  # reason -> count
     devices: set[str] = field(default_factory=set)  # devices with newly stored data
+    status_devices: set[str] = field(default_factory=set)  # devices whose online status was reported
 
     def add(self, other: BatchOutcome) -> None:
         self.messages += other.messages
@@ -57,6 +58,7 @@ class BatchOutcome:
         self.status_changes += other.status_changes
         self.quarantined.update(other.quarantined)
         self.devices |= other.devices
+        self.status_devices |= other.status_devices
 
 
 def ingest_batch(
@@ -111,6 +113,7 @@ def ingest_batch(
                 conn, device_id=item.device_id, online=item.status.online, changed_at=message.received_at
             )
             outcome.status_changes += 1
+            outcome.status_devices.add(item.device_id)
         if item.event is not None:
             event = item.event
             event_rows.append((event.ts, event.device_id, event.seq, event.type, event.code, event.detail))
@@ -138,6 +141,8 @@ def ingest_batch(
     outcome.events_stored = len(stored_events)
     outcome.events_duplicate = len(event_rows) - len(stored_events)
     outcome.devices = {row[0] for row in stored_telemetry} | {row[0] for row in stored_events}
+    # Delivered to listeners (the rule engine) only if this transaction commits.
+    repo.notify_changed_devices(conn, device_ids=sorted(outcome.devices | outcome.status_devices))
     return outcome
 
 

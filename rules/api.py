@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from careloop.deps import Conn, Role, require
 from rules import service
-from rules.models import RuleError
+from rules.models import BacktestRequest, RuleError
 
 router = APIRouter(tags=["rules"])
 # The body is read by hand (JSON or YAML); this tells OpenAPI what it may be.
@@ -69,3 +69,45 @@ def get_rule(rule_id: str, conn: Conn, _role: Role) -> dict:
 async def update_rule(rule_id: str, request: Request, conn: Conn) -> dict:
     """Replace a rule's document (set `enabled: false` to disable it); the previous version is kept."""
     return service.update_rule(conn, rule_id, await _document(request))
+
+
+@router.post("/rules/{rule_id}/backtest")
+def backtest_rule(rule_id: str, request: BacktestRequest, conn: Conn, _role: Role) -> dict:
+    """Replay the rule over stored history from `start` to `end`, every `step` (default 1h): what it would
+    have opened and cleared, and when. Nothing is opened."""
+    return service.backtest_rule(conn, rule_id, request)
+
+
+DetectionStatus = Literal["open", "acknowledged", "cleared"]
+
+
+@router.get("/detections", tags=["detections"])
+def list_detections(
+    conn: Conn,
+    _role: Role,
+    device_id: str | None = None,
+    status: DetectionStatus | None = None,
+    rule_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict:
+    """What rules found, newest first, each with its explanation and the actions waiting on it."""
+    items, total = service.list_detections(
+        conn, device_id=device_id, status=status, rule_id=rule_id, limit=limit, offset=offset
+    )
+    return {"items": items, "total": total}
+
+
+@router.get("/detections/{detection_id}", tags=["detections"])
+def get_detection(detection_id: int, conn: Conn, _role: Role) -> dict:
+    return service.get_detection(conn, detection_id)
+
+
+@router.post(
+    "/detections/{detection_id}/acknowledge",
+    tags=["detections"],
+    dependencies=[require("dispatcher", "technician")],
+)
+def acknowledge_detection(detection_id: int, conn: Conn, role: Role) -> dict:
+    """Say a person has seen it; it stays until the rule stops holding, then clears."""
+    return service.acknowledge_detection(conn, detection_id, by=role)

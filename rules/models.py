@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -565,3 +566,32 @@ def parse_rules_file(text: str, *, catalog: Mapping[str, ApplianceModel] | None 
     if problems:
         raise RuleError(problems)
     return rules
+
+
+# ---------------------------------------------------------------- backtests
+
+MAX_BACKTEST_STEPS = 2000
+
+
+class BacktestRequest(BaseModel):
+    """A time range to replay a rule over stored history, evaluated every `step`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: AwareDatetime
+    end: AwareDatetime
+    step: DurationField = Duration(3600)
+
+    @model_validator(mode="after")
+    def _sensible_range(self) -> BacktestRequest:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        if self.step.seconds <= 0:
+            raise ValueError("step must be longer than 0s")
+        steps = (self.end - self.start).total_seconds() / self.step.seconds
+        if steps > MAX_BACKTEST_STEPS:
+            raise ValueError(
+                f"{steps:.0f} evaluations from start to end every {self.step}; at most {MAX_BACKTEST_STEPS}: "
+                "take a longer step or a shorter range"
+            )
+        return self

@@ -30,3 +30,79 @@ ORDER BY id LIMIT %(limit)s OFFSET %(offset)s
 -- name: rule_versions --
 -- Every kept version of a rule, newest first.
 SELECT version, enabled, document, created_at FROM rule_versions WHERE rule_id = %(id)s ORDER BY version DESC
+
+-- name: enabled_rules --
+-- The rules the engine evaluates.
+SELECT id, version, document FROM rules WHERE enabled ORDER BY id
+
+-- name: lock_evaluation --
+-- One evaluation at a time across engines: reading detection state and writing transitions is one step.
+SELECT pg_advisory_xact_lock(hashtext('careloop.rules.evaluation'))
+
+-- name: open_detections --
+-- Open (or acknowledged) detections of these rules, optionally only for some devices.
+SELECT rule_id, device_id, opened_at FROM detections
+WHERE cleared_at IS NULL AND rule_id = ANY(%(rule_ids)s)
+  AND (%(device_ids)s::text[] IS NULL OR device_id = ANY(%(device_ids)s::text[]))
+
+-- name: recent_clears --
+-- The last clear per rule and device since `since`: what a cooldown compares with.
+SELECT rule_id, device_id, max(cleared_at) AS cleared_at FROM detections
+WHERE cleared_at IS NOT NULL AND cleared_at >= %(since)s AND rule_id = ANY(%(rule_ids)s)
+  AND (%(device_ids)s::text[] IS NULL OR device_id = ANY(%(device_ids)s::text[]))
+GROUP BY rule_id, device_id
+
+-- name: open_detection --
+-- Open a detection; nothing when one is already open for the rule and device, or the key exists.
+INSERT INTO detections
+    (rule_id, rule_version, device_id, severity, opened_at, dedup_key, explanation, actions)
+VALUES %s
+ON CONFLICT DO NOTHING
+RETURNING id, rule_id, device_id
+
+-- name: clear_detection --
+-- Clear the open detection of a rule and device.
+UPDATE detections AS d SET status = 'cleared', cleared_at = v.cleared_at::timestamptz,
+       clear_explanation = v.explanation::jsonb
+FROM (VALUES %s) AS v (rule_id, device_id, cleared_at, explanation)
+WHERE d.rule_id = v.rule_id AND d.device_id = v.device_id AND d.cleared_at IS NULL
+RETURNING d.id, d.rule_id, d.device_id
+
+-- name: list_detections --
+-- Detections, newest first, filtered by device, status and rule.
+SELECT d.id, d.rule_id, d.rule_version, d.device_id, dev.model, dev.owner_id, d.severity, d.status,
+       d.opened_at, d.cleared_at, d.acknowledged_at, d.acknowledged_by, d.dedup_key,
+       d.explanation, d.clear_explanation, d.actions, count(*) OVER () AS total
+FROM detections AS d JOIN devices AS dev ON dev.id = d.device_id
+WHERE (%(device_id)s::text IS NULL OR d.device_id = %(device_id)s)
+  AND (%(status)s::text IS NULL OR d.status = %(status)s)
+  AND (%(rule_id)s::text IS NULL OR d.rule_id = %(rule_id)s)
+ORDER BY d.opened_at DESC, d.id DESC
+LIMIT %(limit)s OFFSET %(offset)s
+
+-- name: get_detection --
+SELECT d.id, d.rule_id, d.rule_version, d.device_id, dev.model, dev.owner_id, d.severity, d.status,
+       d.opened_at, d.cleared_at, d.acknowledged_at, d.acknowledged_by, d.dedup_key,
+       d.explanation, d.clear_explanation, d.actions
+FROM detections AS d JOIN devices AS dev ON dev.id = d.device_id
+WHERE d.id = %(id)s
+
+-- name: acknowledge_detection --
+-- Acknowledge an open detection; an acknowledged or cleared one is left as it is.
+UPDATE detections SET status = 'acknowledged', acknowledged_at = now(), acknowledged_by = %(by)s
+WHERE id = %(id)s AND status = 'open'
+RETURNING id
+
+-- name: record_job --
+-- When an engine job last ran, and what it did.
+INSERT INTO engine_jobs (job, last_run_at, duration_ms, summary)
+VALUES (%(job)s, %(at)s, %(duration_ms)s, %(summary)s)
+ON CONFLICT (job) DO UPDATE SET last_run_at = excluded.last_run_at, duration_ms = excluded.duration_ms,
+    summary = excluded.summary
+
+-- name: engine_jobs --
+SELECT job, last_run_at, duration_ms, summary FROM engine_jobs ORDER BY job
+
+-- name: devices_changed_since --
+-- Devices whose state the ingester changed after `since` (new data or a status change).
+SELECT device_id FROM device_state WHERE updated_at > %(since)s ORDER BY device_id

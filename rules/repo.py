@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from psycopg2.extras import Json
+from psycopg2.extras import Json, RealDictCursor, execute_values
 
 from careloop.db import Row, execute, fetch_all, fetch_one, load_queries
 
@@ -38,3 +38,68 @@ def list_rules(conn: Any, *, enabled: bool | None = None, limit: int = 1000, off
 
 def rule_versions(conn: Any, *, rule_id: str) -> list[Row]:
     return fetch_all(conn, QUERIES["rule_versions"], {"id": rule_id})
+
+
+# ---------------------------------------------------------------- detections and engine jobs
+
+
+def enabled_rules(conn: Any) -> list[Row]:
+    return fetch_all(conn, QUERIES["enabled_rules"])
+
+
+def lock_evaluation(conn: Any) -> None:
+    fetch_all(conn, QUERIES["lock_evaluation"])
+
+
+def open_detections(conn: Any, *, rule_ids: list[str], device_ids: list[str] | None) -> list[Row]:
+    return fetch_all(conn, QUERIES["open_detections"], {"rule_ids": rule_ids, "device_ids": device_ids})
+
+
+def recent_clears(conn: Any, *, rule_ids: list[str], device_ids: list[str] | None, since: Any) -> list[Row]:
+    params = {"rule_ids": rule_ids, "device_ids": device_ids, "since": since}
+    return fetch_all(conn, QUERIES["recent_clears"], params)
+
+
+def _values(conn: Any, query: str, rows: list[tuple]) -> list[Row]:
+    if not rows:
+        return []
+    with conn.cursor(cursor_factory=RealDictCursor) as cursor:
+        return [dict(row) for row in execute_values(cursor, query, rows, fetch=True)]
+
+
+def open_detections_rows(conn: Any, rows: list[tuple]) -> list[Row]:
+    """Insert (rule_id, rule_version, device_id, severity, opened_at, dedup_key, explanation, actions) rows."""
+    return _values(conn, QUERIES["open_detection"], rows)
+
+
+def clear_detections_rows(conn: Any, rows: list[tuple]) -> list[Row]:
+    """Clear by (rule_id, device_id, cleared_at, explanation json text) rows."""
+    return _values(conn, QUERIES["clear_detection"], rows)
+
+
+def list_detections(
+    conn: Any, *, device_id: str | None, status: str | None, rule_id: str | None, limit: int, offset: int
+) -> list[Row]:
+    params = {"device_id": device_id, "status": status, "rule_id": rule_id, "limit": limit, "offset": offset}
+    return fetch_all(conn, QUERIES["list_detections"], params)
+
+
+def get_detection(conn: Any, *, detection_id: int) -> Row | None:
+    return fetch_one(conn, QUERIES["get_detection"], {"id": detection_id})
+
+
+def acknowledge_detection(conn: Any, *, detection_id: int, by: str) -> bool:
+    return fetch_one(conn, QUERIES["acknowledge_detection"], {"id": detection_id, "by": by}) is not None
+
+
+def record_job(conn: Any, *, job: str, at: Any, duration_ms: float, summary: dict) -> None:
+    params = {"job": job, "at": at, "duration_ms": duration_ms, "summary": Json(summary)}
+    execute(conn, QUERIES["record_job"], params)
+
+
+def engine_jobs(conn: Any) -> list[Row]:
+    return fetch_all(conn, QUERIES["engine_jobs"])
+
+
+def devices_changed_since(conn: Any, *, since: Any) -> list[str]:
+    return [row["device_id"] for row in fetch_all(conn, QUERIES["devices_changed_since"], {"since": since})]

@@ -7,7 +7,9 @@ from typing import Any
 from careloop.errors import Conflict, InvalidInput, NotFound
 from rules import repo
 from rules.builtin import load_builtin_rules
-from rules.models import Rule, RuleError, parse_rule
+from rules.conditions import compile_rule
+from rules.evaluation import backtest_stored
+from rules.models import BacktestRequest, Rule, RuleError, parse_rule
 
 
 def validate(source: str | bytes | dict) -> Rule:
@@ -58,4 +60,69 @@ def load_builtin_catalog(conn: Any) -> int:
     return written
 
 
-__all__ = ["RuleError", "create_rule", "get_rule", "list_rules", "load_builtin_catalog", "update_rule", "validate"]
+# ---------------------------------------------------------------- detections
+
+
+def list_detections(
+    conn: Any,
+    *,
+    device_id: str | None = None,
+    status: str | None = None,
+    rule_id: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[list[dict], int]:
+    rows = repo.list_detections(conn, device_id=device_id, status=status, rule_id=rule_id, limit=limit, offset=offset)
+    return [{k: v for k, v in row.items() if k != "total"} for row in rows], (rows[0]["total"] if rows else 0)
+
+
+def get_detection(conn: Any, detection_id: int) -> dict:
+    row = repo.get_detection(conn, detection_id=detection_id)
+    if row is None:
+        raise NotFound(f"no detection {detection_id}")
+    return row
+
+
+def acknowledge_detection(conn: Any, detection_id: int, *, by: str) -> dict:
+    """Mark an open detection as seen by a person; acknowledging twice changes nothing."""
+    detection = get_detection(conn, detection_id)
+    if detection["status"] == "cleared":
+        raise Conflict(
+            f"detection {detection_id} cleared at {detection['cleared_at']:%Y-%m-%d %H:%M}Z; nothing to acknowledge"
+        )
+    repo.acknowledge_detection(conn, detection_id=detection_id, by=by)
+    return get_detection(conn, detection_id)
+
+
+def backtest_rule(conn: Any, rule_id: str, request: BacktestRequest) -> dict:
+    """What a stored rule would have opened and cleared over stored history; opens nothing."""
+    stored = get_rule(conn, rule_id)
+    rule = compile_rule(parse_rule(stored["document"]))
+    changes = backtest_stored(conn, rule, start=request.start, end=request.end, step_seconds=request.step.seconds)
+    opened = [change for change in changes if change.change == "opened"]
+    return {
+        "rule_id": rule_id,
+        "version": stored["version"],
+        "start": request.start,
+        "end": request.end,
+        "step": str(request.step),
+        "opened": len(opened),
+        "cleared": len(changes) - len(opened),
+        "devices": len({change.device_id for change in opened}),
+        "transitions": [change.__dict__ for change in changes],
+    }
+
+
+__all__ = [
+    "RuleError",
+    "acknowledge_detection",
+    "backtest_rule",
+    "create_rule",
+    "get_detection",
+    "get_rule",
+    "list_detections",
+    "list_rules",
+    "load_builtin_catalog",
+    "update_rule",
+    "validate",
+]

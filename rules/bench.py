@@ -1,0 +1,357 @@
+"""`careloop bench detection` and `careloop bench engine`: how well and how fast the rule engine finds things.
+
+- detection: a simulated fleet with injected faults replays days of history through the real
+  ingest and engine code on a simulated clock, and is scored against the simulator's ground truth.
+- engine: one scheduled evaluation of the whole built-in catalog over large generated fleets.
+Both run in a database of their own, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import psycopg2
+from psycopg2.extras import execute_values
+from tqdm import tqdm
+
+from careloop.bench import temporary_database
+from careloop.db import Database, fetch_all
+from careloop.runtime import resolve_services
+from careloop.settings import get_settings
+from devices.catalog import load_catalog
+from ingest.service import InboundMessage, ingest_batch
+from rules.engine import Engine
+from rules.evaluation import active_rules
+from rules.models import condition_kind, condition_spec
+from rules.service import load_builtin_catalog
+from simulators.faults import FaultRecord
+from simulators.fleet import make_fleet
+from simulators.physics import Simulation
+
+# ---------------------------------------------------------------- detection quality
+
+
+def fault_codes_of(condition) -> set[str]:
+    """The fault codes a rule's condition watches (empty for rules without a `fault` condition)."""
+    kind = condition_kind(condition)
+    if kind in ("all", "any"):
+        return set().union(*(fault_codes_of(child) for child in condition_spec(condition)))
+    return set(condition_spec(condition).codes or []) if kind == "fault" else set()
+
+
+@dataclass
+class Fault:
+    device_id: str
+    kind: str
+    code: str
+    started_at: dt.datetime
+    cleared_at: dt.datetime | None
+
+
+def _instant(text: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+def collect_faults(records: list[FaultRecord], faults: dict[tuple[str, str, str], Fault]) -> None:
+    for record in records:
+        key = (record.device_id, record.fault_code, record.started_at)
+        fault = faults.setdefault(
+            key,
+            Fault(record.device_id, record.kind, record.fault_code, _instant(record.started_at), None),
+        )
+        fault.cleared_at = _instant(record.cleared_at) or fault.cleared_at
+
+
+def replay(database: Database, fleet, *, start: dt.datetime, days: float, step_s: int, faults: str, seed: int):
+    """Run the fleet's history through ingest and the engine on a simulated clock; answers the ground truth."""
+    clock = {"now": start}
+    engine = Engine(database, clock=lambda: clock["now"])
+    simulation = Simulation(fleet, seed=seed, start=start, faults=faults)
+    truth: dict[tuple[str, str, str], Fault] = {}
+    steps = int(days * 86400 // step_s)
+    sweep_every = max(1, 900 // step_s)
+    window_every = max(1, 3600 // step_s)
+    baselines_every = max(1, 86400 // step_s)
+    for step in tqdm(range(steps), desc="replaying history", unit="step"):
+        moment = start + dt.timedelta(seconds=step * step_s)
+        clock["now"] = moment
+        messages = [
+            InboundMessage(
+                message.topic,
+                message.payload.encode() if isinstance(message.payload, str) else json.dumps(message.payload).encode(),
+                moment,
+            )
+            for message in simulation.iter_step(moment, step_s)
+        ]
+        collect_faults(simulation.take_fault_transitions(), truth)
+        with database.transaction() as conn:
+            outcome = ingest_batch(conn, messages, now=moment)
+        engine.evaluate_batch(sorted(outcome.devices | outcome.status_devices))
+        if step % baselines_every == baselines_every - 1:
+            engine.learn_baselines()
+        if step % window_every == window_every - 1:
+            engine.window()
+        elif step % sweep_every == sweep_every - 1:
+            engine.sweep()
+    return list(truth.values()), start + dt.timedelta(seconds=steps * step_s)
+
+
+def score(truth: list[Fault], detections: list[dict], codes_of_rule: dict[str, set[str]], end: dt.datetime):
+    """Per fault code: recall, precision and time to detect; plus unmatched fault detections."""
+    by_device: dict[str, list[Fault]] = defaultdict(list)
+    for fault in truth:
+        by_device[fault.device_id].append(fault)
+    rows: dict[str, dict] = {}
+    for fault in truth:
+        row = rows.setdefault(
+            fault.code, {"kind": fault.kind, "faults": 0, "found": 0, "detections": 0, "true": 0, "delays": []}
+        )
+        row["faults"] += 1
+    matched: set[int] = set()
+    false_detections = 0
+    for detection in detections:
+        codes = codes_of_rule.get(detection["rule_id"], set())
+        if not codes:
+            continue
+        hits = [
+            fault
+            for fault in by_device.get(detection["device_id"], [])
+            if fault.code in codes and fault.started_at <= detection["opened_at"] <= (fault.cleared_at or end)
+        ]
+        for code in {fault.code for fault in hits} or codes & rows.keys():
+            rows.setdefault(code, {"kind": "", "faults": 0, "found": 0, "detections": 0, "true": 0, "delays": []})
+            rows[code]["detections"] += 1
+            rows[code]["true"] += bool(hits)
+        if not hits:
+            false_detections += 1
+        for fault in hits:
+            if id(fault) not in matched:
+                matched.add(id(fault))
+                rows[fault.code]["found"] += 1
+                rows[fault.code]["delays"].append((detection["opened_at"] - fault.started_at).total_seconds())
+    return rows, false_detections
+
+
+def _minutes(seconds: list[float], quantile: float) -> str:
+    if not seconds:
+        return "-"
+    ordered = sorted(seconds)
+    return f"{ordered[min(len(ordered) - 1, int(quantile * len(ordered)))] / 60:.1f}"
+
+
+def bench_detection(args: argparse.Namespace) -> int:
+    urls = resolve_services(get_settings(), need_broker=False)
+    fleet = make_fleet(args.devices, args.seed)
+    end = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    start = end - dt.timedelta(days=args.days)
+    print(
+        f"careloop bench detection: {len(fleet)} simulated devices, {args.days:g} days from {start:%Y-%m-%d %H:%M}Z, "
+        f"step {args.step}s, faults {args.faults!r}, seed {args.seed}"
+    )
+    with temporary_database(urls.database_url) as database_url:
+        from careloop.demo import register_fleet
+
+        register_fleet(database_url, fleet, seed=args.seed)
+        database = Database(database_url, max_connections=2)
+        with database.transaction() as conn:
+            load_builtin_catalog(conn)
+            rules = active_rules(conn)
+        started = time.perf_counter()
+        truth, finished = replay(
+            database, fleet, start=start, days=args.days, step_s=args.step, faults=args.faults, seed=args.seed
+        )
+        seconds = time.perf_counter() - started
+        with database.connection() as conn:
+            detections = fetch_all(conn, "SELECT rule_id, device_id, opened_at, cleared_at FROM detections")
+        database.close()
+    codes_of_rule = {rule.id: fault_codes_of(rule.compiled.rule.when) for rule in rules}
+    rows, false_detections = score(truth, detections, codes_of_rule, finished)
+    device_days = len(fleet) * args.days
+    print(f"replayed in {seconds:.0f} s; {len(truth)} injected faults, {len(detections)} detections in all\n")
+    print(
+        f"{'fault':<6} {'kind':<16} {'faults':>6} {'found':>6} {'recall':>7} {'detections':>10} {'precision':>9} "
+        f"{'detect min p50':>14} {'p95':>6}"
+    )
+    for code in sorted(rows):
+        row = rows[code]
+        recall = row["found"] / row["faults"] if row["faults"] else float("nan")
+        precision = row["true"] / row["detections"] if row["detections"] else float("nan")
+        print(
+            f"{code:<6} {row['kind']:<16} {row['faults']:>6} {row['found']:>6} {recall:>7.2f} {row['detections']:>10} "
+            f"{precision:>9.2f} {_minutes(row['delays'], 0.5):>14} {_minutes(row['delays'], 0.95):>6}"
+        )
+    total_faults = sum(row["faults"] for row in rows.values())
+    total_found = sum(row["found"] for row in rows.values())
+    total_detections = sum(row["detections"] for row in rows.values())
+    total_true = sum(row["true"] for row in rows.values())
+    all_delays = [delay for row in rows.values() for delay in row["delays"]]
+    print(
+        f"{'all':<6} {'':<16} {total_faults:>6} {total_found:>6} {total_found / max(total_faults, 1):>7.2f} "
+        f"{total_detections:>10} {total_true / max(total_detections, 1):>9.2f} "
+        f"{_minutes(all_delays, 0.5):>14} {_minutes(all_delays, 0.95):>6}"
+    )
+    print(
+        f"\nfalse fault detections: {false_detections} in {device_days:,.0f} device-days = "
+        f"{1000 * false_detections / device_days:.2f} per 1,000 device-days"
+    )
+    other = defaultdict(int)
+    for detection in detections:
+        if not codes_of_rule.get(detection["rule_id"]):
+            other[detection["rule_id"]] += 1
+    if other:
+        print("other rules (maintenance, trade-in, offline, anomaly, trend, birthday; no ground truth):")
+        for rule_id, count in sorted(other.items(), key=lambda item: -item[1]):
+            print(f"  {rule_id:<32} {count:>6}")
+    return 0
+
+
+# ---------------------------------------------------------------- engine speed
+
+HISTORY_SQL = """
+INSERT INTO telemetry (ts, device_id, metric, value, seq)
+SELECT %(start)s::timestamptz + n * %(every)s * interval '1 second', d.id, m.metric,
+       CASE WHEN m.counter THEN m.lo + n * %(every)s / 3600.0 * (0.05 + 0.1 * (hashtext(d.id) & 7) / 7.0)
+            ELSE m.lo + m.span * (0.3 + 0.1 * random() + 0.3 * n::float / %(steps)s * ((hashtext(d.id) & 15) = 0)::int)
+       END,
+       n
+FROM devices AS d
+JOIN bench_metrics AS m ON m.model = d.model
+CROSS JOIN generate_series(0, %(steps)s - 1) AS n
+WHERE d.id >= %(first)s AND d.id < %(last)s
+"""
+
+
+def _generate_fleet(conn, devices: int, *, days: int, every_s: int, now: dt.datetime) -> int:
+    """Devices of every model, owners with birthdays, a week of readings, some events; answers telemetry rows."""
+    catalog = load_catalog()
+    models = sorted(catalog)
+    with conn.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO customers (name, birthday) SELECT 'Owner ' || n, DATE '1960-01-01' + (n * 37 %% 15000) "
+            "FROM generate_series(1, %s) AS n",
+            (devices // 2 + 1,),
+        )
+        cursor.execute("SELECT min(id) FROM customers")
+        first_customer = cursor.fetchone()[0]
+        rows = [
+            (
+                f"{catalog[models[n % len(models)]].kind[:2].upper()}-{n:07d}",
+                models[n % len(models)],
+                catalog[models[n % len(models)]].kind,
+                first_customer + n // 2,
+                (now - dt.timedelta(days=30 + (n * 97) % 4000)).date(),
+            )
+            for n in range(devices)
+        ]
+        execute_values(cursor, "INSERT INTO devices (id, model, kind, owner_id, purchased_on) VALUES %s", rows)
+        cursor.execute(
+            "CREATE TEMP TABLE bench_metrics (model text, metric text, lo float8, span float8, counter bool)"
+        )
+        execute_values(
+            cursor,
+            "INSERT INTO bench_metrics VALUES %s",
+            [
+                (code, name, metric.min, metric.max - metric.min, metric.counter)
+                for code, model in catalog.items()
+                for name, metric in model.metrics.items()
+            ],
+        )
+        steps = days * 86400 // every_s
+        start = now - dt.timedelta(days=days)
+        ids = sorted(row[0] for row in rows)
+        chunk = 2000
+        for first in tqdm(range(0, len(ids), chunk), desc=f"history of {devices:,} devices", unit="chunk"):
+            last = ids[min(first + chunk, len(ids) - 1)] if first + chunk < len(ids) else ids[-1] + "~"
+            cursor.execute(
+                HISTORY_SQL,
+                {"start": start, "every": every_s, "steps": steps, "first": ids[first], "last": last},
+            )
+            conn.commit()
+        # A cleaning for every fourth device, a fault for one in fifty; then each device's state.
+        cursor.execute(
+            "INSERT INTO events (ts, device_id, seq, type) SELECT %s, id, 1000000, 'maintenance_done' "
+            "FROM devices WHERE hashtext(id) %% 4 = 0",
+            (now - dt.timedelta(days=days / 2),),
+        )
+        fault_rows = [
+            (now - dt.timedelta(hours=1), device_id, 1000001, "fault", sorted(catalog[model].fault_codes)[0])
+            for device_id, model, *_ in rows[::50]
+            if catalog[model].fault_codes
+        ]
+        execute_values(cursor, "INSERT INTO events (ts, device_id, seq, type, code) VALUES %s", fault_rows)
+        cursor.execute(
+            """
+            INSERT INTO device_state (device_id, online, status_changed_at, last_seen, latest)
+            SELECT t.device_id, true, %(start)s, max(t.ts),
+                   jsonb_object_agg(t.metric, jsonb_build_object('v', t.value, 'ts', t.ts))
+            FROM (SELECT DISTINCT ON (device_id, metric) device_id, metric, value, ts
+                  FROM telemetry ORDER BY device_id, metric, ts DESC) AS t
+            GROUP BY t.device_id
+            """,
+            {"start": start},
+        )
+        cursor.execute("ANALYZE")
+        cursor.execute("SELECT count(*) FROM telemetry")
+        telemetry_rows = cursor.fetchone()[0]
+    conn.commit()
+    return telemetry_rows
+
+
+def bench_engine(args: argparse.Namespace) -> int:
+    urls = resolve_services(get_settings(), need_broker=False)
+    sizes = [int(size) for size in args.devices.split(",")]
+    print(
+        f"careloop bench engine: the built-in catalog over {', '.join(f'{s:,}' for s in sizes)} devices, "
+        f"{args.days} days of history, a reading of each metric every {args.every}s; best and median of {args.repeat}"
+    )
+    results = []
+    for size in sizes:
+        with temporary_database(urls.database_url) as database_url:
+            conn = psycopg2.connect(database_url)
+            now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+            rows = _generate_fleet(conn, size, days=args.days, every_s=args.every, now=now)
+            conn.close()
+            database = Database(database_url, max_connections=2)
+            with database.transaction() as setup:
+                load_builtin_catalog(setup)
+            engine = Engine(database, clock=lambda now=now: now)
+            baseline_s = _timed(engine.learn_baselines)[0]
+            runs = [_timed(engine.window) for _ in range(args.repeat)]
+            with database.connection() as reader:
+                batch_devices = [row["id"] for row in fetch_all(reader, "SELECT id FROM devices ORDER BY id LIMIT 500")]
+            batch = [_timed(engine.evaluate_batch, batch_devices) for _ in range(args.repeat)]
+            database.close()
+        seconds = [run[0] for run in runs]
+        first = runs[0][1]
+        results.append((size, rows, baseline_s, seconds, first, [run[0] for run in batch]))
+    print(
+        f"\n{'devices':>8} {'readings':>12} {'rules':>6} {'best s':>7} {'median s':>9} {'facts s':>8} "
+        f"{'evaluate s':>10} {'store s':>8} {'opened':>7} {'vs 1 s':>7} {'baselines s':>11} {'500-device batch s':>18}"
+    )
+    for size, rows, baseline_s, seconds, first, batch in results:
+        parts = first.seconds
+        print(
+            f"{size:>8,} {rows:>12,} {first.rules:>6} {min(seconds):>7.2f} {statistics.median(seconds):>9.2f} "
+            f"{parts.get('facts', 0):>8.2f} {parts.get('evaluate', 0):>10.2f} {parts.get('store', 0):>8.2f} "
+            f"{first.opened:>7,} {min(seconds) / 1.0:>6.2f}x {baseline_s:>11.2f} {min(batch):>18.3f}"
+        )
+    if len(results) > 1:
+        (small, *_), (large, *_) = results[0], results[-1]
+        ratio = min(results[-1][3]) / min(results[0][3])
+        print(f"\n{large:,} / {small:,} devices: {large / small:.0f}x the fleet took {ratio:.1f}x the time")
+    return 0
+
+
+def _timed(job, *args):
+    started = time.perf_counter()
+    result = job(*args)
+    return time.perf_counter() - started, result
+
+
+__all__ = ["bench_detection", "bench_engine"]

@@ -1,0 +1,164 @@
+"""`careloop engine`: rules evaluated per ingest batch and on a schedule, baselines learned on a schedule.
+
+- Per batch: the ingester names the devices each committed batch changed (`pg_notify`, delivered
+  only on commit). The engine listens and evaluates the event-driven rules (threshold, fault,
+  offline, and combinations holding one) for just those devices.
+- On the schedule (APScheduler, one instance of each job at a time, missed runs coalesced):
+  `sweep` evaluates the event-driven rules over the whole fleet (silence has no batch; it also
+  catches up on batches heard while the engine was down); `window` evaluates every rule over the
+  whole fleet (usage, elapsed, age, count, trend, anomaly, birthday); `baselines` relearns the
+  per-model baselines the anomaly rules compare with.
+
+Every job is one transaction through `rules.evaluation.evaluate_rules`, which is idempotent: a
+restart, a second engine or a replayed batch opens nothing twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import select
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from careloop.db import Database, connect
+from ingest.repo import CHANGED_DEVICES_CHANNEL
+from rules import repo
+from rules.evaluation import ActiveRule, EvaluationSummary, active_rules, evaluate_rules
+from rules.loader import learn_baselines
+
+log = logging.getLogger("careloop.engine")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    sweep_s: int = 60
+    window_s: int = 300
+    baselines_s: int = 3600
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+class Engine:
+    def __init__(
+        self, database: Database, *, schedule: Schedule = Schedule(), clock: Callable[[], dt.datetime] = utc_now
+    ):
+        self.database = database
+        self.schedule = schedule
+        self.clock = clock
+        self.listening = threading.Event()  # set while LISTEN is in place: batches committed from now on are heard
+        self.batches_evaluated = 0
+
+    # --- jobs: each one transaction, recorded in engine_jobs ---------------------------------
+
+    def _evaluate(
+        self, job: str, select_rules: Callable[[ActiveRule], bool], device_ids: Sequence[str] | None = None
+    ) -> EvaluationSummary:
+        started = time.perf_counter()
+        now = self.clock()
+        with self.database.transaction() as conn:
+            rules = [rule for rule in active_rules(conn) if select_rules(rule)]
+            summary = evaluate_rules(conn, rules, now=now, device_ids=device_ids)
+            if device_ids is None:
+                # Per-batch runs are too many to record; the scheduled ones say when the fleet was last checked.
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                repo.record_job(conn, job=job, at=now, duration_ms=elapsed_ms, summary=summary.as_dict())
+        if summary.opened or summary.cleared or device_ids is None:
+            log.info(
+                "%s: %d rules over %d devices: %d opened, %d cleared, %d still open (%.0f ms)",
+                job,
+                summary.rules,
+                summary.devices,
+                summary.opened,
+                summary.cleared,
+                summary.still_open,
+                (time.perf_counter() - started) * 1000,
+            )
+        return summary
+
+    def evaluate_batch(self, device_ids: Sequence[str]) -> EvaluationSummary:
+        """The event-driven rules for the devices one ingest batch changed."""
+        summary = self._evaluate("batch", lambda rule: rule.event_driven, device_ids)
+        self.batches_evaluated += 1
+        return summary
+
+    def sweep(self) -> EvaluationSummary:
+        """The event-driven rules over the whole fleet."""
+        return self._evaluate("sweep", lambda rule: rule.event_driven)
+
+    def window(self) -> EvaluationSummary:
+        """Every rule over the whole fleet."""
+        return self._evaluate("window", lambda rule: True)
+
+    def learn_baselines(self) -> int:
+        started = time.perf_counter()
+        now = self.clock()
+        with self.database.transaction() as conn:
+            written = learn_baselines(conn, now=now)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            repo.record_job(conn, job="baselines", at=now, duration_ms=elapsed_ms, summary={"baselines": written})
+        log.info("baselines: %d model metrics learned (%.0f ms)", written, elapsed_ms)
+        return written
+
+    def run_once(self) -> dict[str, Any]:
+        """Every scheduled job one time: baselines first, so anomaly rules compare with fresh ones."""
+        return {"baselines": self.learn_baselines(), "window": self.window().as_dict()}
+
+    # --- the long-running process ------------------------------------------------------------
+
+    def serve(self, stop: threading.Event, *, database_url: str, poll_s: float = 1.0) -> None:
+        """Listen for ingest batches and run the schedule until `stop` is set."""
+        scheduler = BackgroundScheduler(
+            timezone=dt.UTC, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300}
+        )
+        first = dt.datetime.now(dt.UTC)
+        scheduler.add_job(
+            self.learn_baselines, "interval", seconds=self.schedule.baselines_s, id="baselines", next_run_time=first
+        )
+        scheduler.add_job(self.window, "interval", seconds=self.schedule.window_s, id="window", next_run_time=first)
+        scheduler.add_job(self.sweep, "interval", seconds=self.schedule.sweep_s, id="sweep")
+        scheduler.start()
+        log.info(
+            "engine running: sweep every %ds, window every %ds, baselines every %ds; listening on %s",
+            self.schedule.sweep_s,
+            self.schedule.window_s,
+            self.schedule.baselines_s,
+            CHANGED_DEVICES_CHANNEL,
+        )
+        try:
+            while not stop.is_set():
+                try:
+                    self._listen(stop, database_url, poll_s)
+                except Exception:  # a lost database connection: back off, then listen again
+                    log.exception("listening for ingest batches failed; retrying in 5 s")
+                    stop.wait(5)
+        finally:
+            scheduler.shutdown(wait=True)
+            log.info("engine stopped")
+
+    def _listen(self, stop: threading.Event, database_url: str, poll_s: float) -> None:
+        listener = connect(database_url)
+        listener.autocommit = True
+        try:
+            with listener.cursor() as cursor:
+                cursor.execute(f"LISTEN {CHANGED_DEVICES_CHANNEL}")
+            self.listening.set()
+            while not stop.is_set():
+                if select.select([listener], [], [], poll_s) == ([], [], []):
+                    continue
+                listener.poll()
+                devices: set[str] = set()
+                while listener.notifies:
+                    devices.update(filter(None, listener.notifies.pop(0).payload.split(",")))
+                if devices:
+                    self.evaluate_batch(sorted(devices))
+        finally:
+            self.listening.clear()
+            listener.close()

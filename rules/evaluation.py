@@ -1,0 +1,217 @@
+"""Rules against the database: facts in, detections opened and cleared, their actions recorded.
+
+`evaluate_rules` is the one place detections change. The engine calls it per ingest batch (for the
+devices in the batch) and on its schedule (for the whole fleet); the API's backtest replays the same
+compiled rules over stored history with `backtest_stored`, writing nothing.
+
+Nothing is opened twice: evaluations hold one advisory lock while they read the state and write
+the transitions, and the database keeps at most one uncleared detection per rule and device
+(a unique index), so a second engine, a restart or a replay finds the detection already open.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from psycopg2.extras import Json
+
+from rules import repo
+from rules.conditions import CompiledRule, compile_rule, requirements_of
+from rules.facts import SECONDS, FleetFacts, Requirement, to_datetime64
+from rules.lifecycle import Transition, dedup_key, step_detections
+from rules.loader import load_facts
+from rules.models import RuleError, condition_kind, condition_spec, parse_rule
+from rules.reference import backtest
+
+log = logging.getLogger("careloop.engine")
+
+# Conditions that can change with a single reading, event or status: evaluated per ingest batch.
+EVENT_DRIVEN_KINDS = frozenset({"threshold", "fault", "offline"})
+
+
+def condition_kinds(condition: Any) -> set[str]:
+    """Every leaf kind in a condition tree."""
+    kind = condition_kind(condition)
+    if kind in ("all", "any"):
+        return set().union(*(condition_kinds(child) for child in condition_spec(condition)))
+    return {kind}
+
+
+@dataclass(frozen=True)
+class ActiveRule:
+    """An enabled rule as stored (with its version), compiled."""
+
+    compiled: CompiledRule
+    version: int
+
+    @property
+    def id(self) -> str:
+        return self.compiled.rule.id
+
+    @property
+    def event_driven(self) -> bool:
+        """Whether a new reading, event or status can change the outcome (evaluate it per batch)."""
+        return bool(condition_kinds(self.compiled.rule.when) & EVENT_DRIVEN_KINDS)
+
+
+_compiled_cache: dict[tuple[str, int], ActiveRule] = {}
+
+
+def active_rules(conn: Any) -> list[ActiveRule]:
+    """The enabled rules, compiled once per version; a stored rule the catalog no longer accepts is skipped."""
+    rules = []
+    for row in repo.enabled_rules(conn):
+        key = (row["id"], row["version"])
+        if key not in _compiled_cache:
+            try:
+                _compiled_cache[key] = ActiveRule(compile_rule(parse_rule(row["document"])), row["version"])
+            except RuleError as error:
+                log.error("rule %s v%s is not valid any more and is skipped: %s", row["id"], row["version"], error)
+                continue
+        rules.append(_compiled_cache[key])
+    return rules
+
+
+def actions_of(rule: ActiveRule, key: str) -> list[dict]:
+    """The rule's `then`, each with its own idempotency key, waiting for the service that carries it out."""
+    actions = []
+    for position, action in enumerate(rule.compiled.rule.then):
+        name = condition_kind(action)
+        params = action.model_dump(mode="json", by_alias=True, exclude_none=True)[name]
+        actions.append({"action": name, "params": params, "key": f"{key}:{position}:{name}", "status": "pending"})
+    return actions
+
+
+@dataclass
+class EvaluationSummary:
+    rules: int = 0
+    devices: int = 0
+    opened: int = 0
+    cleared: int = 0
+    still_open: int = 0
+    suppressed: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # facts, evaluate, store
+
+    def as_dict(self) -> dict:
+        return {
+            "rules": self.rules,
+            "devices": self.devices,
+            "opened": self.opened,
+            "cleared": self.cleared,
+            "still_open": self.still_open,
+            "suppressed": self.suppressed,
+            "seconds": {name: round(value, 4) for name, value in self.seconds.items()},
+        }
+
+
+def _as_datetime(now: Any) -> dt.datetime:
+    return dt.datetime.fromisoformat(f"{to_datetime64(now)}+00:00")
+
+
+def _state(rows: Iterable[dict], column: str, device_index: dict[str, int], size: int) -> dict[str, np.ndarray]:
+    """Per rule, the instants of `column` aligned with the facts' devices (NaT where there is none)."""
+    by_rule: dict[str, np.ndarray] = {}
+    for row in rows:
+        index = device_index.get(row["device_id"])
+        if index is None:
+            continue
+        instants = by_rule.setdefault(row["rule_id"], np.full(size, np.datetime64("NaT"), dtype=SECONDS))
+        instants[index] = to_datetime64(row[column])
+    return by_rule
+
+
+def evaluate_rules(
+    conn: Any, rules: Sequence[ActiveRule], *, now: Any, device_ids: Sequence[str] | None = None
+) -> EvaluationSummary:
+    """Evaluate rules at `now` over these devices (all when None); open and clear detections. Caller commits."""
+    summary = EvaluationSummary(rules=len(rules))
+    if not rules or (device_ids is not None and not device_ids):
+        return summary
+    now_s = to_datetime64(now)
+    now_dt = _as_datetime(now_s)
+    devices = sorted(set(device_ids)) if device_ids is not None else None
+    started = time.perf_counter()
+    repo.lock_evaluation(conn)
+    facts = load_facts(conn, now=now_s, requirements=requirements_of(r.compiled for r in rules), device_ids=devices)
+    summary.devices = facts.size
+    loaded = time.perf_counter()
+    summary.seconds["facts"] = loaded - started
+    if facts.size == 0:
+        return summary
+
+    rule_ids = [rule.id for rule in rules]
+    device_index = {device: i for i, device in enumerate(facts.device_id.tolist())}
+    open_since = _state(
+        repo.open_detections(conn, rule_ids=rule_ids, device_ids=devices), "opened_at", device_index, facts.size
+    )
+    longest_cooldown = max(rule.compiled.rule.cooldown.seconds for rule in rules)
+    clears = (
+        repo.recent_clears(
+            conn, rule_ids=rule_ids, device_ids=devices, since=now_dt - dt.timedelta(seconds=longest_cooldown)
+        )
+        if longest_cooldown
+        else []
+    )
+    cleared_at = _state(clears, "cleared_at", device_index, facts.size)
+    nat = np.full(facts.size, np.datetime64("NaT"), dtype=SECONDS)
+
+    to_open: list[tuple] = []
+    to_clear: list[tuple] = []
+    for rule in rules:
+        was_open_since = open_since.get(rule.id, nat)
+        evaluation = rule.compiled.evaluate(facts, is_open=~np.isnat(was_open_since))
+        step = step_detections(
+            met=evaluation.met,
+            open_since=was_open_since,
+            cleared_at=cleared_at.get(rule.id, nat),
+            now=now_s,
+            cooldown=rule.compiled.rule.cooldown,
+        )
+        summary.still_open += int(step.still_open.sum())
+        summary.suppressed += int(step.suppressed.sum())
+        for index in np.flatnonzero(step.opened):
+            device = str(facts.device_id[index])
+            key = dedup_key(rule.id, device, now_s)
+            to_open.append(
+                (
+                    rule.id,
+                    rule.version,
+                    device,
+                    rule.compiled.rule.severity,
+                    now_dt,
+                    key,
+                    Json(evaluation.explain(int(index))),
+                    Json(actions_of(rule, key)),
+                )
+            )
+        for index in np.flatnonzero(step.cleared):
+            to_clear.append((rule.id, str(facts.device_id[index]), now_dt, json.dumps(evaluation.explain(int(index)))))
+    evaluated = time.perf_counter()
+    summary.seconds["evaluate"] = evaluated - loaded
+
+    for row in repo.open_detections_rows(conn, to_open):
+        log.info("detection %s opened: rule %s on device %s", row["id"], row["rule_id"], row["device_id"])
+        summary.opened += 1
+    for row in repo.clear_detections_rows(conn, to_clear):
+        log.info("detection %s cleared: rule %s on device %s", row["id"], row["rule_id"], row["device_id"])
+        summary.cleared += 1
+    summary.seconds["store"] = time.perf_counter() - evaluated
+    return summary
+
+
+def backtest_stored(conn: Any, rule: CompiledRule, *, start: Any, end: Any, step_seconds: int) -> list[Transition]:
+    """What the rule would have opened and cleared over stored history, evaluated every step; writes nothing."""
+
+    def facts_at(now: np.datetime64, requirements: frozenset[Requirement]) -> FleetFacts:
+        return load_facts(conn, now=now, requirements=requirements, live=False)
+
+    first, last = to_datetime64(start), to_datetime64(end)
+    times = np.arange(first, last + np.timedelta64(1, "s"), np.timedelta64(step_seconds, "s"))
+    return backtest(rule, facts_at, times)

@@ -1,0 +1,229 @@
+"""The rule engine against the real database and broker: readings in over MQTT, detections out."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import threading
+
+import pytest
+
+from careloop.db import Database, fetch_all
+from careloop.mqtt import events_topic, telemetry_topic
+from ingest.service import InboundMessage, ingest_batch
+from rules.engine import Engine, Schedule
+from rules.service import create_rule
+from tests.factories import make_device
+from tests.helpers import publish_all, reading, wait_until
+
+pytestmark = pytest.mark.integration
+
+# The scheduled jobs run once at start; the tests call them when they need them.
+RARELY = Schedule(sweep_s=3600, window_s=3600, baselines_s=3600)
+
+CURRENT_HIGH = {
+    "id": "hood-current-high",
+    "description": "Fan current high",
+    "applies_to": {"model": "RH-900"},
+    "when": {"threshold": {"metric": "fan_current_a", "above": 3, "clear_below": 2}},
+    "then": [{"open_service_order": {"type": "inspection", "skill": "motor"}}],
+    "severity": "warning",
+    "cooldown": "1h",
+}
+GREASE_DUE = {
+    "id": "hood-grease-due",
+    "applies_to": {"kind": "range_hood"},
+    "when": {"usage": {"metric": "run_hours", "since": "maintenance_done", "at_least": 100}},
+    "then": [{"call_customer": {"reason": "grease filter due"}}, {"offer": {"template": "member-cleaning"}}],
+    "cooldown": "0s",
+}
+FAN_STALL = {
+    "id": "hood-stall",
+    "applies_to": {"kind": "range_hood"},
+    "when": {"fault": {"codes": ["E21"]}},
+    "then": [
+        {"open_service_order": {"type": "repair", "priority": "urgent", "sla": "24h", "skill": "motor"}},
+        {"call_customer": {"reason": "stalled fan"}},
+    ],
+    "severity": "critical",
+    "cooldown": "1d",
+}
+
+
+@pytest.fixture
+def run_engine(database: Database, database_url: str):
+    """Start engines listening for ingest batches in threads; stop them after the test."""
+    running: list[tuple[threading.Event, threading.Thread]] = []
+
+    def start() -> Engine:
+        engine = Engine(database, schedule=RARELY)
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=engine.serve, args=(stop,), kwargs={"database_url": database_url, "poll_s": 0.05}, daemon=True
+        )
+        thread.start()
+        assert engine.listening.wait(timeout=10), "the engine did not start listening"
+        running.append((stop, thread))
+        return engine
+
+    yield start
+    for stop, thread in running:
+        stop.set()
+        thread.join(timeout=30)
+
+
+def detections(database: Database, rule_id: str) -> list[dict]:
+    with database.connection() as conn:
+        return fetch_all(
+            conn,
+            "SELECT id, device_id, status, opened_at, cleared_at, dedup_key, explanation, clear_explanation, actions "
+            "FROM detections WHERE rule_id = %s ORDER BY id",
+            (rule_id,),
+        )
+
+
+def publish_and_wait(engine: Engine, mqtt_url: str, topic: str, payload: dict) -> None:
+    """Publish one message and wait until the engine has evaluated the batch that stored it."""
+    before = engine.batches_evaluated
+    publish_all(mqtt_url, [(topic, payload)])
+    wait_until(lambda: engine.batches_evaluated > before, what="the engine to evaluate the batch")
+
+
+def test_one_detection_while_a_threshold_holds_cleared_with_hysteresis_then_cooldown(
+    conn, database, mqtt_url, run_ingester, run_engine
+) -> None:
+    create_rule(conn, CURRENT_HIGH)
+    device = make_device(conn)
+    conn.commit()
+    run_ingester()
+    engine = run_engine()
+    seq = itertools.count(1)
+    topic = telemetry_topic(device.id)
+
+    publish_and_wait(engine, mqtt_url, topic, reading(next(seq), fan_current_a=3.4))
+    publish_and_wait(engine, mqtt_url, topic, reading(next(seq), fan_current_a=3.8))
+    [opened] = detections(database, "hood-current-high")
+    assert opened["status"] == "open" and opened["device_id"] == device.id
+    assert opened["explanation"]["reason"] == "fan_current_a is 3.4, above 3"
+    assert opened["dedup_key"].startswith(f"hood-current-high:{device.id}:")
+    assert [action["action"] for action in opened["actions"]] == ["open_service_order"]
+    assert opened["actions"][0]["key"] == f"{opened['dedup_key']}:0:open_service_order"
+
+    # Below the level but above the clear level: the detection stays open (hysteresis).
+    publish_and_wait(engine, mqtt_url, topic, reading(next(seq), fan_current_a=2.5))
+    [still] = detections(database, "hood-current-high")
+    assert still["status"] == "open"
+
+    publish_and_wait(engine, mqtt_url, topic, reading(next(seq), fan_current_a=1.5))
+    [cleared] = detections(database, "hood-current-high")
+    assert cleared["status"] == "cleared" and cleared["cleared_at"] is not None
+    assert "not above 3" in cleared["clear_explanation"]["reason"]
+
+    # High again within the hour of cooldown: nothing reopens.
+    publish_and_wait(engine, mqtt_url, topic, reading(next(seq), fan_current_a=3.9))
+    assert len(detections(database, "hood-current-high")) == 1
+
+
+def test_maintenance_done_resets_usage(conn, database, mqtt_url, run_ingester) -> None:
+    create_rule(conn, GREASE_DUE)
+    device = make_device(conn)
+    conn.commit()
+    ingester = run_ingester()
+    engine = Engine(database, schedule=RARELY)
+    now = dt.datetime.now(dt.UTC)
+    publish_all(
+        mqtt_url,
+        [
+            (telemetry_topic(device.id), reading(1, at=now - dt.timedelta(hours=3), run_hours=50)),
+            (telemetry_topic(device.id), reading(2, at=now - dt.timedelta(hours=2), run_hours=160)),
+        ],
+    )
+    wait_until(lambda: ingester.totals.readings_stored == 2, what="two readings stored")
+    engine.window()
+    [due] = detections(database, "hood-grease-due")
+    assert due["status"] == "open"
+    assert due["explanation"]["condition"]["values"]["growth"] == 160
+    assert [action["action"] for action in due["actions"]] == ["call_customer", "offer"]
+
+    event = {"seq": 3, "ts": (now - dt.timedelta(hours=1)).isoformat(), "type": "maintenance_done"}
+    publish_all(
+        mqtt_url,
+        [
+            (events_topic(device.id), event),
+            (telemetry_topic(device.id), reading(4, at=now - dt.timedelta(minutes=30), run_hours=161)),
+        ],
+    )
+    wait_until(
+        lambda: ingester.totals.readings_stored == 3 and ingester.totals.events_stored == 1,
+        what="the cleaning and the next reading stored",
+    )
+    engine.window()
+    [cleaned] = detections(database, "hood-grease-due")
+    assert cleaned["status"] == "cleared"
+    values = cleaned["clear_explanation"]["condition"]["values"]
+    assert (values["at_since"], values["current"], values["growth"]) == (160, 161, 1)
+
+
+def test_duplicate_delivery_restarts_and_two_engines_open_nothing_twice(
+    conn, database, mqtt_url, run_ingester, run_engine
+) -> None:
+    create_rule(conn, FAN_STALL)
+    device = make_device(conn)
+    conn.commit()
+    ingester = run_ingester()
+    first, second = run_engine(), run_engine()
+    fault = {"seq": 1, "ts": dt.datetime.now(dt.UTC).isoformat(), "type": "fault", "code": "E21"}
+    publish_all(mqtt_url, [(events_topic(device.id), fault)] * 3)
+    wait_until(lambda: len(detections(database, "hood-stall")) == 1, what="the fault's detection")
+    wait_until(lambda: ingester.totals.events_duplicate == 2, what="the redelivered copies")
+
+    # Both engines sweep at once, then a freshly started one ("a restart") runs every job.
+    sweeps = [threading.Thread(target=engine.sweep) for engine in (first, second) for _ in range(3)]
+    for sweep in sweeps:
+        sweep.start()
+    for sweep in sweeps:
+        sweep.join()
+    Engine(database, schedule=RARELY).run_once()
+    publish_all(mqtt_url, [(events_topic(device.id), fault)])  # replayed once more, later
+    wait_until(lambda: ingester.totals.events_duplicate == 3, what="the replayed copy")
+
+    [detection] = detections(database, "hood-stall")
+    assert detection["status"] == "open"
+    assert detection["explanation"]["reason"] == "open fault E21 (fan motor stall)"
+    assert [action["key"] for action in detection["actions"]] == [
+        f"{detection['dedup_key']}:0:open_service_order",
+        f"{detection['dedup_key']}:1:call_customer",
+    ]
+
+
+def test_a_detection_reopens_only_after_its_cooldown(conn, database) -> None:
+    """With the engine's clock set by the test: clear, stay quiet through the cooldown, then reopen."""
+    create_rule(conn, FAN_STALL)  # cooldown 1d
+    device = make_device(conn)
+    conn.commit()
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=5)
+    clock = {"now": start}
+    engine = Engine(database, schedule=RARELY, clock=lambda: clock["now"])
+
+    def event_at(seq: int, at: dt.datetime, kind: str) -> None:
+        payload = f'{{"seq": {seq}, "ts": "{at.isoformat()}", "type": "{kind}", "code": "E21"}}'.encode()
+        with database.transaction() as writer:
+            ingest_batch(writer, [InboundMessage(events_topic(device.id), payload, at)], now=at)
+
+    def at(hours: float) -> dt.datetime:
+        clock["now"] = start + dt.timedelta(hours=hours)
+        return clock["now"]
+
+    event_at(1, at(0), "fault")
+    engine.sweep()
+    event_at(2, at(2), "fault_cleared")
+    engine.sweep()
+    event_at(3, at(3), "fault")
+    engine.sweep()  # one hour after the clear: within the cooldown
+    assert [d["status"] for d in detections(database, "hood-stall")] == ["cleared"]
+    at(27)  # a day after the clear, the fault still open
+    engine.sweep()
+    first, second = detections(database, "hood-stall")
+    assert (first["status"], second["status"]) == ("cleared", "open")
+    assert second["opened_at"] == start + dt.timedelta(hours=27)
+    assert first["dedup_key"] != second["dedup_key"]
