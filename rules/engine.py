@@ -5,9 +5,9 @@
   offline, and combinations holding one) for just those devices.
 - On the schedule (APScheduler, one instance of each job at a time, missed runs coalesced):
   `sweep` evaluates the event-driven rules over the whole fleet (silence has no batch; it also
-  catches up on batches heard while the engine was down); `window` evaluates every rule over the
-  whole fleet (usage, elapsed, age, count, trend, anomaly, birthday); `baselines` relearns the
-  per-model baselines the anomaly rules compare with.
+  catches up on batches committed while the engine was down); `window` evaluates the other rules
+  over the whole fleet (usage, elapsed, age, count, trend, anomaly, birthday); `baselines` relearns
+  the per-model baselines the anomaly rules compare with.
 
 Every job is one transaction through `rules.evaluation.evaluate_rules`, which is idempotent: a
 restart, a second engine or a replayed batch opens nothing twice.
@@ -94,8 +94,8 @@ class Engine:
         return self._evaluate("sweep", lambda rule: rule.event_driven)
 
     def window(self) -> EvaluationSummary:
-        """Every rule over the whole fleet."""
-        return self._evaluate("window", lambda rule: True)
+        """The time-window rules (usage, elapsed, age, count, trend, anomaly, birthday) over the whole fleet."""
+        return self._evaluate("window", lambda rule: not rule.event_driven)
 
     def learn_baselines(self) -> int:
         started = time.perf_counter()
@@ -109,7 +109,11 @@ class Engine:
 
     def run_once(self) -> dict[str, Any]:
         """Every scheduled job one time: baselines first, so anomaly rules compare with fresh ones."""
-        return {"baselines": self.learn_baselines(), "window": self.window().as_dict()}
+        return {
+            "baselines": self.learn_baselines(),
+            "sweep": self.sweep().as_dict(),
+            "window": self.window().as_dict(),
+        }
 
     # --- the long-running process ------------------------------------------------------------
 
@@ -123,7 +127,7 @@ class Engine:
             self.learn_baselines, "interval", seconds=self.schedule.baselines_s, id="baselines", next_run_time=first
         )
         scheduler.add_job(self.window, "interval", seconds=self.schedule.window_s, id="window", next_run_time=first)
-        scheduler.add_job(self.sweep, "interval", seconds=self.schedule.sweep_s, id="sweep")
+        scheduler.add_job(self.sweep, "interval", seconds=self.schedule.sweep_s, id="sweep", next_run_time=first)
         scheduler.start()
         log.info(
             "engine running: sweep every %ds, window every %ds, baselines every %ds; listening on %s",

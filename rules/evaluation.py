@@ -61,14 +61,15 @@ class ActiveRule:
         return bool(condition_kinds(self.compiled.rule.when) & EVENT_DRIVEN_KINDS)
 
 
-_compiled_cache: dict[tuple[str, int], ActiveRule] = {}
+_compiled_cache: dict[tuple[str, int, str], ActiveRule] = {}
 
 
 def active_rules(conn: Any) -> list[ActiveRule]:
-    """The enabled rules, compiled once per version; a stored rule the catalog no longer accepts is skipped."""
+    """The enabled rules, each document compiled once; a stored rule the catalog no longer accepts is skipped."""
     rules = []
     for row in repo.enabled_rules(conn):
-        key = (row["id"], row["version"])
+        # The document is part of the key: one process may serve several databases (tests, benchmarks).
+        key = (row["id"], row["version"], json.dumps(row["document"], sort_keys=True))
         if key not in _compiled_cache:
             try:
                 _compiled_cache[key] = ActiveRule(compile_rule(parse_rule(row["document"])), row["version"])

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg2.extensions
 from psycopg2.extras import execute_values
 
-from careloop.db import fetch_all, load_queries
+from careloop.db import load_queries
 from devices.catalog import load_catalog
 from rules.facts import (
     DAYS,
@@ -57,21 +59,27 @@ def load_facts(
 ) -> FleetFacts:
     """Facts at `now` for the given devices (every registered device when None), ordered by device id."""
     instant = _Instant.of(now)
-    scope = None if device_ids is None else sorted(set(device_ids))
-    columns = _rows(conn, "devices", {"device_ids": scope}, width=8)
+    scope = None if device_ids is None else sorted({str(device) for device in device_ids})
+    with _without_jit(conn):
+        facts = _device_facts(conn, instant, scope, live)
+        _Loader(conn, instant, facts, scope, live).load(set(requirements))
+    return facts
+
+
+def _device_facts(conn: Any, instant: _Instant, scope: list[str] | None, live: bool) -> FleetFacts:
+    """The device columns; no requirement loaded yet."""
+    columns = _columns(_fetch(conn, "devices", {"device_ids": scope}), width=8)
     ids, models, kinds, purchased_on, birthday_day, online, changed_at, last_seen = columns
     device_id = np.array(ids, dtype=str)
-    size = device_id.shape[0]
     if live:
         online_now = np.array([value is True for value in online], dtype=bool)
         offline_since = np.where(online_now, np.datetime64("NaT", "s"), _instants(changed_at))
         seen = _instants(last_seen)
     else:
-        # No status history is stored: offline/online is unknown in the past.
-        online_now = np.zeros(size, dtype=bool)
-        offline_since = np.full(size, np.datetime64("NaT"), dtype=SECONDS)
-        seen = np.full(size, np.datetime64("NaT"), dtype=SECONDS)
-    facts = FleetFacts(
+        # No status history is stored: online/offline in the past is unknown, so offline_since stays NaT.
+        online_now = offline_since = None
+        seen = _last_seen_history(conn, instant, scope, device_id)
+    return FleetFacts(
         now=instant.now,
         device_id=device_id,
         model=np.array(models, dtype=str),
@@ -82,11 +90,16 @@ def load_facts(
         offline_since=offline_since,
         last_seen=seen,
     )
-    loader = _Loader(conn, instant, facts, scope, live)
-    if not live and size:
-        facts.last_seen = loader.last_seen_history()
-    loader.load(set(requirements))
-    return facts
+
+
+def _last_seen_history(conn: Any, instant: _Instant, scope: list[str] | None, device_id: np.ndarray) -> np.ndarray:
+    """Each device's last telemetry or event ts at `instant`, from stored history."""
+    seen = np.full(device_id.shape[0], np.datetime64("NaT"), dtype=SECONDS)
+    if device_id.shape[0]:
+        ids, last = _columns(_fetch(conn, "last_seen_history", {"device_ids": scope, "until": instant.until}), 2)
+        positions, known = _positions(device_id, ids)
+        seen[positions[known]] = _instants(last)[known]
+    return seen
 
 
 def learn_baselines(
@@ -101,12 +114,13 @@ def learn_baselines(
     instant = _Instant.of(now)
     if metrics_by_model is None:
         catalog = load_catalog()
-        models = [row["model"] for row in fetch_all(conn, "SELECT DISTINCT model FROM devices")]
+        models = [model for (model,) in _fetch(conn, "device_models", {})]
         metrics_by_model = {model: catalog[model].metrics for model in models if model in catalog}
     pairs = sorted({(model, metric) for model, metrics in metrics_by_model.items() for metric in metrics})
     if not pairs:
         return 0
-    stats = _baseline_stats(conn, instant, pairs)
+    with _without_jit(conn):
+        stats = _baseline_stats(conn, instant, pairs)
     rows = [
         (model, metric, centre, spread, samples, instant.as_datetime)
         for model, metric, centre, spread, samples in stats
@@ -146,16 +160,45 @@ class _Instant:
         return self.as_datetime + ONE_SECOND
 
 
-def _rows(conn: Any, name: str, params: Mapping[str, Any], *, width: int) -> list[tuple]:
-    """Run a loader query; answers its columns (each a tuple), empty ones when no row came back."""
+@contextmanager
+def _without_jit(conn: Any) -> Iterator[None]:
+    """JIT off for the loader's statements, then as it was: it costs more than these index-probe loops take."""
+    with conn.cursor() as cursor:
+        cursor.execute(QUERIES["jit_setting"])
+        previous = cursor.fetchone()[0]
+        cursor.execute(QUERIES["set_jit_locally"], {"value": "off"})
+    try:
+        yield
+    finally:
+        # After an error the transaction is aborted, and its rollback restores the setting anyway.
+        if conn.get_transaction_status() == psycopg2.extensions.TRANSACTION_STATUS_INTRANS:
+            with conn.cursor() as cursor:
+                cursor.execute(QUERIES["set_jit_locally"], {"value": previous})
+
+
+def _fetch(conn: Any, name: str, params: Mapping[str, Any]) -> list[tuple]:
+    """Run a query of loader.sql; answers its rows as tuples (cheaper than dicts for a fleet)."""
     with conn.cursor() as cursor:
         cursor.execute(QUERIES[name], params)
-        rows = cursor.fetchall()
+        return cursor.fetchall()
+
+
+def _columns(rows: list[tuple], width: int) -> list[tuple]:
+    """Rows as columns; `width` empty ones when there is no row."""
     return list(zip(*rows, strict=True)) if rows else [()] * width
 
 
+def _positions(device_id: np.ndarray, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's index in the sorted `device_id`, and which rows are of those devices at all."""
+    if not len(ids) or not device_id.shape[0]:
+        return np.zeros(len(ids), dtype=np.intp), np.zeros(len(ids), dtype=bool)
+    wanted = np.array(ids, dtype=str)
+    positions = np.minimum(np.searchsorted(device_id, wanted), device_id.shape[0] - 1)
+    return positions, device_id[positions] == wanted
+
+
 def _instants(values: Sequence[int | None], unit: str = SECONDS) -> np.ndarray:
-    """Epoch numbers (seconds, or days for DAYS) with None as datetime64, NaT for None."""
+    """Epoch numbers (seconds, or days with unit DAYS) as datetime64, NaT for None."""
     numbers = np.array(values, dtype=np.float64) if len(values) else np.zeros(0)
     result = np.full(numbers.shape, np.datetime64("NaT"), dtype=unit)
     known = ~np.isnan(numbers)
@@ -175,9 +218,7 @@ def _baseline_stats(conn: Any, instant: _Instant, pairs: Sequence[tuple[str, str
         "until": instant.until,
         "mad_to_sigma": MAD_TO_SIGMA,
     }
-    with conn.cursor() as cursor:
-        cursor.execute(QUERIES["baseline_stats"], params)
-        return cursor.fetchall()
+    return _fetch(conn, "baseline_stats", params)
 
 
 class _Loader:
@@ -220,24 +261,17 @@ class _Loader:
             "device_ids": self.scope,
             "until": self.instant.until,
             "now_epoch": self.instant.epoch,
+            "live": self.live,
             **extra,
         }
 
     def _query(self, name: str, width: int, **params: Any) -> list[tuple]:
-        return _rows(self.conn, name, self._params(**params), width=width)
+        """The columns of a loader.sql query run with the common parameters and these."""
+        return _columns(_fetch(self.conn, name, self._params(**params)), width)
 
-    def _positions(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Each row's device index in the facts, and which rows are devices of the facts at all."""
-        device_id = self.facts.device_id
-        if not len(ids):
-            return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=bool)
-        wanted = np.array(ids, dtype=str)
-        positions = np.minimum(np.searchsorted(device_id, wanted), device_id.shape[0] - 1)
-        return positions, device_id[positions] == wanted
-
-    def _grid(self, ids: Sequence[str], slots: Sequence[int], count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Rows keyed by (device id, 1-based slot) as indices into (count, size) arrays, and which rows count."""
-        positions, known = self._positions(ids)
+    def _grid(self, ids: Sequence[str], slots: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows keyed by (device id, 1-based slot): indices into (slots, devices) arrays, and which rows count."""
+        positions, known = _positions(self.facts.device_id, ids)
         slot = np.array(slots, dtype=np.intp) - 1 if len(slots) else np.zeros(0, dtype=np.intp)
         return slot[known], positions[known], known
 
@@ -257,22 +291,13 @@ class _Loader:
             return np.zeros(0, dtype=SECONDS)
         return none
 
-    # ------------------------------------------------------------ device columns
-
-    def last_seen_history(self) -> np.ndarray:
-        ids, seen = self._query("last_seen_history", 2)
-        result = np.full(self.facts.size, np.datetime64("NaT"), dtype=SECONDS)
-        positions, known = self._positions(ids)
-        result[positions[known]] = _instants(seen)[known]
-        return result
-
     # ------------------------------------------------------------ requirements
 
     def latest(self, requirements: list[Latest]) -> None:
         metrics = [requirement.metric for requirement in requirements]
         name = "latest_live" if self.live else "latest_history"
         ids, slots, values = self._query(name, 3, metrics=metrics)
-        slot, position, known = self._grid(ids, slots, len(metrics))
+        slot, position, known = self._grid(ids, slots)
         latest = self._filled(len(metrics), np.nan, np.float64)
         latest[slot, position] = _floats(values)[known]
         for i, requirement in enumerate(requirements):
@@ -285,7 +310,7 @@ class _Loader:
             metrics=[requirement.metric for requirement in requirements],
             seconds=[requirement.seconds for requirement in requirements],
         )
-        slot, position, known = self._grid(ids, slots, len(requirements))
+        slot, position, known = self._grid(ids, slots)
         carried_value = _floats(carried)[known]
         # The value in force when the window opened counts for min and max, as the readings inside do.
         lowest = np.fmin(_floats(low)[known], carried_value)
@@ -307,7 +332,7 @@ class _Loader:
             metrics=[requirement.metric for requirement in requirements],
             seconds=[requirement.seconds for requirement in requirements],
         )
-        slot, position, known = self._grid(ids, slots, len(requirements))
+        slot, position, known = self._grid(ids, slots)
         slopes, fitted = (self._filled(len(requirements), np.nan, np.float64) for _ in range(2))
         count = self._filled(len(requirements), 0, np.int64)
         slopes[slot, position] = _floats(slope)[known]
@@ -319,7 +344,7 @@ class _Loader:
     def last_events(self, requirements: list[LastEvent]) -> None:
         types = [requirement.event_type for requirement in requirements]
         ids, slots, at = self._query("last_events", 3, types=types)
-        slot, position, known = self._grid(ids, slots, len(types))
+        slot, position, known = self._grid(ids, slots)
         last = self._filled(len(types), np.datetime64("NaT"), SECONDS)
         last[slot, position] = _instants(at)[known]
         for i, requirement in enumerate(requirements):
@@ -332,7 +357,7 @@ class _Loader:
             metrics=[requirement.metric for requirement in requirements],
             types=[requirement.event_type for requirement in requirements],
         )
-        slot, position, known = self._grid(ids, slots, len(requirements))
+        slot, position, known = self._grid(ids, slots)
         counter = self._filled(len(requirements), np.nan, np.float64)
         counter[slot, position] = _floats(values)[known]
         for i, requirement in enumerate(requirements):
@@ -345,14 +370,14 @@ class _Loader:
             codes = None if requirement.codes is None else list(requirement.codes)
             ids, events = self._query("event_count", 2, type=requirement.event_type, codes=codes, opens=opens)
             count = np.zeros(self.facts.size, dtype=np.int64)
-            positions, known = self._positions(ids)
+            positions, known = _positions(self.facts.device_id, ids)
             count[positions[known]] = np.array(events, dtype=np.int64)[known]
             self.facts.add(requirement, count)
 
     def open_faults(self, requirements: list[OpenFault]) -> None:
         codes = [requirement.code for requirement in requirements]
         ids, slots = self._query("open_faults", 2, codes=codes)
-        slot, position, _known = self._grid(ids, slots, len(codes))
+        slot, position, _known = self._grid(ids, slots)
         is_open = self._filled(len(codes), False, bool)
         is_open[slot, position] = True
         for i, requirement in enumerate(requirements):
@@ -362,8 +387,7 @@ class _Loader:
         metrics = [requirement.metric for requirement in requirements]
         codes, inverse = np.unique(self.facts.model, return_inverse=True)
         if self.live:
-            stats = self._query("baselines_learned", 5, metrics=metrics)
-            rows = list(zip(*stats, strict=True))
+            rows = _fetch(self.conn, "baselines_learned", {"metrics": metrics})
         else:
             # Over every device of each model, not only those in scope: a baseline describes the model.
             pairs = [(str(model), metric) for model in codes for metric in metrics]

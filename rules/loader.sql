@@ -7,8 +7,22 @@
 --               (a reading at 12:00:00.4 counts at now = 12:00:00), and a window (now - s, now] is
 --               [until - s, until)
 --   now_epoch   now as epoch seconds (trend fits run on seconds relative to now)
+--   live        true in the engine (device_state is kept by the ingester), false for stored history
 -- Instants come back as whole epoch seconds (bigint), NULL for none.
--- Readings of one metric at the same ts are ordered by seq: the later seq is the later reading.
+-- Readings of one metric at the same ts are ordered by seq: the later seq is the later reading. A value "at"
+-- an instant is looked up as `ts = (SELECT max(ts) ...)` then the highest seq: two index descents whatever the
+-- statistics say, where `ORDER BY ts DESC, seq DESC LIMIT 1` may be planned as a sort of the whole series.
+-- In live mode, telemetry is probed only for devices whose device_state.latest names the metric: the ingester
+-- records there every metric it stores, so the other devices have no reading of it.
+
+-- name: jit_setting --
+-- Whether JIT compilation is on for this session.
+SELECT current_setting('jit')
+
+-- name: set_jit_locally --
+-- Turn JIT on or off until the end of the transaction: it compiles these index-probe loops for longer
+-- (about 0.3 s a statement) than they run.
+SELECT set_config('jit', %(value)s, true)
 
 -- name: devices --
 -- The devices in scope with their owner's birthday and retained state, in byte order of id.
@@ -41,13 +55,10 @@ WITH RECURSIVE scope AS (
     FROM metric m
     WHERE m.name IS NOT NULL
 ), reading AS (
-    SELECT m.id, max(r.ts) AS ts
+    SELECT m.id, max(
+        (SELECT max(t.ts) FROM telemetry t WHERE t.device_id = m.id AND t.metric = m.name AND t.ts < %(until)s)
+    ) AS ts
     FROM metric m
-    CROSS JOIN LATERAL (
-        SELECT t.ts FROM telemetry t
-        WHERE t.device_id = m.id AND t.metric = m.name AND t.ts < %(until)s
-        ORDER BY t.ts DESC LIMIT 1
-    ) r
     WHERE m.name IS NOT NULL
     GROUP BY m.id
 ), event AS (
@@ -75,36 +86,45 @@ FROM devices d
 CROSS JOIN unnest(%(metrics)s::text[]) WITH ORDINALITY AS m(name, i)
 CROSS JOIN LATERAL (
     SELECT t.value FROM telemetry t
-    WHERE t.device_id = d.id AND t.metric = m.name AND t.ts < %(until)s
-    ORDER BY t.ts DESC, t.seq DESC LIMIT 1
+    WHERE t.device_id = d.id AND t.metric = m.name
+      AND t.ts = (SELECT max(x.ts) FROM telemetry x WHERE x.device_id = d.id AND x.metric = m.name AND x.ts < %(until)s)
+    ORDER BY t.seq DESC LIMIT 1
 ) r
 WHERE %(device_ids)s::text[] IS NULL OR d.id = ANY(%(device_ids)s::text[])
 
 -- name: metric_windows --
--- Per (metric, seconds) window i: min, max and count of the readings inside [until - seconds, until),
--- and the value carried in (the last reading before the window). Devices with neither are left out.
-SELECT d.id, w.i, inside.low, inside.high, inside.readings, carried.value AS carried
+-- Per (metric, seconds) window i: min, max and count of the readings inside [opens, until) with
+-- opens = until - seconds, and the value carried in (the last reading before opens). Two index descents per
+-- device and window: the carried reading's ts, then one range scan from it to `until`.
+-- Devices with neither are left out.
+SELECT d.id, w.i, inside.low, inside.high, inside.readings, inside.carried
 FROM devices d
+LEFT JOIN device_state s ON s.device_id = d.id
 CROSS JOIN unnest(%(metrics)s::text[], %(seconds)s::int[]) WITH ORDINALITY AS w(metric, seconds, i)
+CROSS JOIN LATERAL (SELECT %(until)s::timestamptz - make_interval(secs => w.seconds) AS opens) window_
 CROSS JOIN LATERAL (
-    SELECT min(t.value) AS low, max(t.value) AS high, count(*) AS readings
+    SELECT max(x.ts) AS ts FROM telemetry x
+    WHERE x.device_id = d.id AND x.metric = w.metric AND x.ts < window_.opens
+) carried
+CROSS JOIN LATERAL (
+    SELECT min(t.value) FILTER (WHERE t.ts >= window_.opens) AS low,
+           max(t.value) FILTER (WHERE t.ts >= window_.opens) AS high,
+           count(*) FILTER (WHERE t.ts >= window_.opens) AS readings,
+           (array_agg(t.value ORDER BY t.seq DESC) FILTER (WHERE t.ts < window_.opens))[1] AS carried
     FROM telemetry t
     WHERE t.device_id = d.id AND t.metric = w.metric
-      AND t.ts >= %(until)s - make_interval(secs => w.seconds) AND t.ts < %(until)s
+      AND t.ts >= coalesce(carried.ts, window_.opens) AND t.ts < %(until)s
 ) inside
-LEFT JOIN LATERAL (
-    SELECT t.value FROM telemetry t
-    WHERE t.device_id = d.id AND t.metric = w.metric AND t.ts < %(until)s - make_interval(secs => w.seconds)
-    ORDER BY t.ts DESC, t.seq DESC LIMIT 1
-) carried ON true
 WHERE (%(device_ids)s::text[] IS NULL OR d.id = ANY(%(device_ids)s::text[]))
-  AND (inside.readings > 0 OR carried.value IS NOT NULL)
+  AND (NOT %(live)s OR s.latest ? w.metric)
+  AND (inside.readings > 0 OR inside.carried IS NOT NULL)
 
 -- name: trends --
 -- Per (metric, seconds) fit i: least squares over the readings in [until - seconds, until) against whole
 -- seconds relative to now, so the intercept is the fitted value at now. Devices without readings are left out.
 SELECT d.id, w.i, fit.slope, fit.intercept, fit.points
 FROM devices d
+LEFT JOIN device_state s ON s.device_id = d.id
 CROSS JOIN unnest(%(metrics)s::text[], %(seconds)s::int[]) WITH ORDINALITY AS w(metric, seconds, i)
 CROSS JOIN LATERAL (
     SELECT regr_slope(t.value, date_part('epoch', date_trunc('second', t.ts)) - %(now_epoch)s) AS slope,
@@ -115,6 +135,7 @@ CROSS JOIN LATERAL (
       AND t.ts >= %(until)s - make_interval(secs => w.seconds) AND t.ts < %(until)s
 ) fit
 WHERE (%(device_ids)s::text[] IS NULL OR d.id = ANY(%(device_ids)s::text[]))
+  AND (NOT %(live)s OR s.latest ? w.metric)
   AND fit.points > 0
 
 -- name: last_events --
@@ -141,15 +162,19 @@ SELECT l.device_id, l.i, coalesce(before.value, after.value) AS value
 FROM last_event l
 LEFT JOIN LATERAL (
     SELECT t.value FROM telemetry t
-    WHERE t.device_id = l.device_id AND t.metric = l.metric AND t.ts < l.at + interval '1 second'
-    ORDER BY t.ts DESC, t.seq DESC LIMIT 1
+    WHERE t.device_id = l.device_id AND t.metric = l.metric
+      AND t.ts = (SELECT max(x.ts) FROM telemetry x
+                  WHERE x.device_id = l.device_id AND x.metric = l.metric AND x.ts < l.at + interval '1 second')
+    ORDER BY t.seq DESC LIMIT 1
 ) before ON true
 LEFT JOIN LATERAL (
+    -- nothing at or before the event: every reading is after it, take the first
     SELECT t.value FROM telemetry t
-    WHERE t.device_id = l.device_id AND t.metric = l.metric
-      AND t.ts >= l.at + interval '1 second' AND t.ts < %(until)s
-    ORDER BY t.ts, t.seq LIMIT 1
-) after ON before.value IS NULL
+    WHERE before.value IS NULL AND t.device_id = l.device_id AND t.metric = l.metric
+      AND t.ts = (SELECT min(x.ts) FROM telemetry x
+                  WHERE x.device_id = l.device_id AND x.metric = l.metric AND x.ts < %(until)s)
+    ORDER BY t.seq LIMIT 1
+) after ON true
 
 -- name: event_count --
 -- How many events of a type (and, when codes is not NULL, of those codes) fall in [opens, until), per device.
@@ -201,8 +226,10 @@ WITH pair AS (
     JOIN devices d ON d.model = p.model
     CROSS JOIN LATERAL (
         SELECT t.value FROM telemetry t
-        WHERE t.device_id = d.id AND t.metric = p.metric AND t.ts < %(until)s
-        ORDER BY t.ts DESC, t.seq DESC LIMIT 1
+        WHERE t.device_id = d.id AND t.metric = p.metric
+          AND t.ts = (SELECT max(x.ts) FROM telemetry x
+                      WHERE x.device_id = d.id AND x.metric = p.metric AND x.ts < %(until)s)
+        ORDER BY t.seq DESC LIMIT 1
     ) r
 ), centre AS (
     SELECT model, metric, count(*) AS samples, array_agg(value ORDER BY value) AS sorted
@@ -224,6 +251,10 @@ FROM pair p
 LEFT JOIN centred c ON c.model = p.model AND c.metric = p.metric
 LEFT JOIN deviation dv ON dv.model = p.model AND dv.metric = p.metric
 ORDER BY p.model, p.metric
+
+-- name: device_models --
+-- The models that have devices.
+SELECT DISTINCT model FROM devices ORDER BY model
 
 -- name: upsert_baselines --
 -- Store learned baselines, replacing what was learned before.

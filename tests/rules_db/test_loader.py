@@ -253,7 +253,7 @@ def _message(topic: str, payload: dict | str, received_at: dt.datetime = LIVE_NO
 
 
 def live_fleet(conn: Any) -> list[DeviceHistory]:
-    """Three devices whose recent history went through the ingester, so device_state is filled."""
+    """Four devices: three sent their recent history through the ingester (device_state is filled), one nothing."""
     rng = np.random.default_rng(7)
     histories = [DeviceHistory(device_id, model) for device_id, model in
                  (("LV-1", "RH-900"), ("LV-2", "RH-900"), ("LV-3", "OV-700"), ("LV-4", "OV-700"))]
@@ -393,3 +393,11 @@ def test_an_empty_fleet_gives_empty_facts_with_every_requirement(conn, live: boo
     make_device(conn, id="ALONE", model="RH-900")
     none_chosen = load_facts(conn, now=START, requirements=requirements, device_ids=[], live=live)
     assert none_chosen.size == 0 and none_chosen.missing(requirements) == []
+
+
+def test_the_loader_leaves_the_session_settings_as_they_were(conn) -> None:
+    live_fleet(conn)
+    execute(conn, "SET jit = on")
+    load_facts(conn, now=LIVE_NOW, requirements=[Latest("run_hours"), Trend("run_hours", DAY)], live=False)
+    learn_baselines(conn, now=LIVE_NOW)
+    assert fetch_all(conn, "SELECT current_setting('jit') AS jit") == [{"jit": "on"}]
