@@ -82,7 +82,10 @@ def cmd_engine(args: argparse.Namespace) -> int:
     urls = _services(need_broker=False)
     database = Database(urls.database_url, max_connections=3)
     schedule = Schedule(
-        sweep_s=args.sweep_every.seconds, window_s=args.window_every.seconds, baselines_s=args.baselines_every.seconds
+        sweep_s=args.sweep_every.seconds,
+        window_s=args.window_every.seconds,
+        baselines_s=args.baselines_every.seconds,
+        trends_s=args.trends_every.seconds,
     )
     engine = Engine(database, schedule=schedule)
     try:
@@ -244,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     engine.add_argument(
         "--baselines-every", type=duration, default=duration("1h"), help="relearn the per-model baselines (default 1h)"
+    )
+    engine.add_argument(
+        "--trends-every",
+        type=duration,
+        default=duration("1h"),
+        help="refit the per-device lines trend rules project (default 1h)",
     )
     engine.set_defaults(handler=cmd_engine)
 

@@ -95,6 +95,7 @@ def replay(database: Database, fleet, *, start: dt.datetime, days: float, step_s
         if step % baselines_every == baselines_every - 1:
             engine.learn_baselines()
         if step % window_every == window_every - 1:
+            engine.learn_trends()
             engine.window()
         elif step % sweep_every == sweep_every - 1:
             engine.sweep()
@@ -307,6 +308,7 @@ class EngineFigures:
     devices: int
     readings: int
     baselines_s: float
+    trends_s: float
     jobs: dict[str, list[tuple[float, object]]]  # job -> [(seconds, EvaluationSummary)] per repeat
 
 
@@ -329,6 +331,7 @@ def bench_engine(args: argparse.Namespace) -> int:
                 load_builtin_catalog(setup)
             engine = Engine(database, clock=lambda now=now: now)
             baselines_s = _timed(engine.learn_baselines)[0]
+            trends_s = _timed(engine.learn_trends)[0]
             with database.connection() as reader:
                 some = [row["id"] for row in fetch_all(reader, "SELECT id FROM devices ORDER BY random() LIMIT 500")]
             jobs = {
@@ -337,7 +340,7 @@ def bench_engine(args: argparse.Namespace) -> int:
                 "batch of 500": [_timed(engine.evaluate_batch, some) for _ in range(args.repeat)],
             }
             database.close()
-        results.append(EngineFigures(size, readings, baselines_s, jobs))
+        results.append(EngineFigures(size, readings, baselines_s, trends_s, jobs))
     print(
         f"\n{'devices':>8} {'readings':>12} {'job':<13} {'rules':>5} {'best s':>7} {'facts s':>8} "
         f"{'evaluate s':>10} {'store s':>8} {'opened':>7} {'vs 1 s':>7}"
@@ -352,7 +355,8 @@ def bench_engine(args: argparse.Namespace) -> int:
                 f"{parts.get('facts', 0):>8.2f} {parts.get('evaluate', 0):>10.2f} {parts.get('store', 0):>8.2f} "
                 f"{opened:>7,} {best_s:>6.2f}x"
             )
-        print(f"{figures.devices:>8,} {figures.readings:>12,} {'baselines':<13} {'':>5} {figures.baselines_s:>7.2f}")
+        for job, seconds in (("baselines", figures.baselines_s), ("trend fits", figures.trends_s)):
+            print(f"{figures.devices:>8,} {figures.readings:>12,} {job:<13} {'':>5} {seconds:>7.2f}  (hourly job)")
     if len(results) > 1:
         small, large = results[0], results[-1]
         ratio = min(run[0] for run in large.jobs["window"]) / min(run[0] for run in small.jobs["window"])

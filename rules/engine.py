@@ -7,7 +7,8 @@
   `sweep` evaluates the event-driven rules over the whole fleet (silence has no batch; it also
   catches up on batches committed while the engine was down); `window` evaluates the other rules
   over the whole fleet (usage, elapsed, age, count, trend, anomaly, birthday); `baselines` relearns
-  the per-model baselines the anomaly rules compare with.
+  the per-model baselines the anomaly rules compare with; `trends` refits, per device, the lines the
+  trend rules project (the window job evaluates each stored line at its own now).
 
 Every job is one transaction through `rules.evaluation.evaluate_rules`, which is idempotent: a
 restart, a second engine or a replayed batch opens nothing twice.
@@ -30,7 +31,8 @@ from careloop.db import Database, connect
 from ingest.repo import CHANGED_DEVICES_CHANNEL
 from rules import repo
 from rules.evaluation import ActiveRule, EvaluationSummary, active_rules, evaluate_rules
-from rules.loader import learn_baselines
+from rules.facts import Trend
+from rules.loader import learn_baselines, learn_trends
 
 log = logging.getLogger("careloop.engine")
 
@@ -40,6 +42,7 @@ class Schedule:
     sweep_s: int = 60
     window_s: int = 300
     baselines_s: int = 3600
+    trends_s: int = 3600
 
 
 def utc_now() -> dt.datetime:
@@ -59,13 +62,18 @@ class Engine:
     # --- jobs: each one transaction, recorded in engine_jobs ---------------------------------
 
     def _evaluate(
-        self, job: str, select_rules: Callable[[ActiveRule], bool], device_ids: Sequence[str] | None = None
+        self,
+        job: str,
+        select_rules: Callable[[ActiveRule], bool],
+        device_ids: Sequence[str] | None = None,
+        *,
+        learned_trends: bool = False,
     ) -> EvaluationSummary:
         started = time.perf_counter()
         now = self.clock()
         with self.database.transaction() as conn:
             rules = [rule for rule in active_rules(conn) if select_rules(rule)]
-            summary = evaluate_rules(conn, rules, now=now, device_ids=device_ids)
+            summary = evaluate_rules(conn, rules, now=now, device_ids=device_ids, learned_trends=learned_trends)
             if device_ids is None:
                 # Per-batch runs are too many to record; the scheduled ones say when the fleet was last checked.
                 elapsed_ms = (time.perf_counter() - started) * 1000
@@ -95,7 +103,7 @@ class Engine:
 
     def window(self) -> EvaluationSummary:
         """The time-window rules (usage, elapsed, age, count, trend, anomaly, birthday) over the whole fleet."""
-        return self._evaluate("window", lambda rule: not rule.event_driven)
+        return self._evaluate("window", lambda rule: not rule.event_driven, learned_trends=True)
 
     def learn_baselines(self) -> int:
         started = time.perf_counter()
@@ -107,10 +115,25 @@ class Engine:
         log.info("baselines: %d model metrics learned (%.0f ms)", written, elapsed_ms)
         return written
 
+    def learn_trends(self) -> int:
+        """Fit, for every device, the trends the enabled rules project; the window job reads the fits."""
+        started = time.perf_counter()
+        now = self.clock()
+        with self.database.transaction() as conn:
+            trends = [
+                req for rule in active_rules(conn) for req in rule.compiled.requirements if isinstance(req, Trend)
+            ]
+            written = learn_trends(conn, now=now, requirements=trends)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            repo.record_job(conn, job="trends", at=now, duration_ms=elapsed_ms, summary={"fits": written})
+        log.info("trends: %d device fits learned (%.0f ms)", written, elapsed_ms)
+        return written
+
     def run_once(self) -> dict[str, Any]:
-        """Every scheduled job one time: baselines first, so anomaly rules compare with fresh ones."""
+        """Every scheduled job one time: baselines and trend fits first, so the rules read fresh ones."""
         return {
             "baselines": self.learn_baselines(),
+            "trends": self.learn_trends(),
             "sweep": self.sweep().as_dict(),
             "window": self.window().as_dict(),
         }
@@ -126,14 +149,18 @@ class Engine:
         scheduler.add_job(
             self.learn_baselines, "interval", seconds=self.schedule.baselines_s, id="baselines", next_run_time=first
         )
+        scheduler.add_job(
+            self.learn_trends, "interval", seconds=self.schedule.trends_s, id="trends", next_run_time=first
+        )
         scheduler.add_job(self.window, "interval", seconds=self.schedule.window_s, id="window", next_run_time=first)
         scheduler.add_job(self.sweep, "interval", seconds=self.schedule.sweep_s, id="sweep", next_run_time=first)
         scheduler.start()
         log.info(
-            "engine running: sweep every %ds, window every %ds, baselines every %ds; listening on %s",
+            "engine running: sweep every %ds, window every %ds, baselines every %ds, trends every %ds; listening on %s",
             self.schedule.sweep_s,
             self.schedule.window_s,
             self.schedule.baselines_s,
+            self.schedule.trends_s,
             CHANGED_DEVICES_CHANNEL,
         )
         try:

@@ -129,9 +129,17 @@ def _state(rows: Iterable[dict], column: str, device_index: dict[str, int], size
 
 
 def evaluate_rules(
-    conn: Any, rules: Sequence[ActiveRule], *, now: Any, device_ids: Sequence[str] | None = None
+    conn: Any,
+    rules: Sequence[ActiveRule],
+    *,
+    now: Any,
+    device_ids: Sequence[str] | None = None,
+    learned_trends: bool = False,
 ) -> EvaluationSummary:
-    """Evaluate rules at `now` over these devices (all when None); open and clear detections. Caller commits."""
+    """Evaluate rules at `now` over these devices (all when None); open and clear detections. Caller commits.
+
+    With `learned_trends`, trend conditions read the fits the engine's `trends` job stored.
+    """
     summary = EvaluationSummary(rules=len(rules))
     if not rules or (device_ids is not None and not device_ids):
         return summary
@@ -140,7 +148,13 @@ def evaluate_rules(
     devices = sorted(set(device_ids)) if device_ids is not None else None
     started = time.perf_counter()
     repo.lock_evaluation(conn)
-    facts = load_facts(conn, now=now_s, requirements=requirements_of(r.compiled for r in rules), device_ids=devices)
+    facts = load_facts(
+        conn,
+        now=now_s,
+        requirements=requirements_of(r.compiled for r in rules),
+        device_ids=devices,
+        learned_trends=learned_trends,
+    )
     summary.devices = facts.size
     loaded = time.perf_counter()
     summary.seconds["facts"] = loaded - started

@@ -56,14 +56,49 @@ def load_facts(
     requirements: Iterable[Requirement],
     device_ids: Sequence[str] | None = None,
     live: bool = True,
+    learned_trends: bool = False,
 ) -> FleetFacts:
-    """Facts at `now` for the given devices (every registered device when None), ordered by device id."""
+    """Facts at `now` for the given devices (every registered device when None), ordered by device id.
+
+    With `learned_trends`, `Trend` comes from the fits `learn_trends` stored (the line evaluated at now)
+    instead of fitting the raw readings again.
+    """
     instant = _Instant.of(now)
     scope = None if device_ids is None else sorted({str(device) for device in device_ids})
     with _without_jit(conn):
         facts = _device_facts(conn, instant, scope, live)
-        _Loader(conn, instant, facts, scope, live).load(set(requirements))
+        _Loader(conn, instant, facts, scope, live, learned_trends=learned_trends).load(set(requirements))
     return facts
+
+
+def learn_trends(conn: Any, *, now: dt.datetime | np.datetime64, requirements: Iterable[Trend]) -> int:
+    """Fit each trend over every device at `now` and store the fits (replacing earlier ones); answers rows stored."""
+    trends = sorted(set(requirements), key=repr)
+    if not trends:
+        return 0
+    facts = load_facts(conn, now=now, requirements=trends)
+    fitted_at = _Instant.of(now).as_datetime
+    rows = []
+    for trend in trends:
+        fit = facts.get(trend)
+        for index in np.flatnonzero(fit.points > 0):
+            slope, fitted = fit.slope_per_s[index], fit.fitted_now[index]
+            rows.append(
+                (
+                    str(facts.device_id[index]),
+                    trend.metric,
+                    trend.seconds,
+                    None if np.isnan(slope) else float(slope),
+                    None if np.isnan(fitted) else float(fitted),
+                    int(fit.points[index]),
+                    fitted_at,
+                )
+            )
+    windows = {"metrics": [trend.metric for trend in trends], "seconds": [trend.seconds for trend in trends]}
+    with conn.cursor() as cursor:
+        cursor.execute(QUERIES["forget_trend_fits"], windows)
+        execute_values(cursor, QUERIES["store_trend_fits"], rows, page_size=5000)
+    return len(rows)
 
 
 def _device_facts(conn: Any, instant: _Instant, scope: list[str] | None, live: bool) -> FleetFacts:
@@ -224,12 +259,22 @@ def _baseline_stats(conn: Any, instant: _Instant, pairs: Sequence[tuple[str, str
 class _Loader:
     """Fills `facts` with requirements, one statement per requirement type (or per requirement)."""
 
-    def __init__(self, conn: Any, instant: _Instant, facts: FleetFacts, scope: list[str] | None, live: bool):
+    def __init__(
+        self,
+        conn: Any,
+        instant: _Instant,
+        facts: FleetFacts,
+        scope: list[str] | None,
+        live: bool,
+        *,
+        learned_trends: bool = False,
+    ):
         self.conn = conn
         self.instant = instant
         self.facts = facts
         self.scope = scope
         self.live = live
+        self.learned_trends = learned_trends
 
     def load(self, requirements: set[Requirement]) -> None:
         by_type: dict[type, list] = defaultdict(list)
@@ -327,7 +372,7 @@ class _Loader:
 
     def trends(self, requirements: list[Trend]) -> None:
         ids, slots, slope, intercept, points = self._query(
-            "trends",
+            "trend_fits_learned" if self.learned_trends else "trends",
             5,
             metrics=[requirement.metric for requirement in requirements],
             seconds=[requirement.seconds for requirement in requirements],

@@ -265,3 +265,21 @@ ON CONFLICT (model, metric) DO UPDATE SET
     spread     = excluded.spread,
     samples    = excluded.samples,
     learned_at = excluded.learned_at
+
+-- name: trend_fits_learned --
+-- Per (metric, seconds) fit i: the stored line, evaluated at now (fitted + slope * seconds since the fit).
+SELECT f.device_id, w.i, f.slope, f.fitted + coalesce(f.slope, 0) * (%(now_epoch)s - date_part('epoch', f.fitted_at)),
+       f.points
+FROM trend_fits f
+JOIN unnest(%(metrics)s::text[], %(seconds)s::int[]) WITH ORDINALITY AS w(metric, seconds, i)
+  ON f.metric = w.metric AND f.seconds = w.seconds
+WHERE %(device_ids)s::text[] IS NULL OR f.device_id = ANY(%(device_ids)s::text[])
+
+-- name: forget_trend_fits --
+-- Drop the stored fits of these (metric, seconds) windows before storing new ones.
+DELETE FROM trend_fits f
+USING unnest(%(metrics)s::text[], %(seconds)s::int[]) AS w(metric, seconds)
+WHERE f.metric = w.metric AND f.seconds = w.seconds
+
+-- name: store_trend_fits --
+INSERT INTO trend_fits (device_id, metric, seconds, slope, fitted, points, fitted_at) VALUES %s

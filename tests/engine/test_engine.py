@@ -227,3 +227,48 @@ def test_a_detection_reopens_only_after_its_cooldown(conn, database) -> None:
     assert (first["status"], second["status"]) == ("cleared", "open")
     assert second["opened_at"] == start + dt.timedelta(hours=27)
     assert first["dedup_key"] != second["dedup_key"]
+
+
+GREASE_FILLING = {
+    "id": "hood-grease-filling",
+    "applies_to": {"kind": "range_hood"},
+    "when": {"trend": {"metric": "grease_load_pct", "reaches": 90, "within": "7d", "over": "7d"}},
+    "then": [{"call_customer": {"reason": "the grease filter will be full within a week"}}],
+    "cooldown": "1d",
+}
+
+
+def test_a_trend_rule_projects_the_learned_fit_days_ahead(conn, database) -> None:
+    create_rule(conn, GREASE_FILLING)
+    filling, steady = make_device(conn), make_device(conn)
+    conn.commit()
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    messages = []
+    for hours_ago in range(72, -1, -6):
+        at = now - dt.timedelta(hours=hours_ago)
+        seq = 100 - hours_ago
+        # The filling hood gains 2 points a day: at 70 now, it reaches 90 in 10 days; then 4 a day: in 5 days.
+        for device, value in ((filling.id, 70 - 2 * hours_ago / 24), (steady.id, 40.0)):
+            body = f'{{"seq": {seq}, "ts": "{at.isoformat()}", "metrics": {{"grease_load_pct": {value}}}}}'
+            messages.append(InboundMessage(telemetry_topic(device), body.encode(), now))
+    with database.transaction() as writer:
+        ingest_batch(writer, messages, now=now)
+    engine = Engine(database, schedule=RARELY, clock=lambda: now)
+
+    assert engine.learn_trends() == 2
+    engine.window()
+    assert detections(database, "hood-grease-filling") == []  # 10 days away: not within 7
+
+    later = now + dt.timedelta(hours=1)
+    faster = f'{{"seq": 200, "ts": "{later.isoformat()}", "metrics": {{"grease_load_pct": 80}}}}'
+    with database.transaction() as writer:
+        ingest_batch(writer, [InboundMessage(telemetry_topic(filling.id), faster.encode(), later)], now=later)
+    engine.clock = lambda: later
+    engine.window()  # the stored fit has not seen the jump yet
+    assert detections(database, "hood-grease-filling") == []
+    engine.learn_trends()
+    engine.window()
+    [detection] = detections(database, "hood-grease-filling")
+    assert detection["device_id"] == filling.id
+    values = detection["explanation"]["condition"]["values"]
+    assert values["slope_per_day"] > 2 and 0 < values["eta_s"] < 7 * 86400
