@@ -227,23 +227,29 @@ def build_parser() -> argparse.ArgumentParser:
     engine = commands.add_parser(
         "engine",
         help="the rule engine: event-driven rules per ingest batch, every rule on a schedule",
-        description="Evaluates the enabled rules and opens, keeps and clears detections. Threshold, "
-        "fault and offline rules run for the devices of each committed ingest batch; every rule runs "
-        "over the whole fleet on the schedule; model baselines for anomaly rules are relearned on theirs.",
+        description="Evaluates the enabled rules and opens, keeps and clears detections. Threshold, fault "
+        "and offline rules run for the devices of each committed ingest batch and over the whole fleet every "
+        "--sweep-every; the other rules (usage, elapsed, age, count, trend, anomaly, birthday) over the whole "
+        "fleet every --window-every. Model baselines and per-device trend fits are relearned on their own "
+        "schedules. Restarts and several engines at once never open a detection twice.",
     )
     engine.add_argument(
         "--once",
         action="store_true",
-        help="learn baselines and evaluate every rule once, print what changed as JSON, and exit",
+        help="learn baselines and trend fits, evaluate every rule once over the whole fleet, "
+        "print a JSON summary and exit",
     )
     engine.add_argument(
         "--sweep-every",
         type=duration,
         default=duration("1m"),
-        help="event-driven rules over the whole fleet (offline devices send nothing; default 1m)",
+        help="threshold, fault and offline rules over the whole fleet: silent devices send no batch (default 1m)",
     )
     engine.add_argument(
-        "--window-every", type=duration, default=duration("5m"), help="every rule over the whole fleet (default 5m)"
+        "--window-every",
+        type=duration,
+        default=duration("5m"),
+        help="the time-window rules over the whole fleet (default 5m)",
     )
     engine.add_argument(
         "--baselines-every", type=duration, default=duration("1h"), help="relearn the per-model baselines (default 1h)"
@@ -312,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     detection_bench.add_argument("--step", type=int, default=900, help="seconds between engine ticks (default 900)")
     detection_bench.add_argument("--faults", default="all:0.05", help="fault spec as for simulate (default all:0.05)")
     detection_bench.add_argument("--seed", type=int, default=11)
+    detection_bench.add_argument(
+        "--live-faults", type=int, default=50, help="faults published over MQTT to time the live path (default 50)"
+    )
     bench.set_defaults(handler=cmd_bench)
     return parser
 
