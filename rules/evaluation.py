@@ -4,8 +4,8 @@
 devices in the batch) and on its schedule (for the whole fleet); the API's backtest replays the same
 compiled rules over stored history with `backtest_stored`, writing nothing.
 
-Nothing is opened twice: evaluations hold one advisory lock while they read the state and write
-the transitions, and the database keeps at most one uncleared detection per rule and device
+Nothing is opened twice: evaluations hold one advisory lock from reading the detection state to
+committing the transitions, and the database keeps at most one uncleared detection per rule and device
 (a unique index), so a second engine, a restart or a replay finds the detection already open.
 """
 
@@ -147,7 +147,6 @@ def evaluate_rules(
     now_dt = _as_datetime(now_s)
     devices = sorted(set(device_ids)) if device_ids is not None else None
     started = time.perf_counter()
-    repo.lock_evaluation(conn)
     facts = load_facts(
         conn,
         now=now_s,
@@ -161,6 +160,9 @@ def evaluate_rules(
     if facts.size == 0:
         return summary
 
+    # Loading facts is the slow part and needs no lock; reading detection state and writing the changes
+    # does, or two engines could both decide from the same state. The lock is held until commit.
+    repo.lock_evaluation(conn)
     rule_ids = [rule.id for rule in rules]
     device_index = {device: i for i, device in enumerate(facts.device_id.tolist())}
     open_since = _state(
@@ -207,7 +209,15 @@ def evaluate_rules(
                 )
             )
         for index in np.flatnonzero(step.cleared):
-            to_clear.append((rule.id, str(facts.device_id[index]), now_dt, json.dumps(evaluation.explain(int(index)))))
+            to_clear.append(
+                (
+                    rule.id,
+                    str(facts.device_id[index]),
+                    _as_datetime(was_open_since[index]),
+                    now_dt,
+                    json.dumps(evaluation.explain(int(index))),
+                )
+            )
     evaluated = time.perf_counter()
     summary.seconds["evaluate"] = evaluated - loaded
 

@@ -61,11 +61,12 @@ ON CONFLICT DO NOTHING
 RETURNING id, rule_id, device_id
 
 -- name: clear_detection --
--- Clear the open detection of a rule and device.
+-- Clear the open detection of a rule and device that opened at opened_at (the one the evaluation saw).
 UPDATE detections AS d SET status = 'cleared', cleared_at = v.cleared_at::timestamptz,
        clear_explanation = v.explanation::jsonb
-FROM (VALUES %s) AS v (rule_id, device_id, cleared_at, explanation)
-WHERE d.rule_id = v.rule_id AND d.device_id = v.device_id AND d.cleared_at IS NULL
+FROM (VALUES %s) AS v (rule_id, device_id, opened_at, cleared_at, explanation)
+WHERE d.rule_id = v.rule_id AND d.device_id = v.device_id AND d.opened_at = v.opened_at::timestamptz
+  AND d.cleared_at IS NULL
 RETURNING d.id, d.rule_id, d.device_id
 
 -- name: list_detections --

@@ -73,7 +73,7 @@ def open_detections_rows(conn: Any, rows: list[tuple]) -> list[Row]:
 
 
 def clear_detections_rows(conn: Any, rows: list[tuple]) -> list[Row]:
-    """Clear by (rule_id, device_id, cleared_at, explanation json text) rows."""
+    """Clear by (rule_id, device_id, opened_at, cleared_at, explanation json text) rows."""
     return _values(conn, QUERIES["clear_detection"], rows)
 
 
