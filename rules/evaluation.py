@@ -15,7 +15,7 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,15 +116,22 @@ def _as_datetime(now: Any) -> dt.datetime:
     return dt.datetime.fromisoformat(f"{to_datetime64(now)}+00:00")
 
 
-def _state(rows: Iterable[dict], column: str, device_index: dict[str, int], size: int) -> dict[str, np.ndarray]:
-    """Per rule, the instants of `column` aligned with the facts' devices (NaT where there is none)."""
-    by_rule: dict[str, np.ndarray] = {}
-    for row in rows:
-        index = device_index.get(row["device_id"])
-        if index is None:
-            continue
-        instants = by_rule.setdefault(row["rule_id"], np.full(size, np.datetime64("NaT"), dtype=SECONDS))
-        instants[index] = to_datetime64(row[column])
+def _state(rows: Sequence[tuple[str, str, int]], device_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Per rule, (rule_id, device_id, epoch seconds) rows as instants aligned with the facts' sorted devices."""
+    if not rows or not device_ids.shape[0]:
+        return {}
+    rule_column, device_column, at_column = zip(*rows, strict=True)
+    rule_of = np.array(rule_column, dtype=str)
+    device_of = np.array(device_column, dtype=str)
+    at = np.array(at_column, dtype=np.int64).astype(SECONDS)
+    position = np.minimum(np.searchsorted(device_ids, device_of), device_ids.shape[0] - 1)
+    known = device_ids[position] == device_of
+    by_rule = {}
+    for rule_id in np.unique(rule_of[known]).tolist():
+        rows_of_rule = known & (rule_of == rule_id)
+        instants = np.full(device_ids.shape[0], np.datetime64("NaT"), dtype=SECONDS)
+        instants[position[rows_of_rule]] = at[rows_of_rule]
+        by_rule[rule_id] = instants
     return by_rule
 
 
@@ -164,10 +171,7 @@ def evaluate_rules(
     # does, or two engines could both decide from the same state. The lock is held until commit.
     repo.lock_evaluation(conn)
     rule_ids = [rule.id for rule in rules]
-    device_index = {device: i for i, device in enumerate(facts.device_id.tolist())}
-    open_since = _state(
-        repo.open_detections(conn, rule_ids=rule_ids, device_ids=devices), "opened_at", device_index, facts.size
-    )
+    open_since = _state(repo.open_detections(conn, rule_ids=rule_ids, device_ids=devices), facts.device_id)
     longest_cooldown = max(rule.compiled.rule.cooldown.seconds for rule in rules)
     clears = (
         repo.recent_clears(
@@ -176,7 +180,7 @@ def evaluate_rules(
         if longest_cooldown
         else []
     )
-    cleared_at = _state(clears, "cleared_at", device_index, facts.size)
+    cleared_at = _state(clears, facts.device_id)
     nat = np.full(facts.size, np.datetime64("NaT"), dtype=SECONDS)
 
     to_open: list[tuple] = []

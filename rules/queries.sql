@@ -41,13 +41,13 @@ SELECT pg_advisory_xact_lock(hashtext('careloop.rules.evaluation'))
 
 -- name: open_detections --
 -- Open (or acknowledged) detections of these rules, optionally only for some devices.
-SELECT rule_id, device_id, opened_at FROM detections
+SELECT rule_id, device_id, date_part('epoch', opened_at)::bigint AS opened_at FROM detections
 WHERE cleared_at IS NULL AND rule_id = ANY(%(rule_ids)s)
   AND (%(device_ids)s::text[] IS NULL OR device_id = ANY(%(device_ids)s::text[]))
 
 -- name: recent_clears --
 -- The last clear per rule and device since `since`: what a cooldown compares with.
-SELECT rule_id, device_id, max(cleared_at) AS cleared_at FROM detections
+SELECT rule_id, device_id, date_part('epoch', max(cleared_at))::bigint AS cleared_at FROM detections
 WHERE cleared_at IS NOT NULL AND cleared_at >= %(since)s AND rule_id = ANY(%(rule_ids)s)
   AND (%(device_ids)s::text[] IS NULL OR device_id = ANY(%(device_ids)s::text[]))
 GROUP BY rule_id, device_id
