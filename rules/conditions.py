@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -60,13 +60,24 @@ class ConditionResult:
     explain: Callable[[int], Explanation]
 
 
+# Which devices a costly requirement matters for, decided from cheaper facts already loaded and the
+# open detections: outside the mask the condition cannot hold whatever the requirement's value is.
+Narrower = Callable[[FleetFacts, np.ndarray], np.ndarray]
+
+
 @dataclass(frozen=True)
 class CompiledCondition:
-    """A condition as a pure function of the facts and of which detections are open (for hysteresis)."""
+    """A condition as a pure function of the facts and of which detections are open (for hysteresis).
+
+    `narrowers` lets the engine load a costly requirement (a window over raw readings) only for the
+    devices where it can change the outcome. The devices with an open detection are always inside,
+    so every opening and clearing is decided and explained with the full facts.
+    """
 
     kind: str
     requirements: frozenset[Requirement]
     evaluate_loaded: Callable[[FleetFacts, np.ndarray], ConditionResult]
+    narrowers: Mapping[Requirement, Narrower] = field(default_factory=dict)
 
     def evaluate(self, facts: FleetFacts, is_open: np.ndarray) -> ConditionResult:
         """Evaluate, or explain which facts were not loaded."""
@@ -190,8 +201,14 @@ def compile_threshold(spec: ThresholdSpec, context: CompileContext) -> CompiledC
 
         return ConditionResult(met, explain)
 
+    def beyond_now(facts: FleetFacts, is_open: np.ndarray) -> np.ndarray:
+        # The latest reading is in the window (inside it, or carried in), so a window that holds
+        # throughout needs the latest value beyond the level too.
+        return _beyond(facts.get(latest_key), level, side) | is_open
+
     requirements = {latest_key} | ({window_key} if window_key else set())
-    return CompiledCondition("threshold", frozenset(requirements), evaluate)
+    narrowers = {window_key: beyond_now} if window_key else {}
+    return CompiledCondition("threshold", frozenset(requirements), evaluate, narrowers)
 
 
 def compile_fault(spec: FaultSpec, context: CompileContext) -> CompiledCondition:
@@ -456,8 +473,18 @@ def compile_anomaly(spec: AnomalySpec, context: CompileContext) -> CompiledCondi
 
         return ConditionResult(met, explain)
 
+    def deviating_now(facts: FleetFacts, is_open: np.ndarray) -> np.ndarray:
+        # As for a threshold: a window that deviates throughout holds a latest value that deviates.
+        baseline, latest = facts.get(baseline_key), facts.get(latest_key)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            deviation = (latest - baseline.centre) / baseline.spread
+        up, down = deviation >= limit, deviation <= -limit
+        deviating = up if direction == "above" else down if direction == "below" else up | down
+        return (deviating & (baseline.samples >= spec.min_samples) & (baseline.spread > 0)) | is_open
+
     requirements = {baseline_key, latest_key} | ({window_key} if window_key else set())
-    return CompiledCondition("anomaly", frozenset(requirements), evaluate)
+    narrowers = {window_key: deviating_now} if window_key else {}
+    return CompiledCondition("anomaly", frozenset(requirements), evaluate, narrowers)
 
 
 def compile_trend(spec: TrendSpec, context: CompileContext) -> CompiledCondition:
@@ -600,7 +627,23 @@ def compile_combination(kind: str, children: list[CompiledCondition]) -> Compile
         return ConditionResult(met, explain)
 
     requirements = frozenset().union(*(child.requirements for child in children))
-    return CompiledCondition(kind, requirements, evaluate)
+    # Under `any`, a device may hold through one child while another is explained: that one needs its
+    # full facts too. Under `all`, a device where one child cannot hold does not hold.
+    return CompiledCondition(kind, requirements, evaluate, merge_narrowers(children) if kind == "all" else {})
+
+
+def merge_narrowers(conditions: Iterable[CompiledCondition]) -> dict[Requirement, Narrower]:
+    """A requirement is narrowed only if every condition needing it narrows it: the union of their masks."""
+    conditions = list(conditions)
+    merged: dict[Requirement, Narrower] = {}
+    for requirement in frozenset().union(*(condition.requirements for condition in conditions)):
+        needing = [condition for condition in conditions if requirement in condition.requirements]
+        if all(requirement in condition.narrowers for condition in needing):
+            parts = [condition.narrowers[requirement] for condition in needing]
+            merged[requirement] = lambda facts, is_open, parts=parts: np.logical_or.reduce(
+                [part(facts, is_open) for part in parts]
+            )
+    return merged
 
 
 def compile_condition(condition: Any, context: CompileContext) -> CompiledCondition:
@@ -666,11 +709,20 @@ class CompiledRule:
     def requirements(self) -> frozenset[Requirement]:
         return self.condition.requirements
 
+    def in_scope(self, facts: FleetFacts) -> np.ndarray:
+        scope = self.rule.applies_to
+        return facts.scope_mask(kind=scope.kind, model=scope.model) if scope else facts.scope_mask()
+
+    def devices_needing(self, requirement: Requirement, facts: FleetFacts, is_open: np.ndarray) -> np.ndarray:
+        """The devices whose value of `requirement` can change this rule's outcome (its narrower, in scope)."""
+        narrower = self.condition.narrowers.get(requirement)
+        in_scope = self.in_scope(facts)
+        return in_scope if narrower is None else in_scope & narrower(facts, np.asarray(is_open, dtype=bool))
+
     def evaluate(self, facts: FleetFacts, is_open: np.ndarray | None = None) -> RuleEvaluation:
         """Evaluate over every device; `is_open` marks devices whose detection is open (hysteresis)."""
         open_mask = np.zeros(facts.size, dtype=bool) if is_open is None else np.asarray(is_open, dtype=bool)
-        scope = self.rule.applies_to
-        in_scope = facts.scope_mask(kind=scope.kind, model=scope.model) if scope else facts.scope_mask()
+        in_scope = self.in_scope(facts)
         result = self.condition.evaluate(facts, open_mask)
         return RuleEvaluation(self.rule, facts, result.met & in_scope, in_scope, result)
 

@@ -24,9 +24,9 @@ from psycopg2.extras import Json
 
 from rules import repo
 from rules.conditions import CompiledRule, compile_rule, requirements_of
-from rules.facts import SECONDS, FleetFacts, Requirement, to_datetime64
+from rules.facts import SECONDS, FleetFacts, MetricWindow, Requirement, to_datetime64
 from rules.lifecycle import Transition, dedup_key, step_detections
-from rules.loader import load_facts
+from rules.loader import add_facts, load_facts
 from rules.models import RuleError, condition_kind, condition_spec, parse_rule
 from rules.reference import backtest
 
@@ -135,6 +135,22 @@ def _state(rows: Sequence[tuple[str, str, int]], device_ids: np.ndarray) -> dict
     return by_rule
 
 
+def narrowed(
+    requirement: Requirement,
+    rules: Sequence[ActiveRule],
+    facts: FleetFacts,
+    open_since: dict[str, np.ndarray],
+    nat: np.ndarray,
+) -> np.ndarray:
+    """The devices for which some rule needs this requirement's value."""
+    needing = np.zeros(facts.size, dtype=bool)
+    for rule in rules:
+        if requirement in rule.compiled.requirements:
+            is_open = ~np.isnat(open_since.get(rule.id, nat))
+            needing |= rule.compiled.devices_needing(requirement, facts, is_open)
+    return needing
+
+
 def evaluate_rules(
     conn: Any,
     rules: Sequence[ActiveRule],
@@ -154,12 +170,12 @@ def evaluate_rules(
     now_dt = _as_datetime(now_s)
     devices = sorted(set(device_ids)) if device_ids is not None else None
     started = time.perf_counter()
+    requirements = requirements_of(r.compiled for r in rules)
+    # Windows over raw readings cost an index scan per device: they are loaded last, for the devices
+    # that can need them (see `narrowed`), once the cheaper facts and the open detections are known.
+    windows = {requirement for requirement in requirements if isinstance(requirement, MetricWindow)}
     facts = load_facts(
-        conn,
-        now=now_s,
-        requirements=requirements_of(r.compiled for r in rules),
-        device_ids=devices,
-        learned_trends=learned_trends,
+        conn, now=now_s, requirements=requirements - windows, device_ids=devices, learned_trends=learned_trends
     )
     summary.devices = facts.size
     loaded = time.perf_counter()
@@ -182,6 +198,11 @@ def evaluate_rules(
     )
     cleared_at = _state(clears, facts.device_id)
     nat = np.full(facts.size, np.datetime64("NaT"), dtype=SECONDS)
+    for window in windows:
+        needing = narrowed(window, rules, facts, open_since, nat)
+        add_facts(conn, facts, [window], device_ids=facts.device_id[needing].tolist(), learned_trends=learned_trends)
+    windows_loaded = time.perf_counter()
+    summary.seconds["windows"] = windows_loaded - loaded
 
     to_open: list[tuple] = []
     to_clear: list[tuple] = []
@@ -223,7 +244,7 @@ def evaluate_rules(
                 )
             )
     evaluated = time.perf_counter()
-    summary.seconds["evaluate"] = evaluated - loaded
+    summary.seconds["evaluate"] = evaluated - windows_loaded
 
     for row in repo.open_detections_rows(conn, to_open):
         log.info("detection %s opened: rule %s on device %s", row["id"], row["rule_id"], row["device_id"])

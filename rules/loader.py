@@ -71,6 +71,23 @@ def load_facts(
     return facts
 
 
+def add_facts(
+    conn: Any,
+    facts: FleetFacts,
+    requirements: Iterable[Requirement],
+    *,
+    device_ids: Sequence[str],
+    live: bool = True,
+    learned_trends: bool = False,
+) -> None:
+    """Load more requirements into `facts`, for only these of its devices; the others get the empty value
+    (NaN, NaT, 0, False). For a costly requirement that matters to a few devices only."""
+    instant = _Instant.of(facts.now)
+    scope = sorted({str(device) for device in device_ids})
+    with _without_jit(conn):
+        _Loader(conn, instant, facts, scope, live, learned_trends=learned_trends).load(set(requirements))
+
+
 def learn_trends(conn: Any, *, now: dt.datetime | np.datetime64, requirements: Iterable[Trend]) -> int:
     """Fit each trend over every device at `now` and store the fits (replacing earlier ones); answers rows stored."""
     trends = sorted(set(requirements), key=repr)

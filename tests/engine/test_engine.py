@@ -272,3 +272,51 @@ def test_a_trend_rule_projects_the_learned_fit_days_ahead(conn, database) -> Non
     assert detection["device_id"] == filling.id
     values = detection["explanation"]["condition"]["values"]
     assert values["slope_per_day"] > 2 and 0 < values["eta_s"] < 7 * 86400
+
+
+def test_a_threshold_held_for_a_window_opens_and_clears_with_the_window_explained(conn, database) -> None:
+    rule = {
+        **CURRENT_HIGH,
+        "id": "hood-current-held",
+        "when": {"threshold": {"metric": "fan_current_a", "above": 3, "for": "10m", "clear_below": 2}},
+    }
+    create_rule(conn, rule)
+    high, calm = make_device(conn), make_device(conn)
+    conn.commit()
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    clock = {"now": now}
+    engine = Engine(database, schedule=RARELY, clock=lambda: clock["now"])
+    seqs = itertools.count(1)
+
+    def readings_at(*values: tuple[str, float, dt.datetime]) -> None:
+        messages = [
+            InboundMessage(
+                telemetry_topic(device),
+                f'{{"seq": {next(seqs)}, "ts": "{at.isoformat()}", "metrics": {{"fan_current_a": {value}}}}}'.encode(),
+                at,
+            )
+            for device, value, at in values
+        ]
+        with database.transaction() as writer:
+            ingest_batch(writer, messages, now=max(at for _, _, at in values))
+
+    minutes = lambda n: now + dt.timedelta(minutes=n)  # noqa: E731
+    readings_at((high.id, 3.5, minutes(0)), (calm.id, 3.5, minutes(0)))
+    readings_at((high.id, 3.6, minutes(6)), (calm.id, 1.2, minutes(6)))
+    clock["now"] = minutes(11)
+    engine.sweep()
+    [opened] = detections(database, "hood-current-held")
+    assert opened["device_id"] == high.id
+    values = opened["explanation"]["condition"]["values"]
+    assert (values["lowest"], values["highest"], values["covers_window"]) == (3.5, 3.6, True)
+
+    readings_at((high.id, 2.5, minutes(12)))
+    clock["now"] = minutes(13)
+    engine.sweep()  # below the level, above the clear level: still open
+    assert [d["status"] for d in detections(database, "hood-current-held")] == ["open"]
+    readings_at((high.id, 1.5, minutes(14)))
+    clock["now"] = minutes(15)
+    engine.sweep()
+    [cleared] = detections(database, "hood-current-held")
+    assert cleared["status"] == "cleared"
+    assert cleared["clear_explanation"]["condition"]["values"]["lowest"] == 1.5
