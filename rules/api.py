@@ -111,3 +111,10 @@ def get_detection(detection_id: int, conn: Conn, _role: Role) -> dict:
 def acknowledge_detection(detection_id: int, conn: Conn, role: Role) -> dict:
     """Say a person has seen it; it stays until the rule stops holding, then clears."""
     return service.acknowledge_detection(conn, detection_id, by=role)
+
+
+@router.get("/engine/jobs", tags=["detections"])
+def engine_jobs(conn: Conn, _role: Role) -> dict:
+    """When each engine job last ran over the fleet, how long it took, and what it opened and cleared."""
+    items = service.engine_jobs(conn)
+    return {"items": items, "total": len(items)}

@@ -102,8 +102,5 @@ ON CONFLICT (job) DO UPDATE SET last_run_at = excluded.last_run_at, duration_ms 
     summary = excluded.summary
 
 -- name: engine_jobs --
+-- When each engine job last ran, and what it did.
 SELECT job, last_run_at, duration_ms, summary FROM engine_jobs ORDER BY job
-
--- name: devices_changed_since --
--- Devices whose state the ingester changed after `since` (new data or a status change).
-SELECT device_id FROM device_state WHERE updated_at > %(since)s ORDER BY device_id

@@ -109,6 +109,3 @@ def record_job(conn: Any, *, job: str, at: Any, duration_ms: float, summary: dic
 def engine_jobs(conn: Any) -> list[Row]:
     return fetch_all(conn, QUERIES["engine_jobs"])
 
-
-def devices_changed_since(conn: Any, *, since: Any) -> list[str]:
-    return [row["device_id"] for row in fetch_all(conn, QUERIES["devices_changed_since"], {"since": since})]

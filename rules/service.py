@@ -94,6 +94,11 @@ def acknowledge_detection(conn: Any, detection_id: int, *, by: str) -> dict:
     return get_detection(conn, detection_id)
 
 
+def engine_jobs(conn: Any) -> list[dict]:
+    """When each engine job (sweep, window, baselines, trends) last ran, how long it took and what it did."""
+    return repo.engine_jobs(conn)
+
+
 def backtest_rule(conn: Any, rule_id: str, request: BacktestRequest) -> dict:
     """What a stored rule would have opened and cleared over stored history; opens nothing."""
     stored = get_rule(conn, rule_id)
@@ -118,6 +123,7 @@ __all__ = [
     "acknowledge_detection",
     "backtest_rule",
     "create_rule",
+    "engine_jobs",
     "get_detection",
     "get_rule",
     "list_detections",

@@ -80,6 +80,8 @@ def test_detections_are_listed_explained_and_acknowledged(client, database, conn
     Engine(database).sweep()
     assert client.get("/detections", headers=ADMIN).json()["total"] == 1
 
+    jobs = {job["job"]: job for job in client.get("/engine/jobs", headers=ADMIN).json()["items"]}
+    assert jobs["sweep"]["summary"]["rules"] == 1 and jobs["sweep"]["summary"]["devices"] == 2
     assert client.post("/detections/999999/acknowledge", headers=ADMIN).status_code == 404
     wrong_status = client.get("/detections", params={"status": "closed"}, headers=ADMIN)
     assert wrong_status.status_code == 422 and "status" in wrong_status.text
