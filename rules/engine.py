@@ -73,7 +73,16 @@ class Engine:
         now = self.clock()
         with self.database.transaction() as conn:
             rules = [rule for rule in active_rules(conn) if select_rules(rule)]
-            summary = evaluate_rules(conn, rules, now=now, device_ids=device_ids, learned_trends=learned_trends)
+            # A whole-fleet job loads its facts on several connections at once; a batch is small.
+            parallel_dsn = self.database.dsn if device_ids is None else None
+            summary = evaluate_rules(
+                conn,
+                rules,
+                now=now,
+                device_ids=device_ids,
+                learned_trends=learned_trends,
+                parallel_dsn=parallel_dsn,
+            )
             if device_ids is None:
                 # Per-batch runs are too many to record; the scheduled ones say when the fleet was last checked.
                 elapsed_ms = (time.perf_counter() - started) * 1000

@@ -158,10 +158,12 @@ def evaluate_rules(
     now: Any,
     device_ids: Sequence[str] | None = None,
     learned_trends: bool = False,
+    parallel_dsn: str | None = None,
 ) -> EvaluationSummary:
     """Evaluate rules at `now` over these devices (all when None); open and clear detections. Caller commits.
 
-    With `learned_trends`, trend conditions read the fits the engine's `trends` job stored.
+    With `learned_trends`, trend conditions read the fits the engine's `trends` job stored. With
+    `parallel_dsn`, facts load on several connections to that database at once (for the whole fleet).
     """
     summary = EvaluationSummary(rules=len(rules))
     if not rules or (device_ids is not None and not device_ids):
@@ -175,7 +177,12 @@ def evaluate_rules(
     # that can need them (see `narrowed`), once the cheaper facts and the open detections are known.
     windows = {requirement for requirement in requirements if isinstance(requirement, MetricWindow)}
     facts = load_facts(
-        conn, now=now_s, requirements=requirements - windows, device_ids=devices, learned_trends=learned_trends
+        conn,
+        now=now_s,
+        requirements=requirements - windows,
+        device_ids=devices,
+        learned_trends=learned_trends,
+        parallel_dsn=parallel_dsn,
     )
     summary.devices = facts.size
     loaded = time.perf_counter()

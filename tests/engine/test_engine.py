@@ -6,6 +6,7 @@ import datetime as dt
 import itertools
 import threading
 
+import numpy as np
 import pytest
 
 from careloop.db import Database, fetch_all
@@ -320,3 +321,45 @@ def test_a_threshold_held_for_a_window_opens_and_clears_with_the_window_explaine
     [cleared] = detections(database, "hood-current-held")
     assert cleared["status"] == "cleared"
     assert cleared["clear_explanation"]["condition"]["values"]["lowest"] == 1.5
+
+
+def test_facts_loaded_side_by_side_equal_those_loaded_one_after_another(conn, database, database_url) -> None:
+    from rules.builtin import load_builtin_rules
+    from rules.conditions import compile_rule, requirements_of
+    from rules.loader import load_facts
+
+    devices = [make_device(conn), make_device(conn, model="RH-600")]
+    conn.commit()
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    messages = [
+        InboundMessage(
+            telemetry_topic(device.id),
+            f'{{"seq": {seq}, "ts": "{(now - dt.timedelta(hours=seq)).isoformat()}", '
+            f'"metrics": {{"fan_current_a": {0.5 + seq / 10}, "run_hours": {100 - seq}}}}}'.encode(),
+            now,
+        )
+        for device in devices
+        for seq in range(1, 6)
+    ] + [
+        InboundMessage(
+            events_topic(devices[0].id),
+            f'{{"seq": 9, "ts": "{now.isoformat()}", "type": "fault", "code": "E21"}}'.encode(),
+            now,
+        )
+    ]
+    with database.transaction() as writer:
+        ingest_batch(writer, messages, now=now)
+    requirements = requirements_of(compile_rule(rule) for rule in load_builtin_rules())
+    with database.transaction() as reader:
+        one_by_one = load_facts(reader, now=now, requirements=requirements)
+        side_by_side = load_facts(reader, now=now, requirements=requirements, parallel_dsn=database_url)
+    assert one_by_one.loaded.keys() == side_by_side.loaded.keys()
+    for requirement, value in one_by_one.loaded.items():
+        other = side_by_side.loaded[requirement]
+        parts = (
+            [(value, other)]
+            if isinstance(value, np.ndarray)
+            else [(getattr(value, name), getattr(other, name)) for name in value.__dataclass_fields__]
+        )
+        for mine, theirs in parts:
+            np.testing.assert_array_equal(mine, theirs, err_msg=repr(requirement))
