@@ -84,7 +84,7 @@ def start_broker(home: Path, preferred_port: int | None = 1883) -> str:
             process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=stderr)
         atexit.register(_stop_process, process)
         _keep_alive.append(process)
-        _wait_for_port(port, process, stderr_log)
+        wait_for_port(port, process, stderr_log)
         log.info("embedded mosquitto on 127.0.0.1:%d (data in %s)", port, data_dir)
         return f"mqtt://127.0.0.1:{port}"
     _start_amqtt(port)
@@ -92,7 +92,7 @@ def start_broker(home: Path, preferred_port: int | None = 1883) -> str:
     return f"mqtt://127.0.0.1:{port}?protocol=3.1.1"
 
 
-def _wait_for_port(
+def wait_for_port(
     port: int, process: subprocess.Popen | None = None, stderr_log: Path | None = None, timeout_s: float = 10
 ) -> None:
     deadline = time.monotonic() + timeout_s
@@ -135,4 +135,4 @@ def _start_amqtt(port: int) -> None:
     thread = threading.Thread(target=serve, name="amqtt-broker", daemon=True)
     thread.start()
     _keep_alive.append((broker, loop, thread))
-    _wait_for_port(port)
+    wait_for_port(port)

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterable
 
 from careloop.mqtt import make_connection
+from ingest.service import BatchOutcome, InboundMessage, ingest_batch
 
 
 def publish_all(mqtt_url: str, messages: Iterable[tuple[str, bytes | dict | str]], *, retain: bool = False) -> int:
@@ -44,3 +45,19 @@ def wait_until(condition: Callable[[], bool], *, timeout_s: float = 20, what: st
 def reading(seq: int, *, at: dt.datetime | None = None, **metrics: float) -> dict:
     moment = at or dt.datetime.now(dt.UTC)
     return {"seq": seq, "ts": moment.isoformat().replace("+00:00", "Z"), "metrics": metrics or {"fan_current_a": 0.6}}
+
+
+def event(seq: int, *, at: dt.datetime, kind: str, code: str | None = None) -> dict:
+    """An events payload."""
+    return {"seq": seq, "ts": at.isoformat(), "type": kind} | ({"code": code} if code else {})
+
+
+def inbound(topic: str, payload: dict, received_at: dt.datetime) -> InboundMessage:
+    """A message as the broker would hand it to the ingester."""
+    return InboundMessage(topic, json.dumps(payload).encode(), received_at)
+
+
+def store(database, messages: list[InboundMessage], *, now: dt.datetime) -> BatchOutcome:
+    """Ingest messages through the ingest service at `now`, without the broker, and commit."""
+    with database.transaction() as writer:
+        return ingest_batch(writer, messages, now=now)

@@ -11,9 +11,9 @@ from careloop.app import create_app
 from careloop.auth import create_token
 from careloop.db import fetch_value
 from careloop.mqtt import events_topic
-from ingest.service import InboundMessage, ingest_batch
 from rules.engine import Engine
 from tests.factories import make_device
+from tests.helpers import event, inbound, store
 
 pytestmark = pytest.mark.integration
 ADMIN = {"Authorization": "Bearer admin-token-for-tests"}
@@ -40,15 +40,10 @@ def headers_for(database, role: str) -> dict:
 def store_events(database, device_id: str, events: list[tuple[dt.datetime, str]]) -> None:
     now = dt.datetime.now(dt.UTC)
     messages = [
-        InboundMessage(
-            events_topic(device_id),
-            f'{{"seq": {seq}, "ts": "{at.isoformat()}", "type": "{kind}", "code": "E21"}}'.encode(),
-            now,
-        )
+        inbound(events_topic(device_id), event(seq, at=at, kind=kind, code="E21"), now)
         for seq, (at, kind) in enumerate(events, start=1)
     ]
-    with database.transaction() as conn:
-        ingest_batch(conn, messages, now=now)
+    store(database, messages, now=now)
 
 
 def test_detections_are_listed_explained_and_acknowledged(client, database, conn) -> None:

@@ -5,22 +5,21 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from careloop.app import create_app
 from careloop.db import fetch_value
+from careloop.embedded import free_port, wait_for_port
 from careloop.mqtt import events_topic
-from ingest.service import InboundMessage, ingest_batch
 from rules.engine import Engine
 from rules.service import create_rule
 from tests.factories import make_device
+from tests.helpers import event, inbound, store
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,23 +32,6 @@ FAN_STALL = {
     "then": [{"open_service_order": {"type": "repair", "priority": "urgent", "sla": "24h", "skill": "motor"}}],
     "severity": "critical",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"nothing listens on port {port} after {timeout_s:.0f}s")
 
 
 @pytest.fixture
@@ -72,13 +54,13 @@ def api_url(database) -> str:
     """The real API on a port of its own, in this process."""
     import uvicorn
 
-    port = free_port()
+    port = free_port(None)
     server = uvicorn.Server(
         uvicorn.Config(create_app(database, admin_token=ADMIN, mqtt_url=None), port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    wait_for_port(port)
+    wait_for_port(port, timeout_s=60)
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
@@ -86,7 +68,7 @@ def api_url(database) -> str:
 
 @pytest.fixture
 def dashboard_url(api_url: str, tmp_path: Path) -> str:
-    port = free_port()
+    port = free_port(None)
     env = {**os.environ, "CARELOOP_API_URL": api_url, "CARELOOP_API_TOKEN": ADMIN}
     command = [
         sys.executable,
@@ -103,7 +85,7 @@ def dashboard_url(api_url: str, tmp_path: Path) -> str:
     ]
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for_port(port)
+        wait_for_port(port, timeout_s=60)
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
@@ -117,9 +99,7 @@ def test_a_dispatcher_sees_why_a_detection_opened_and_acknowledges_it(
     device = make_device(conn)
     conn.commit()
     now = dt.datetime.now(dt.UTC)
-    fault = f'{{"seq": 1, "ts": "{now.isoformat()}", "type": "fault", "code": "E21"}}'.encode()
-    with database.transaction() as writer:
-        ingest_batch(writer, [InboundMessage(events_topic(device.id), fault, now)], now=now)
+    store(database, [inbound(events_topic(device.id), event(1, at=now, kind="fault", code="E21"), now)], now=now)
     Engine(database).sweep()
 
     page = browser.new_page()

@@ -11,11 +11,10 @@ import pytest
 
 from careloop.db import Database, fetch_all
 from careloop.mqtt import events_topic, telemetry_topic
-from ingest.service import InboundMessage, ingest_batch
 from rules.engine import Engine, Schedule
 from rules.service import create_rule
 from tests.factories import make_device
-from tests.helpers import publish_all, reading, wait_until
+from tests.helpers import event, inbound, publish_all, reading, store, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -207,9 +206,7 @@ def test_a_detection_reopens_only_after_its_cooldown(conn, database) -> None:
     engine = Engine(database, schedule=RARELY, clock=lambda: clock["now"])
 
     def event_at(seq: int, at: dt.datetime, kind: str) -> None:
-        payload = f'{{"seq": {seq}, "ts": "{at.isoformat()}", "type": "{kind}", "code": "E21"}}'.encode()
-        with database.transaction() as writer:
-            ingest_batch(writer, [InboundMessage(events_topic(device.id), payload, at)], now=at)
+        store(database, [inbound(events_topic(device.id), event(seq, at=at, kind=kind, code="E21"), at)], now=at)
 
     def at(hours: float) -> dt.datetime:
         clock["now"] = start + dt.timedelta(hours=hours)
@@ -250,10 +247,8 @@ def test_a_trend_rule_projects_the_learned_fit_days_ahead(conn, database) -> Non
         seq = 100 - hours_ago
         # The filling hood gains 2 points a day: at 70 now, it reaches 90 in 10 days; then 4 a day: in 5 days.
         for device, value in ((filling.id, 70 - 2 * hours_ago / 24), (steady.id, 40.0)):
-            body = f'{{"seq": {seq}, "ts": "{at.isoformat()}", "metrics": {{"grease_load_pct": {value}}}}}'
-            messages.append(InboundMessage(telemetry_topic(device), body.encode(), now))
-    with database.transaction() as writer:
-        ingest_batch(writer, messages, now=now)
+            messages.append(inbound(telemetry_topic(device), reading(seq, at=at, grease_load_pct=value), now))
+    store(database, messages, now=now)
     engine = Engine(database, schedule=RARELY, clock=lambda: now)
 
     assert engine.learn_trends() == 2
@@ -261,9 +256,8 @@ def test_a_trend_rule_projects_the_learned_fit_days_ahead(conn, database) -> Non
     assert detections(database, "hood-grease-filling") == []  # 10 days away: not within 7
 
     later = now + dt.timedelta(hours=1)
-    faster = f'{{"seq": 200, "ts": "{later.isoformat()}", "metrics": {{"grease_load_pct": 80}}}}'
-    with database.transaction() as writer:
-        ingest_batch(writer, [InboundMessage(telemetry_topic(filling.id), faster.encode(), later)], now=later)
+    faster = reading(200, at=later, grease_load_pct=80)
+    store(database, [inbound(telemetry_topic(filling.id), faster, later)], now=later)
     engine.clock = lambda: later
     engine.window()  # the stored fit has not seen the jump yet
     assert detections(database, "hood-grease-filling") == []
@@ -291,15 +285,10 @@ def test_a_threshold_held_for_a_window_opens_and_clears_with_the_window_explaine
 
     def readings_at(*values: tuple[str, float, dt.datetime]) -> None:
         messages = [
-            InboundMessage(
-                telemetry_topic(device),
-                f'{{"seq": {next(seqs)}, "ts": "{at.isoformat()}", "metrics": {{"fan_current_a": {value}}}}}'.encode(),
-                at,
-            )
+            inbound(telemetry_topic(device), reading(next(seqs), at=at, fan_current_a=value), at)
             for device, value, at in values
         ]
-        with database.transaction() as writer:
-            ingest_batch(writer, messages, now=max(at for _, _, at in values))
+        store(database, messages, now=max(at for _, _, at in values))
 
     minutes = lambda n: now + dt.timedelta(minutes=n)  # noqa: E731
     readings_at((high.id, 3.5, minutes(0)), (calm.id, 3.5, minutes(0)))
@@ -332,23 +321,15 @@ def test_facts_loaded_side_by_side_equal_those_loaded_one_after_another(conn, da
     conn.commit()
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     messages = [
-        InboundMessage(
+        inbound(
             telemetry_topic(device.id),
-            f'{{"seq": {seq}, "ts": "{(now - dt.timedelta(hours=seq)).isoformat()}", '
-            f'"metrics": {{"fan_current_a": {0.5 + seq / 10}, "run_hours": {100 - seq}}}}}'.encode(),
+            reading(seq, at=now - dt.timedelta(hours=seq), fan_current_a=0.5 + seq / 10, run_hours=100 - seq),
             now,
         )
         for device in devices
         for seq in range(1, 6)
-    ] + [
-        InboundMessage(
-            events_topic(devices[0].id),
-            f'{{"seq": 9, "ts": "{now.isoformat()}", "type": "fault", "code": "E21"}}'.encode(),
-            now,
-        )
-    ]
-    with database.transaction() as writer:
-        ingest_batch(writer, messages, now=now)
+    ] + [inbound(events_topic(devices[0].id), event(9, at=now, kind="fault", code="E21"), now)]
+    store(database, messages, now=now)
     requirements = requirements_of(compile_rule(rule) for rule in load_builtin_rules())
     with database.transaction() as reader:
         one_by_one = load_facts(reader, now=now, requirements=requirements)

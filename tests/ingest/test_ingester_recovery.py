@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -13,7 +12,7 @@ import psycopg2
 import pytest
 
 from careloop.db import Database, fetch_value
-from careloop.embedded import free_port, mosquitto_config
+from careloop.embedded import free_port, mosquitto_config, wait_for_port
 from careloop.mqtt import telemetry_topic
 from ingest.subscriber import Ingester, forget_session
 from tests.factories import make_device
@@ -73,7 +72,7 @@ def own_broker(tmp_path: Path):
         processes.append(
             subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         )
-        wait_until(lambda: _answers(port), what=f"mosquitto on port {port}")
+        wait_for_port(port, processes[-1])
 
     def stop() -> None:
         process = processes[-1]
@@ -85,14 +84,6 @@ def own_broker(tmp_path: Path):
     for process in processes:
         if process.poll() is None:
             process.kill()
-
-
-def _answers(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 def test_a_broker_restart_loses_nothing_queued_for_the_ingester(conn, database, own_broker):
