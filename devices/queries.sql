@@ -14,7 +14,8 @@ SELECT id, model FROM devices WHERE id = ANY(%(device_ids)s)
 SELECT d.id, d.model, d.kind, d.owner_id AS owner, d.purchased_on, d.region, d.created_at,
        s.online, s.last_seen, s.last_seq,
        GREATEST(coalesce(s.last_seq - s.first_seq + 1 - s.seq_count, 0), 0) AS missing_seq,
-       coalesce(s.latest, '{}'::jsonb) AS latest,
+       (SELECT coalesce(jsonb_object_agg(l.metric, l.value), '{}'::jsonb)
+        FROM device_latest l WHERE l.device_id = d.id) AS latest,
        count(*) OVER () AS total
 FROM devices d
 LEFT JOIN device_state s ON s.device_id = d.id

@@ -52,8 +52,7 @@ def list_devices(conn: Any, *, limit: int, offset: int, **filters: Any) -> tuple
 
 
 def _device_read(row: dict[str, Any]) -> DeviceRead:
-    latest = {metric: entry["v"] for metric, entry in (row.get("latest") or {}).items()}
-    return DeviceRead.model_validate({**row, "latest": latest})
+    return DeviceRead.model_validate({**row, "latest": row.get("latest") or {}})
 
 
 def device_telemetry(

@@ -24,12 +24,12 @@ ON CONFLICT ON CONSTRAINT events_dedup DO NOTHING
 RETURNING device_id, seq, type, code, ts
 
 -- name: upsert_device_progress --
--- Advance each device's state with what this batch newly stored: seq bookkeeping, last seen,
--- and the newest value of each metric (a late reading never overwrites a newer one).
+-- Advance each device's state with what this batch newly stored: seq bookkeeping and last seen.
+-- Its row locks, held to commit, make two batches of one device take turns for what follows.
 INSERT INTO device_state AS state
-    (device_id, last_seen, last_received_at, first_seq, last_seq, seq_count, latest, updated_at)
-SELECT v.device_id, v.last_seen, now(), v.first_seq, v.last_seq, v.seq_count, v.latest::jsonb, now()
-FROM (VALUES %s) AS v (device_id, last_seen, first_seq, last_seq, seq_count, latest)
+    (device_id, last_seen, last_received_at, first_seq, last_seq, seq_count, updated_at)
+SELECT v.device_id, v.last_seen, now(), v.first_seq, v.last_seq, v.seq_count, now()
+FROM (VALUES %s) AS v (device_id, last_seen, first_seq, last_seq, seq_count)
 ORDER BY v.device_id
 ON CONFLICT (device_id) DO UPDATE SET
     last_seen        = GREATEST(state.last_seen, excluded.last_seen),
@@ -37,19 +37,66 @@ ON CONFLICT (device_id) DO UPDATE SET
     first_seq        = LEAST(state.first_seq, excluded.first_seq),
     last_seq         = GREATEST(state.last_seq, excluded.last_seq),
     seq_count        = state.seq_count + excluded.seq_count,
-    latest           = (
-        SELECT coalesce(jsonb_object_agg(newest.key, newest.value), '{}'::jsonb)
-        FROM (
-            SELECT DISTINCT ON (merged.key) merged.key, merged.value
-            FROM (
-                SELECT key, value FROM jsonb_each(state.latest)
-                UNION ALL
-                SELECT key, value FROM jsonb_each(excluded.latest)
-            ) AS merged
-            ORDER BY merged.key, (merged.value ->> 'ts')::timestamptz DESC
-        ) AS newest
-    ),
     updated_at       = now()
+
+-- name: upsert_device_latest --
+-- The newest reading of each metric per device; a late reading never replaces a newer one.
+INSERT INTO device_latest AS latest (device_id, metric, value, ts, seq)
+VALUES %s
+ON CONFLICT (device_id, metric) DO UPDATE SET
+    value = excluded.value,
+    ts    = excluded.ts,
+    seq   = excluded.seq
+WHERE (excluded.ts, excluded.seq) > (latest.ts, latest.seq)
+
+-- name: record_event_counters --
+-- Refresh event_counters (see its migration) where this batch can have changed them: the (device, event type,
+-- counter metric) triples of its new events, and stored rows that one of its readings lands before (at or
+-- before the event's second, or before the reading the value was taken from, or where there was none).
+-- Each row is recomputed from the device's last event of the type and its readings, whatever the batch held.
+WITH triple AS (
+    SELECT device_id, event_type, metric
+    FROM unnest(%(event_devices)s::text[], %(event_types)s::text[], %(event_metrics)s::text[])
+         AS e (device_id, event_type, metric)
+    UNION
+    SELECT c.device_id, c.event_type, c.metric
+    FROM unnest(%(reading_devices)s::text[], %(reading_metrics)s::text[], %(reading_ts)s::timestamptz[])
+         AS r (device_id, metric, earliest)
+    JOIN event_counters c ON c.device_id = r.device_id AND c.metric = r.metric
+    WHERE c.reading_ts IS NULL
+       OR r.earliest < date_trunc('second', c.event_ts) + interval '1 second'
+       OR r.earliest <= c.reading_ts
+), last_event AS (
+    SELECT t.device_id, t.event_type, t.metric,
+           (SELECT max(e.ts) FROM events e WHERE e.device_id = t.device_id AND e.type = t.event_type) AS ts
+    FROM triple t
+)
+INSERT INTO event_counters AS counter (device_id, event_type, metric, event_ts, value, reading_ts)
+SELECT l.device_id, l.event_type, l.metric, l.ts,
+       coalesce(before.value, after.value), coalesce(before.ts, after.ts)
+FROM last_event l
+LEFT JOIN LATERAL (
+    -- two index descents, as in rules/loader.sql: the reading's ts, then the highest seq at it
+    SELECT t.value, t.ts FROM telemetry t
+    WHERE t.device_id = l.device_id AND t.metric = l.metric
+      AND t.ts = (SELECT max(x.ts) FROM telemetry x
+                  WHERE x.device_id = l.device_id AND x.metric = l.metric
+                    AND x.ts < date_trunc('second', l.ts) + interval '1 second')
+    ORDER BY t.seq DESC LIMIT 1
+) before ON true
+LEFT JOIN LATERAL (
+    -- nothing at or before the event: every reading is after it, take the first
+    SELECT t.value, t.ts FROM telemetry t
+    WHERE before.value IS NULL AND t.device_id = l.device_id AND t.metric = l.metric
+      AND t.ts = (SELECT min(x.ts) FROM telemetry x WHERE x.device_id = l.device_id AND x.metric = l.metric)
+    ORDER BY t.seq LIMIT 1
+) after ON true
+WHERE l.ts IS NOT NULL
+ORDER BY l.device_id, l.event_type, l.metric
+ON CONFLICT (device_id, event_type, metric) DO UPDATE SET
+    event_ts   = excluded.event_ts,
+    value      = excluded.value,
+    reading_ts = excluded.reading_ts
 
 -- name: set_device_status --
 -- Record a device's online/offline status from its status topic.

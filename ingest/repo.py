@@ -41,10 +41,47 @@ def insert_events(conn: Any, *, rows: Sequence[tuple]) -> list[tuple]:
 
 
 def upsert_device_progress(conn: Any, *, rows: Sequence[tuple]) -> None:
-    """rows: (device_id, last_seen, first_seq, last_seq, seq_count, latest_json)."""
+    """rows: (device_id, last_seen, first_seq, last_seq, seq_count)."""
     if rows:
         with conn.cursor() as cursor:
             execute_values(cursor, QUERIES["upsert_device_progress"], rows, page_size=len(rows))
+
+
+def upsert_device_latest(conn: Any, *, rows: Sequence[tuple]) -> None:
+    """rows: (device_id, metric, value, ts, seq), at most one per (device, metric), in that order."""
+    if rows:
+        with conn.cursor() as cursor:
+            execute_values(cursor, QUERIES["upsert_device_latest"], rows, page_size=len(rows))
+
+
+def record_event_counters(
+    conn: Any,
+    *,
+    events: Sequence[tuple[str, str, str]],
+    earliest_readings: Sequence[tuple[str, str, dt.datetime]],
+) -> None:
+    """Refresh event_counters for new events, given as (device_id, event_type, counter metric), and for
+    newly stored readings, given as (device_id, metric, earliest ts stored in this batch)."""
+    if not events and not earliest_readings:
+        return
+    event_devices, event_types, event_metrics = _columns(events, 3)
+    reading_devices, reading_metrics, reading_ts = _columns(earliest_readings, 3)
+    execute(
+        conn,
+        QUERIES["record_event_counters"],
+        {
+            "event_devices": event_devices,
+            "event_types": event_types,
+            "event_metrics": event_metrics,
+            "reading_devices": reading_devices,
+            "reading_metrics": reading_metrics,
+            "reading_ts": reading_ts,
+        },
+    )
+
+
+def _columns(rows: Sequence[tuple], width: int) -> list[list]:
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
 def set_device_status(conn: Any, *, device_id: str, online: bool, changed_at: dt.datetime) -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from devices import service as devices_service
+from devices.models import ApplianceModel
 from ingest import repo
 from ingest.payloads import (
     UNKNOWN_DEVICE,
@@ -133,7 +133,14 @@ def ingest_batch(
         repo.stage_readings(conn, rows=telemetry_rows)
         stored_telemetry = repo.insert_staged_telemetry(conn)
     stored_events = repo.insert_events(conn, rows=event_rows)
+    # Progress first: its row locks make batches of one device take turns for the rest.
     repo.upsert_device_progress(conn, rows=_device_progress(stored_telemetry, stored_events))
+    repo.upsert_device_latest(conn, rows=_newest_readings(stored_telemetry))
+    repo.record_event_counters(
+        conn,
+        events=_event_counter_triples(stored_events, models),
+        earliest_readings=_earliest_readings(stored_telemetry),
+    )
     repo.insert_quarantine(conn, rows=quarantine)
 
     outcome.readings_stored = len(stored_telemetry)
@@ -152,34 +159,49 @@ def _device_of(topic: str) -> str | None:
 
 
 def _device_progress(stored_telemetry: list[tuple], stored_events: list[tuple]) -> list[tuple]:
-    """Per device: newest ts, seq range and count of newly stored seqs, newest value per metric."""
+    """Per device: newest ts, seq range and count of newly stored seqs."""
     seqs: dict[str, set[int]] = {}
     last_seen: dict[str, dt.datetime] = {}
-    latest: dict[str, dict[str, tuple[dt.datetime, float]]] = {}
-    for device_id, seq, metric, value, ts in stored_telemetry:
+    for device_id, seq, _metric, _value, ts in stored_telemetry:
         seqs.setdefault(device_id, set()).add(seq)
         last_seen[device_id] = max(ts, last_seen.get(device_id, ts))
-        current = latest.setdefault(device_id, {}).get(metric)
-        if current is None or ts > current[0]:
-            latest[device_id][metric] = (ts, value)
     for device_id, seq, _type, _code, ts in stored_events:
         seqs.setdefault(device_id, set()).add(seq)
         last_seen[device_id] = max(ts, last_seen.get(device_id, ts))
-    rows = []
-    for device_id in sorted(seqs):
-        newest = {
-            metric: {"v": value, "ts": ts.isoformat()}
-            for metric, (ts, value) in latest.get(device_id, {}).items()
-        }
-        device_seqs = seqs[device_id]
-        rows.append(
-            (
-                device_id,
-                last_seen[device_id],
-                min(device_seqs),
-                max(device_seqs),
-                len(device_seqs),
-                json.dumps(newest),
-            )
-        )
-    return rows
+    return [
+        (device_id, last_seen[device_id], min(device_seqs), max(device_seqs), len(device_seqs))
+        for device_id, device_seqs in sorted(seqs.items())
+    ]
+
+
+def _newest_readings(stored_telemetry: list[tuple]) -> list[tuple]:
+    """Per (device, metric): the newly stored reading newest by (ts, seq), as (device_id, metric, value, ts, seq)."""
+    newest: dict[tuple[str, str], tuple] = {}
+    for device_id, seq, metric, value, ts in stored_telemetry:
+        current = newest.get((device_id, metric))
+        if current is None or (ts, seq) > (current[3], current[4]):
+            newest[(device_id, metric)] = (device_id, metric, value, ts, seq)
+    return [newest[key] for key in sorted(newest)]
+
+
+def _earliest_readings(stored_telemetry: list[tuple]) -> list[tuple[str, str, dt.datetime]]:
+    """Per (device, metric): the earliest ts newly stored, as (device_id, metric, ts)."""
+    earliest: dict[tuple[str, str], dt.datetime] = {}
+    for device_id, _seq, metric, _value, ts in stored_telemetry:
+        key = (device_id, metric)
+        earliest[key] = min(ts, earliest.get(key, ts))
+    return [(device_id, metric, ts) for (device_id, metric), ts in sorted(earliest.items())]
+
+
+def _event_counter_triples(
+    stored_events: list[tuple], models: Mapping[str, ApplianceModel]
+) -> list[tuple[str, str, str]]:
+    """(device_id, event type, counter metric) for each newly stored event and each counter of the device's model:
+    the counter values at the device's last event of each type, which `usage` rules measure from."""
+    triples = {
+        (device_id, event_type, metric)
+        for device_id, _seq, event_type, _code, _ts in stored_events
+        for metric, spec in models[device_id].metrics.items()
+        if spec.counter
+    }
+    return sorted(triples)

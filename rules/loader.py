@@ -4,8 +4,9 @@ Each requirement type (or a group of them sharing a scan) is one statement of `l
 device in scope at once; rows come back keyed by device id and are aligned to the facts' device order
 with numpy. The numbers are those of `rules.reference.build_facts` (see the docstrings in `rules.facts`).
 
-`live=True` is the engine at the present: online/offline, last seen and `Latest` come from
-`device_state` (kept by the ingester), `Baseline` from `model_baselines` (kept by `learn_baselines`).
+`live=True` is the engine at the present: online/offline and last seen come from `device_state`, `Latest`
+from `device_latest`, `CounterAtEvent` from `event_counters` where recorded (all kept by the ingester),
+`Baseline` from `model_baselines` (kept by `learn_baselines`).
 `live=False` replays stored history at a past `now`: everything comes from telemetry and events.
 """
 

@@ -7,12 +7,13 @@
 --               (a reading at 12:00:00.4 counts at now = 12:00:00), and a window (now - s, now] is
 --               [until - s, until)
 --   now_epoch   now as epoch seconds (trend fits run on seconds relative to now)
---   live        true in the engine (device_state is kept by the ingester), false for stored history
+--   live        true in the engine (device_state, device_latest and event_counters are kept by the ingester),
+--               false for stored history
 -- Instants come back as whole epoch seconds (bigint), NULL for none.
 -- Readings of one metric at the same ts are ordered by seq: the later seq is the later reading. A value "at"
 -- an instant is looked up as `ts = (SELECT max(ts) ...)` then the highest seq: two index descents whatever the
 -- statistics say, where `ORDER BY ts DESC, seq DESC LIMIT 1` may be planned as a sort of the whole series.
--- In live mode, telemetry is probed only for devices whose device_state.latest names the metric: the ingester
+-- In live mode, telemetry is probed only for devices with a device_latest row of the metric: the ingester
 -- records there every metric it stores, so the other devices have no reading of it.
 
 -- name: jit_setting --
@@ -71,13 +72,12 @@ SELECT id, date_part('epoch', date_trunc('second', greatest(reading.ts, event.ts
 FROM reading FULL JOIN event USING (id)
 
 -- name: latest_live --
--- The newest value of each metric from device_state (the ingester keeps it); non-numbers are NULL.
-SELECT s.device_id, m.i,
-       CASE WHEN jsonb_typeof(s.latest -> m.name -> 'v') = 'number' THEN (s.latest -> m.name ->> 'v')::float8 END
-FROM device_state s
-CROSS JOIN unnest(%(metrics)s::text[]) WITH ORDINALITY AS m(name, i)
-WHERE s.latest ? m.name
-  AND (%(device_ids)s::text[] IS NULL OR s.device_id = ANY(%(device_ids)s::text[]))
+-- The newest value of each metric from device_latest (the ingester keeps it).
+SELECT l.device_id, m.i, l.value
+FROM device_latest l
+JOIN unnest(%(metrics)s::text[]) WITH ORDINALITY AS m(name, i) ON m.name = l.metric
+WHERE l.metric = ANY(%(metrics)s::text[])
+  AND (%(device_ids)s::text[] IS NULL OR l.device_id = ANY(%(device_ids)s::text[]))
 
 -- name: latest_history --
 -- The last reading of each metric before `until`: one index probe per (device, metric).
@@ -99,7 +99,6 @@ WHERE %(device_ids)s::text[] IS NULL OR d.id = ANY(%(device_ids)s::text[])
 -- Devices with neither are left out.
 SELECT d.id, w.i, inside.low, inside.high, inside.readings, inside.carried
 FROM devices d
-LEFT JOIN device_state s ON s.device_id = d.id
 CROSS JOIN unnest(%(metrics)s::text[], %(seconds)s::int[]) WITH ORDINALITY AS w(metric, seconds, i)
 CROSS JOIN LATERAL (SELECT %(until)s::timestamptz - make_interval(secs => w.seconds) AS opens) window_
 CROSS JOIN LATERAL (
@@ -116,7 +115,7 @@ CROSS JOIN LATERAL (
       AND t.ts >= coalesce(carried.ts, window_.opens) AND t.ts < %(until)s
 ) inside
 WHERE (%(device_ids)s::text[] IS NULL OR d.id = ANY(%(device_ids)s::text[]))
-  AND (NOT %(live)s OR s.latest ? w.metric)
+  AND (NOT %(live)s OR EXISTS (SELECT FROM device_latest l WHERE l.device_id = d.id AND l.metric = w.metric))
   AND (inside.readings > 0 OR inside.carried IS NOT NULL)
 
 -- name: trends --
@@ -124,7 +123,6 @@ WHERE (%(device_ids)s::text[] IS NULL OR d.id = ANY(%(device_ids)s::text[]))
 -- seconds relative to now, so the intercept is the fitted value at now. Devices without readings are left out.
 SELECT d.id, w.i, fit.slope, fit.intercept, fit.points
 FROM devices d
-LEFT JOIN device_state s ON s.device_id = d.id
 CROSS JOIN unnest(%(metrics)s::text[], %(seconds)s::int[]) WITH ORDINALITY AS w(metric, seconds, i)
 CROSS JOIN LATERAL (
     SELECT regr_slope(t.value, date_part('epoch', date_trunc('second', t.ts)) - %(now_epoch)s) AS slope,
@@ -135,7 +133,7 @@ CROSS JOIN LATERAL (
       AND t.ts >= %(until)s - make_interval(secs => w.seconds) AND t.ts < %(until)s
 ) fit
 WHERE (%(device_ids)s::text[] IS NULL OR d.id = ANY(%(device_ids)s::text[]))
-  AND (NOT %(live)s OR s.latest ? w.metric)
+  AND (NOT %(live)s OR EXISTS (SELECT FROM device_latest l WHERE l.device_id = d.id AND l.metric = w.metric))
   AND fit.points > 0
 
 -- name: last_events --
@@ -149,20 +147,28 @@ GROUP BY e.device_id, t.i
 
 -- name: counters_at_events --
 -- Per (metric, event_type) pair i: the metric's last reading at or before the second of the device's
--- last such event, else its first reading (all before `until`).
+-- last such event, else its first reading (all before `until`). In live mode the value the ingester recorded
+-- in event_counters for that very event is taken where there is one; telemetry is probed for the rest.
 WITH last_event AS (
-    SELECT e.device_id, p.i, p.metric, date_trunc('second', max(e.ts)) AS at
+    SELECT e.device_id, p.i, p.metric, p.type, max(e.ts) AS ts
     FROM events e
     JOIN unnest(%(metrics)s::text[], %(types)s::text[]) WITH ORDINALITY AS p(metric, type, i) ON p.type = e.type
     WHERE e.type = ANY(%(types)s::text[]) AND e.ts < %(until)s
       AND (%(device_ids)s::text[] IS NULL OR e.device_id = ANY(%(device_ids)s::text[]))
-    GROUP BY e.device_id, p.i, p.metric
+    GROUP BY e.device_id, p.i, p.metric, p.type
+), last_known AS (
+    SELECT l.device_id, l.i, l.metric, date_trunc('second', l.ts) AS at,
+           r.device_id IS NOT NULL AS recorded, r.value AS recorded_value
+    FROM last_event l
+    LEFT JOIN event_counters r
+      ON %(live)s AND r.device_id = l.device_id AND r.event_type = l.type AND r.metric = l.metric
+     AND r.event_ts = l.ts AND (r.reading_ts IS NULL OR r.reading_ts < %(until)s)
 )
-SELECT l.device_id, l.i, coalesce(before.value, after.value) AS value
-FROM last_event l
+SELECT l.device_id, l.i, CASE WHEN l.recorded THEN l.recorded_value ELSE coalesce(before.value, after.value) END
+FROM last_known l
 LEFT JOIN LATERAL (
     SELECT t.value FROM telemetry t
-    WHERE t.device_id = l.device_id AND t.metric = l.metric
+    WHERE NOT l.recorded AND t.device_id = l.device_id AND t.metric = l.metric
       AND t.ts = (SELECT max(x.ts) FROM telemetry x
                   WHERE x.device_id = l.device_id AND x.metric = l.metric AND x.ts < l.at + interval '1 second')
     ORDER BY t.seq DESC LIMIT 1
@@ -170,7 +176,7 @@ LEFT JOIN LATERAL (
 LEFT JOIN LATERAL (
     -- nothing at or before the event: every reading is after it, take the first
     SELECT t.value FROM telemetry t
-    WHERE before.value IS NULL AND t.device_id = l.device_id AND t.metric = l.metric
+    WHERE NOT l.recorded AND before.value IS NULL AND t.device_id = l.device_id AND t.metric = l.metric
       AND t.ts = (SELECT min(x.ts) FROM telemetry x
                   WHERE x.device_id = l.device_id AND x.metric = l.metric AND x.ts < %(until)s)
     ORDER BY t.seq LIMIT 1

@@ -85,6 +85,13 @@ def _events(rng: np.random.Generator, model: str) -> list[Event]:
 
 def random_fleet(conn: Any, seed: int) -> list[DeviceHistory]:
     """Devices of three models with random readings and events, stored; the last device has no data."""
+    histories = random_histories(conn, seed)
+    store_history(conn, histories)
+    return histories
+
+
+def random_histories(conn: Any, seed: int) -> list[DeviceHistory]:
+    """Devices of three models, registered, with random readings and events (not stored)."""
     rng = np.random.default_rng(seed)
     with_birthday = make_customer(conn, birthday="1975-02-28")
     without_birthday = make_customer(conn, birthday=None)
@@ -105,7 +112,6 @@ def random_fleet(conn: Any, seed: int) -> list[DeviceHistory]:
         owner_id = owner.id if owner else None
         make_device(conn, id=history.device_id, model=model, owner=owner_id, purchased_on=purchased_on)
         histories.append(history)
-    store_history(conn, histories)
     return histories
 
 
@@ -301,18 +307,98 @@ def test_live_facts_read_device_state_and_equal_the_reference_elsewhere(conn) ->
     assert_same_facts(facts, expected)
 
 
-def test_live_latest_is_device_state_and_a_non_number_there_is_nan(conn) -> None:
+def test_live_latest_is_what_the_ingester_keeps_in_device_latest(conn) -> None:
     live_fleet(conn)
-    execute(
-        conn,
-        "UPDATE device_state SET latest = latest || %s::jsonb WHERE device_id = 'LV-1'",
-        (json.dumps({"fan_current_a": {"v": "broken", "ts": LIVE_NOW.isoformat()}, "run_hours": {"v": 9e3}}),),
-    )
+    execute(conn, "UPDATE device_latest SET value = 9e3 WHERE device_id = 'LV-1' AND metric = 'run_hours'")
+    execute(conn, "DELETE FROM device_latest WHERE device_id = 'LV-1' AND metric = 'fan_current_a'")
     facts = load_facts(conn, now=LIVE_NOW, requirements=[Latest("fan_current_a"), Latest("run_hours")])
     assert np.isnan(facts.get(Latest("fan_current_a"))[0])
     assert facts.get(Latest("run_hours"))[0] == 9e3
     history = load_facts(conn, now=LIVE_NOW, requirements=[Latest("run_hours")], live=False)
     assert history.get(Latest("run_hours"))[0] == 525.0  # the stored readings are untouched
+
+
+def _arrivals(rng: np.random.Generator, histories: list[DeviceHistory]) -> list[list[InboundMessage]]:
+    """Every reading and event as its own message (seq in history order), shuffled, in batches of 1 to 8."""
+    messages = []
+    for history in histories:
+        for seq, reading in enumerate(history.readings, start=1):
+            payload = {"seq": seq, "ts": reading.ts.isoformat(), "metrics": {reading.metric: reading.value}}
+            messages.append(_message(telemetry_topic(history.device_id), payload))
+        for seq, event in enumerate(history.events, start=100_000):
+            payload = {"seq": seq, "ts": event.ts.isoformat(), "type": event.type, "code": event.code}
+            messages.append(_message(events_topic(history.device_id), payload))
+    order = rng.permutation(len(messages))
+    batches, start = [], 0
+    while start < len(order):
+        size = int(rng.integers(1, 9))
+        batches.append([messages[index] for index in order[start : start + size]])
+        start += size
+    return batches
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_counters_the_ingester_records_at_events_equal_the_reference_in_any_arrival_order(conn, seed: int) -> None:
+    histories = random_histories(conn, seed)
+    end = START + dt.timedelta(days=HISTORY_DAYS + 1)
+    for batch in _arrivals(np.random.default_rng(seed), histories):
+        outcome = ingest_batch(conn, batch, now=end)
+        assert not outcome.quarantined
+    requirements = [CounterAtEvent("run_hours", kind) for kind in ("maintenance_done", "door_opened", "fault")]
+
+    # Every device's last event of each type has its row: the engine probes no telemetry for these.
+    rows = fetch_all(conn, "SELECT device_id, event_type, event_ts FROM event_counters WHERE metric = 'run_hours'")
+    recorded = {(row["device_id"], row["event_type"]): row["event_ts"] for row in rows}
+    last = {}
+    for history in histories:
+        for event in history.events:
+            last[(history.device_id, event.type)] = max(event.ts, last.get((history.device_id, event.type), event.ts))
+    assert recorded == last
+
+    expected = build_facts(histories, now=end, requirements=requirements)
+    live = load_facts(conn, now=end, requirements=requirements)
+    for requirement in requirements:
+        assert_array_equal(live.get(requirement), expected.get(requirement), err_msg=repr(requirement))
+    # The probes, on stored history, agree.
+    assert_same_facts(load_facts(conn, now=end, requirements=requirements, live=False), expected)
+
+
+def test_a_late_reading_before_the_first_one_after_the_event_moves_the_counter(conn) -> None:
+    """With no reading at or before the event, the counter is the first reading after it: until an earlier one
+    arrives late."""
+    make_device(conn, id="LC-1", model="RH-900")
+    cleaned = LIVE_NOW - dt.timedelta(hours=5)
+    arrivals = [
+        (events_topic("LC-1"), {"seq": 1, "ts": cleaned.isoformat(), "type": "maintenance_done"}),
+        (telemetry_topic("LC-1"), {"seq": 3, "ts": (cleaned + dt.timedelta(hours=2)).isoformat(),
+                                   "metrics": {"run_hours": 30.0}}),
+        (telemetry_topic("LC-1"), {"seq": 2, "ts": (cleaned + dt.timedelta(hours=1)).isoformat(),
+                                   "metrics": {"run_hours": 20.0}}),
+    ]
+    requirement = CounterAtEvent("run_hours", "maintenance_done")
+    seen = []
+    for topic, payload in arrivals:
+        ingest_batch(conn, [_message(topic, payload)], now=LIVE_NOW)
+        seen.append(load_facts(conn, now=LIVE_NOW, requirements=[requirement]).get(requirement)[0])
+    assert_array_equal(seen, [np.nan, 30.0, 20.0])
+
+
+def test_live_counters_at_events_read_the_recorded_row_of_that_event_else_probe_telemetry(conn) -> None:
+    histories = live_fleet(conn)
+    requirement = CounterAtEvent("run_hours", "maintenance_done")
+    expected = build_facts(histories, now=LIVE_NOW, requirements=[requirement]).get(requirement)
+    execute(conn, "UPDATE event_counters SET value = -1 WHERE device_id = 'LV-1' AND event_type = 'maintenance_done'")
+    # A row naming another event (stored before the ingester recorded counters) is not the answer for this one.
+    execute(
+        conn,
+        "UPDATE event_counters SET value = -2, event_ts = event_ts - interval '1 day' "
+        "WHERE device_id = 'LV-2' AND event_type = 'maintenance_done'",
+    )
+    execute(conn, "DELETE FROM event_counters WHERE device_id = 'LV-3'")
+    got = load_facts(conn, now=LIVE_NOW, requirements=[requirement]).get(requirement)
+    assert got[0] == -1
+    assert_array_equal(got[1:], expected[1:])
+    assert not np.isnan(expected[1:3]).any()
 
 
 def test_live_baseline_is_what_learn_baselines_stored(conn) -> None:
