@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import threading
@@ -10,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg2
 import psycopg2.extras
 import psycopg2.pool
@@ -120,6 +122,38 @@ def execute(conn: Any, query: str | sql.Composable, params: Params = None) -> in
     with conn.cursor() as cursor:
         cursor.execute(query, params)
         return cursor.rowcount
+
+
+def copy_columns(conn: Any, query: str, params: Params, width: int) -> list[np.ndarray]:
+    """A fleet-sized query's result as `width` columns of raw text values (bytes arrays; NULL is `NULL_TEXT`).
+
+    Read through COPY's text format and split in bulk: for a fleet's rows this is several times cheaper than
+    one Python object per value. Tabs and newlines only ever separate values, so the columns must be numbers,
+    booleans (t/f) or identifiers without whitespace or backslashes (device ids, model codes, rule ids)."""
+    with conn.cursor() as cursor:
+        statement = cursor.mogrify(query, params).decode()
+        buffer = io.BytesIO()
+        cursor.copy_expert(f"COPY ({statement}) TO STDOUT", buffer)
+    data = buffer.getvalue()
+    if not data:
+        return [np.zeros(0, dtype="S1") for _ in range(width)]
+    values = np.array(data[:-1].replace(b"\n", b"\t").split(b"\t"), dtype=bytes).reshape(-1, width)
+    return [values[:, column] for column in range(width)]
+
+
+NULL_TEXT = b"\\N"  # how COPY's text format writes NULL
+
+
+def copied_floats(values: np.ndarray) -> np.ndarray:
+    """A `copy_columns` column of numbers as float64, NaN for NULL."""
+    if values.dtype.kind != "S":
+        return np.asarray(values, dtype=np.float64)
+    return np.where(values == NULL_TEXT, b"nan", values).astype(np.float64)
+
+
+def copied_integers(values: np.ndarray) -> np.ndarray:
+    """A `copy_columns` column of integers (never NULL) as int64."""
+    return values.astype(np.int64)
 
 
 # --- migrations -------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from ingest.repo import CHANGED_DEVICES_CHANNEL
 from rules import repo
 from rules.evaluation import ActiveRule, EvaluationSummary, active_rules, evaluate_rules
 from rules.facts import Trend
-from rules.loader import learn_baselines, learn_trends
+from rules.loader import FactCache, learn_baselines, learn_trends
 
 log = logging.getLogger("careloop.engine")
 
@@ -58,6 +58,7 @@ class Engine:
         self.clock = clock
         self.listening = threading.Event()  # set while LISTEN is in place: batches committed from now on are heard
         self.batches_evaluated = 0
+        self.fact_cache = FactCache()  # the fleet's device columns and trend fits, between whole-fleet jobs
 
     # --- jobs: each one transaction, recorded in engine_jobs ---------------------------------
 
@@ -82,6 +83,7 @@ class Engine:
                 device_ids=device_ids,
                 learned_trends=learned_trends,
                 parallel_dsn=parallel_dsn,
+                cache=self.fact_cache,
             )
             if device_ids is None:
                 # Per-batch runs are too many to record; the scheduled ones say when the fleet was last checked.

@@ -26,7 +26,7 @@ from rules import repo
 from rules.conditions import CompiledRule, compile_rule, requirements_of
 from rules.facts import SECONDS, FleetFacts, MetricWindow, Requirement, to_datetime64
 from rules.lifecycle import Transition, dedup_key, step_detections
-from rules.loader import add_facts, load_facts
+from rules.loader import FactCache, add_facts, load_facts
 from rules.models import RuleError, condition_kind, condition_spec, parse_rule
 from rules.reference import backtest
 
@@ -116,22 +116,20 @@ def _as_datetime(now: Any) -> dt.datetime:
     return dt.datetime.fromisoformat(f"{to_datetime64(now)}+00:00")
 
 
-def _state(rows: Sequence[tuple[str, str, int]], device_ids: np.ndarray) -> dict[str, np.ndarray]:
-    """Per rule, (rule_id, device_id, epoch seconds) rows as instants aligned with the facts' sorted devices."""
-    if not rows or not device_ids.shape[0]:
+def _state(columns: Sequence[np.ndarray], facts: FleetFacts) -> dict[str, np.ndarray]:
+    """Per rule, (rule_id, device_id, epoch seconds) columns as instants aligned with the facts' devices."""
+    if not columns or not columns[0].shape[0] or not facts.size:
         return {}
-    rule_column, device_column, at_column = zip(*rows, strict=True)
-    rule_of = np.array(rule_column, dtype=str)
-    device_of = np.array(device_column, dtype=str)
-    at = np.array(at_column, dtype=np.int64).astype(SECONDS)
-    position = np.minimum(np.searchsorted(device_ids, device_of), device_ids.shape[0] - 1)
-    known = device_ids[position] == device_of
+    rule_of, device_of, seconds = columns
+    positions, known = facts.positions(device_of)
+    rule_ids, rule_index = np.unique(rule_of[known], return_inverse=True)
+    positions, at = positions[known], seconds[known].astype(SECONDS)
     by_rule = {}
-    for rule_id in np.unique(rule_of[known]).tolist():
-        rows_of_rule = known & (rule_of == rule_id)
-        instants = np.full(device_ids.shape[0], np.datetime64("NaT"), dtype=SECONDS)
-        instants[position[rows_of_rule]] = at[rows_of_rule]
-        by_rule[rule_id] = instants
+    for index, rule_id in enumerate(rule_ids.tolist()):
+        of_rule = rule_index == index
+        instants = np.full(facts.size, np.datetime64("NaT"), dtype=SECONDS)
+        instants[positions[of_rule]] = at[of_rule]
+        by_rule[rule_id.decode()] = instants
     return by_rule
 
 
@@ -159,11 +157,13 @@ def evaluate_rules(
     device_ids: Sequence[str] | None = None,
     learned_trends: bool = False,
     parallel_dsn: str | None = None,
+    cache: FactCache | None = None,
 ) -> EvaluationSummary:
     """Evaluate rules at `now` over these devices (all when None); open and clear detections. Caller commits.
 
     With `learned_trends`, trend conditions read the fits the engine's `trends` job stored. With
-    `parallel_dsn`, facts load on several connections to that database at once (for the whole fleet).
+    `parallel_dsn`, facts load on several connections to that database at once (for the whole fleet). A
+    `cache` keeps the fleet's rarely changing facts between evaluations (see `rules.loader.FactCache`).
     """
     summary = EvaluationSummary(rules=len(rules))
     if not rules or (device_ids is not None and not device_ids):
@@ -183,6 +183,7 @@ def evaluate_rules(
         device_ids=devices,
         learned_trends=learned_trends,
         parallel_dsn=parallel_dsn,
+        cache=cache,
     )
     summary.devices = facts.size
     loaded = time.perf_counter()
@@ -194,7 +195,7 @@ def evaluate_rules(
     # does, or two engines could both decide from the same state. The lock is held until commit.
     repo.lock_evaluation(conn)
     rule_ids = [rule.id for rule in rules]
-    open_since = _state(repo.open_detections(conn, rule_ids=rule_ids, device_ids=devices), facts.device_id)
+    open_since = _state(repo.open_detections(conn, rule_ids=rule_ids, device_ids=devices), facts)
     longest_cooldown = max(rule.compiled.rule.cooldown.seconds for rule in rules)
     clears = (
         repo.recent_clears(
@@ -203,7 +204,7 @@ def evaluate_rules(
         if longest_cooldown
         else []
     )
-    cleared_at = _state(clears, facts.device_id)
+    cleared_at = _state(clears, facts)
     nat = np.full(facts.size, np.datetime64("NaT"), dtype=SECONDS)
     for window in windows:
         needing = narrowed(window, rules, facts, open_since, nat)

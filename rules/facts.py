@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -300,6 +300,27 @@ class FleetFacts:
     @property
     def size(self) -> int:
         return int(self.device_id.shape[0])
+
+    @functools.cached_property
+    def _index(self) -> dict[str, int]:
+        return {device: position for position, device in enumerate(self.device_id.tolist())}
+
+    @functools.cached_property
+    def _bytes_index(self) -> dict[bytes, int]:
+        return {device.encode(): position for device, position in self._index.items()}
+
+    def positions(self, ids: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each id's index among the devices (0 where absent), and whether it is among them: rows keyed by device
+        id aligned with the facts. Ids come as text, or as an array of ASCII bytes (the loader's bulk reads)."""
+        raw = isinstance(ids, np.ndarray) and ids.dtype.kind == "S"
+        index = self._bytes_index if raw else self._index
+        keys = ids.tolist() if isinstance(ids, np.ndarray) else ids
+        try:
+            found = np.fromiter(map(index.__getitem__, keys), dtype=np.intp, count=len(keys))
+        except KeyError:  # some rows are of devices outside these facts
+            found = np.fromiter((index.get(device, -1) for device in keys), dtype=np.intp, count=len(keys))
+        known = found >= 0
+        return np.where(known, found, 0), known
 
     @property
     def now_seconds(self) -> float:

@@ -13,9 +13,11 @@ from `device_latest`, `CounterAtEvent` from `event_counters` where recorded (all
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ import numpy as np
 import psycopg2.extensions
 from psycopg2.extras import execute_values
 
-from careloop.db import load_queries
+from careloop.db import copied_floats, copied_integers, copy_columns, load_queries
 from devices.catalog import load_catalog
 from rules.facts import (
     DAYS,
@@ -60,39 +62,76 @@ def load_facts(
     live: bool = True,
     learned_trends: bool = False,
     parallel_dsn: str | None = None,
+    cache: FactCache | None = None,
 ) -> FleetFacts:
     """Facts at `now` for the given devices (every registered device when None), ordered by device id.
 
     With `learned_trends`, `Trend` comes from the fits `learn_trends` stored (the line evaluated at now)
     instead of fitting the raw readings again. With `parallel_dsn`, the requirement types load side by
     side on short-lived connections of their own to that database, so the server works on several at once.
+    With a `cache`, the whole fleet's device columns and learned trend fits are read again only when they
+    changed since the cache last read them.
     """
     instant = _Instant.of(now)
     scope = None if device_ids is None else sorted({str(device) for device in device_ids})
     requirements = set(requirements)
-    with _without_jit(conn):
-        facts = _device_facts(conn, instant, scope, live)
-        if parallel_dsn is None or facts.size == 0:
-            _Loader(conn, instant, facts, scope, live, learned_trends=learned_trends).load(requirements)
-            return facts
+    options = {"learned_trends": learned_trends, "cache": cache}
+    if parallel_dsn is None:
+        with _without_jit(conn):
+            facts = _device_facts(conn, instant, scope, live, cache)
+            _Loader(conn, instant, facts, scope, live, **options).load(requirements)
+        return facts
 
-    def load_group(group: list[Requirement]) -> None:
+    def device_columns() -> FleetFacts:
+        with _without_jit(conn):
+            return _device_facts(conn, instant, scope, live, cache)
+
+    def load_group(group: list[Requirement], facts: Future[FleetFacts]) -> None:
         # Connections of their own, not the caller's pool: a job waiting on its pool for more
         # connections while holding one could wait forever on another job doing the same.
         own = psycopg2.connect(parallel_dsn)
         try:
             with own, _without_jit(own):
-                _Loader(own, instant, facts, scope, live, learned_trends=learned_trends).load(set(group))
+                _Loader(own, instant, facts, scope, live, **options).load(set(group))
         finally:
             own.close()
 
-    with ThreadPoolExecutor(max_workers=PARALLEL_LOADS, thread_name_prefix="facts") as workers:
-        for future in [workers.submit(load_group, group) for group in _by_type(requirements).values()]:
+    # The device columns load on the caller's connection while the requirements' first statements run on
+    # their own; each group waits for the devices only to align its rows with them.
+    with ThreadPoolExecutor(max_workers=PARALLEL_LOADS + 1, thread_name_prefix="facts") as workers:
+        devices = workers.submit(device_columns)
+        groups = [workers.submit(load_group, group, devices) for group in _by_type(requirements).values()]
+        for future in [devices, *groups]:
             future.result()
-    return facts
+    return devices.result()
 
 
 PARALLEL_LOADS = 2  # statements the server runs at once for one evaluation: one per core of a small server
+
+
+class FactCache:
+    """Whole-fleet facts that rarely change, kept between one engine's evaluations: the device columns and the
+    learned trend fits. Each is kept with the revision (table fact_revisions) it was read at and read again
+    once the revision has moved; the revision moves in the transaction that changes the rows."""
+
+    def __init__(self) -> None:
+        self._entries: dict[Hashable, tuple[int, Any]] = {}
+        self._lock = threading.Lock()
+        self.reads = 0  # how many times an entry was read from the database
+
+    def get(self, conn: Any, part: str, key: Hashable, read: Callable[[], Any]) -> Any:
+        """The cached value of `key`, a read of `part` of the facts; `read()` it again when `part` moved."""
+        # The revision first: a change committed between the two reads makes the entry look older, not newer.
+        revision = dict(_fetch(conn, "fact_revisions", {}))[part]
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is not None and entry[0] == revision:
+            return entry[1]
+        value = read()
+        with self._lock:
+            self._entries[key] = (revision, value)
+            self.reads += 1
+        return value
 
 
 def _by_type(requirements: Iterable[Requirement]) -> dict[type, list[Requirement]]:
@@ -149,40 +188,75 @@ def learn_trends(conn: Any, *, now: dt.datetime | np.datetime64, requirements: I
     return len(rows)
 
 
-def _device_facts(conn: Any, instant: _Instant, scope: list[str] | None, live: bool) -> FleetFacts:
+@dataclass(frozen=True)
+class _DeviceColumns:
+    """The devices' own columns, in facts order."""
+
+    device_id: np.ndarray
+    model: np.ndarray
+    kind: np.ndarray
+    purchased_on: np.ndarray
+    owner_birthday: np.ndarray
+
+    @functools.cached_property
+    def index(self) -> dict[str, int]:
+        return {device: position for position, device in enumerate(self.device_id.tolist())}
+
+    @functools.cached_property
+    def bytes_index(self) -> dict[bytes, int]:
+        return {device.encode(): position for device, position in self.index.items()}
+
+    @classmethod
+    def read(cls, conn: Any, scope: list[str] | None) -> _DeviceColumns:
+        ids, models, kinds, purchased_on, birthday_day = _columns(conn, "devices", {"device_ids": scope}, 5)
+        return cls(
+            device_id=ids.astype(str),
+            model=models.astype(str),
+            kind=kinds.astype(str),
+            purchased_on=_instants(purchased_on),
+            owner_birthday=_instants(birthday_day, DAYS),
+        )
+
+
+def _device_facts(
+    conn: Any, instant: _Instant, scope: list[str] | None, live: bool, cache: FactCache | None
+) -> FleetFacts:
     """The device columns; no requirement loaded yet."""
-    columns = _columns(_fetch(conn, "devices", {"device_ids": scope}), width=8)
-    ids, models, kinds, purchased_on, birthday_day, online, changed_at, last_seen = columns
-    device_id = np.array(ids, dtype=str)
+    if cache is not None and scope is None:
+        columns = cache.get(conn, "devices", "devices", lambda: _DeviceColumns.read(conn, None))
+    else:
+        columns = _DeviceColumns.read(conn, scope)
+    facts = FleetFacts(
+        now=instant.now,
+        device_id=columns.device_id,
+        model=columns.model,
+        kind=columns.kind,
+        purchased_on=columns.purchased_on,
+        owner_birthday=columns.owner_birthday,
+    )
+    # The lookups from device id to position go with the columns: built once per cached read, not per run.
+    facts.__dict__.update(_index=columns.index, _bytes_index=columns.bytes_index)
+    if not facts.size:
+        return facts
     if live:
-        online_now = np.array([value is True for value in online], dtype=bool)
-        offline_since = np.where(online_now, np.datetime64("NaT", "s"), _instants(changed_at))
-        seen = _instants(last_seen)
+        ids, online, changed_at, last_seen = _columns(conn, "device_status", {"device_ids": scope}, 4)
+        positions, known = facts.positions(ids)
+        is_online = np.zeros(facts.size, dtype=bool)
+        is_online[positions[known]] = (online == b"t")[known]
+        changed, seen = (np.full(facts.size, np.datetime64("NaT"), dtype=SECONDS) for _ in range(2))
+        changed[positions[known]] = _instants(changed_at)[known]
+        seen[positions[known]] = _instants(last_seen)[known]
+        facts.online = is_online
+        facts.offline_since = np.where(is_online, np.datetime64("NaT", "s"), changed)
+        facts.last_seen = seen
     else:
         # No status history is stored: online/offline in the past is unknown, so offline_since stays NaT.
-        online_now = offline_since = None
-        seen = _last_seen_history(conn, instant, scope, device_id)
-    return FleetFacts(
-        now=instant.now,
-        device_id=device_id,
-        model=np.array(models, dtype=str),
-        kind=np.array(kinds, dtype=str),
-        purchased_on=_instants(purchased_on),
-        owner_birthday=_instants(birthday_day, DAYS),
-        online=online_now,
-        offline_since=offline_since,
-        last_seen=seen,
-    )
-
-
-def _last_seen_history(conn: Any, instant: _Instant, scope: list[str] | None, device_id: np.ndarray) -> np.ndarray:
-    """Each device's last telemetry or event ts at `instant`, from stored history."""
-    seen = np.full(device_id.shape[0], np.datetime64("NaT"), dtype=SECONDS)
-    if device_id.shape[0]:
-        ids, last = _columns(_fetch(conn, "last_seen_history", {"device_ids": scope, "until": instant.until}), 2)
-        positions, known = _positions(device_id, ids)
+        ids, last = _columns(conn, "last_seen_history", {"device_ids": scope, "until": instant.until}, 2)
+        positions, known = facts.positions(ids)
+        seen = np.full(facts.size, np.datetime64("NaT"), dtype=SECONDS)
         seen[positions[known]] = _instants(last)[known]
-    return seen
+        facts.last_seen = seen
+    return facts
 
 
 def learn_baselines(
@@ -260,37 +334,24 @@ def _without_jit(conn: Any) -> Iterator[None]:
 
 
 def _fetch(conn: Any, name: str, params: Mapping[str, Any]) -> list[tuple]:
-    """Run a query of loader.sql; answers its rows as tuples (cheaper than dicts for a fleet)."""
+    """Run a small query of loader.sql; answers its rows as tuples."""
     with conn.cursor() as cursor:
         cursor.execute(QUERIES[name], params)
         return cursor.fetchall()
 
 
-def _columns(rows: list[tuple], width: int) -> list[tuple]:
-    """Rows as columns; `width` empty ones when there is no row."""
-    return list(zip(*rows, strict=True)) if rows else [()] * width
+def _columns(conn: Any, name: str, params: Mapping[str, Any], width: int) -> list[np.ndarray]:
+    """A fleet-sized query of loader.sql as `width` columns of raw text values (see `copy_columns`)."""
+    return copy_columns(conn, QUERIES[name], params, width)
 
 
-def _positions(device_id: np.ndarray, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's index in the sorted `device_id`, and which rows are of those devices at all."""
-    if not len(ids) or not device_id.shape[0]:
-        return np.zeros(len(ids), dtype=np.intp), np.zeros(len(ids), dtype=bool)
-    wanted = np.array(ids, dtype=str)
-    positions = np.minimum(np.searchsorted(device_id, wanted), device_id.shape[0] - 1)
-    return positions, device_id[positions] == wanted
-
-
-def _instants(values: Sequence[int | None], unit: str = SECONDS) -> np.ndarray:
-    """Epoch numbers (seconds, or days with unit DAYS) as datetime64, NaT for None."""
-    numbers = np.array(values, dtype=np.float64) if len(values) else np.zeros(0)
+def _instants(values: np.ndarray, unit: str = SECONDS) -> np.ndarray:
+    """Epoch numbers (seconds, or days with unit DAYS) as datetime64, NaT for NULL."""
+    numbers = copied_floats(values)
     result = np.full(numbers.shape, np.datetime64("NaT"), dtype=unit)
     known = ~np.isnan(numbers)
     result[known] = numbers[known].astype(np.int64).astype(unit)
     return result
-
-
-def _floats(values: Sequence[float | None]) -> np.ndarray:
-    return np.array(values, dtype=np.float64) if len(values) else np.zeros(0)
 
 
 def _baseline_stats(conn: Any, instant: _Instant, pairs: Sequence[tuple[str, str]]) -> list[tuple]:
@@ -311,24 +372,31 @@ class _Loader:
         self,
         conn: Any,
         instant: _Instant,
-        facts: FleetFacts,
+        facts: FleetFacts | Future[FleetFacts],
         scope: list[str] | None,
         live: bool,
         *,
         learned_trends: bool = False,
+        cache: FactCache | None = None,
     ):
         self.conn = conn
         self.instant = instant
-        self.facts = facts
+        self._facts = facts
         self.scope = scope
         self.live = live
         self.learned_trends = learned_trends
+        self.cache = cache
+
+    @property
+    def facts(self) -> FleetFacts:
+        """The facts to fill; given as a future, the first use waits for the device columns."""
+        return self._facts.result() if isinstance(self._facts, Future) else self._facts
 
     def load(self, requirements: set[Requirement]) -> None:
         by_type = _by_type(requirements)
         if not by_type:
             return
-        if self.facts.size == 0:
+        if isinstance(self._facts, FleetFacts) and self._facts.size == 0:
             for requirement in requirements:
                 self.facts.add(requirement, self._empty(requirement))
             return
@@ -358,12 +426,12 @@ class _Loader:
 
     def _query(self, name: str, width: int, **params: Any) -> list[tuple]:
         """The columns of a loader.sql query run with the common parameters and these."""
-        return _columns(_fetch(self.conn, name, self._params(**params)), width)
+        return _columns(self.conn, name, self._params(**params), width)
 
     def _grid(self, ids: Sequence[str], slots: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows keyed by (device id, 1-based slot): indices into (slots, devices) arrays, and which rows count."""
-        positions, known = _positions(self.facts.device_id, ids)
-        slot = np.array(slots, dtype=np.intp) - 1 if len(slots) else np.zeros(0, dtype=np.intp)
+        positions, known = self.facts.positions(ids)
+        slot = copied_integers(slots) - 1
         return slot[known], positions[known], known
 
     def _filled(self, count: int, fill: Any, dtype: Any) -> np.ndarray:
@@ -390,7 +458,7 @@ class _Loader:
         ids, slots, values = self._query(name, 3, metrics=metrics)
         slot, position, known = self._grid(ids, slots)
         latest = self._filled(len(metrics), np.nan, np.float64)
-        latest[slot, position] = _floats(values)[known]
+        latest[slot, position] = copied_floats(values)[known]
         for i, requirement in enumerate(requirements):
             self.facts.add(requirement, latest[i])
 
@@ -402,33 +470,46 @@ class _Loader:
             seconds=[requirement.seconds for requirement in requirements],
         )
         slot, position, known = self._grid(ids, slots)
-        carried_value = _floats(carried)[known]
+        carried_value = copied_floats(carried)[known]
         # The value in force when the window opened counts for min and max, as the readings inside do.
-        lowest = np.fmin(_floats(low)[known], carried_value)
-        highest = np.fmax(_floats(high)[known], carried_value)
+        lowest = np.fmin(copied_floats(low)[known], carried_value)
+        highest = np.fmax(copied_floats(high)[known], carried_value)
         minimum, maximum = (self._filled(len(requirements), np.nan, np.float64) for _ in range(2))
         count = self._filled(len(requirements), 0, np.int64)
         covered = self._filled(len(requirements), False, bool)
         minimum[slot, position] = lowest
         maximum[slot, position] = highest
-        count[slot, position] = np.array(readings, dtype=np.int64)[known]
+        count[slot, position] = copied_integers(readings)[known]
         covered[slot, position] = ~np.isnan(carried_value)
         for i, requirement in enumerate(requirements):
             self.facts.add(requirement, WindowAggregate(minimum[i], maximum[i], count[i], covered[i]))
 
     def trends(self, requirements: list[Trend]) -> None:
-        ids, slots, slope, intercept, points = self._query(
-            "trend_fits_learned" if self.learned_trends else "trends",
-            5,
-            metrics=[requirement.metric for requirement in requirements],
-            seconds=[requirement.seconds for requirement in requirements],
-        )
+        windows = {
+            "metrics": [requirement.metric for requirement in requirements],
+            "seconds": [requirement.seconds for requirement in requirements],
+        }
+        if not self.learned_trends:
+            ids, slots, slope, intercept, points = self._query("trends", 5, **windows)
+        else:
+            # The stored lines, evaluated at now: fitted + slope * the seconds since the fit.
+            def read() -> list:
+                ids, slots, slope, fitted, points, fitted_at = self._query("trend_fits_learned", 6, **windows)
+                return [ids, slots, copied_floats(slope), copied_floats(fitted), points, copied_floats(fitted_at)]
+
+            if self.cache is not None and self.scope is None:
+                key = ("trend_fits", tuple(zip(windows["metrics"], windows["seconds"], strict=True)))
+                ids, slots, slope, fitted_then, points, fitted_at = self.cache.get(self.conn, "trend_fits", key, read)
+            else:
+                ids, slots, slope, fitted_then, points, fitted_at = read()
+            elapsed = self.instant.epoch - copied_floats(fitted_at)
+            intercept = copied_floats(fitted_then) + np.nan_to_num(copied_floats(slope)) * elapsed
         slot, position, known = self._grid(ids, slots)
         slopes, fitted = (self._filled(len(requirements), np.nan, np.float64) for _ in range(2))
         count = self._filled(len(requirements), 0, np.int64)
-        slopes[slot, position] = _floats(slope)[known]
-        fitted[slot, position] = _floats(intercept)[known]
-        count[slot, position] = np.array(points, dtype=np.int64)[known]
+        slopes[slot, position] = copied_floats(slope)[known]
+        fitted[slot, position] = copied_floats(intercept)[known]
+        count[slot, position] = copied_integers(points)[known]
         for i, requirement in enumerate(requirements):
             self.facts.add(requirement, TrendFit(slopes[i], fitted[i], count[i]))
 
@@ -450,7 +531,7 @@ class _Loader:
         )
         slot, position, known = self._grid(ids, slots)
         counter = self._filled(len(requirements), np.nan, np.float64)
-        counter[slot, position] = _floats(values)[known]
+        counter[slot, position] = copied_floats(values)[known]
         for i, requirement in enumerate(requirements):
             self.facts.add(requirement, counter[i])
 
@@ -461,8 +542,8 @@ class _Loader:
             codes = None if requirement.codes is None else list(requirement.codes)
             ids, events = self._query("event_count", 2, type=requirement.event_type, codes=codes, opens=opens)
             count = np.zeros(self.facts.size, dtype=np.int64)
-            positions, known = _positions(self.facts.device_id, ids)
-            count[positions[known]] = np.array(events, dtype=np.int64)[known]
+            positions, known = self.facts.positions(ids)
+            count[positions[known]] = copied_integers(events)[known]
             self.facts.add(requirement, count)
 
     def open_faults(self, requirements: list[OpenFault]) -> None:
@@ -477,6 +558,10 @@ class _Loader:
     def baselines(self, requirements: list[Baseline]) -> None:
         metrics = [requirement.metric for requirement in requirements]
         codes, inverse = np.unique(self.facts.model, return_inverse=True)
+        if not codes.size:
+            for requirement in requirements:
+                self.facts.add(requirement, self._empty(requirement))
+            return
         if self.live:
             rows = _fetch(self.conn, "baselines_learned", {"metrics": metrics})
         else:

@@ -25,21 +25,30 @@ SELECT current_setting('jit')
 -- (about 0.3 s a statement) than they run.
 SELECT set_config('jit', %(value)s, true)
 
+-- name: fact_revisions --
+-- The revision of each slow-changing part of the facts (see migration 008): what a FactCache compares with.
+SELECT name, revision FROM fact_revisions
+
 -- name: devices --
--- The devices in scope with their owner's birthday and retained state, in byte order of id.
+-- The devices in scope with their owner's birthday, in byte order of id.
 SELECT d.id,
        d.model,
        d.kind,
        (d.purchased_on - DATE '1970-01-01')::bigint * 86400 AS purchased_on,
-       c.birthday - DATE '1970-01-01' AS owner_birthday_day,
+       c.birthday - DATE '1970-01-01' AS owner_birthday_day
+FROM devices d
+LEFT JOIN customers c ON c.id = d.owner_id
+WHERE %(device_ids)s::text[] IS NULL OR d.id = ANY(%(device_ids)s::text[])
+ORDER BY d.id COLLATE "C"
+
+-- name: device_status --
+-- The retained status and last seen of the devices in scope, as the ingester keeps them.
+SELECT s.device_id,
        s.online,
        date_part('epoch', date_trunc('second', s.status_changed_at))::bigint AS status_changed_at,
        date_part('epoch', date_trunc('second', s.last_seen))::bigint AS last_seen
-FROM devices d
-LEFT JOIN customers c ON c.id = d.owner_id
-LEFT JOIN device_state s ON s.device_id = d.id
-WHERE %(device_ids)s::text[] IS NULL OR d.id = ANY(%(device_ids)s::text[])
-ORDER BY d.id COLLATE "C"
+FROM device_state s
+WHERE %(device_ids)s::text[] IS NULL OR s.device_id = ANY(%(device_ids)s::text[])
 
 -- name: last_seen_history --
 -- Each device's last telemetry or event ts before `until`, from stored history (no device_state).
@@ -273,9 +282,8 @@ ON CONFLICT (model, metric) DO UPDATE SET
     learned_at = excluded.learned_at
 
 -- name: trend_fits_learned --
--- Per (metric, seconds) fit i: the stored line, evaluated at now (fitted + slope * seconds since the fit).
-SELECT f.device_id, w.i, f.slope, f.fitted + coalesce(f.slope, 0) * (%(now_epoch)s - date_part('epoch', f.fitted_at)),
-       f.points
+-- Per (metric, seconds) fit i: the stored line (its slope, its value when fitted, and when: epoch seconds).
+SELECT f.device_id, w.i, f.slope, f.fitted, f.points, date_part('epoch', f.fitted_at) AS fitted_at
 FROM trend_fits f
 JOIN unnest(%(metrics)s::text[], %(seconds)s::int[]) WITH ORDINALITY AS w(metric, seconds, i)
   ON f.metric = w.metric AND f.seconds = w.seconds

@@ -40,7 +40,7 @@ SELECT id, version, document FROM rules WHERE enabled ORDER BY id
 SELECT pg_advisory_xact_lock(hashtext('careloop.rules.evaluation'))
 
 -- name: open_detections --
--- Open (or acknowledged) detections of these rules, optionally only for some devices.
+-- Open (or acknowledged) detections of these rules, optionally only for some devices, with when each opened.
 SELECT rule_id, device_id, date_part('epoch', opened_at)::bigint AS opened_at FROM detections
 WHERE cleared_at IS NULL AND rule_id = ANY(%(rule_ids)s)
   AND (%(device_ids)s::text[] IS NULL OR device_id = ANY(%(device_ids)s::text[]))

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from psycopg2.extras import Json, RealDictCursor, execute_values
 
-from careloop.db import Row, execute, fetch_all, fetch_one, load_queries
+from careloop.db import Row, copied_integers, copy_columns, execute, fetch_all, fetch_one, load_queries
 
 QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
 
@@ -51,22 +52,18 @@ def lock_evaluation(conn: Any) -> None:
     fetch_all(conn, QUERIES["lock_evaluation"])
 
 
-def _tuples(conn: Any, query: str, params: dict) -> list[tuple]:
-    # A fleet's worth of rows: tuples cost a fraction of dicts.
-    with conn.cursor() as cursor:
-        cursor.execute(query, params)
-        return cursor.fetchall()
+def open_detections(conn: Any, *, rule_ids: list[str], device_ids: list[str] | None) -> list[np.ndarray]:
+    """Columns rule_id, device_id (raw text) and opened_at (epoch seconds) of the uncleared detections."""
+    params = {"rule_ids": rule_ids, "device_ids": device_ids}
+    rules, devices, opened_at = copy_columns(conn, QUERIES["open_detections"], params, 3)
+    return [rules, devices, copied_integers(opened_at)]
 
 
-def open_detections(conn: Any, *, rule_ids: list[str], device_ids: list[str] | None) -> list[tuple]:
-    """(rule_id, device_id, opened_at epoch seconds) of the uncleared detections."""
-    return _tuples(conn, QUERIES["open_detections"], {"rule_ids": rule_ids, "device_ids": device_ids})
-
-
-def recent_clears(conn: Any, *, rule_ids: list[str], device_ids: list[str] | None, since: Any) -> list[tuple]:
-    """(rule_id, device_id, last cleared_at epoch seconds) since `since`."""
+def recent_clears(conn: Any, *, rule_ids: list[str], device_ids: list[str] | None, since: Any) -> list[np.ndarray]:
+    """Columns rule_id, device_id (raw text) and last cleared_at (epoch seconds) since `since`."""
     params = {"rule_ids": rule_ids, "device_ids": device_ids, "since": since}
-    return _tuples(conn, QUERIES["recent_clears"], params)
+    rules, devices, cleared_at = copy_columns(conn, QUERIES["recent_clears"], params, 3)
+    return [rules, devices, copied_integers(cleared_at)]
 
 
 def _values(conn: Any, query: str, rows: list[tuple]) -> list[Row]:
