@@ -72,12 +72,17 @@ class CompiledCondition:
     `narrowers` lets the engine load a costly requirement (a window over raw readings) only for the
     devices where it can change the outcome. The devices with an open detection are always inside,
     so every opening and clearing is decided and explained with the full facts.
+
+    `sole_narrowers` narrow further, and hold only where the condition is a rule's whole `when`: there a
+    detection kept open by hysteresis stays open whatever the window says, and nothing that stays open
+    is explained. (Under `all`, a sibling may clear the rule, and the clear is explained with the window.)
     """
 
     kind: str
     requirements: frozenset[Requirement]
     evaluate_loaded: Callable[[FleetFacts, np.ndarray], ConditionResult]
     narrowers: Mapping[Requirement, Narrower] = field(default_factory=dict)
+    sole_narrowers: Mapping[Requirement, Narrower] = field(default_factory=dict)
 
     def evaluate(self, facts: FleetFacts, is_open: np.ndarray) -> ConditionResult:
         """Evaluate, or explain which facts were not loaded."""
@@ -206,9 +211,17 @@ def compile_threshold(spec: ThresholdSpec, context: CompileContext) -> CompiledC
         # throughout needs the latest value beyond the level too.
         return _beyond(facts.get(latest_key), level, side) | is_open
 
+    def beyond_now_or_clearing(facts: FleetFacts, is_open: np.ndarray) -> np.ndarray:
+        # Kept open by hysteresis, the rule holds whatever the window says: only those past the clear
+        # level (or without a reading) can clear, and need the window to decide and explain it.
+        latest = facts.get(latest_key)
+        not_cleared = latest >= clear_level if side == "above" else latest <= clear_level
+        return _beyond(latest, level, side) | (is_open & ~not_cleared)
+
     requirements = {latest_key} | ({window_key} if window_key else set())
     narrowers = {window_key: beyond_now} if window_key else {}
-    return CompiledCondition("threshold", frozenset(requirements), evaluate, narrowers)
+    sole = {window_key: beyond_now_or_clearing} if window_key and clear_level is not None else {}
+    return CompiledCondition("threshold", frozenset(requirements), evaluate, narrowers, sole)
 
 
 def compile_fault(spec: FaultSpec, context: CompileContext) -> CompiledCondition:
@@ -714,8 +727,9 @@ class CompiledRule:
         return facts.scope_mask(kind=scope.kind, model=scope.model) if scope else facts.scope_mask()
 
     def devices_needing(self, requirement: Requirement, facts: FleetFacts, is_open: np.ndarray) -> np.ndarray:
-        """The devices whose value of `requirement` can change this rule's outcome (its narrower, in scope)."""
-        narrower = self.condition.narrowers.get(requirement)
+        """The devices whose value of `requirement` can change this rule's opening or clearing (its narrower,
+        in scope)."""
+        narrower = self.condition.sole_narrowers.get(requirement) or self.condition.narrowers.get(requirement)
         in_scope = self.in_scope(facts)
         return in_scope if narrower is None else in_scope & narrower(facts, np.asarray(is_open, dtype=bool))
 

@@ -68,7 +68,7 @@ def test_every_builtin_rule_decides_the_same_with_windows_loaded_only_where_need
                 narrow.add(requirement, blanked(facts.get(requirement), needing))
         narrowed = rule.evaluate(narrow, is_open)
         assert np.array_equal(full.met, narrowed.met), rule.rule.id
-        for index in np.flatnonzero(full.met | is_open):  # what opens or clears is explained alike
+        for index in np.flatnonzero(full.met != is_open):  # what opens or clears is explained alike
             assert full.explain(int(index)) == narrowed.explain(int(index)), rule.rule.id
 
 
@@ -83,6 +83,19 @@ def test_a_threshold_window_is_needed_where_the_latest_value_is_beyond_the_level
     facts.add(Latest("fan_current_a"), [3.5, 1.0, 1.0, np.nan])
     is_open = np.array([False, False, True, False])
     assert rule.devices_needing(window, facts, is_open).tolist() == [True, False, True, False]
+
+
+def test_a_detection_kept_open_by_hysteresis_needs_no_window_unless_a_sibling_decides(make_rule, make_facts) -> None:
+    threshold = {"threshold": {"metric": "fan_current_a", "above": 3, "for": "10m", "clear_below": 2.5}}
+    alone = make_rule(threshold, applies_to={"kind": "range_hood"})
+    with_sibling = make_rule({"all": [threshold, {"fault": {"codes": ["E21"]}}]}, applies_to={"kind": "range_hood"})
+    facts = make_facts(["RH-900"] * 4)
+    window = MetricWindow("fan_current_a", 600)
+    # beyond the level; open and kept open (2.8 >= 2.5); open and past the clear level; closed and low
+    facts.add(Latest("fan_current_a"), [3.5, 2.8, 2.0, 1.0])
+    is_open = np.array([False, True, True, False])
+    assert alone.devices_needing(window, facts, is_open).tolist() == [True, False, True, False]
+    assert with_sibling.devices_needing(window, facts, is_open).tolist() == [True, True, True, False]
 
 
 def test_no_narrowing_under_any(make_rule) -> None:
