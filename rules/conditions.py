@@ -211,16 +211,17 @@ def compile_threshold(spec: ThresholdSpec, context: CompileContext) -> CompiledC
         # throughout needs the latest value beyond the level too.
         return _beyond(facts.get(latest_key), level, side) | is_open
 
-    def beyond_now_or_clearing(facts: FleetFacts, is_open: np.ndarray) -> np.ndarray:
-        # Kept open by hysteresis, the rule holds whatever the window says: only those past the clear
-        # level (or without a reading) can clear, and need the window to decide and explain it.
+    def opening_or_clearing(facts: FleetFacts, is_open: np.ndarray) -> np.ndarray:
+        # Kept open by hysteresis, the rule holds whatever the window says: of the open detections only
+        # those past the clear level (or without a reading) can clear, and need the window to decide and
+        # explain it; of the others, those that can open.
         latest = facts.get(latest_key)
         not_cleared = latest >= clear_level if side == "above" else latest <= clear_level
-        return _beyond(latest, level, side) | (is_open & ~not_cleared)
+        return np.where(is_open, ~not_cleared, _beyond(latest, level, side))
 
     requirements = {latest_key} | ({window_key} if window_key else set())
     narrowers = {window_key: beyond_now} if window_key else {}
-    sole = {window_key: beyond_now_or_clearing} if window_key and clear_level is not None else {}
+    sole = {window_key: opening_or_clearing} if window_key and clear_level is not None else {}
     return CompiledCondition("threshold", frozenset(requirements), evaluate, narrowers, sole)
 
 

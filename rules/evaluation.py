@@ -15,11 +15,13 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import psycopg2
 from psycopg2.extras import Json
 
 from rules import repo
@@ -116,6 +118,39 @@ def _as_datetime(now: Any) -> dt.datetime:
     return dt.datetime.fromisoformat(f"{to_datetime64(now)}+00:00")
 
 
+@dataclass(frozen=True)
+class DetectionState:
+    """Which detections are open and which cleared lately (columns rule_id, device_id, epoch seconds), as of
+    a revision of the detections."""
+
+    revision: int
+    open: list[np.ndarray]
+    cleared: list[np.ndarray]
+
+    @classmethod
+    def read(
+        cls, conn: Any, *, rule_ids: list[str], device_ids: list[str] | None, clears_since: dt.datetime | None
+    ) -> DetectionState:
+        # The revision first: a change committed between the reads makes the state look older, not newer.
+        revision = repo.detections_revision(conn)
+        opened = repo.open_detections(conn, rule_ids=rule_ids, device_ids=device_ids)
+        cleared = (
+            repo.recent_clears(conn, rule_ids=rule_ids, device_ids=device_ids, since=clears_since)
+            if clears_since is not None
+            else []
+        )
+        return cls(revision, opened, cleared)
+
+
+def _read_apart(dsn: str, read: Callable[[Any], DetectionState]) -> DetectionState:
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn:
+            return read(conn)
+    finally:
+        conn.close()
+
+
 def _state(columns: Sequence[np.ndarray], facts: FleetFacts) -> dict[str, np.ndarray]:
     """Per rule, (rule_id, device_id, epoch seconds) columns as instants aligned with the facts' devices."""
     if not columns or not columns[0].shape[0] or not facts.size:
@@ -176,35 +211,40 @@ def evaluate_rules(
     # Windows over raw readings cost an index scan per device: they are loaded last, for the devices
     # that can need them (see `narrowed`), once the cheaper facts and the open detections are known.
     windows = {requirement for requirement in requirements if isinstance(requirement, MetricWindow)}
-    facts = load_facts(
-        conn,
-        now=now_s,
-        requirements=requirements - windows,
-        device_ids=devices,
-        learned_trends=learned_trends,
-        parallel_dsn=parallel_dsn,
-        cache=cache,
-    )
+    rule_ids = [rule.id for rule in rules]
+    longest_cooldown = max(rule.compiled.rule.cooldown.seconds for rule in rules)
+    clears_since = now_dt - dt.timedelta(seconds=longest_cooldown) if longest_cooldown else None
+
+    def read_state(reader: Any) -> DetectionState:
+        return DetectionState.read(reader, rule_ids=rule_ids, device_ids=devices, clears_since=clears_since)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="state") as beside:
+        # A whole-fleet run reads the detection state while its facts load, on a connection of its own;
+        # under the lock it is kept if no evaluation has changed detections since (the revision says).
+        early = beside.submit(_read_apart, parallel_dsn, read_state) if parallel_dsn else None
+        facts = load_facts(
+            conn,
+            now=now_s,
+            requirements=requirements - windows,
+            device_ids=devices,
+            learned_trends=learned_trends,
+            parallel_dsn=parallel_dsn,
+            cache=cache,
+        )
+        state = early.result() if early else None
     summary.devices = facts.size
     loaded = time.perf_counter()
     summary.seconds["facts"] = loaded - started
     if facts.size == 0:
         return summary
 
-    # Loading facts is the slow part and needs no lock; reading detection state and writing the changes
-    # does, or two engines could both decide from the same state. The lock is held until commit.
+    # Loading facts is the slow part and needs no lock; deciding from the detection state and writing the
+    # changes does, or two engines could both decide from the same state. The lock is held until commit.
     repo.lock_evaluation(conn)
-    rule_ids = [rule.id for rule in rules]
-    open_since = _state(repo.open_detections(conn, rule_ids=rule_ids, device_ids=devices), facts)
-    longest_cooldown = max(rule.compiled.rule.cooldown.seconds for rule in rules)
-    clears = (
-        repo.recent_clears(
-            conn, rule_ids=rule_ids, device_ids=devices, since=now_dt - dt.timedelta(seconds=longest_cooldown)
-        )
-        if longest_cooldown
-        else []
-    )
-    cleared_at = _state(clears, facts)
+    if state is None or state.revision != repo.detections_revision(conn):
+        state = read_state(conn)
+    open_since = _state(state.open, facts)
+    cleared_at = _state(state.cleared, facts)
     nat = np.full(facts.size, np.datetime64("NaT"), dtype=SECONDS)
     for window in windows:
         needing = narrowed(window, rules, facts, open_since, nat)

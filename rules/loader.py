@@ -112,7 +112,8 @@ PARALLEL_LOADS = 2  # statements the server runs at once for one evaluation: one
 class FactCache:
     """Whole-fleet facts that rarely change, kept between one engine's evaluations: the device columns and the
     learned trend fits. Each is kept with the revision (table fact_revisions) it was read at and read again
-    once the revision has moved; the revision moves in the transaction that changes the rows."""
+    once the revision has moved; the revision moves in the transaction that changes the rows. Revisions are
+    numbered per database: one cache serves one database (an engine has its own)."""
 
     def __init__(self) -> None:
         self._entries: dict[Hashable, tuple[int, Any]] = {}

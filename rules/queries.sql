@@ -39,6 +39,10 @@ SELECT id, version, document FROM rules WHERE enabled ORDER BY id
 -- One evaluation at a time across engines: reading detection state and writing transitions is one step.
 SELECT pg_advisory_xact_lock(hashtext('careloop.rules.evaluation'))
 
+-- name: detections_revision --
+-- Moves with every statement that opens or clears detections (migration 010).
+SELECT revision FROM fact_revisions WHERE name = 'detections'
+
 -- name: open_detections --
 -- Open (or acknowledged) detections of these rules, optionally only for some devices, with when each opened.
 SELECT rule_id, device_id, date_part('epoch', opened_at)::bigint AS opened_at FROM detections

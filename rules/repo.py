@@ -52,6 +52,10 @@ def lock_evaluation(conn: Any) -> None:
     fetch_all(conn, QUERIES["lock_evaluation"])
 
 
+def detections_revision(conn: Any) -> int:
+    return int(fetch_one(conn, QUERIES["detections_revision"])["revision"])
+
+
 def open_detections(conn: Any, *, rule_ids: list[str], device_ids: list[str] | None) -> list[np.ndarray]:
     """Columns rule_id, device_id (raw text) and opened_at (epoch seconds) of the uncleared detections."""
     params = {"rule_ids": rule_ids, "device_ids": device_ids}

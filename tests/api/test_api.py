@@ -134,3 +134,15 @@ def test_telemetry_raw_and_bucketed(client, admin, conn) -> None:
     assert wrong_metric.status_code == 422 and "metric" in wrong_metric.json()["detail"]
     summary = client.get("/fleet/summary", headers=admin).json()
     assert summary["devices"] == 1 and summary["readings_24h"] == 12
+    # The device's latest values are its newest readings (seq 1, ten minutes ago) ...
+    newest = {"fan_current_a": 0.6, "run_hours": 99}
+    assert client.get(f"/devices/{device.id}", headers=admin).json()["latest"] == newest
+    late = InboundMessage(
+        f"careloop/v1/devices/{device.id}/telemetry",
+        json.dumps({"seq": 7, "ts": (now - dt.timedelta(hours=5)).isoformat(), "metrics": {"run_hours": 50}}).encode(),
+        now,
+    )
+    ingest_batch(conn, [late])
+    conn.commit()
+    # ... and a late, older reading does not replace them.
+    assert client.get(f"/devices/{device.id}", headers=admin).json()["latest"] == newest

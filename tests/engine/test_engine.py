@@ -344,3 +344,62 @@ def test_facts_loaded_side_by_side_equal_those_loaded_one_after_another(conn, da
         )
         for mine, theirs in parts:
             np.testing.assert_array_equal(mine, theirs, err_msg=repr(requirement))
+
+
+def test_a_whole_fleet_run_reads_detection_state_again_when_another_run_changed_it_meanwhile(
+    conn, database, monkeypatch
+) -> None:
+    """The state read beside the facts is kept only if no evaluation changed detections before the lock."""
+    from rules import evaluation
+
+    create_rule(conn, FAN_STALL)  # cooldown 1d
+    device = make_device(conn)
+    conn.commit()
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=5)
+
+    def event_at(seq: int, hours: float, kind: str) -> None:
+        at = start + dt.timedelta(hours=hours)
+        store(database, [inbound(events_topic(device.id), event(seq, at=at, kind=kind, code="E21"), at)], now=at)
+
+    event_at(1, 0, "fault")
+    assert Engine(database, clock=lambda: start).sweep().opened == 1
+    event_at(2, 2, "fault_cleared")
+
+    reads: list[str] = []
+    early_done = threading.Event()
+    real_read, real_apart, real_load = evaluation.DetectionState.read, evaluation._read_apart, evaluation.load_facts
+
+    def counted_read(*args, **kwargs):
+        reads.append("read")
+        return real_read(*args, **kwargs)
+
+    def apart_then_signal(*args, **kwargs):
+        try:
+            return real_apart(*args, **kwargs)
+        finally:
+            early_done.set()
+
+    def load_while_another_engine_clears(*args, **kwargs):
+        # After this run read the state (the detection open), another engine clears the detection,
+        # and the fault comes back: this run must see the clear, and its cooldown.
+        assert early_done.wait(timeout=10)
+        if len(reads) == 1:
+            monkeypatch.setattr(evaluation, "load_facts", real_load)
+            assert Engine(database, clock=lambda: start + dt.timedelta(hours=2)).sweep().cleared == 1
+            event_at(3, 3, "fault")
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation.DetectionState, "read", counted_read)
+    monkeypatch.setattr(evaluation, "_read_apart", apart_then_signal)
+    monkeypatch.setattr(evaluation, "load_facts", load_while_another_engine_clears)
+    summary = Engine(database, clock=lambda: start + dt.timedelta(hours=3)).sweep()
+    assert reads == ["read", "read", "read"]  # this run's early read, the other engine's, this run's again
+    assert (summary.still_open, summary.suppressed, summary.opened) == (0, 1, 0)
+    assert [d["status"] for d in detections(database, "hood-stall")] == ["cleared"]
+
+    # With nothing changed in between, the early read is the one used.
+    reads.clear()
+    monkeypatch.setattr(evaluation, "load_facts", real_load)
+    early_done.clear()
+    Engine(database, clock=lambda: start + dt.timedelta(hours=4)).sweep()
+    assert reads == ["read"]

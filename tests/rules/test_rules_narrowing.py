@@ -89,13 +89,14 @@ def test_a_detection_kept_open_by_hysteresis_needs_no_window_unless_a_sibling_de
     threshold = {"threshold": {"metric": "fan_current_a", "above": 3, "for": "10m", "clear_below": 2.5}}
     alone = make_rule(threshold, applies_to={"kind": "range_hood"})
     with_sibling = make_rule({"all": [threshold, {"fault": {"codes": ["E21"]}}]}, applies_to={"kind": "range_hood"})
-    facts = make_facts(["RH-900"] * 4)
+    facts = make_facts(["RH-900"] * 5)
     window = MetricWindow("fan_current_a", 600)
-    # beyond the level; open and kept open (2.8 >= 2.5); open and past the clear level; closed and low
-    facts.add(Latest("fan_current_a"), [3.5, 2.8, 2.0, 1.0])
-    is_open = np.array([False, True, True, False])
-    assert alone.devices_needing(window, facts, is_open).tolist() == [True, False, True, False]
-    assert with_sibling.devices_needing(window, facts, is_open).tolist() == [True, True, True, False]
+    # closed and beyond the level; open and kept open (2.8 >= 2.5); open and beyond (kept open too);
+    # open and past the clear level; closed and low
+    facts.add(Latest("fan_current_a"), [3.5, 2.8, 3.5, 2.0, 1.0])
+    is_open = np.array([False, True, True, True, False])
+    assert alone.devices_needing(window, facts, is_open).tolist() == [True, False, False, True, False]
+    assert with_sibling.devices_needing(window, facts, is_open).tolist() == [True, True, True, True, False]
 
 
 def test_no_narrowing_under_any(make_rule) -> None:
