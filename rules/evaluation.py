@@ -230,6 +230,7 @@ def evaluate_rules(
             learned_trends=learned_trends,
             parallel_dsn=parallel_dsn,
             cache=cache,
+            status=any("offline" in condition_kinds(rule.compiled.rule.when) for rule in rules),
         )
         state = early.result() if early else None
     summary.devices = facts.size

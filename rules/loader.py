@@ -63,6 +63,7 @@ def load_facts(
     learned_trends: bool = False,
     parallel_dsn: str | None = None,
     cache: FactCache | None = None,
+    status: bool = True,
 ) -> FleetFacts:
     """Facts at `now` for the given devices (every registered device when None), ordered by device id.
 
@@ -70,7 +71,8 @@ def load_facts(
     instead of fitting the raw readings again. With `parallel_dsn`, the requirement types load side by
     side on short-lived connections of their own to that database, so the server works on several at once.
     With a `cache`, the whole fleet's device columns and learned trend fits are read again only when they
-    changed since the cache last read them.
+    changed since the cache last read them. Without `status`, online, offline_since and last_seen are not
+    read (they stay unknown): for rules without an `offline` condition.
     """
     instant = _Instant.of(now)
     scope = None if device_ids is None else sorted({str(device) for device in device_ids})
@@ -78,13 +80,13 @@ def load_facts(
     options = {"learned_trends": learned_trends, "cache": cache}
     if parallel_dsn is None:
         with _without_jit(conn):
-            facts = _device_facts(conn, instant, scope, live, cache)
+            facts = _device_facts(conn, instant, scope, live, cache, status)
             _Loader(conn, instant, facts, scope, live, **options).load(requirements)
         return facts
 
     def device_columns() -> FleetFacts:
         with _without_jit(conn):
-            return _device_facts(conn, instant, scope, live, cache)
+            return _device_facts(conn, instant, scope, live, cache, status)
 
     def load_group(group: list[Requirement], facts: Future[FleetFacts]) -> None:
         # Connections of their own, not the caller's pool: a job waiting on its pool for more
@@ -220,9 +222,9 @@ class _DeviceColumns:
 
 
 def _device_facts(
-    conn: Any, instant: _Instant, scope: list[str] | None, live: bool, cache: FactCache | None
+    conn: Any, instant: _Instant, scope: list[str] | None, live: bool, cache: FactCache | None, status: bool
 ) -> FleetFacts:
-    """The device columns; no requirement loaded yet."""
+    """The device columns (with `status`, also online, offline_since and last_seen); no requirement yet."""
     if cache is not None and scope is None:
         columns = cache.get(conn, "devices", "devices", lambda: _DeviceColumns.read(conn, None))
     else:
@@ -237,7 +239,7 @@ def _device_facts(
     )
     # The lookups from device id to position go with the columns: built once per cached read, not per run.
     facts.__dict__.update(_index=columns.index, _bytes_index=columns.bytes_index)
-    if not facts.size:
+    if not facts.size or not status:
         return facts
     if live:
         ids, online, changed_at, last_seen = _columns(conn, "device_status", {"device_ids": scope}, 4)
