@@ -243,6 +243,31 @@ def _sized(array: np.ndarray, size: int, requirement: Requirement) -> np.ndarray
 # ---------------------------------------------------------------- the fleet
 
 
+class DeviceIndex:
+    """Where each device id sits in an array of ids, looked up for rows keyed by device id: ids as text, or
+    as an array of ASCII bytes (the loader's bulk reads). A dict lookup each, cheaper than comparing strings
+    in numpy."""
+
+    def __init__(self, device_id: np.ndarray) -> None:
+        self._text = {device: position for position, device in enumerate(np.asarray(device_id).tolist())}
+
+    @functools.cached_property
+    def _bytes(self) -> dict[bytes, int]:
+        return {device.encode(): position for device, position in self._text.items()}
+
+    def positions(self, ids: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each id's position (0 where absent), and whether it is there at all."""
+        raw = isinstance(ids, np.ndarray) and ids.dtype.kind == "S"
+        index = self._bytes if raw else self._text
+        keys = ids.tolist() if isinstance(ids, np.ndarray) else ids
+        try:
+            found = np.fromiter(map(index.__getitem__, keys), dtype=np.intp, count=len(keys))
+        except KeyError:  # some rows are of devices not here
+            found = np.fromiter((index.get(device, -1) for device in keys), dtype=np.intp, count=len(keys))
+        known = found >= 0
+        return np.where(known, found, 0), known
+
+
 @dataclass
 class FleetFacts:
     """Everything rules read about a set of devices at one instant, aligned by device index."""
@@ -257,10 +282,13 @@ class FleetFacts:
     offline_since: np.ndarray | None = None  # datetime64[s], when the status turned offline; NaT while online
     last_seen: np.ndarray | None = None  # datetime64[s], last telemetry or event ts; NaT never seen
     loaded: dict[Requirement, Any] = field(default_factory=dict)
+    index: DeviceIndex | None = field(default=None, repr=False, compare=False)  # built from device_id if None
 
     def __post_init__(self) -> None:
         self.now = to_datetime64(self.now)
         self.device_id = np.asarray(self.device_id, dtype=str)
+        if self.index is None:
+            self.index = DeviceIndex(self.device_id)
         size = self.device_id.shape[0]
         self.model = np.asarray(self.model, dtype=str)
         if self.kind is None:
@@ -301,26 +329,9 @@ class FleetFacts:
     def size(self) -> int:
         return int(self.device_id.shape[0])
 
-    @functools.cached_property
-    def _index(self) -> dict[str, int]:
-        return {device: position for position, device in enumerate(self.device_id.tolist())}
-
-    @functools.cached_property
-    def _bytes_index(self) -> dict[bytes, int]:
-        return {device.encode(): position for device, position in self._index.items()}
-
     def positions(self, ids: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Each id's index among the devices (0 where absent), and whether it is among them: rows keyed by device
-        id aligned with the facts. Ids come as text, or as an array of ASCII bytes (the loader's bulk reads)."""
-        raw = isinstance(ids, np.ndarray) and ids.dtype.kind == "S"
-        index = self._bytes_index if raw else self._index
-        keys = ids.tolist() if isinstance(ids, np.ndarray) else ids
-        try:
-            found = np.fromiter(map(index.__getitem__, keys), dtype=np.intp, count=len(keys))
-        except KeyError:  # some rows are of devices outside these facts
-            found = np.fromiter((index.get(device, -1) for device in keys), dtype=np.intp, count=len(keys))
-        known = found >= 0
-        return np.where(known, found, 0), known
+        """Each id's index among the devices (0 where absent), and whether it is among them."""
+        return self.index.positions(ids)
 
     @property
     def now_seconds(self) -> float:

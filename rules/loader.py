@@ -35,6 +35,7 @@ from rules.facts import (
     Baseline,
     BaselineStats,
     CounterAtEvent,
+    DeviceIndex,
     EventCount,
     FleetFacts,
     LastEvent,
@@ -202,12 +203,9 @@ class _DeviceColumns:
     owner_birthday: np.ndarray
 
     @functools.cached_property
-    def index(self) -> dict[str, int]:
-        return {device: position for position, device in enumerate(self.device_id.tolist())}
-
-    @functools.cached_property
-    def bytes_index(self) -> dict[bytes, int]:
-        return {device.encode(): position for device, position in self.index.items()}
+    def index(self) -> DeviceIndex:
+        """Built once per read of the columns (a cached read serves many runs), not once per run."""
+        return DeviceIndex(self.device_id)
 
     @classmethod
     def read(cls, conn: Any, scope: list[str] | None) -> _DeviceColumns:
@@ -236,9 +234,8 @@ def _device_facts(
         kind=columns.kind,
         purchased_on=columns.purchased_on,
         owner_birthday=columns.owner_birthday,
+        index=columns.index,
     )
-    # The lookups from device id to position go with the columns: built once per cached read, not per run.
-    facts.__dict__.update(_index=columns.index, _bytes_index=columns.bytes_index)
     if not facts.size or not status:
         return facts
     if live:
