@@ -62,6 +62,11 @@ class ActiveRule:
         """Whether a new reading, event or status can change the outcome (evaluate it per batch)."""
         return bool(condition_kinds(self.compiled.rule.when) & EVENT_DRIVEN_KINDS)
 
+    @property
+    def reads_status(self) -> bool:
+        """Whether an `offline` condition reads the devices' online status and last seen."""
+        return "offline" in condition_kinds(self.compiled.rule.when)
+
 
 _compiled_cache: dict[tuple[str, int, str], ActiveRule] = {}
 
@@ -230,7 +235,7 @@ def evaluate_rules(
             learned_trends=learned_trends,
             parallel_dsn=parallel_dsn,
             cache=cache,
-            status=any("offline" in condition_kinds(rule.compiled.rule.when) for rule in rules),
+            status=any(rule.reads_status for rule in rules),
         )
         state = early.result() if early else None
     summary.devices = facts.size
