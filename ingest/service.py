@@ -6,7 +6,7 @@ import datetime as dt
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,7 +138,7 @@ def ingest_batch(
     repo.upsert_device_latest(conn, rows=_newest_readings(stored_telemetry))
     repo.record_event_counters(
         conn,
-        events=_event_counter_triples(stored_events, models),
+        events=event_counter_triples(((row[0], row[2]) for row in stored_events), models),
         earliest_readings=_earliest_readings(stored_telemetry),
     )
     repo.insert_quarantine(conn, rows=quarantine)
@@ -193,14 +193,14 @@ def _earliest_readings(stored_telemetry: list[tuple]) -> list[tuple[str, str, dt
     return [(device_id, metric, ts) for (device_id, metric), ts in sorted(earliest.items())]
 
 
-def _event_counter_triples(
-    stored_events: list[tuple], models: Mapping[str, ApplianceModel]
+def event_counter_triples(
+    events: Iterable[tuple[str, str]], models: Mapping[str, ApplianceModel]
 ) -> list[tuple[str, str, str]]:
-    """(device_id, event type, counter metric) for each newly stored event and each counter of the device's model:
-    the counter values at the device's last event of each type, which `usage` rules measure from."""
+    """For events given as (device_id, event type): (device_id, event type, counter metric) for each counter of
+    the device's model, the rows of event_counters that `usage` rules measure from."""
     triples = {
         (device_id, event_type, metric)
-        for device_id, _seq, event_type, _code, _ts in stored_events
+        for device_id, event_type in events
         for metric, spec in models[device_id].metrics.items()
         if spec.counter
     }

@@ -28,7 +28,7 @@ from careloop.runtime import resolve_services
 from careloop.settings import get_settings
 from devices.catalog import load_catalog
 from ingest import repo as ingest_repo
-from ingest.service import InboundMessage, ingest_batch
+from ingest.service import InboundMessage, event_counter_triples, ingest_batch
 from ingest.subscriber import Ingester, forget_session
 from rules.engine import Engine, Schedule
 from rules.evaluation import active_rules
@@ -369,16 +369,10 @@ def _generate_fleet(conn, devices: int, *, days: int, every_s: int, now: dt.date
             FROM telemetry ORDER BY device_id, metric, ts DESC, seq DESC
             """
         )
-        cursor.execute(
-            "SELECT DISTINCT e.device_id, d.model, e.type FROM events e JOIN devices d ON d.id = e.device_id"
-        )
-        counters = [
-            (device_id, event_type, metric)
-            for device_id, model, event_type in cursor.fetchall()
-            for metric, spec in catalog[model].metrics.items()
-            if spec.counter
-        ]
-        ingest_repo.record_event_counters(conn, events=sorted(counters), earliest_readings=[])
+        model_of = {device_id: catalog[model] for device_id, model, *_ in rows}
+        cursor.execute("SELECT DISTINCT device_id, type FROM events")
+        counters = event_counter_triples(cursor.fetchall(), model_of)
+        ingest_repo.record_event_counters(conn, events=counters, earliest_readings=[])
         cursor.execute("SELECT count(*) FROM telemetry")
         telemetry_rows = cursor.fetchone()[0]
     conn.commit()

@@ -282,13 +282,11 @@ class FleetFacts:
     offline_since: np.ndarray | None = None  # datetime64[s], when the status turned offline; NaT while online
     last_seen: np.ndarray | None = None  # datetime64[s], last telemetry or event ts; NaT never seen
     loaded: dict[Requirement, Any] = field(default_factory=dict)
-    index: DeviceIndex | None = field(default=None, repr=False, compare=False)  # built from device_id if None
+    index: DeviceIndex | None = field(default=None, repr=False, compare=False)  # built on first use if None
 
     def __post_init__(self) -> None:
         self.now = to_datetime64(self.now)
         self.device_id = np.asarray(self.device_id, dtype=str)
-        if self.index is None:
-            self.index = DeviceIndex(self.device_id)
         size = self.device_id.shape[0]
         self.model = np.asarray(self.model, dtype=str)
         if self.kind is None:
@@ -331,6 +329,8 @@ class FleetFacts:
 
     def positions(self, ids: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each id's index among the devices (0 where absent), and whether it is among them."""
+        if self.index is None:
+            self.index = DeviceIndex(self.device_id)
         return self.index.positions(ids)
 
     @property
