@@ -42,6 +42,7 @@ class Ingester:
         batch_size: int = 1000,
         batch_wait_s: float = 0.05,
         on_batch: Callable[[BatchOutcome], None] | None = None,
+        before_ack: Callable[[BatchOutcome], None] | None = None,
     ) -> None:
         self.database = database
         self.name = name
@@ -49,6 +50,9 @@ class Ingester:
         self.batch_size = batch_size
         self.batch_wait_s = batch_wait_s
         self.on_batch = on_batch
+        # Called after a batch commits and before its messages are acknowledged: the one moment where a crash
+        # must cost redeliveries and never data. Fault-injection benchmarks hook in here.
+        self.before_ack = before_ack
         self.totals = BatchOutcome()
         self.inbox: queue.Queue[tuple[int, mqtt.MQTTMessage, dt.datetime]] = queue.Queue()
         self.connection: MqttConnection = make_connection(
@@ -121,6 +125,8 @@ class Ingester:
             outcome = self._store_with_retry(batch)
             if outcome is None:
                 return  # stopping while the database is down: nothing acked, the broker keeps them
+            if self.before_ack is not None:
+                self.before_ack(outcome)
             for generation, message, _received_at in batch:
                 if generation == self._generation and message.qos > 0:
                     self.connection.client.ack(message.mid, message.qos)
