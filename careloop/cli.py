@@ -44,6 +44,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    import datetime as dt
+
     from careloop.db import Database
     from careloop.runtime import stop_event_on_signals
     from ingest.subscriber import Ingester
@@ -52,21 +54,36 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     stop = stop_event_on_signals()
     database = Database(urls.database_url, max_connections=2)
     ingester = Ingester(
-        database, urls.mqtt_url, name=args.name, share_group=args.share_group, batch_size=args.batch_size
+        database,
+        urls.mqtt_url,
+        name=args.name,
+        share_group=args.share_group,
+        batch_size=args.batch_size,
+        quarantine_retention=dt.timedelta(seconds=args.quarantine_retention.seconds),
+        quarantine_max_rows=args.quarantine_max_rows,
     )
     ingester.start()
     log.info("%s: ingesting; Ctrl-C or SIGTERM stops after the batch in hand", args.name)
-    while not stop.wait(timeout=30):
-        totals = ingester.totals
-        log.info(
-            "%s: %d messages, %d readings, %d events stored; %d duplicates; quarantined %s",
-            args.name,
-            totals.messages,
-            totals.readings_stored,
-            totals.events_stored,
-            totals.readings_duplicate + totals.events_duplicate,
-            dict(totals.quarantined) or 0,
-        )
+    ticks = 0
+    while not stop.wait(timeout=1):
+        dead = ingester.dead_thread()
+        if dead is not None:
+            # Up but storing nothing is the worst state: exit so the supervisor starts a fresh process.
+            log.critical("%s: essential thread %s died; exiting so the ingester is restarted", args.name, dead)
+            ingester.stop(timeout_s=5)
+            return 1
+        ticks += 1
+        if ticks % 30 == 0:
+            totals = ingester.totals
+            log.info(
+                "%s: %d messages, %d readings, %d events stored; %d duplicates; quarantined %s",
+                args.name,
+                totals.messages,
+                totals.readings_stored,
+                totals.events_stored,
+                totals.readings_duplicate + totals.events_duplicate,
+                dict(totals.quarantined) or 0,
+            )
     ingester.stop()
     database.close()
     return 0
@@ -77,7 +94,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
 
     from careloop.db import Database
     from careloop.runtime import stop_event_on_signals
-    from rules.engine import Engine, Schedule
+    from rules.engine import Engine, EssentialThreadDied, Schedule
 
     urls = _services(need_broker=False)
     database = Database(urls.database_url, max_connections=3)
@@ -93,6 +110,9 @@ def cmd_engine(args: argparse.Namespace) -> int:
             print(json.dumps(engine.run_once(), indent=2))
         else:
             engine.serve(stop_event_on_signals(), database_url=urls.database_url)
+    except EssentialThreadDied:
+        log.critical("the engine cannot go on; exiting so it is restarted", exc_info=True)
+        return 1
     finally:
         database.close()
     return 0
@@ -222,6 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="MQTT 5 shared-subscription group; ingesters in one group split the load",
     )
     ingest.add_argument("--batch-size", type=int, default=1000, help="messages per transaction (default 1000)")
+    ingest.add_argument(
+        "--quarantine-retention",
+        type=duration,
+        default=duration("30d"),
+        help="how long rejected messages are kept in quarantine (default 30d)",
+    )
+    ingest.add_argument(
+        "--quarantine-max-rows",
+        type=int,
+        default=1_000_000,
+        help="quarantine keeps at most this many of the newest rejected messages (default 1,000,000)",
+    )
     ingest.set_defaults(handler=cmd_ingest)
 
     engine = commands.add_parser(

@@ -124,6 +124,31 @@ def execute(conn: Any, query: str | sql.Composable, params: Params = None) -> in
         return cursor.rowcount
 
 
+# Errors after which the same work may succeed on a new connection or a second try: a lost or closed connection,
+# a restart, a timeout, a deadlock or serialization failure (all OperationalError). Anything else is about the
+# work itself and will fail again.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+@contextmanager
+def savepoint(conn: Any, name: str = "careloop_savepoint") -> Iterator[None]:
+    """A block that is undone alone when it raises, leaving the rest of the transaction usable."""
+    identifier = sql.Identifier(name)
+    with conn.cursor() as cursor:
+        cursor.execute(sql.SQL("SAVEPOINT {}").format(identifier))
+    try:
+        yield
+    except TRANSIENT_ERRORS:
+        raise  # the connection itself is in doubt: the caller retries the whole transaction
+    except BaseException:
+        with conn.cursor() as cursor:
+            cursor.execute(sql.SQL("ROLLBACK TO SAVEPOINT {}").format(identifier))
+            cursor.execute(sql.SQL("RELEASE SAVEPOINT {}").format(identifier))
+        raise
+    with conn.cursor() as cursor:
+        cursor.execute(sql.SQL("RELEASE SAVEPOINT {}").format(identifier))
+
+
 def copy_columns(conn: Any, query: str, params: Params, width: int) -> list[np.ndarray]:
     """A fleet-sized query's result as `width` columns of raw text values (bytes arrays; NULL is `NULL_TEXT`).
 

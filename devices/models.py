@@ -69,7 +69,8 @@ class DeviceRead(BaseModel):
     online: bool | None = None
     last_seen: dt.datetime | None = None
     last_seq: int | None = None
-    missing_seq: int = 0
+    missing_seq: int = 0  # messages the device sent that never arrived
+    seq_resets: int = 0  # times its seq started a new count (device reset, or a forged seq)
     latest: dict[str, float] = {}
 
 

@@ -13,7 +13,7 @@ SELECT id, model FROM devices WHERE id = ANY(%(device_ids)s)
 -- Devices with their state, filtered; `total` counts all matches.
 SELECT d.id, d.model, d.kind, d.owner_id AS owner, d.purchased_on, d.region, d.created_at,
        s.online, s.last_seen, s.last_seq,
-       GREATEST(coalesce(s.last_seq - s.first_seq + 1 - s.seq_count, 0), 0) AS missing_seq,
+       coalesce(s.missing_seq, 0) AS missing_seq, coalesce(s.seq_resets, 0) AS seq_resets,
        (SELECT coalesce(jsonb_object_agg(l.metric, l.value), '{}'::jsonb)
         FROM device_latest l WHERE l.device_id = d.id) AS latest,
        count(*) OVER () AS total
@@ -53,7 +53,7 @@ SELECT count(*) AS devices,
        count(*) FILTER (WHERE s.online) AS online,
        count(*) FILTER (WHERE s.online IS FALSE) AS offline,
        count(*) FILTER (WHERE s.device_id IS NULL OR s.last_seen IS NULL) AS never_seen,
-       coalesce(sum(GREATEST(s.last_seq - s.first_seq + 1 - s.seq_count, 0)), 0) AS missing_seq
+       coalesce(sum(s.missing_seq), 0) AS missing_seq, coalesce(sum(s.seq_resets), 0) AS seq_resets
 FROM devices d LEFT JOIN device_state s ON s.device_id = d.id
 
 -- name: fleet_by_kind --

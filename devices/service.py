@@ -106,6 +106,7 @@ def fleet_summary(conn: Any, *, now: dt.datetime | None = None) -> dict[str, Any
     return {
         **summary,
         "missing_seq": int(summary.get("missing_seq") or 0),
+        "seq_resets": int(summary.get("seq_resets") or 0),
         "by_kind": repo.fleet_by_kind(conn),
         "quarantined_24h": quarantined,
         "readings_24h": repo.readings_since(conn, since=day_ago),

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from careloop.mqtt import DEVICE_TOPIC
 from devices.models import ApplianceModel
@@ -23,6 +23,7 @@ MAX_READINGS_PER_MESSAGE = 2000
 MAX_FUTURE = dt.timedelta(minutes=5)
 MAX_AGE = dt.timedelta(days=30)
 QUARANTINED_PAYLOAD_CHARS = 4096
+MAX_SEQ = 2**63 - 1  # the contract's range, and PostgreSQL's bigint
 
 # Reason codes, stable: dashboards and alerts count by them.
 BAD_TOPIC = "bad_topic"
@@ -37,6 +38,7 @@ DEVICE_MISMATCH = "device_mismatch"
 UNKNOWN_METRIC = "unknown_metric"
 OUT_OF_RANGE = "out_of_range"
 BAD_STATUS = "bad_status"
+UNPROCESSABLE = "unprocessable"  # handling the message raised, or the database refused its rows: a defect to look at
 
 
 class Rejected(Exception):
@@ -92,10 +94,37 @@ class ParsedMessage:
     rejected: list[RejectedPart] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class QuarantineRow:
+    """A rejected message (or one reading of it) as the quarantine table keeps it."""
+
+    received_at: dt.datetime
+    topic: str
+    device_id: str | None
+    reason: str
+    detail: str
+    payload: str  # for people: truncated, bytes that are not UTF-8 and NUL written as \\xNN
+    payload_bytes: int  # of the whole message
+    dedup_key: str
+    payload_raw: bytes  # as received, up to MAX_PAYLOAD_BYTES
+
+
 # --- payload shapes ----------------------------------------------------------------------------
 
+def _storable(text: str) -> str:
+    # PostgreSQL text holds neither NUL nor lone surrogates (JSON can spell both: \u0000, \ud800).
+    if "\x00" in text:
+        raise ValueError("contains a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("contains a lone surrogate, which is not UTF-8") from None
+    return text
+
+
 Timestamp = StrictStr | StrictInt | StrictFloat
-Seq = Annotated[StrictInt, Field(ge=0)]
+Seq = Annotated[StrictInt, Field(ge=0, le=MAX_SEQ)]
+DeviceText = Annotated[StrictStr, AfterValidator(_storable)]
 
 
 class _Strict(BaseModel):
@@ -105,7 +134,7 @@ class _Strict(BaseModel):
 class ReadingPayload(_Strict):
     seq: Seq
     ts: Timestamp
-    metrics: Annotated[dict[StrictStr, StrictFloat | StrictInt], Field(min_length=1)]
+    metrics: Annotated[dict[DeviceText, StrictFloat | StrictInt], Field(min_length=1)]
     device_id: StrictStr | None = None
 
 
@@ -118,8 +147,8 @@ class EventPayload(_Strict):
     seq: Seq
     ts: Timestamp
     type: Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
-    code: Annotated[StrictStr, Field(max_length=32)] | None = None
-    detail: Annotated[StrictStr, Field(max_length=1000)] | None = None
+    code: Annotated[DeviceText, Field(max_length=32)] | None = None
+    detail: Annotated[DeviceText, Field(max_length=1000)] | None = None
     device_id: StrictStr | None = None
 
 
@@ -146,12 +175,12 @@ def parse_timestamp(value: str | int | float, now: dt.datetime) -> dt.datetime:
         if ts.tzinfo is None:
             raise Rejected(INVALID_PAYLOAD, f"ts: {value!r} has no time zone")
     else:
-        if not math.isfinite(value):
-            raise Rejected(NON_FINITE, "ts is not finite")
         try:
+            if not math.isfinite(value):
+                raise Rejected(NON_FINITE, "ts is not finite")
             ts = dt.datetime.fromtimestamp(value / 1000, tz=dt.UTC)
         except (OverflowError, OSError, ValueError):
-            raise Rejected(INVALID_PAYLOAD, f"ts: {value!r} is out of range for epoch milliseconds") from None
+            raise Rejected(INVALID_PAYLOAD, f"ts: {_shorten(value)} is out of range for epoch milliseconds") from None
     ts = ts.astimezone(dt.UTC)
     if ts > now + MAX_FUTURE:
         raise Rejected(TS_IN_FUTURE, f"ts {ts.isoformat()} is more than 5 minutes ahead of {now.isoformat()}")
@@ -171,24 +200,37 @@ def _reading(raw: Any, device_id: str, now: dt.datetime) -> Reading:
     except ValidationError as error:
         raise Rejected(INVALID_PAYLOAD, _describe(error)) from None
     _check_device_field(payload.device_id, device_id)
+    metrics: dict[str, float] = {}
     for name, value in payload.metrics.items():
-        if not math.isfinite(value):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise Rejected(NON_FINITE, f"metrics.{name} is {_shorten(value)}, too large for a double") from None
+        if not math.isfinite(number):
             raise Rejected(NON_FINITE, f"metrics.{name} is {value}")
-    return Reading(
-        device_id=device_id,
-        seq=payload.seq,
-        ts=parse_timestamp(payload.ts, now),
-        metrics={name: float(value) for name, value in payload.metrics.items()},
-    )
+        metrics[name] = number
+    return Reading(device_id=device_id, seq=payload.seq, ts=parse_timestamp(payload.ts, now), metrics=metrics)
+
+
+def _shorten(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _decode(payload: bytes) -> Any:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise Rejected(OVERSIZED, f"{len(payload)} bytes, the limit is {MAX_PAYLOAD_BYTES}")
     try:
-        return json.loads(payload, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise Rejected(INVALID_JSON, str(error)) from None
+        # UTF-8 by contract: json.loads would also guess UTF-16 and UTF-32 from the first bytes.
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise Rejected(INVALID_JSON, f"not UTF-8: {error}") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise Rejected(INVALID_JSON, "nested too deeply") from None
+    except ValueError as error:  # JSONDecodeError, and integers beyond Python's digit limit
+        raise Rejected(INVALID_JSON, str(error)[:200]) from None
 
 
 def parse_message(topic: str, payload: bytes, now: dt.datetime) -> ParsedMessage:
@@ -255,13 +297,18 @@ def check_against_model(reading: Reading, model: ApplianceModel) -> None:
 def _to_text(raw: Any) -> str:
     try:
         return json.dumps(raw)[:QUARANTINED_PAYLOAD_CHARS]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return repr(raw)[:QUARANTINED_PAYLOAD_CHARS]
 
 
 def payload_text(payload: bytes) -> str:
-    """The raw payload as text for quarantine, truncated."""
-    return payload[:QUARANTINED_PAYLOAD_CHARS].decode("utf-8", errors="replace")
+    """The raw payload as text for quarantine, truncated: bytes that are not UTF-8 are written as \\xNN."""
+    return storable_text(payload[:QUARANTINED_PAYLOAD_CHARS].decode("utf-8", errors="backslashreplace"))
+
+
+def storable_text(text: str) -> str:
+    """Any text as PostgreSQL can store it: NUL written as \\x00, lone surrogates as \\udNNN."""
+    return text.encode("utf-8", errors="backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 def reading_text(reading: Reading) -> str:

@@ -25,18 +25,36 @@ RETURNING device_id, seq, type, code, ts
 
 -- name: upsert_device_progress --
 -- Advance each device's state with what this batch newly stored: seq bookkeeping and last seen.
+-- A seq range far from the one kept starts a new count (seq_is_reset, migration 011).
 -- Its row locks, held to commit, make two batches of one device take turns for what follows.
 INSERT INTO device_state AS state
-    (device_id, last_seen, last_received_at, first_seq, last_seq, seq_count, updated_at)
-SELECT v.device_id, v.last_seen, now(), v.first_seq, v.last_seq, v.seq_count, now()
-FROM (VALUES %s) AS v (device_id, last_seen, first_seq, last_seq, seq_count)
+    (device_id, last_seen, last_received_at, first_seq, last_seq, seq_count, seq_resets, updated_at)
+SELECT v.device_id, v.last_seen, now(), v.first_seq, v.last_seq, v.seq_count, v.seq_resets, now()
+FROM (VALUES %s) AS v (device_id, last_seen, first_seq, last_seq, seq_count, seq_resets)
 ORDER BY v.device_id
 ON CONFLICT (device_id) DO UPDATE SET
     last_seen        = GREATEST(state.last_seen, excluded.last_seen),
     last_received_at = excluded.last_received_at,
-    first_seq        = LEAST(state.first_seq, excluded.first_seq),
-    last_seq         = GREATEST(state.last_seq, excluded.last_seq),
-    seq_count        = state.seq_count + excluded.seq_count,
+    missing_before_reset = CASE
+        WHEN seq_is_reset(state.first_seq, state.last_seq, state.last_seen,
+                          excluded.first_seq, excluded.last_seq, excluded.last_seen)
+        THEN state.missing_seq ELSE state.missing_before_reset END,
+    seq_resets       = state.seq_resets + excluded.seq_resets + CASE
+        WHEN seq_is_reset(state.first_seq, state.last_seq, state.last_seen,
+                          excluded.first_seq, excluded.last_seq, excluded.last_seen)
+        THEN 1 ELSE 0 END,
+    first_seq        = CASE
+        WHEN seq_is_reset(state.first_seq, state.last_seq, state.last_seen,
+                          excluded.first_seq, excluded.last_seq, excluded.last_seen)
+        THEN excluded.first_seq ELSE LEAST(state.first_seq, excluded.first_seq) END,
+    last_seq         = CASE
+        WHEN seq_is_reset(state.first_seq, state.last_seq, state.last_seen,
+                          excluded.first_seq, excluded.last_seq, excluded.last_seen)
+        THEN excluded.last_seq ELSE GREATEST(state.last_seq, excluded.last_seq) END,
+    seq_count        = CASE
+        WHEN seq_is_reset(state.first_seq, state.last_seq, state.last_seen,
+                          excluded.first_seq, excluded.last_seq, excluded.last_seen)
+        THEN excluded.seq_count ELSE state.seq_count + excluded.seq_count END,
     updated_at       = now()
 
 -- name: upsert_device_latest --
@@ -110,7 +128,7 @@ ON CONFLICT (device_id) DO UPDATE SET
 
 -- name: insert_quarantine --
 -- Keep rejected messages with their reason.
-INSERT INTO quarantine (received_at, topic, device_id, reason, detail, payload, payload_bytes, dedup_key)
+INSERT INTO quarantine (received_at, topic, device_id, reason, detail, payload, payload_bytes, dedup_key, payload_raw)
 VALUES %s
 ON CONFLICT (dedup_key) DO NOTHING
 
@@ -130,7 +148,22 @@ LIMIT %(limit)s OFFSET %(offset)s
 
 -- name: missing_seq_total --
 -- Messages lost on the way, over the fleet: gaps in each device's seq.
-SELECT coalesce(sum(GREATEST(last_seq - first_seq + 1 - seq_count, 0)), 0) FROM device_state
+SELECT coalesce(sum(missing_seq), 0) FROM device_state
+
+-- name: seq_resets_total --
+-- Devices' seq counts started again: a reset device, or a forged seq far from the device's own.
+SELECT coalesce(sum(seq_resets), 0) FROM device_state
+
+-- name: prune_quarantine --
+-- Retention: drop quarantined messages older than the cutoff, and the oldest beyond the newest max_rows; at most
+-- `chunk` rows a call, so the ingest transaction that runs it stays short.
+DELETE FROM quarantine WHERE id IN (
+    SELECT id FROM quarantine
+    WHERE received_at < %(cutoff)s
+       OR id < (SELECT id FROM quarantine ORDER BY id DESC OFFSET %(max_rows)s LIMIT 1)
+    ORDER BY id
+    LIMIT %(chunk)s
+)
 
 -- name: notify_changed_devices --
 -- Name the devices a batch changed; listeners hear it when the batch commits.

@@ -8,9 +8,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 from psycopg2.extras import execute_values
 
 from careloop.db import Row, execute, fetch_all, fetch_value, load_queries
+from ingest.payloads import QuarantineRow
 
 QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
 
@@ -41,7 +43,7 @@ def insert_events(conn: Any, *, rows: Sequence[tuple]) -> list[tuple]:
 
 
 def upsert_device_progress(conn: Any, *, rows: Sequence[tuple]) -> None:
-    """rows: (device_id, last_seen, first_seq, last_seq, seq_count)."""
+    """rows: (device_id, last_seen, first_seq, last_seq, seq_count, seq_resets)."""
     if rows:
         with conn.cursor() as cursor:
             execute_values(cursor, QUERIES["upsert_device_progress"], rows, page_size=len(rows))
@@ -92,11 +94,20 @@ def set_device_status(conn: Any, *, device_id: str, online: bool, changed_at: dt
     )
 
 
-def insert_quarantine(conn: Any, *, rows: Sequence[tuple]) -> None:
-    """rows: (received_at, topic, device_id, reason, detail, payload, payload_bytes, dedup_key)."""
+def insert_quarantine(conn: Any, *, rows: Sequence[QuarantineRow]) -> None:
     if rows:
+        values = [
+            (r.received_at, r.topic, r.device_id, r.reason, r.detail, r.payload, r.payload_bytes, r.dedup_key,
+             psycopg2.Binary(r.payload_raw))
+            for r in rows
+        ]
         with conn.cursor() as cursor:
-            execute_values(cursor, QUERIES["insert_quarantine"], rows, page_size=len(rows))
+            execute_values(cursor, QUERIES["insert_quarantine"], values, page_size=len(values))
+
+
+def prune_quarantine(conn: Any, *, cutoff: dt.datetime, max_rows: int, chunk: int = 10_000) -> int:
+    """Delete quarantined messages received before `cutoff` or beyond the newest `max_rows`; answers how many."""
+    return execute(conn, QUERIES["prune_quarantine"], {"cutoff": cutoff, "max_rows": max_rows, "chunk": chunk})
 
 
 def quarantine_by_reason(conn: Any, *, since: dt.datetime) -> list[Row]:
@@ -109,6 +120,10 @@ def list_quarantine(conn: Any, *, reason: str | None, limit: int, offset: int) -
 
 def missing_seq_total(conn: Any) -> int:
     return int(fetch_value(conn, QUERIES["missing_seq_total"]))
+
+
+def seq_resets_total(conn: Any) -> int:
+    return int(fetch_value(conn, QUERIES["seq_resets_total"]))
 
 
 CHANGED_DEVICES_CHANNEL = "careloop_ingest"

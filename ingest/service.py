@@ -10,17 +10,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from careloop.db import TRANSIENT_ERRORS, savepoint
 from devices import service as devices_service
 from devices.models import ApplianceModel
 from ingest import repo
 from ingest.payloads import (
+    MAX_PAYLOAD_BYTES,
     UNKNOWN_DEVICE,
+    UNPROCESSABLE,
     ParsedMessage,
+    QuarantineRow,
     Rejected,
     check_against_model,
     parse_message,
     payload_text,
     reading_text,
+    storable_text,
 )
 
 log = logging.getLogger("careloop.ingest")
@@ -64,49 +69,59 @@ class BatchOutcome:
 def ingest_batch(
     conn: Any, messages: Sequence[InboundMessage], *, now: dt.datetime | None = None
 ) -> BatchOutcome:
-    """Validate and store a batch; the caller commits, and only then acknowledges the messages."""
-    now = now or dt.datetime.now(dt.UTC)
-    outcome = BatchOutcome(messages=len(messages))
-    quarantine: list[tuple] = []
+    """Validate and store a batch; the caller commits, and only then acknowledges the messages.
 
-    def reject(
-        message: InboundMessage, device_id: str | None, reason: str, detail: str, payload: str
-    ) -> None:
+    One message's fault is that message's alone. A message that cannot be accepted is quarantined with its
+    reason. When storing the batch fails for any reason but the connection's (a value the database refuses, a
+    defect), the batch is undone to a savepoint and stored again in halves, down to the one message at fault,
+    which is quarantined as `unprocessable` with the error named. Connection-level errors go to the caller,
+    which retries the whole batch.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    try:
+        with savepoint(conn, "ingest_batch"):
+            return _store_batch(conn, messages, now)
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as error:
+        if len(messages) == 1:
+            return _quarantine_unprocessable(conn, messages[0], error)
+        log.warning("a batch of %d messages could not be stored (%s); storing it in halves", len(messages),
+                    _error_text(error))
+        middle = len(messages) // 2
+        outcome = ingest_batch(conn, messages[:middle], now=now)
+        outcome.add(ingest_batch(conn, messages[middle:], now=now))
+        return outcome
+
+
+def _store_batch(conn: Any, messages: Sequence[InboundMessage], now: dt.datetime) -> BatchOutcome:
+    outcome = BatchOutcome(messages=len(messages))
+    quarantine: list[QuarantineRow] = []
+
+    def reject(message: InboundMessage, device_id: str | None, reason: str, detail: str, payload: bytes) -> None:
         outcome.quarantined[reason] += 1
-        parts = [message.topic.encode(), message.payload, detail.encode()]
-        key = hashlib.sha256(b"\0".join(parts)).hexdigest()
-        size = len(message.payload)
-        quarantine.append((message.received_at, message.topic, device_id, reason, detail, payload, size, key))
-        log.info("quarantined %s from %s: %s", reason, device_id or message.topic, detail)
+        quarantine.append(_quarantine_row(message, device_id, reason, detail, payload))
 
     parsed: list[tuple[InboundMessage, ParsedMessage]] = []
     for message in messages:
         try:
             parsed.append((message, parse_message(message.topic, message.payload, now)))
         except Rejected as rejected:
-            reject(
-                message,
-                _device_of(message.topic),
-                rejected.reason,
-                rejected.detail,
-                payload_text(message.payload),
-            )
+            reject(message, _device_of(message.topic), rejected.reason, rejected.detail, message.payload)
+        except Exception as error:  # a defect in parsing: this message's problem, not the batch's
+            log.exception("parsing a message on %s raised", storable_text(message.topic))
+            reject(message, _device_of(message.topic), UNPROCESSABLE, _error_text(error), message.payload)
 
     models = devices_service.models_of_devices(conn, sorted({p.device_id for _m, p in parsed}))
     telemetry_rows: list[tuple] = []
     event_rows: list[tuple] = []
     for message, item in parsed:
         for part in item.rejected:
-            reject(message, item.device_id, part.reason, part.detail, part.payload)
+            reject(message, item.device_id, part.reason, part.detail, part.payload.encode())
         model = models.get(item.device_id)
         if model is None:
-            reject(
-                message,
-                item.device_id,
-                UNKNOWN_DEVICE,
-                f"no device {item.device_id} is registered",
-                payload_text(message.payload),
-            )
+            reject(message, item.device_id, UNKNOWN_DEVICE, f"no device {item.device_id} is registered",
+                   message.payload)
             continue
         if item.status is not None:
             repo.set_device_status(
@@ -121,7 +136,7 @@ def ingest_batch(
             try:
                 check_against_model(reading, model)
             except Rejected as rejected:
-                reject(message, item.device_id, rejected.reason, rejected.detail, reading_text(reading))
+                reject(message, item.device_id, rejected.reason, rejected.detail, reading_text(reading).encode())
                 continue
             telemetry_rows.extend(
                 (reading.ts, reading.device_id, metric, value, reading.seq)
@@ -142,6 +157,8 @@ def ingest_batch(
         earliest_readings=_earliest_readings(stored_telemetry),
     )
     repo.insert_quarantine(conn, rows=quarantine)
+    for row in quarantine:
+        log.info("quarantined %s from %s: %s", row.reason, row.device_id or row.topic, row.detail)
 
     outcome.readings_stored = len(stored_telemetry)
     outcome.readings_duplicate = len(telemetry_rows) - len(stored_telemetry)
@@ -153,25 +170,90 @@ def ingest_batch(
     return outcome
 
 
+# Quarantine is bounded: kept 30 days, and never more than the newest million messages.
+QUARANTINE_RETENTION = dt.timedelta(days=30)
+QUARANTINE_MAX_ROWS = 1_000_000
+
+
+def prune_quarantine(
+    conn: Any, *, retention: dt.timedelta, max_rows: int, now: dt.datetime | None = None
+) -> int:
+    """Drop quarantined messages older than `retention` or beyond the newest `max_rows`; answers how many."""
+    cutoff = (now or dt.datetime.now(dt.UTC)) - retention
+    removed = 0
+    while True:
+        chunk = repo.prune_quarantine(conn, cutoff=cutoff, max_rows=max_rows)
+        removed += chunk
+        if chunk == 0:
+            return removed
+
+
+def _quarantine_unprocessable(conn: Any, message: InboundMessage, error: Exception) -> BatchOutcome:
+    """Keep a message that could not be stored, with the error, so the rest of its batch can be."""
+    row = _quarantine_row(message, _device_of(message.topic), UNPROCESSABLE, _error_text(error), message.payload)
+    log.error("quarantined unprocessable message from %s: %s", row.device_id or row.topic, row.detail)
+    repo.insert_quarantine(conn, rows=[row])
+    return BatchOutcome(messages=1, quarantined=Counter({UNPROCESSABLE: 1}))
+
+
+def _error_text(error: BaseException) -> str:
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {first_line}"[:1000]
+
+
+def _quarantine_row(
+    message: InboundMessage, device_id: str | None, reason: str, detail: str, payload: bytes
+) -> QuarantineRow:
+    """What quarantine keeps of a rejected message, or of one reading of it (`payload`): every text storable."""
+    topic, detail = storable_text(message.topic), storable_text(detail)
+    return QuarantineRow(
+        received_at=message.received_at,
+        topic=topic,
+        device_id=storable_text(device_id) if device_id is not None else None,
+        reason=reason,
+        detail=detail,
+        payload=payload_text(payload),
+        payload_bytes=len(message.payload),
+        # a redelivered bad message is kept once
+        dedup_key=hashlib.sha256(b"\0".join([topic.encode(), payload, detail.encode()])).hexdigest(),
+        payload_raw=payload[:MAX_PAYLOAD_BYTES],
+    )
+
+
 def _device_of(topic: str) -> str | None:
     parts = topic.split("/")
     return parts[3][:64] if len(parts) > 3 and parts[:3] == ["careloop", "v1", "devices"] else None
 
 
+# Within one batch, seqs further apart than this are two counts (see seq_is_reset in migration 011).
+SEQ_RESET_SLACK = 10_000
+
+
 def _device_progress(stored_telemetry: list[tuple], stored_events: list[tuple]) -> list[tuple]:
-    """Per device: newest ts, seq range and count of newly stored seqs."""
-    seqs: dict[str, set[int]] = {}
-    last_seen: dict[str, dt.datetime] = {}
+    """Per device: newest ts, seq range and count of newly stored seqs, and how many times the count restarted.
+
+    Where the batch's seqs of a device fall into runs far apart (a device reset, a forged seq), the run holding
+    the newest message is the device's count now; each other run counts as a reset, not as a gap."""
+    seen_at: dict[str, dict[int, dt.datetime]] = {}
     for device_id, seq, _metric, _value, ts in stored_telemetry:
-        seqs.setdefault(device_id, set()).add(seq)
-        last_seen[device_id] = max(ts, last_seen.get(device_id, ts))
+        seqs = seen_at.setdefault(device_id, {})
+        seqs[seq] = max(ts, seqs.get(seq, ts))
     for device_id, seq, _type, _code, ts in stored_events:
-        seqs.setdefault(device_id, set()).add(seq)
-        last_seen[device_id] = max(ts, last_seen.get(device_id, ts))
-    return [
-        (device_id, last_seen[device_id], min(device_seqs), max(device_seqs), len(device_seqs))
-        for device_id, device_seqs in sorted(seqs.items())
-    ]
+        seqs = seen_at.setdefault(device_id, {})
+        seqs[seq] = max(ts, seqs.get(seq, ts))
+    progress = []
+    for device_id, seqs in sorted(seen_at.items()):
+        runs: list[list[int]] = []
+        for seq in sorted(seqs):
+            if runs and seq - runs[-1][-1] <= SEQ_RESET_SLACK:
+                runs[-1].append(seq)
+            else:
+                runs.append([seq])
+        newest = max(seqs, key=lambda seq: (seqs[seq], seq))
+        current = next(run for run in runs if run[0] <= newest <= run[-1])
+        last_seen = max(seqs.values())
+        progress.append((device_id, last_seen, current[0], current[-1], len(current), len(runs) - 1))
+    return progress
 
 
 def _newest_readings(stored_telemetry: list[tuple]) -> list[tuple]:

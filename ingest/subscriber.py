@@ -16,17 +16,24 @@ import time
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
-import psycopg2
 
-from careloop.db import Database
+from careloop.db import TRANSIENT_ERRORS, Database
 from careloop.mqtt import EVENTS_TOPIC, STATUS_TOPIC, TELEMETRY_TOPIC, MqttConnection, make_connection
-from ingest.service import BatchOutcome, InboundMessage, ingest_batch
+from ingest.service import (
+    QUARANTINE_MAX_ROWS,
+    QUARANTINE_RETENTION,
+    BatchOutcome,
+    InboundMessage,
+    ingest_batch,
+    prune_quarantine,
+)
 
 log = logging.getLogger("careloop.ingest")
 
 SHARE_GROUP = "careloop-ingest"
 SESSION_EXPIRY_S = 7 * 24 * 3600  # a restarted ingester finds what was queued while it was away
 RECEIVE_MAXIMUM = 2000  # unacknowledged messages the broker may send us: bounds a batch
+PRUNE_EVERY_S = 3600
 
 
 class Ingester:
@@ -43,6 +50,8 @@ class Ingester:
         batch_wait_s: float = 0.05,
         on_batch: Callable[[BatchOutcome], None] | None = None,
         before_ack: Callable[[BatchOutcome], None] | None = None,
+        quarantine_retention: dt.timedelta = QUARANTINE_RETENTION,
+        quarantine_max_rows: int = QUARANTINE_MAX_ROWS,
     ) -> None:
         self.database = database
         self.name = name
@@ -53,6 +62,9 @@ class Ingester:
         # Called after a batch commits and before its messages are acknowledged: the one moment where a crash
         # must cost redeliveries and never data. Fault-injection benchmarks hook in here.
         self.before_ack = before_ack
+        self.quarantine_retention = quarantine_retention
+        self.quarantine_max_rows = quarantine_max_rows
+        self._next_prune = 0.0  # monotonic time of the next quarantine retention pass
         self.totals = BatchOutcome()
         self.inbox: queue.Queue[tuple[int, mqtt.MQTTMessage, dt.datetime]] = queue.Queue()
         self.connection: MqttConnection = make_connection(
@@ -68,7 +80,9 @@ class Ingester:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        self._writer = threading.Thread(target=self._write_loop, name=f"{name}-writer", daemon=True)
+        # Set when a thread the ingester cannot live without ends unexpectedly; the process then exits.
+        self.failure: BaseException | None = None
+        self._writer = threading.Thread(target=self._run_writer, name=f"{name}-writer", daemon=True)
 
     # --- network thread ---------------------------------------------------------------------
 
@@ -115,8 +129,27 @@ class Ingester:
                 break
         return batch
 
+    def _run_writer(self) -> None:
+        try:
+            self._write_loop()
+        except BaseException as error:
+            log.critical("%s: the writer thread died; nothing more is stored", self.name, exc_info=True)
+            self.failure = error
+            raise
+
+    def dead_thread(self) -> str | None:
+        """The name of an essential thread that ended without being asked to, or None while all run."""
+        if self.failure is not None or (self._writer.ident is not None and not self._writer.is_alive()
+                                         and not self._stopping.is_set()):
+            return self._writer.name
+        network = getattr(self.connection.client, "_thread", None)  # paho's loop_start thread
+        if network is not None and not network.is_alive() and not self._stopping.is_set():
+            return network.name
+        return None
+
     def _write_loop(self) -> None:
         while not (self._stopping.is_set() and self.inbox.empty()):
+            self._prune_when_due()
             batch = self._next_batch()
             if not batch:
                 continue
@@ -134,6 +167,21 @@ class Ingester:
             if self.on_batch is not None:
                 self.on_batch(outcome)
 
+    def _prune_when_due(self) -> None:
+        if time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + PRUNE_EVERY_S
+        try:
+            with self.database.transaction() as conn:
+                removed = prune_quarantine(
+                    conn, retention=self.quarantine_retention, max_rows=self.quarantine_max_rows
+                )
+        except TRANSIENT_ERRORS as error:  # housekeeping waits for the next pass; ingest goes on
+            log.warning("%s: quarantine retention skipped: %s", self.name, error)
+            return
+        if removed:
+            log.info("%s: quarantine retention removed %d messages", self.name, removed)
+
     def _abandon_if_disconnected(self, batch: list) -> bool:
         # Without a connection the acks could not be sent; the broker will send these again.
         return not self.connected.is_set()
@@ -142,7 +190,7 @@ class Ingester:
         self, batch: list[tuple[int, mqtt.MQTTMessage, dt.datetime]]
     ) -> BatchOutcome | None:
         messages = [
-            InboundMessage(topic=m.topic, payload=m.payload, received_at=received, mid=m.mid, qos=m.qos)
+            InboundMessage(topic=_topic_of(m), payload=m.payload, received_at=received, mid=m.mid, qos=m.qos)
             for _g, m, received in batch
         ]
         delay = 0.5
@@ -150,11 +198,7 @@ class Ingester:
             try:
                 with self.database.transaction() as conn:
                     return ingest_batch(conn, messages)
-            except (
-                psycopg2.OperationalError,
-                psycopg2.InterfaceError,
-                psycopg2.errors.DeadlockDetected,
-            ) as error:
+            except TRANSIENT_ERRORS as error:
                 if self._stopping.is_set():
                     log.warning("%s: stopping with %d messages unstored: %s", self.name, len(batch), error)
                     return None
@@ -185,6 +229,14 @@ class Ingester:
             self.totals.readings_duplicate,
             sum(self.totals.quarantined.values()),
         )
+
+
+def _topic_of(message: mqtt.MQTTMessage) -> str:
+    # paho decodes the topic as strict UTF-8; a broker that passes on anything else must not stop the writer.
+    try:
+        return message.topic
+    except UnicodeDecodeError:
+        return message._topic.decode("utf-8", errors="backslashreplace")
 
 
 def forget_session(mqtt_url: str, name: str) -> None:

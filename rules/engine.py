@@ -45,6 +45,10 @@ class Schedule:
     trends_s: int = 3600
 
 
+class EssentialThreadDied(RuntimeError):
+    """A thread the engine cannot work without has ended: the process must exit and be restarted."""
+
+
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
@@ -59,6 +63,7 @@ class Engine:
         self.listening = threading.Event()  # set while LISTEN is in place: batches committed from now on are heard
         self.batches_evaluated = 0
         self.fact_cache = FactCache()  # the fleet's device columns and trend fits, between whole-fleet jobs
+        self._scheduler: BackgroundScheduler | None = None  # while serving
 
     # --- jobs: each one transaction, recorded in engine_jobs ---------------------------------
 
@@ -174,16 +179,26 @@ class Engine:
             self.schedule.trends_s,
             CHANGED_DEVICES_CHANNEL,
         )
+        self._scheduler = scheduler
         try:
             while not stop.is_set():
                 try:
                     self._listen(stop, database_url, poll_s)
+                except EssentialThreadDied:
+                    raise
                 except Exception:  # a lost database connection: back off, then listen again
                     log.exception("listening for ingest batches failed; retrying in 5 s")
                     stop.wait(5)
         finally:
             scheduler.shutdown(wait=True)
             log.info("engine stopped")
+
+    def _check_scheduler(self) -> None:
+        # APScheduler catches what a job raises, so its thread only ends on a defect of its own; without it no
+        # scheduled rule would run again while the process looked alive.
+        thread = getattr(self._scheduler, "_thread", None)
+        if thread is None or not thread.is_alive():
+            raise EssentialThreadDied("the scheduler thread has ended: no scheduled job would run again")
 
     def _listen(self, stop: threading.Event, database_url: str, poll_s: float) -> None:
         listener = connect(database_url)
@@ -193,6 +208,7 @@ class Engine:
                 cursor.execute(f"LISTEN {CHANGED_DEVICES_CHANNEL}")
             self.listening.set()
             while not stop.is_set():
+                self._check_scheduler()
                 if select.select([listener], [], [], poll_s) == ([], [], []):
                     continue
                 listener.poll()
