@@ -160,7 +160,7 @@ SELECT coalesce(sum(seq_resets), 0) FROM device_state
 DELETE FROM quarantine WHERE id IN (
     SELECT id FROM quarantine
     WHERE received_at < %(cutoff)s
-       OR id < (SELECT id FROM quarantine ORDER BY id DESC OFFSET %(max_rows)s LIMIT 1)
+       OR id <= (SELECT id FROM quarantine ORDER BY id DESC OFFSET %(max_rows)s LIMIT 1)
     ORDER BY id
     LIMIT %(chunk)s
 )
