@@ -30,9 +30,9 @@ from devices.catalog import load_catalog
 from ingest import repo as ingest_repo
 from ingest.service import InboundMessage, event_counter_triples, ingest_batch
 from ingest.subscriber import Ingester, forget_session
+from rules.conditions import walk_conditions
 from rules.engine import Engine, Schedule
 from rules.evaluation import active_rules
-from rules.models import condition_kind, condition_spec
 from rules.service import load_builtin_catalog
 from simulators.faults import FaultRecord
 from simulators.fleet import make_fleet
@@ -43,10 +43,7 @@ from simulators.physics import Simulation
 
 def fault_codes_of(condition) -> set[str]:
     """The fault codes a rule's condition watches (empty for rules without a `fault` condition)."""
-    kind = condition_kind(condition)
-    if kind in ("all", "any"):
-        return set().union(*(fault_codes_of(child) for child in condition_spec(condition)))
-    return set(condition_spec(condition).codes or []) if kind == "fault" else set()
+    return {code for leaf in walk_conditions(condition) if leaf.kind.name == "fault" for code in leaf.spec.codes or []}
 
 
 @dataclass

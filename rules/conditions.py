@@ -9,11 +9,12 @@ fired or not. Missing data (NaN, NaT, a requirement the loader did not fetch) is
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
+from pydantic import BaseModel
 
 from careloop.durations import UNIT_SECONDS
 from devices.catalog import load_catalog
@@ -31,7 +32,7 @@ from rules.facts import (
     Trend,
     epoch_seconds,
 )
-from rules.models import (
+from rules.specs import (
     PURCHASE,
     AgeSpec,
     AnomalySpec,
@@ -40,14 +41,17 @@ from rules.models import (
     ElapsedSpec,
     FaultSpec,
     OfflineSpec,
-    Rule,
     ThresholdSpec,
     TrendSpec,
     UsageSpec,
     condition_kind,
     condition_spec,
     models_in_scope,
+    scope_target,
 )
+
+if TYPE_CHECKING:
+    from rules.models import Rule
 
 Explanation = dict[str, Any]
 
@@ -599,18 +603,58 @@ def compile_birthday(spec: BirthdaySpec, context: CompileContext) -> CompiledCon
     return CompiledCondition("birthday", frozenset(), evaluate)
 
 
-LEAF_COMPILERS: dict[type, Callable[[Any, CompileContext], CompiledCondition]] = {
-    ThresholdSpec: compile_threshold,
-    FaultSpec: compile_fault,
-    UsageSpec: compile_usage,
-    ElapsedSpec: compile_elapsed,
-    AgeSpec: compile_age,
-    CountSpec: compile_count,
-    OfflineSpec: compile_offline,
-    AnomalySpec: compile_anomaly,
-    TrendSpec: compile_trend,
-    BirthdaySpec: compile_birthday,
+# ---------------------------------------------------------------- the kinds
+
+
+@dataclass(frozen=True)
+class ConditionKind:
+    """Everything about one kind of condition, found by its name (as Home Assistant finds `{kind}_from_config`
+    beside its schema): adding a kind is one spec, one compiler and one line of `CONDITION_KINDS`."""
+
+    name: str
+    spec: type[BaseModel]  # what the document says under the kind's key
+    compile: Callable[[Any, CompileContext], CompiledCondition]
+    # A single new reading, event or status can change the outcome: evaluated for each ingest batch and by the
+    # sweep; the others (time windows) by the window job.
+    event_driven: bool
+    reads_status: bool = False  # needs the devices' online status and last seen
+
+
+CONDITION_KINDS: dict[str, ConditionKind] = {
+    kind.name: kind
+    for kind in (
+        ConditionKind("threshold", ThresholdSpec, compile_threshold, event_driven=True),
+        ConditionKind("fault", FaultSpec, compile_fault, event_driven=True),
+        ConditionKind("usage", UsageSpec, compile_usage, event_driven=False),
+        ConditionKind("elapsed", ElapsedSpec, compile_elapsed, event_driven=False),
+        ConditionKind("age", AgeSpec, compile_age, event_driven=False),
+        ConditionKind("count", CountSpec, compile_count, event_driven=False),
+        ConditionKind("offline", OfflineSpec, compile_offline, event_driven=True, reads_status=True),
+        ConditionKind("anomaly", AnomalySpec, compile_anomaly, event_driven=False),
+        ConditionKind("trend", TrendSpec, compile_trend, event_driven=False),
+        ConditionKind("birthday", BirthdaySpec, compile_birthday, event_driven=False),
+    )
 }
+COMBINATIONS = ("all", "any")
+
+
+class Leaf(NamedTuple):
+    """A leaf condition of a rule: its kind, its spec and where it stands in the document."""
+
+    kind: ConditionKind
+    spec: Any
+    loc: list[str | int]
+
+
+def walk_conditions(condition: BaseModel, loc: list[str | int] | None = None) -> Iterator[Leaf]:
+    """Every leaf condition under `all`/`any`, depth first: the one walk over a condition tree."""
+    loc = loc or []
+    kind, spec = condition_kind(condition), condition_spec(condition)
+    if kind in COMBINATIONS:
+        for index, child in enumerate(spec):
+            yield from walk_conditions(child, [*loc, kind, index])
+    else:
+        yield Leaf(CONDITION_KINDS[kind], spec, [*loc, kind])
 
 
 # ---------------------------------------------------------------- all / any
@@ -663,9 +707,9 @@ def merge_narrowers(conditions: Iterable[CompiledCondition]) -> dict[Requirement
 def compile_condition(condition: Any, context: CompileContext) -> CompiledCondition:
     """Compile one condition document (leaf or `all`/`any`, nested) into a `CompiledCondition`."""
     kind, spec = condition_kind(condition), condition_spec(condition)
-    if kind in ("all", "any"):
+    if kind in COMBINATIONS:
         return compile_combination(kind, [compile_condition(child, context) for child in spec])
-    return LEAF_COMPILERS[type(spec)](spec, context)
+    return CONDITION_KINDS[kind].compile(spec, context)
 
 
 # ---------------------------------------------------------------- rules
@@ -691,10 +735,7 @@ class RuleEvaluation:
             "met": bool(self.met[i]),
         }
         if not self.in_scope[i]:
-            scope = self.rule.applies_to
-            target = (
-                f"model {scope.model}" if scope and scope.model else f"kind {scope.kind if scope else ''}"
-            )
+            target = scope_target(self.rule.applies_to)
             reason = f"rule applies to {target}; this is a {self.facts.kind[i]} ({self.facts.model[i]})"
             return header | {"reason": reason}
         condition = self.condition.explain(i)
@@ -744,7 +785,7 @@ class CompiledRule:
 
 def compile_rule(rule: Rule, catalog: Mapping[str, ApplianceModel] | None = None) -> CompiledRule:
     """Compile a validated rule against the models catalog."""
-    context = CompileContext(models=models_in_scope(rule, load_catalog() if catalog is None else catalog))
+    context = CompileContext(models=models_in_scope(rule.applies_to, load_catalog() if catalog is None else catalog))
     return CompiledRule(rule, compile_condition(rule.when, context))
 
 

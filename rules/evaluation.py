@@ -25,26 +25,14 @@ import psycopg2
 from psycopg2.extras import Json
 
 from rules import repo
-from rules.conditions import CompiledRule, compile_rule, requirements_of
+from rules.conditions import CompiledRule, compile_rule, requirements_of, walk_conditions
 from rules.facts import SECONDS, FleetFacts, MetricWindow, Requirement, to_datetime64
-from rules.lifecycle import Transition, dedup_key, step_detections
+from rules.lifecycle import Transition, backtest, dedup_key, step_detections
 from rules.loader import FactCache, add_facts, load_facts
-from rules.models import RuleError, condition_kind, condition_spec, parse_rule
-from rules.reference import backtest
+from rules.models import RuleError, parse_rule
+from rules.specs import condition_kind
 
 log = logging.getLogger("careloop.engine")
-
-# Conditions that can change with a single reading, event or status: evaluated per ingest batch.
-EVENT_DRIVEN_KINDS = frozenset({"threshold", "fault", "offline"})
-
-
-def condition_kinds(condition: Any) -> set[str]:
-    """Every leaf kind in a condition tree."""
-    kind = condition_kind(condition)
-    if kind in ("all", "any"):
-        return set().union(*(condition_kinds(child) for child in condition_spec(condition)))
-    return {kind}
-
 
 @dataclass(frozen=True)
 class ActiveRule:
@@ -60,12 +48,12 @@ class ActiveRule:
     @property
     def event_driven(self) -> bool:
         """Whether a new reading, event or status can change the outcome (evaluate it per batch)."""
-        return bool(condition_kinds(self.compiled.rule.when) & EVENT_DRIVEN_KINDS)
+        return any(leaf.kind.event_driven for leaf in walk_conditions(self.compiled.rule.when))
 
     @property
     def reads_status(self) -> bool:
         """Whether an `offline` condition reads the devices' online status and last seen."""
-        return "offline" in condition_kinds(self.compiled.rule.when)
+        return any(leaf.kind.reads_status for leaf in walk_conditions(self.compiled.rule.when))
 
 
 _compiled_cache: dict[tuple[str, int, str], ActiveRule] = {}

@@ -132,6 +132,9 @@ class TrendFit:
     points: np.ndarray  # int64, readings in the fit window
 
 
+MAD_TO_SIGMA = 1.4826  # scales a median absolute deviation to a normal distribution's standard deviation
+
+
 @dataclass
 class BaselineStats:
     centre: np.ndarray  # float64

@@ -1,4 +1,5 @@
-"""The detection lifecycle, pure and fleet-wide: which detections open, stay open, clear, or cool down.
+"""The detection lifecycle, pure and fleet-wide: which detections open, stay open, clear, or cool down; and the
+backtest, which replays a rule through it over any loader's facts.
 
 State per (rule, device) is two instants: `open_since` (when the open detection opened; NaT when
 none is open) and `cleared_at` (when the last one cleared; NaT if never). Given that state and the
@@ -17,14 +18,17 @@ yields the same key: store it with ON CONFLICT DO NOTHING and the detection's ac
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from careloop.durations import Duration
-from rules.facts import SECONDS, as_datetime, to_datetime64
+from rules.facts import SECONDS, FleetFacts, Requirement, as_datetime, to_datetime64
+
+if TYPE_CHECKING:
+    from rules.conditions import CompiledRule
 
 
 @dataclass(frozen=True)
@@ -147,3 +151,38 @@ def state_arrays(
         return np.array([to_datetime64(by_device.get(str(device))) for device in device_ids], dtype=SECONDS)
 
     return aligned(open_since), aligned(cleared_at)
+
+
+# ---------------------------------------------------------------- backtests
+
+FactsAt = Callable[[np.datetime64, frozenset[Requirement]], FleetFacts]
+
+
+def backtest(rule: CompiledRule, facts_at: FactsAt, times: Iterable[Any]) -> list[Transition]:
+    """Replay a rule at each instant (in order) through the lifecycle: what it would have opened and cleared.
+
+    `facts_at(now, requirements)` is any loader (this module's, or the SQL one) returning the same
+    devices in the same order each time.
+    """
+    changes: list[Transition] = []
+    open_since = cleared_at = device_ids = None
+    for now in times:
+        facts = facts_at(to_datetime64(now), rule.requirements)
+        if device_ids is None:
+            device_ids = facts.device_id
+            open_since = cleared_at = np.full(facts.size, np.datetime64("NaT"), dtype="datetime64[s]")
+        elif not np.array_equal(device_ids, facts.device_id):
+            raise ValueError("facts_at must return the same devices in the same order at every instant")
+        evaluation = rule.evaluate(facts, is_open=~np.isnat(open_since))
+        step = step_detections(
+            met=evaluation.met,
+            open_since=open_since,
+            cleared_at=cleared_at,
+            now=now,
+            cooldown=rule.rule.cooldown,
+        )
+        changes += transitions(
+            step, rule_id=rule.rule.id, device_ids=device_ids, previous_open_since=open_since
+        )
+        open_since, cleared_at = step.open_since, step.cleared_at
+    return changes

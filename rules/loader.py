@@ -31,6 +31,7 @@ from careloop.db import copied_floats, copied_integers, copy_columns, load_queri
 from devices.catalog import load_catalog
 from rules.facts import (
     DAYS,
+    MAD_TO_SIGMA,
     SECONDS,
     Baseline,
     BaselineStats,
@@ -48,7 +49,6 @@ from rules.facts import (
     WindowAggregate,
     to_datetime64,
 )
-from rules.reference import MAD_TO_SIGMA
 
 QUERIES = load_queries(Path(__file__).with_name("loader.sql"))
 ONE_SECOND = dt.timedelta(seconds=1)

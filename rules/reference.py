@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from rules.conditions import CompiledRule
 from rules.facts import (
+    MAD_TO_SIGMA,
     Baseline,
     BaselineStats,
     CounterAtEvent,
@@ -34,9 +35,7 @@ from rules.facts import (
     epoch_seconds,
     to_datetime64,
 )
-from rules.lifecycle import Transition, step_detections, transitions
-
-MAD_TO_SIGMA = 1.4826  # scales a median absolute deviation to a normal distribution's standard deviation
+from rules.lifecycle import Transition, backtest
 
 
 def _epoch(instant: Any) -> float:
@@ -232,39 +231,6 @@ def _load(requirement: Requirement, timelines: list[_Timeline], models: np.ndarr
     if isinstance(requirement, Baseline):
         return _baseline(timelines, models, requirement.metric)
     raise TypeError(f"not a rule requirement: {requirement!r}")
-
-
-FactsAt = Callable[[np.datetime64, frozenset[Requirement]], FleetFacts]
-
-
-def backtest(rule: CompiledRule, facts_at: FactsAt, times: Iterable[Any]) -> list[Transition]:
-    """Replay a rule at each instant (in order) through the lifecycle: what it would have opened and cleared.
-
-    `facts_at(now, requirements)` is any loader (this module's, or the SQL one) returning the same
-    devices in the same order each time.
-    """
-    changes: list[Transition] = []
-    open_since = cleared_at = device_ids = None
-    for now in times:
-        facts = facts_at(to_datetime64(now), rule.requirements)
-        if device_ids is None:
-            device_ids = facts.device_id
-            open_since = cleared_at = np.full(facts.size, np.datetime64("NaT"), dtype="datetime64[s]")
-        elif not np.array_equal(device_ids, facts.device_id):
-            raise ValueError("facts_at must return the same devices in the same order at every instant")
-        evaluation = rule.evaluate(facts, is_open=~np.isnat(open_since))
-        step = step_detections(
-            met=evaluation.met,
-            open_since=open_since,
-            cleared_at=cleared_at,
-            now=now,
-            cooldown=rule.rule.cooldown,
-        )
-        changes += transitions(
-            step, rule_id=rule.rule.id, device_ids=device_ids, previous_open_since=open_since
-        )
-        open_since, cleared_at = step.open_since, step.cleared_at
-    return changes
 
 
 def evaluate_series(

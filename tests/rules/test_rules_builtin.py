@@ -9,24 +9,22 @@ import pytest
 
 from devices.catalog import load_catalog, models_of_kind
 from rules.builtin import builtin_rule_files, load_builtin_rules
-from rules.conditions import compile_rule, requirements_of
-from rules.models import (
+from rules.conditions import compile_rule, requirements_of, walk_conditions
+from rules.reference import DeviceHistory, Event, Reading, Status, build_facts
+from rules.specs import (
     AgeSpec,
     CountSpec,
     ElapsedSpec,
     FaultSpec,
     UsageSpec,
-    condition_spec,
-    walk_conditions,
 )
-from rules.reference import DeviceHistory, Event, Reading, Status, build_facts
 
 RULES = load_builtin_rules()
 KINDS = sorted({model.kind for model in load_catalog().values()})
 
 
 def leaves(rule):
-    return [condition_spec(condition) for condition, _ in walk_conditions(rule.when, ["when"])]
+    return [leaf.spec for leaf in walk_conditions(rule.when)]
 
 
 def rules_of_kind(kind: str):
