@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from careloop import __version__
 from careloop.db import Database
 from careloop.errors import DomainError
+from careloop.heartbeat import process_health, utc_now
 from careloop.mqtt import make_connection
 from customers.api import router as customers_router
 from devices.api import router as devices_router
@@ -83,16 +84,27 @@ def create_app(database: Database, *, admin_token: str | None, mqtt_url: str | N
 
     @app.get("/health", tags=["health"])
     def health() -> JSONResponse:
-        """200 with the state of the database and the broker; 503 when the database is down."""
+        """200 with the state of the database, the broker and each ingester's and engine's heartbeat; 503 when
+        the database is down. "degraded" when the broker is down or a process's heartbeat is stale."""
+        processes: list[dict[str, Any]] = []
         try:
-            with database.connection() as conn, conn.cursor() as cursor:
-                cursor.execute("SELECT 1")
+            with database.connection() as conn:
+                with conn.cursor() as cursor:
+                    cursor.execute("SELECT 1")
+                processes = [process.as_dict() for process in process_health(conn, utc_now())]
             db_state = {"ok": True, "detail": "connected"}
         except psycopg2.Error as error:
             db_state = {"ok": False, "detail": str(error).strip().splitlines()[0]}
         broker_state = app.state.broker.check()
-        status = "ok" if db_state["ok"] and broker_state["ok"] else "degraded"
-        body = {"status": status, "version": __version__, "database": db_state, "broker": broker_state}
+        fresh = not any(process["stale"] for process in processes)
+        status = "ok" if db_state["ok"] and broker_state["ok"] and fresh else "degraded"
+        body = {
+            "status": status,
+            "version": __version__,
+            "database": db_state,
+            "broker": broker_state,
+            "processes": processes,
+        }
         return JSONResponse(body, status_code=200 if db_state["ok"] else 503)
 
     app.add_exception_handler(RuleError, rule_error_response)

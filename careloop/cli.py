@@ -13,6 +13,9 @@ from careloop.settings import ConfigError, get_settings
 
 log = logging.getLogger("careloop")
 DASHBOARD_ENTRY = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+# Default metrics ports, one per kind of process so they never collide on one machine (as in careloop.metrics,
+# which the parser does not import: prometheus_client loads only for the commands that serve metrics).
+INGEST_METRICS_PORT, ENGINE_METRICS_PORT, SIMULATOR_METRICS_PORT = 9101, 9102, 9103
 
 
 def duration(text: str) -> Duration:
@@ -27,6 +30,34 @@ def _services(need_broker: bool = True):
     from careloop.runtime import resolve_services
 
     return resolve_services(get_settings(), need_broker=need_broker)
+
+
+def _serve_metrics(args: argparse.Namespace, *, process_only: bool = False):
+    """The command's Prometheus endpoint on --metrics-host:--metrics-port, or None when the port is 0 (off)."""
+    from careloop.metrics import process_registry, serve_metrics
+
+    if not args.metrics_port:
+        return None
+    registry = process_registry() if process_only else None
+    try:
+        return serve_metrics(args.metrics_port, args.metrics_host, registry=registry)
+    except OSError as error:
+        # Storing and evaluating matter more than being watched: go on, and say so loudly.
+        log.error("no metrics: cannot listen on %s:%d (%s); choose another --metrics-port, or 0 for none",
+                  args.metrics_host, args.metrics_port, error)
+        return None
+
+
+def add_metrics_options(parser: argparse.ArgumentParser, default_port: int) -> None:
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=default_port,
+        help=f"serve Prometheus metrics at /metrics on this port; 0 turns them off (default {default_port})",
+    )
+    parser.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address the metrics endpoint listens on (default 127.0.0.1)"
+    )
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -47,12 +78,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from careloop.db import Database
+    from careloop.heartbeat import Heartbeat
     from careloop.runtime import stop_event_on_signals
     from ingest.subscriber import Ingester
 
     urls = _services()
     stop = stop_event_on_signals()
     database = Database(urls.database_url, max_connections=2)
+    # A connection of its own: the heartbeat is never queued behind the writer's batches.
+    heartbeat_database = Database(urls.database_url, max_connections=1)
+    heartbeat = Heartbeat(heartbeat_database, process=f"ingest:{args.name}", kind="ingest")
+    metrics_server = _serve_metrics(args)
     ingester = Ingester(
         database,
         urls.mqtt_url,
@@ -61,7 +97,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         quarantine_retention=dt.timedelta(seconds=args.quarantine_retention.seconds),
         quarantine_max_rows=args.quarantine_max_rows,
+        heartbeat=heartbeat,
     )
+    heartbeat.start()
     ingester.start()
     log.info("%s: ingesting; Ctrl-C or SIGTERM stops after the batch in hand", args.name)
     ticks = 0
@@ -71,6 +109,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             # Up but storing nothing is the worst state: exit so the supervisor starts a fresh process.
             log.critical("%s: essential thread %s died; exiting so the ingester is restarted", args.name, dead)
             ingester.stop(timeout_s=5)
+            heartbeat.stop(forget=False)  # its row goes stale: /health says this ingester is gone
             return 1
         ticks += 1
         if ticks % 30 == 0:
@@ -85,14 +124,20 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 dict(totals.quarantined) or 0,
             )
     ingester.stop()
+    heartbeat.stop()
+    if metrics_server is not None:
+        metrics_server.close()
     database.close()
+    heartbeat_database.close()
     return 0
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
     import json
+    import socket
 
     from careloop.db import Database
+    from careloop.heartbeat import Heartbeat
     from careloop.runtime import stop_event_on_signals
     from rules.engine import Engine, EssentialThreadDied, Schedule
 
@@ -104,17 +149,33 @@ def cmd_engine(args: argparse.Namespace) -> int:
         baselines_s=args.baselines_every.seconds,
         trends_s=args.trends_every.seconds,
     )
-    engine = Engine(database, schedule=schedule)
-    try:
-        if args.once:
+    if args.once:
+        engine = Engine(database, schedule=schedule)
+        try:
             print(json.dumps(engine.run_once(), indent=2))
-        else:
-            engine.serve(stop_event_on_signals(), database_url=urls.database_url)
+        finally:
+            database.close()
+        return 0
+    # Several engines may run at once: each is named by its host and pid.
+    heartbeat_database = Database(urls.database_url, max_connections=1)
+    heartbeat = Heartbeat(
+        heartbeat_database, process=f"engine:{socket.gethostname()}-{os.getpid()}", kind="engine", named_by_pid=True
+    )
+    metrics_server = _serve_metrics(args)
+    engine = Engine(database, schedule=schedule, heartbeat=heartbeat)
+    heartbeat.start()
+    try:
+        engine.serve(stop_event_on_signals(), database_url=urls.database_url)
     except EssentialThreadDied:
         log.critical("the engine cannot go on; exiting so it is restarted", exc_info=True)
+        heartbeat.stop(forget=False)  # its row goes stale: /health says this engine is gone
         return 1
     finally:
+        if metrics_server is not None:
+            metrics_server.close()
         database.close()
+    heartbeat.stop()
+    heartbeat_database.close()
     return 0
 
 
@@ -163,6 +224,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     fleet = make_fleet(args.devices, seed=args.seed)
     register_fleet(urls.database_url, fleet, seed=args.seed)
     stop = stop_event_on_signals()
+    # Process metrics only (CPU, memory, start time): enough for its health check and to watch it.
+    metrics_server = _serve_metrics(args, process_only=True)
     run_simulation(
         urls.mqtt_url,
         fleet,
@@ -177,6 +240,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         state_path=Path(args.state) if args.state else Path(get_settings().home) / "simulator_state.json",
         progress=sys.stderr.isatty(),
     )
+    if metrics_server is not None:
+        metrics_server.close()
     return 0
 
 
@@ -254,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1_000_000,
         help="quarantine keeps at most this many of the newest rejected messages (default 1,000,000)",
     )
+    add_metrics_options(ingest, INGEST_METRICS_PORT)
     ingest.set_defaults(handler=cmd_ingest)
 
     engine = commands.add_parser(
@@ -292,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=duration("1h"),
         help="refit the per-device lines trend rules project (default 1h)",
     )
+    add_metrics_options(engine, ENGINE_METRICS_PORT)
     engine.set_defaults(handler=cmd_engine)
 
     api = commands.add_parser("api", help="the HTTP API (OpenAPI docs at /docs)")
@@ -321,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the fleet's state is kept between runs (default CARELOOP_HOME/simulator_state.json)",
     )
     simulate.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    add_metrics_options(simulate, SIMULATOR_METRICS_PORT)
     simulate.set_defaults(handler=cmd_simulate)
 
     token = commands.add_parser("token", help="create an API token with a role and print it")

@@ -17,7 +17,9 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
+from careloop import metrics
 from careloop.db import TRANSIENT_ERRORS, Database
+from careloop.heartbeat import Heartbeat
 from careloop.mqtt import EVENTS_TOPIC, STATUS_TOPIC, TELEMETRY_TOPIC, MqttConnection, make_connection
 from ingest.service import (
     QUARANTINE_MAX_ROWS,
@@ -52,6 +54,7 @@ class Ingester:
         before_ack: Callable[[BatchOutcome], None] | None = None,
         quarantine_retention: dt.timedelta = QUARANTINE_RETENTION,
         quarantine_max_rows: int = QUARANTINE_MAX_ROWS,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.database = database
         self.name = name
@@ -67,6 +70,11 @@ class Ingester:
         self._next_prune = 0.0  # monotonic time of the next quarantine retention pass
         self.totals = BatchOutcome()
         self.inbox: queue.Queue[tuple[int, mqtt.MQTTMessage, dt.datetime]] = queue.Queue()
+        # Updated after each commit; its owner starts and stops it, and dead_thread() watches its thread.
+        self.heartbeat = heartbeat
+        if heartbeat is not None:
+            heartbeat.queue_depth_from(self.inbox.qsize)
+        metrics.watch_ingest_queue(self.inbox.qsize)
         self.connection: MqttConnection = make_connection(
             mqtt_url, f"careloop-{name}", session_expiry_s=SESSION_EXPIRY_S, receive_maximum=RECEIVE_MAXIMUM
         )
@@ -145,6 +153,8 @@ class Ingester:
         network = getattr(self.connection.client, "_thread", None)  # paho's loop_start thread
         if network is not None and not network.is_alive() and not self._stopping.is_set():
             return network.name
+        if self.heartbeat is not None:
+            return self.heartbeat.dead_thread()
         return None
 
     def _write_loop(self) -> None:
@@ -155,6 +165,7 @@ class Ingester:
                 continue
             if self._stopping.is_set() and self._abandon_if_disconnected(batch):
                 return
+            started = time.perf_counter()
             outcome = self._store_with_retry(batch)
             if outcome is None:
                 return  # stopping while the database is down: nothing acked, the broker keeps them
@@ -164,8 +175,39 @@ class Ingester:
                 if generation == self._generation and message.qos > 0:
                     self.connection.client.ack(message.mid, message.qos)
             self.totals.add(outcome)
+            self._observe(batch, outcome, time.perf_counter() - started)
             if self.on_batch is not None:
                 self.on_batch(outcome)
+
+    def _observe(self, batch: list[tuple[int, mqtt.MQTTMessage, dt.datetime]], outcome: BatchOutcome,
+                 seconds: float) -> None:
+        """Metrics and heartbeat of a committed, acknowledged batch."""
+        committed_at = dt.datetime.now(dt.UTC)
+        # Lag: how long the batch's newest message waited between reaching this ingester and its commit (inbox,
+        # batching, storing). Time spent queued in the broker before delivery is not in it.
+        lag_s = max((committed_at - max(received for _g, _m, received in batch)).total_seconds(), 0.0)
+        metrics.record_ingest_batch(
+            messages=outcome.messages,
+            readings=outcome.readings_stored,
+            events=outcome.events_stored,
+            reading_duplicates=outcome.readings_duplicate,
+            event_duplicates=outcome.events_duplicate,
+            quarantined=outcome.quarantined,
+            seconds=seconds,
+            lag_s=lag_s,
+            committed_at=committed_at,
+        )
+        if self.heartbeat is not None:
+            totals = self.totals
+            self.heartbeat.record(
+                last_commit_at=committed_at,
+                lag_s=lag_s,
+                messages=totals.messages,
+                readings=totals.readings_stored,
+                events=totals.events_stored,
+                duplicates=totals.readings_duplicate + totals.events_duplicate,
+                quarantined=dict(totals.quarantined),
+            )
 
     def _prune_when_due(self) -> None:
         if time.monotonic() < self._next_prune:

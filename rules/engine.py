@@ -27,7 +27,9 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from careloop import metrics
 from careloop.db import Database, connect
+from careloop.heartbeat import Heartbeat
 from ingest.repo import CHANGED_DEVICES_CHANNEL
 from rules import repo
 from rules.evaluation import ActiveRule, EvaluationSummary, active_rules, evaluate_rules
@@ -55,7 +57,12 @@ def utc_now() -> dt.datetime:
 
 class Engine:
     def __init__(
-        self, database: Database, *, schedule: Schedule = Schedule(), clock: Callable[[], dt.datetime] = utc_now
+        self,
+        database: Database,
+        *,
+        schedule: Schedule = Schedule(),
+        clock: Callable[[], dt.datetime] = utc_now,
+        heartbeat: Heartbeat | None = None,
     ):
         self.database = database
         self.schedule = schedule
@@ -64,6 +71,8 @@ class Engine:
         self.batches_evaluated = 0
         self.fact_cache = FactCache()  # the fleet's device columns and trend fits, between whole-fleet jobs
         self._scheduler: BackgroundScheduler | None = None  # while serving
+        # Updated after each job; its owner starts and stops it, and the listening loop watches its thread.
+        self.heartbeat = heartbeat
 
     # --- jobs: each one transaction, recorded in engine_jobs ---------------------------------
 
@@ -94,6 +103,7 @@ class Engine:
                 # Per-batch runs are too many to record; the scheduled ones say when the fleet was last checked.
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 repo.record_job(conn, job=job, at=now, duration_ms=elapsed_ms, summary=summary.as_dict())
+        self._observe(job, time.perf_counter() - started, summary)
         if summary.opened or summary.cleared or device_ids is None:
             log.info(
                 "%s: %d rules over %d devices: %d opened, %d cleared, %d still open (%.0f ms)",
@@ -128,6 +138,7 @@ class Engine:
             written = learn_baselines(conn, now=now)
             elapsed_ms = (time.perf_counter() - started) * 1000
             repo.record_job(conn, job="baselines", at=now, duration_ms=elapsed_ms, summary={"baselines": written})
+        self._observe("baselines", time.perf_counter() - started)
         log.info("baselines: %d model metrics learned (%.0f ms)", written, elapsed_ms)
         return written
 
@@ -142,8 +153,19 @@ class Engine:
             written = learn_trends(conn, now=now, requirements=trends)
             elapsed_ms = (time.perf_counter() - started) * 1000
             repo.record_job(conn, job="trends", at=now, duration_ms=elapsed_ms, summary={"fits": written})
+        self._observe("trends", time.perf_counter() - started)
         log.info("trends: %d device fits learned (%.0f ms)", written, elapsed_ms)
         return written
+
+    def _observe(self, job: str, seconds: float, summary: EvaluationSummary | None = None) -> None:
+        """Metrics and heartbeat of a committed job."""
+        opened, cleared = (summary.opened, summary.cleared) if summary is not None else (0, 0)
+        metrics.record_engine_job(job, seconds=seconds, opened=opened, cleared=cleared)
+        if self.heartbeat is not None:
+            at = dt.datetime.now(dt.UTC)
+            self.heartbeat.count(detections_opened=opened, detections_cleared=cleared)
+            self.heartbeat.note_run(job, at=at.isoformat(), seconds=round(seconds, 3), opened=opened, cleared=cleared)
+            self.heartbeat.record(last_commit_at=at)
 
     def run_once(self) -> dict[str, Any]:
         """Every scheduled job one time: baselines and trend fits first, so the rules read fresh ones."""
@@ -199,6 +221,8 @@ class Engine:
         thread = getattr(self._scheduler, "_thread", None)
         if thread is None or not thread.is_alive():
             raise EssentialThreadDied("the scheduler thread has ended: no scheduled job would run again")
+        if self.heartbeat is not None and self.heartbeat.dead_thread() is not None:
+            raise EssentialThreadDied("the heartbeat thread has ended: the engine would look dead while it runs")
 
     def _listen(self, stop: threading.Event, database_url: str, poll_s: float) -> None:
         listener = connect(database_url)
