@@ -27,3 +27,35 @@ WHERE (%(customer_id)s::bigint IS NULL OR c.id = %(customer_id)s)
        OR c.phone LIKE '%%' || %(q)s || '%%')
 ORDER BY c.id
 LIMIT %(limit)s OFFSET %(offset)s
+
+-- name: contact_facts --
+-- What the contact policy weighs for a customer: consents, time zone, and the contacts of a purpose lately.
+SELECT c.timezone,
+       coalesce((SELECT jsonb_agg(jsonb_build_array(cc.purpose, cc.channel, cc.granted))
+                 FROM customer_consents cc WHERE cc.customer_id = c.id), '[]'::jsonb) AS consents,
+       (SELECT count(*) FROM contact_decisions d WHERE d.customer_id = c.id AND d.purpose = %(purpose)s
+          AND d.allowed AND d.decided_at > %(now)s - interval '1 day') AS last_day,
+       (SELECT count(*) FROM contact_decisions d WHERE d.customer_id = c.id AND d.purpose = %(purpose)s
+          AND d.allowed AND d.decided_at > %(now)s - interval '7 days') AS last_week
+FROM customers c WHERE c.id = %(customer_id)s
+
+-- name: record_contact_decision --
+-- Keep the policy's decision about one contact; the same subject and channel is decided once.
+INSERT INTO contact_decisions (customer_id, purpose, channel, subject, allowed, reason, not_before, decided_at)
+VALUES (%(customer_id)s, %(purpose)s, %(channel)s, %(subject)s, %(allowed)s, %(reason)s, %(not_before)s, %(now)s)
+ON CONFLICT (subject, channel) DO NOTHING
+
+-- name: contact_decision --
+-- The decision kept about a subject on a channel.
+SELECT allowed, reason, not_before FROM contact_decisions WHERE subject = %(subject)s AND channel = %(channel)s
+
+-- name: contact_decisions --
+-- A customer's contact decisions, newest first.
+SELECT purpose, channel, subject, allowed, reason, not_before, decided_at
+FROM contact_decisions WHERE customer_id = %(customer_id)s ORDER BY decided_at DESC, id DESC LIMIT %(limit)s
+
+-- name: record_spend --
+-- An amount the customer spent; a retried entry (same key) is kept once.
+INSERT INTO spend_ledger (customer_id, amount, source, entry_key, at)
+VALUES (%(customer_id)s, %(amount)s, %(source)s, %(entry_key)s, %(at)s)
+ON CONFLICT (entry_key) DO NOTHING

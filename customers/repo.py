@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from careloop.db import Row, execute, fetch_all, fetch_value, load_queries
+from careloop.db import Row, execute, fetch_all, fetch_one, fetch_value, load_queries
 
 QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
 
@@ -34,3 +35,25 @@ def list_customers(
         QUERIES["list_customers"],
         {"customer_id": customer_id, "q": q, "limit": limit, "offset": offset},
     )
+
+
+def contact_facts(conn: Any, *, customer_id: int, purpose: str, now: dt.datetime) -> Row | None:
+    return fetch_one(conn, QUERIES["contact_facts"], {"customer_id": customer_id, "purpose": purpose, "now": now})
+
+
+def record_contact_decision(conn: Any, *, decision: dict[str, Any]) -> None:
+    execute(conn, QUERIES["record_contact_decision"], decision)
+
+
+def contact_decision(conn: Any, *, subject: str, channel: str) -> Row | None:
+    return fetch_one(conn, QUERIES["contact_decision"], {"subject": subject, "channel": channel})
+
+
+def contact_decisions(conn: Any, *, customer_id: int, limit: int = 100) -> list[Row]:
+    return fetch_all(conn, QUERIES["contact_decisions"], {"customer_id": customer_id, "limit": limit})
+
+
+def record_spend(conn: Any, *, customer_id: int, amount: Any, source: str, entry_key: str, at: dt.datetime) -> None:
+    execute(conn, QUERIES["record_spend"], {
+        "customer_id": customer_id, "amount": amount, "source": source, "entry_key": entry_key, "at": at,
+    })

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from decimal import Decimal
 from typing import Any
 
 from careloop.errors import NotFound
 from customers import repo
-from customers.models import Customer360, CustomerCreate, CustomerRead
+from customers.contact_policy import ContactDecision
+from customers.contact_policy import decide_contact as decide_contact_now
+from customers.models import Channel, Customer360, CustomerCreate, CustomerRead, Purpose
 from devices import service as devices_service
 
 
@@ -35,3 +39,37 @@ def customer_360(conn: Any, customer_id: int) -> Customer360:
     customer = get_customer(conn, customer_id)
     devices, _total = devices_service.list_devices(conn, owner=customer_id, limit=1000, offset=0)
     return Customer360(customer=customer, devices=devices, consents=customer.consents)
+
+
+def decide_contact(
+    conn: Any, *, customer_id: int, purpose: Purpose, channel: Channel, subject: str, now: dt.datetime
+) -> ContactDecision:
+    """The contact policy's decision about one contact (`subject`, e.g. `call_task:order:12`), kept with its reason.
+
+    Decided once per subject and channel: asking again (a retried action) answers the decision kept."""
+    kept = repo.contact_decision(conn, subject=subject, channel=channel)
+    if kept is not None:
+        return ContactDecision(kept["allowed"], kept["reason"], kept["not_before"])
+    facts = repo.contact_facts(conn, customer_id=customer_id, purpose=purpose, now=now)
+    if facts is None:
+        raise NotFound(f"no customer {customer_id}")
+    decision = decide_contact_now(
+        purpose=purpose,
+        channel=channel,
+        consents={(p, c): granted for p, c, granted in facts["consents"]},
+        timezone=facts["timezone"],
+        now=now,
+        contacts_last_day=facts["last_day"],
+        contacts_last_week=facts["last_week"],
+    )
+    repo.record_contact_decision(conn, decision={
+        "customer_id": customer_id, "purpose": purpose, "channel": channel, "subject": subject,
+        "allowed": decision.allowed, "reason": decision.reason, "not_before": decision.not_before, "now": now,
+    })
+    return decision
+
+
+def record_spend(conn: Any, *, customer_id: int, amount: Decimal, source: str, key: str, at: dt.datetime) -> None:
+    """Add to the customer's spend ledger (tiers follow it); the same key is counted once."""
+    repo.record_spend(conn, customer_id=customer_id, amount=amount, source=source, entry_key=key, at=at)
+

@@ -170,6 +170,22 @@ def _store_batch(conn: Any, messages: Sequence[InboundMessage], now: dt.datetime
     return outcome
 
 
+def record_service_event(conn: Any, *, device_id: str, event_type: str, at: dt.datetime, number: int) -> bool:
+    """An event CareLoop itself records for a device, as if the device had sent it: a completed maintenance visit
+    is a `maintenance_done`, so usage rules count from it. `number` (an order's id, say) makes it unique; its seq
+    is the negative of it, apart from the device's own seqs (0 and up), so gap accounting never sees it.
+    Answers whether it was new."""
+    stored = repo.insert_events(conn, rows=[(at, device_id, -abs(number), event_type, None, "recorded by CareLoop")])
+    if stored:
+        models = devices_service.models_of_devices(conn, [device_id])
+        if device_id in models:
+            repo.record_event_counters(
+                conn, events=event_counter_triples([(device_id, event_type)], models), earliest_readings=[]
+            )
+        repo.notify_changed_devices(conn, device_ids=[device_id])
+    return bool(stored)
+
+
 # Quarantine is bounded: kept 30 days, and never more than the newest million messages.
 QUARANTINE_RETENTION = dt.timedelta(days=30)
 QUARANTINE_MAX_ROWS = 1_000_000

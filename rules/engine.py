@@ -30,6 +30,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from careloop import metrics
 from careloop.db import Database, connect
 from careloop.heartbeat import Heartbeat
+from careloop.jobs import ScheduledJob
 from ingest.repo import CHANGED_DEVICES_CHANNEL
 from rules import repo
 from rules.evaluation import ActiveRule, EvaluationSummary, active_rules, evaluate_rules
@@ -63,6 +64,7 @@ class Engine:
         schedule: Schedule = Schedule(),
         clock: Callable[[], dt.datetime] = utc_now,
         heartbeat: Heartbeat | None = None,
+        jobs: Sequence[ScheduledJob] = (),
     ):
         self.database = database
         self.schedule = schedule
@@ -73,6 +75,8 @@ class Engine:
         self._scheduler: BackgroundScheduler | None = None  # while serving
         # Updated after each job; its owner starts and stops it, and the listening loop watches its thread.
         self.heartbeat = heartbeat
+        # The domains' own jobs (service orders' action relay and SLA clock, ...), composed by the process.
+        self.jobs = list(jobs)
 
     # --- jobs: each one transaction, recorded in engine_jobs ---------------------------------
 
@@ -104,6 +108,8 @@ class Engine:
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 repo.record_job(conn, job=job, at=now, duration_ms=elapsed_ms, summary=summary.as_dict())
         self._observe(job, time.perf_counter() - started, summary)
+        if summary.opened:
+            self.run_after_evaluation()
         if summary.opened or summary.cleared or device_ids is None:
             log.info(
                 "%s: %d rules over %d devices: %d opened, %d cleared, %d still open (%.0f ms)",
@@ -122,6 +128,27 @@ class Engine:
         summary = self._evaluate("batch", lambda rule: rule.event_driven, device_ids)
         self.batches_evaluated += 1
         return summary
+
+    def run_job(self, job: ScheduledJob) -> Any:
+        """One run of a domain's job in its own transaction, recorded like the engine's own."""
+        started = time.perf_counter()
+        now = self.clock()
+        with self.database.transaction() as conn:
+            result = job.run(conn, now)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            repo.record_job(conn, job=job.id, at=now, duration_ms=elapsed_ms,
+                            summary=result if isinstance(result, dict) else {"result": result})
+        self._observe(job.id, time.perf_counter() - started)
+        return result
+
+    def run_after_evaluation(self) -> None:
+        """The jobs that follow each evaluation at once (a detection's order and call)."""
+        for job in self.jobs:
+            if job.after_evaluation:
+                try:
+                    self.run_job(job)
+                except Exception:  # its scheduled run tries again; the evaluation itself is committed
+                    log.exception("%s after an evaluation failed", job.id)
 
     def sweep(self) -> EvaluationSummary:
         """The event-driven rules over the whole fleet."""
@@ -169,12 +196,13 @@ class Engine:
 
     def run_once(self) -> dict[str, Any]:
         """Every scheduled job one time: baselines and trend fits first, so the rules read fresh ones."""
-        return {
+        done = {
             "baselines": self.learn_baselines(),
             "trends": self.learn_trends(),
             "sweep": self.sweep().as_dict(),
             "window": self.window().as_dict(),
         }
+        return done | {job.id: self.run_job(job) for job in self.jobs}
 
     # --- the long-running process ------------------------------------------------------------
 
@@ -192,6 +220,9 @@ class Engine:
         )
         scheduler.add_job(self.window, "interval", seconds=self.schedule.window_s, id="window", next_run_time=first)
         scheduler.add_job(self.sweep, "interval", seconds=self.schedule.sweep_s, id="sweep", next_run_time=first)
+        for job in self.jobs:
+            scheduler.add_job(self.run_job, "interval", args=[job], seconds=job.every_s, id=job.id,
+                              next_run_time=first)
         scheduler.start()
         log.info(
             "engine running: sweep every %ds, window every %ds, baselines every %ds, trends every %ds; listening on %s",

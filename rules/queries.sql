@@ -108,3 +108,28 @@ ON CONFLICT (job) DO UPDATE SET last_run_at = excluded.last_run_at, duration_ms 
 -- name: engine_jobs --
 -- When each engine job last ran, and what it did.
 SELECT job, last_run_at, duration_ms, summary FROM engine_jobs ORDER BY job
+
+-- name: detections_with_pending_actions --
+-- Detections with actions of the given kinds still to carry out, oldest first, locked for the one who carries
+-- them out (another engine skips them). Each with its rule's description.
+SELECT d.id, d.rule_id, d.device_id, d.severity, d.opened_at, d.dedup_key, d.explanation, d.actions,
+       r.document->>'description' AS description
+FROM detections d JOIN rules r ON r.id = d.rule_id
+WHERE EXISTS (SELECT 1 FROM jsonb_array_elements(d.actions) a
+              WHERE a->>'status' = 'pending' AND a->>'action' = ANY(%(kinds)s))
+ORDER BY d.opened_at, d.id
+LIMIT %(limit)s
+FOR UPDATE OF d SKIP LOCKED
+
+-- name: set_action_status --
+-- Mark one action of a detection carried out, with what it made (an order's id, say).
+UPDATE detections SET actions = (
+    SELECT jsonb_agg(CASE WHEN a->>'key' = %(key)s
+                          THEN a || jsonb_build_object('status', %(status)s::text, 'result', %(result)s::jsonb)
+                          ELSE a END ORDER BY position)
+    FROM jsonb_array_elements(actions) WITH ORDINALITY AS x (a, position))
+WHERE id = %(id)s
+
+-- name: detections_cleared --
+-- When each of these detections cleared (NULL while open).
+SELECT id, cleared_at FROM detections WHERE id = ANY(%(ids)s::bigint[])

@@ -110,3 +110,17 @@ def record_job(conn: Any, *, job: str, at: Any, duration_ms: float, summary: dic
 def engine_jobs(conn: Any) -> list[Row]:
     return fetch_all(conn, QUERIES["engine_jobs"])
 
+
+def detections_with_pending_actions(conn: Any, *, kinds: list[str], limit: int) -> list[Row]:
+    return fetch_all(conn, QUERIES["detections_with_pending_actions"], {"kinds": kinds, "limit": limit})
+
+
+def set_action_status(conn: Any, *, detection_id: int, key: str, status: str, result: dict) -> None:
+    execute(conn, QUERIES["set_action_status"],
+            {"id": detection_id, "key": key, "status": status, "result": Json(result)})
+
+
+def detections_cleared(conn: Any, *, detection_ids: list[int]) -> dict[int, Any]:
+    rows = fetch_all(conn, QUERIES["detections_cleared"], {"ids": detection_ids})
+    return {row["id"]: row["cleared_at"] for row in rows}
+

@@ -132,3 +132,20 @@ __all__ = [
     "update_rule",
     "validate",
 ]
+
+
+def detections_with_pending_actions(conn: Any, *, kinds: list[str], limit: int = 200) -> list[dict]:
+    """Detections whose actions of these kinds (`open_service_order`, ...) are still to carry out, locked for the
+    caller's transaction; another engine skips them."""
+    return repo.detections_with_pending_actions(conn, kinds=kinds, limit=limit)
+
+
+def mark_action_done(conn: Any, *, detection_id: int, key: str, result: dict) -> None:
+    """Record that a detection's action was carried out, and what it made."""
+    repo.set_action_status(conn, detection_id=detection_id, key=key, status="done", result=result)
+
+
+def detections_cleared(conn: Any, detection_ids: list[int]) -> dict[int, Any]:
+    """When each detection cleared; None while it is open (unknown ids are absent)."""
+    return repo.detections_cleared(conn, detection_ids=detection_ids)
+

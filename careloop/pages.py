@@ -1,0 +1,23 @@
+"""One shape for every list the API answers: `{"items": [...], "total": N}`, built by one helper."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """A page of a list: the items asked for and how many match in all."""
+
+    items: list[T]
+    total: int
+
+
+def paginate(rows: Sequence[Mapping[str, Any]], read: Callable[[dict[str, Any]], T]) -> Page[T]:
+    """A page from rows that carry `count(*) OVER () AS total`: each row (without `total`) read into an item."""
+    total = int(rows[0]["total"]) if rows else 0
+    return Page[Any](items=[read({k: v for k, v in row.items() if k != "total"}) for row in rows], total=total)
