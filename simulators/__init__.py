@@ -1,1 +1,14 @@
-"""Simulated appliances: per-kind physics, injected faults with ground truth, offline buffering."""
+"""Simulated appliances publishing over MQTT, with injected faults as ground truth.
+
+- `appliances`: per-kind physics (usage, fouling, wear, readings, fault signatures)
+- `device`: a simulated appliance's identity, and the hidden state of a fleet of them, advanced in time
+- `offline`: offline spells, with readings buffered and events held back until the device is back
+- `faults`: the `--faults` spec, the faults open on the devices, and the ground truth file
+- `wire`: the MQTT topics, payloads and timestamps of CONTRACT.md
+- `simulation`: one step of the fleet, composed of the above, and the messages it produces
+- `state`: the fleet's state saved between runs
+- `run`: the simulation loop, live over MQTT or as fast history
+- `fleet`: a deterministic demo fleet and its owners
+- `clock`: units of simulated time, UTC, chances per day
+- `physics`: kept only so older imports of `Simulation` and `SimDevice` keep working
+"""

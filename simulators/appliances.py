@@ -2,7 +2,7 @@
 
 Each kind is a `KindPhysics`: a daily usage profile, fouling and wear rates per running hour, the
 readings it reports computed from its hidden state, and the telemetry signature of its faults.
-Everything works on numpy arrays over many devices of one model at once (see physics.py), and
+Everything works on numpy arrays over many devices of one model at once (see device.py), and
 is pure: randomness comes only from the Generator passed in.
 
 Fouling is one number in [0, 1] per device whatever the kind (grease in a hood's filter, dirt in

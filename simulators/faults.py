@@ -1,4 +1,4 @@
-"""Injected faults: the `--faults` spec, and the ground truth of what was injected.
+"""Injected faults: the `--faults` spec, the faults open on the devices, and the ground truth.
 
 Fault spec grammar (`careloop simulate --faults SPEC`):
 
@@ -15,6 +15,11 @@ Fault spec grammar (`careloop simulate --faults SPEC`):
 - Examples: `E21:0.01,F12:0.02`, `all:0.01`, `all:0.002, E21:0.05`.
 
 A device has at most one fault at a time; a new fault can start only after the last one cleared.
+`InjectedFaults` keeps the fault open on each device. Each step, a fault past its repair time clears
+(a `fault_cleared` event), then a new fault may start (a `fault` event), its code chosen by the
+spec's hazards and its repair time drawn around a day. A critical fault stops the appliance being
+used; a fault with a telemetry signature (appliances.py) makes the device report as if running, so
+the signature shows.
 
 Ground truth, JSON lines appended to a file and flushed as they are written:
 
@@ -32,17 +37,23 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+import numpy as np
+
 from devices.catalog import load_catalog
 from devices.models import ApplianceModel
+from simulators.appliances import PHYSICS_BY_KIND
+from simulators.clock import DAY_S, HOUR_S, chance_within
+from simulators.wire import DeviceEvent
 
 ALL_CODES = "all"
 # A rate of exactly 1 would be an infinite hazard; this keeps it finite and still ~certain per day.
 _CERTAIN = 1.0 - 1e-12
+MEDIAN_REPAIR_S = 24 * HOUR_S
 
 
 @dataclass(frozen=True)
@@ -141,6 +152,180 @@ class FaultRecord:
 
     def to_json_line(self) -> str:
         return json.dumps(asdict(self), separators=(", ", ": ")) + "\n"
+
+
+@dataclass(frozen=True)
+class OpenFault:
+    """The fault open on a device, as a restart keeps it (state.py)."""
+
+    code: str
+    until: float  # epoch seconds of the simulated clock when it is repaired
+    started_at: str  # the `ts` of its `fault` event
+
+
+@dataclass(frozen=True)
+class ShownFaults:
+    """Of some devices of one model, which have a fault that shows in telemetry, and the rows per code."""
+
+    mask: np.ndarray  # bool per device
+    rows_by_code: dict[str, np.ndarray]  # in code order
+
+
+@dataclass(frozen=True)
+class _ModelFaults:
+    """What injecting faults needs per appliance model, looked up once."""
+
+    model: ApplianceModel
+    code_ids: np.ndarray  # global code ids this model can get injected
+    weights: np.ndarray  # each one's share of the model's total fault hazard
+    total_hazard: float  # faults per simulated day
+    signature_code_ids: np.ndarray  # global code ids whose fault shows in telemetry
+
+
+class InjectedFaults:
+    """The fault open on each device of a fleet (positions index the fleet), and its ground truth."""
+
+    def __init__(
+        self,
+        device_ids: Sequence[str],
+        models: Sequence[ApplianceModel],
+        model_of: np.ndarray,
+        spec: FaultSpec,
+        rng: np.random.Generator,
+    ) -> None:
+        """`models` are the fleet's models; `model_of` gives each device's index into them."""
+        self._device_ids = list(device_ids)
+        self._codes = sorted({code for model in models for code in model.fault_codes})
+        self._code_ids = {code: code_id for code_id, code in enumerate(self._codes)}
+        self._models = [self._model_faults(model, spec) for model in models]
+        self._model_of = model_of
+        self._hazard = np.array([faults.total_hazard for faults in self._models])[model_of]
+        self._rng = rng
+        size = len(self._device_ids)
+        self._fault = np.full(size, -1, dtype=np.intp)  # global code id of the open fault, -1 for none
+        self._until = np.zeros(size)
+        self.blocks_use = np.zeros(size, dtype=bool)  # a critical fault: the appliance cannot be used
+        self._started_at: dict[int, str] = {}
+        self._transitions: list[FaultRecord] = []
+
+    def _model_faults(self, model: ApplianceModel, spec: FaultSpec) -> _ModelFaults:
+        hazards = spec.daily_hazards(model)
+        total = sum(hazards.values())
+        signature_codes = PHYSICS_BY_KIND[model.kind].signature_codes
+        return _ModelFaults(
+            model=model,
+            code_ids=np.array([self._code_ids[code] for code in hazards], dtype=np.intp),
+            weights=np.array([hazard / total for hazard in hazards.values()]) if total else np.zeros(0),
+            total_hazard=total,
+            signature_code_ids=np.array(
+                [self._code_ids[code] for code in model.fault_codes if code in signature_codes], dtype=np.intp
+            ),
+        )
+
+    def _model(self, position: int) -> ApplianceModel:
+        return self._models[self._model_of[position]].model
+
+    def open_code(self, position: int) -> str | None:
+        code_id = self._fault[position]
+        return self._codes[code_id] if code_id >= 0 else None
+
+    def clear_due(self, idx: np.ndarray, t: float, ts: str) -> list[DeviceEvent]:
+        """Clear the faults whose repair time is past at t; their `fault_cleared` events."""
+        due = idx[(self._fault[idx] >= 0) & (self._until[idx] <= t)]
+        events = []
+        for position in due.tolist():
+            code = self._codes[self._fault[position]]
+            meaning = self._model(position).fault_codes[code].meaning
+            events.append(DeviceEvent(position, "fault_cleared", code, f"{meaning}: repaired"))
+            self._transitions.append(self._record(position, self._started_at.pop(position), cleared_at=ts))
+            self._fault[position] = -1
+            self.blocks_use[position] = False
+        return events
+
+    def start_random(self, idx: np.ndarray, t: float, elapsed: np.ndarray, ts: str) -> list[DeviceEvent]:
+        """Start faults by the spec's hazards on devices without one; their `fault` events."""
+        chance = chance_within(self._hazard[idx], elapsed)
+        starting = idx[(self._rng.random(idx.size) < chance) & (self._fault[idx] < 0)]
+        events = []
+        for position in starting.tolist():
+            faults = self._models[self._model_of[position]]
+            code_id = int(self._rng.choice(faults.code_ids, p=faults.weights))
+            repair_s = float(
+                np.clip(self._rng.lognormal(math.log(MEDIAN_REPAIR_S), 0.7), 2 * HOUR_S, 7 * DAY_S)
+            )
+            events.append(self._start(position, code_id, t + repair_s, ts))
+        return events
+
+    def inject(self, position: int, code: str, until: float, ts: str) -> DeviceEvent:
+        """Start fault `code` on a device by hand, repaired at `until`; its `fault` event."""
+        model = self._model(position)
+        if code not in model.fault_codes:
+            raise ValueError(f"device {self._device_ids[position]}: model {model.code} has no fault code {code!r}")
+        if self._fault[position] >= 0:
+            raise ValueError(
+                f"device {self._device_ids[position]} already has fault {self._codes[self._fault[position]]}"
+            )
+        return self._start(position, self._code_ids[code], until, ts)
+
+    def _start(self, position: int, code_id: int, until: float, ts: str) -> DeviceEvent:
+        code = self._codes[code_id]
+        fault = self._model(position).fault_codes[code]
+        self._fault[position] = code_id
+        self._until[position] = until
+        self.blocks_use[position] = fault.severity == "critical"
+        self._started_at[position] = ts
+        self._transitions.append(self._record(position, ts))
+        return DeviceEvent(position, "fault", code, fault.meaning)
+
+    def shown_in_telemetry(self, model_index: int, positions: np.ndarray) -> ShownFaults:
+        """Which of these devices (all of model `model_index`) have a fault that shows in telemetry."""
+        fault_ids = self._fault[positions]
+        mask = np.isin(fault_ids, self._models[model_index].signature_code_ids)
+        rows_by_code = {
+            self._codes[code_id]: np.nonzero(fault_ids == code_id)[0]
+            for code_id in np.unique(fault_ids[mask]).tolist()
+        }
+        return ShownFaults(mask=mask, rows_by_code=rows_by_code)
+
+    def take_transitions(self) -> list[FaultRecord]:
+        """Ground-truth records of faults started or cleared since the last call."""
+        records, self._transitions = self._transitions, []
+        return records
+
+    def open_records(self) -> list[FaultRecord]:
+        """Ground-truth records of the faults open now."""
+        return [self._record(position, started_at) for position, started_at in self._started_at.items()]
+
+    def _record(self, position: int, started_at: str, cleared_at: str | None = None) -> FaultRecord:
+        model = self._model(position)
+        return FaultRecord(
+            device_id=self._device_ids[position],
+            model=model.code,
+            kind=model.kind,
+            fault_code=self._codes[self._fault[position]],
+            started_at=started_at,
+            cleared_at=cleared_at,
+        )
+
+    def open_fault(self, position: int) -> OpenFault | None:
+        """The device's open fault, as a restart keeps it."""
+        if self._fault[position] < 0:
+            return None
+        return OpenFault(
+            code=self._codes[self._fault[position]],
+            until=float(self._until[position]),
+            started_at=self._started_at[position],
+        )
+
+    def reopen(self, position: int, fault: OpenFault) -> None:
+        """Take back a fault a restart kept; a code the device's model no longer knows is dropped."""
+        model = self._model(position)
+        if fault.code not in model.fault_codes:
+            return
+        self._fault[position] = self._code_ids[fault.code]
+        self._until[position] = fault.until
+        self._started_at[position] = fault.started_at
+        self.blocks_use[position] = model.fault_codes[fault.code].severity == "critical"
 
 
 class GroundTruthWriter:

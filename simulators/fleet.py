@@ -16,7 +16,7 @@ import numpy as np
 
 from devices.catalog import load_catalog
 from simulators.appliances import PHYSICS_BY_KIND
-from simulators.physics import SimDevice
+from simulators.device import SimDevice
 
 # region -> (timezone of the customers there, its standard UTC offset, a phone area code)
 REGIONS: dict[str, tuple[str, float, str]] = {

@@ -11,15 +11,14 @@ its devices' last status as it was; offline rules still notice the silence.
 `time_scale` > 1 runs the physics faster than the clock (wear, fouling, usage, fault and offline
 chances), while messages keep the wall-clock `ts` so the ingester accepts them.
 
-`state_path` keeps each device's seq, counters, fouling and open fault across restarts: without
-it a restarted simulator starts every seq at 1 again and the ingester drops those messages as
-duplicates of the earlier run.
+`state_path` keeps each device's seq, counters, fouling and open fault across restarts (state.py):
+without it a restarted simulator starts every seq at 1 again and the ingester drops those messages
+as duplicates of the earlier run.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import threading
@@ -34,8 +33,13 @@ import numpy as np
 import paho.mqtt.client as mqtt
 
 from careloop.mqtt import make_connection
+from simulators.clock import as_utc
+from simulators.device import SimDevice
 from simulators.faults import FaultRecord, GroundTruthWriter, parse_fault_spec
-from simulators.physics import DEFAULT_OFFLINE_PER_DAY, Message, SimDevice, Simulation, as_utc
+from simulators.offline import DEFAULT_OFFLINE_PER_DAY
+from simulators.simulation import Simulation
+from simulators.state import load_state, save_state
+from simulators.wire import OFFLINE, Message
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +147,7 @@ def _log_fault_records(records: Sequence[FaultRecord]) -> None:
 
 def _log_status_changes(messages: Sequence[Message]) -> None:
     for message in messages:
-        if message.retained and message.payload == "offline":
+        if message.retained and message.payload == OFFLINE:
             logger.info("device offline device=%s", message.topic.split("/")[3])
         elif isinstance(message.payload, dict) and "readings" in message.payload:
             logger.info(
@@ -157,26 +161,6 @@ def _log_progress(simulation: Simulation, summary: RunSummary) -> None:
         "simulation progress devices=%d messages=%d open_faults=%d offline=%d",
         summary.devices, summary.messages, len(simulation.open_faults()), simulation.offline_count,
     )  # fmt: skip
-
-
-def _load_state(simulation: Simulation, state_path: Path | None) -> None:
-    if state_path is None or not state_path.exists():
-        return
-    try:
-        restored = simulation.restore_state(json.loads(state_path.read_text()))
-    except (ValueError, KeyError, TypeError) as error:
-        logger.warning("simulator state not restored path=%s error=%s", state_path, error)
-        return
-    logger.info("simulator state restored path=%s devices=%d", state_path, restored)
-
-
-def _save_state(simulation: Simulation, state_path: Path | None) -> None:
-    if state_path is None:
-        return
-    state_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = state_path.with_suffix(state_path.suffix + ".tmp")
-    partial.write_text(json.dumps(simulation.export_state()))
-    partial.replace(state_path)  # atomic: a crash mid-write keeps the previous state
 
 
 def run_simulation(
@@ -207,7 +191,7 @@ def run_simulation(
     simulation = Simulation(
         devices, seed=seed, start=clock_start, faults=fault_spec, offline_per_day=offline_per_day
     )
-    _load_state(simulation, state_path)
+    load_state(simulation, state_path)
     publisher = _Publisher(mqtt_url, client_id or f"careloop-simulator-{os.getpid()}")
     publisher.connect()
     logger.info(
@@ -256,13 +240,13 @@ def run_simulation(
                     _log_progress(simulation, summary)
                 if now >= next_save:
                     next_save = now + SAVE_STATE_EVERY_S
-                    _save_state(simulation, state_path)
+                    save_state(simulation, state_path)
                 stop.wait(min(MAX_IDLE_S, max(0.0, float(next_due.min()) - time.monotonic())))
     finally:
         # Every device goes quiet with the simulator: say so, as each device's last will would.
-        publisher.publish([Message(topic, "offline") for topic in simulation.status_topics])
+        publisher.publish([Message(topic, OFFLINE) for topic in simulation.status_topics])
         publisher.close()
-        _save_state(simulation, state_path)
+        save_state(simulation, state_path)
         summary.wall_seconds = time.monotonic() - wall_start
         logger.info(
             "simulation stopped messages=%d faults_started=%d faults_cleared=%d",

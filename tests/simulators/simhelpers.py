@@ -8,7 +8,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from devices.catalog import get_model
-from simulators.physics import Message, SimDevice, Simulation
+from simulators.device import SimDevice
+from simulators.simulation import Simulation
+from simulators.wire import Message
 
 START = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
 TODAY = START.date()

@@ -10,8 +10,9 @@ import pytest
 
 from devices.catalog import load_catalog
 from simulators.fleet import make_fleet
-from simulators.physics import Message, Simulation, format_ts
 from simulators.run import generate_history
+from simulators.simulation import Simulation
+from simulators.wire import Message, format_ts
 from tests.simulators.simhelpers import START, TODAY, channel_of, device_of, seqs_by_device
 
 TOPIC = re.compile(r"^careloop/v1/devices/([A-Za-z0-9_-]{1,64})/(telemetry|events|status)$")

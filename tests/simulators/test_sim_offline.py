@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from simulators.physics import Message, Simulation
+from simulators.simulation import Simulation
+from simulators.wire import Message
 from tests.simulators.simhelpers import START, channel_of, make_device, run_steps, seqs_by_device
 
 STEP = dt.timedelta(minutes=15)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from devices.catalog import get_model
-from simulators.physics import Simulation
+from simulators.simulation import Simulation
 from tests.simulators.simhelpers import START, channel_of, make_device, run_steps, telemetry_of
 
 

@@ -16,8 +16,8 @@ from careloop.mqtt import make_connection
 from devices.catalog import get_model
 from simulators.faults import load_ground_truth
 from simulators.fleet import make_fleet
-from simulators.physics import Simulation
 from simulators.run import generate_history, run_simulation
+from simulators.simulation import Simulation
 from tests.simulators.simhelpers import START, TODAY, channel_of, run_steps, seqs_by_device
 
 
