@@ -33,6 +33,10 @@ METRICS_PER_MESSAGE = 5
 def run_benchmark(args: argparse.Namespace) -> int:
     if args.bench == "ingest":
         return bench_ingest(args)
+    if args.bench == "chaos":
+        from bench.chaos import bench_chaos
+
+        return bench_chaos(args)
     from rules import bench as rules_bench
 
     if args.bench == "engine":
