@@ -188,8 +188,12 @@ def cmd_api(args: argparse.Namespace) -> int:
     settings = get_settings()
     urls = _services()
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
-    app = create_app(Database(urls.database_url), admin_token=token, mqtt_url=urls.mqtt_url)
+    # The pool connects on first use, so the API starts (and answers 503) while the database is down; the limits
+    # bound every wait on the database so an outage never hangs a request.
+    database = Database(urls.database_url, limits=settings.session_limits())
+    app = create_app(database, admin_token=token, mqtt_url=urls.mqtt_url)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    database.close()
     return 0
 
 

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
+import socket
 import threading
+import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psycopg2
 import psycopg2.extras
-import psycopg2.pool
 from psycopg2 import sql
 
 log = logging.getLogger("careloop.db")
@@ -37,19 +40,151 @@ def load_queries(path: Path) -> dict[str, str]:
     return {name: body.strip() for name, body in zip(pieces[1::2], pieces[2::2], strict=True)}
 
 
-class Database:
-    """A thread-safe pool that hands out healthy connections, surviving a database restart."""
+# After a failed attempt to reach the database, callers fail at once for this long before one tries again.
+RETRY_AFTER_S = 1.0
+# The range of a PostgreSQL bigint: ids, offsets and counters beyond it are the caller's mistake.
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
-    def __init__(self, dsn: str, *, min_connections: int = 1, max_connections: int = 10) -> None:
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """How long a connection waits on the database, so an outage becomes a quick error instead of a hang.
+
+    0 switches a limit off, as it does in libpq and PostgreSQL."""
+
+    connect_timeout_s: int = 3  # opening a connection, and a pooled one's ping; libpq waits at least 2 s
+    statement_timeout_s: float = 10
+    lock_timeout_s: float = 5
+    idle_in_transaction_timeout_s: float = 60
+
+    def connect_kwargs(self, dsn: str) -> dict[str, Any]:
+        """libpq parameters for psycopg2.connect, keeping any `options` the DSN already carries."""
+        server_settings = {
+            "statement_timeout": self.statement_timeout_s,
+            "lock_timeout": self.lock_timeout_s,
+            "idle_in_transaction_session_timeout": self.idle_in_transaction_timeout_s,
+        }
+        options = [psycopg2.extensions.parse_dsn(dsn).get("options", "")]
+        options += [f"-c {name}={round(seconds * 1000)}" for name, seconds in server_settings.items()]
+        kwargs: dict[str, Any] = {"options": " ".join(option for option in options if option)}
+        if self.connect_timeout_s:
+            kwargs["connect_timeout"] = self.connect_timeout_s
+        if self.connect_timeout_s and self.statement_timeout_s:
+            # A network that drops packets mid-statement: the kernel gives up on unacknowledged data after this.
+            kwargs["tcp_user_timeout"] = round((self.connect_timeout_s + self.statement_timeout_s) * 1000)
+        return kwargs
+
+
+class DatabaseUnavailable(psycopg2.OperationalError):
+    """No connection could be had in time; an OperationalError, so callers that retry on those retry on this."""
+
+
+class _Deadline:
+    """One call on a connection that must finish by `at` (time.monotonic)."""
+
+    def __init__(self, socket_fd: int, seconds: float) -> None:
+        self.socket_fd = socket_fd
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+        self.expired = False
+
+
+class _Watchdog:
+    """Cuts the socket of a connection whose call outlives its deadline.
+
+    libpq waits forever for a server that accepted the connection and then stopped answering (frozen,
+    overloaded, behind a stalled proxy): no server-side timeout can fire there. Shutting the socket down
+    makes the blocked call fail at once with an OperationalError. One thread serves every deadline."""
+
+    def __init__(self) -> None:
+        self._deadlines: set[_Deadline] = set()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    @contextmanager
+    def deadline(self, conn: psycopg2.extensions.connection, seconds: float) -> Iterator[_Deadline]:
+        entry = _Deadline(conn.fileno(), seconds)
+        with self._changed:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="careloop-db-watchdog", daemon=True)
+                self._thread.start()
+            self._deadlines.add(entry)
+            self._changed.notify()
+        try:
+            yield entry
+        finally:
+            # Under the lock: once removed, the socket is never touched, even if the deadline is just passing.
+            with self._changed:
+                self._deadlines.discard(entry)
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopping = True
+            self._changed.notify()
+
+    def _run(self) -> None:
+        with self._changed:
+            while not self._stopping:
+                now = time.monotonic()
+                for entry in [entry for entry in self._deadlines if entry.at <= now]:
+                    self._deadlines.discard(entry)
+                    entry.expired = True
+                    _shut_down_socket(entry.socket_fd)
+                next_at = min((entry.at for entry in self._deadlines), default=None)
+                self._changed.wait(timeout=None if next_at is None else max(next_at - now, 0.01))
+
+
+def _shut_down_socket(socket_fd: int) -> None:
+    # On a duplicate of the descriptor: shutdown() acts on the shared socket, closing the duplicate does not, so
+    # libpq still owns (and later closes) its descriptor and no other file can take its number meanwhile.
+    try:
+        with socket.socket(fileno=os.dup(socket_fd)) as duplicate:
+            duplicate.shutdown(socket.SHUT_RDWR)
+    except OSError as error:
+        log.warning("could not cut a database connection that stopped answering: %s", error)
+
+
+def _first_line(error: BaseException) -> str:
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+
+
+class Database:
+    """A thread-safe pool that hands out healthy connections, surviving a database restart.
+
+    Connections are opened on first use, never in the constructor, so a process starts while the database is
+    down and works once it is back. With `limits`, every wait on the database is bounded (SessionLimits)."""
+
+    def __init__(self, dsn: str, *, max_connections: int = 10, limits: SessionLimits | None = None) -> None:
         self.dsn = dsn
-        self._pool = psycopg2.pool.ThreadedConnectionPool(min_connections, max_connections, dsn)
-        # ThreadedConnectionPool raises when exhausted; a semaphore makes callers wait instead.
-        self._slots = threading.BoundedSemaphore(max_connections)
+        self.max_connections = max_connections
+        self.limits = limits
+        self._connect_kwargs = limits.connect_kwargs(dsn) if limits is not None else {}
+        self._idle: list[psycopg2.extensions.connection] = []  # the most recently used last: its socket is warm
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(max_connections)  # callers wait for a free connection
+        self._closed = False
+        # While the database is down, one caller at a time, at most once a RETRY_AFTER_S, tries to connect; the
+        # rest fail at once with the reason it last gave, instead of each waiting out a connect timeout (and
+        # holding a thread meanwhile).
+        self._down_because: str | None = None
+        self._probing = False
+        self._retry_at = 0.0
+        self._watchdog = _Watchdog() if limits is not None and limits.connect_timeout_s else None
+
+    @property
+    def _slot_wait_s(self) -> float | None:
+        # Long enough for a connection in use to finish its statement; without limits, as long as that takes.
+        if self.limits is None or not self.limits.statement_timeout_s:
+            return None
+        return self.limits.connect_timeout_s + self.limits.statement_timeout_s
 
     @contextmanager
     def connection(self) -> Iterator[psycopg2.extensions.connection]:
         """A connection for the block; broken ones are discarded rather than returned to the pool."""
-        with self._slots:
+        if not self._slots.acquire(timeout=self._slot_wait_s):
+            raise DatabaseUnavailable(f"all {self.max_connections} connections stayed busy for {self._slot_wait_s}s")
+        try:
             conn = self._checkout()
             broken = False
             try:
@@ -58,23 +193,85 @@ class Database:
                 broken = True
                 raise
             finally:
-                if not broken and not conn.closed and conn.status != psycopg2.extensions.STATUS_READY:
-                    conn.rollback()
-                self._pool.putconn(conn, close=broken or bool(conn.closed))
+                self._checkin(conn, broken=broken)
+        finally:
+            self._slots.release()
 
     def _checkout(self) -> psycopg2.extensions.connection:
-        for _attempt in range(3):
-            conn = self._pool.getconn()
-            try:
-                # A cheap ping: after a database restart the pooled sockets are dead.
-                with conn.cursor() as cursor:
-                    cursor.execute("SELECT 1")
-                conn.rollback()
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                return self._open()
+            if self._answers(conn):
                 return conn
+            log.warning("discarding a broken database connection")
+            _close_quietly(conn)
+
+    def _answers(self, conn: psycopg2.extensions.connection) -> bool:
+        """A cheap ping: after a database restart the pooled sockets are dead."""
+        if conn.closed:
+            return False
+        with self._ping_deadline(conn) as watched:
+            try:
+                _ping(conn)
+                return True
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+                if watched is None or not watched.expired:
+                    return False  # dead after a restart: the caller discards it and takes another
+                reason = f"no answer within {watched.seconds:g}s"
+                cause = error
+        # The server holds the socket open but says nothing: every pooled connection waits on the same silence.
+        # Drop them all and mark it down, so the next callers fail at once while one of them tries to reconnect.
+        log.warning("the database stopped answering: %s", reason)
+        with self._lock:
+            self._down_because = reason
+            self._retry_at = time.monotonic() + RETRY_AFTER_S
+            stale, self._idle = self._idle, []
+        for other in (conn, *stale):
+            _close_quietly(other)
+        raise DatabaseUnavailable(reason) from cause
+
+    def _ping_deadline(self, conn: psycopg2.extensions.connection) -> AbstractContextManager[_Deadline | None]:
+        if self._watchdog is None or self.limits is None:
+            return nullcontext(None)
+        return self._watchdog.deadline(conn, self.limits.connect_timeout_s)
+
+    def _open(self) -> psycopg2.extensions.connection:
+        with self._lock:
+            probing = self._down_because is not None
+            if probing:
+                if self._probing or time.monotonic() < self._retry_at:
+                    raise DatabaseUnavailable(self._down_because)
+                self._probing = True
+        try:
+            conn = psycopg2.connect(self.dsn, **self._connect_kwargs)
+        except psycopg2.OperationalError as error:
+            with self._lock:
+                self._down_because = _first_line(error)
+                self._retry_at = time.monotonic() + RETRY_AFTER_S
+            raise
+        finally:
+            if probing:
+                with self._lock:
+                    self._probing = False
+        with self._lock:
+            if self._down_because is not None:
+                log.info("the database answers again")
+            self._down_because = None
+        return conn
+
+    def _checkin(self, conn: psycopg2.extensions.connection, *, broken: bool) -> None:
+        if not broken and not conn.closed and conn.status != psycopg2.extensions.STATUS_READY:
+            try:
+                conn.rollback()
             except (psycopg2.OperationalError, psycopg2.InterfaceError):
-                log.warning("discarding a broken database connection")
-                self._pool.putconn(conn, close=True)
-        return self._pool.getconn()
+                broken = True
+        with self._lock:
+            if not (broken or conn.closed or self._closed):
+                self._idle.append(conn)
+                return
+        _close_quietly(conn)
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg2.extensions.connection]:
@@ -85,11 +282,32 @@ class Database:
                 conn.commit()
             except BaseException:
                 if not conn.closed:
-                    conn.rollback()
+                    # A connection that died with the work cannot roll back: the error that killed it is the one
+                    # to raise.
+                    with suppress(psycopg2.OperationalError, psycopg2.InterfaceError):
+                        conn.rollback()
                 raise
 
     def close(self) -> None:
-        self._pool.closeall()
+        """Close the idle connections now and the ones in use when they come back."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            _close_quietly(conn)
+        if self._watchdog is not None:
+            self._watchdog.stop()
+
+
+def _ping(conn: psycopg2.extensions.connection) -> None:
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    conn.rollback()
+
+
+def _close_quietly(conn: psycopg2.extensions.connection) -> None:
+    with suppress(psycopg2.Error):  # a connection already broken has nothing left to close cleanly
+        conn.close()
 
 
 def connect(dsn: str) -> psycopg2.extensions.connection:

@@ -1,14 +1,19 @@
-"""FastAPI dependencies as Annotated aliases: a database connection and the caller's role."""
+"""FastAPI dependencies as Annotated aliases: a database connection, the caller's role, and the parameter
+types every domain's API shares (offsets, row ids, moments) with the bounds the database and date arithmetic
+need, so an out-of-range value is a 422 naming the parameter."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator
 
 from careloop.auth import role_of_token
+from careloop.db import BIGINT_MAX, BIGINT_MIN
 
 bearer = HTTPBearer(auto_error=False)
 
@@ -19,7 +24,9 @@ def get_conn(request: Request) -> Iterator[Any]:
         yield conn
 
 
-Conn = Annotated[Any, Depends(get_conn)]
+# scope="function": the commit runs before the answer is sent, so a commit that fails (the database went away
+# mid-request) is a 503 rather than a 201 for something that was never stored.
+Conn = Annotated[Any, Depends(get_conn, scope="function")]
 
 
 def get_role(
@@ -51,3 +58,24 @@ def require(*roles: str):
         return role
 
     return Depends(check)
+
+
+# Wide enough for any appliance's history and any plan, and far enough from Python's years 1 and 9999 that the
+# arithmetic the services do on a moment (`until - 1 day`, bucket edges) cannot overflow.
+EARLIEST_MOMENT = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
+LATEST_MOMENT = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
+
+
+def moment_in_range(moment: dt.datetime) -> dt.datetime:
+    """A pydantic validator: the moment, between EARLIEST_MOMENT and LATEST_MOMENT; one without a zone is taken
+    as UTC, the zone of storage."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    if not EARLIEST_MOMENT <= moment <= LATEST_MOMENT:
+        raise ValueError(f"must be between {EARLIEST_MOMENT:%Y-%m-%d} and {LATEST_MOMENT:%Y-%m-%d}")
+    return moment
+
+
+Moment = Annotated[dt.datetime, AfterValidator(moment_in_range)]
+Offset = Annotated[int, Query(ge=0, le=BIGINT_MAX, description="how many items to skip")]
+RowId = Annotated[int, Path(ge=BIGINT_MIN, le=BIGINT_MAX)]

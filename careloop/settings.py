@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import psycopg2.extensions
-from pydantic import AnyHttpUrl, AnyUrl, SecretStr, ValidationError, field_validator
+from pydantic import AnyHttpUrl, AnyUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from careloop.db import SessionLimits
 
 ENV_PREFIX = "CARELOOP_"
 
@@ -25,6 +29,12 @@ class Settings(BaseSettings):
     home: Path = Path(".careloop")
     admin_token: SecretStr | None = None
     api_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")
+    # Bounds on how long the API waits for the database, so an outage is a quick 503 and never a hang.
+    # 0 switches one off (PostgreSQL's and libpq's own meaning of 0).
+    db_connect_timeout_s: int = Field(default=3, ge=0, le=3600)  # libpq waits at least 2 s
+    db_statement_timeout_s: float = Field(default=10, ge=0, le=86_400)
+    db_lock_timeout_s: float = Field(default=5, ge=0, le=86_400)
+    db_idle_in_transaction_timeout_s: float = Field(default=60, ge=0, le=86_400)
 
     @field_validator("database_url")
     @classmethod
@@ -53,6 +63,17 @@ class Settings(BaseSettings):
         if token is not None and len(token.get_secret_value()) < 8:
             raise ValueError("must be at least 8 characters")
         return token
+
+    def session_limits(self) -> SessionLimits:
+        """The database timeouts for the API's connections."""
+        from careloop.db import SessionLimits  # here: careloop.db loads numpy, which most commands never need
+
+        return SessionLimits(
+            connect_timeout_s=self.db_connect_timeout_s,
+            statement_timeout_s=self.db_statement_timeout_s,
+            lock_timeout_s=self.db_lock_timeout_s,
+            idle_in_transaction_timeout_s=self.db_idle_in_transaction_timeout_s,
+        )
 
 
 def load_settings(**overrides: object) -> Settings:

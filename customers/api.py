@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from careloop.deps import Conn, Role, require
+from careloop.deps import Conn, Offset, Role, RowId, require
 from customers import service
 from customers.models import Customer360, CustomerCreate, CustomerRead
 
@@ -24,18 +24,18 @@ def list_customers(
     _role: Role,
     q: Annotated[str | None, Query(max_length=100, description="part of a name, email or phone")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict:
     items, total = service.list_customers(conn, q=q, limit=limit, offset=offset)
     return {"items": items, "total": total}
 
 
 @router.get("/customers/{customer_id}")
-def get_customer(customer_id: int, conn: Conn, _role: Role) -> CustomerRead:
+def get_customer(customer_id: RowId, conn: Conn, _role: Role) -> CustomerRead:
     return service.get_customer(conn, customer_id)
 
 
 @router.get("/customers/{customer_id}/360")
-def customer_360(customer_id: int, conn: Conn, _role: Role) -> Customer360:
+def customer_360(customer_id: RowId, conn: Conn, _role: Role) -> Customer360:
     """The customer's whole picture: profile, consents, devices with their health."""
     return service.customer_360(conn, customer_id)

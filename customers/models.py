@@ -29,7 +29,7 @@ class CustomerCreate(BaseModel):
     phone: str | None = Field(default=None, pattern=r"^\+?[0-9 ()-]{5,32}$")
     email: EmailStr | None = None
     birthday: dt.date | None = None
-    timezone: str = "UTC"
+    timezone: str = Field(default="UTC", max_length=64)
     region: str | None = Field(default=None, max_length=64)
     preferred_channel: Channel | None = None
     consents: list[Consent] = []
@@ -39,7 +39,7 @@ class CustomerCreate(BaseModel):
     def _known_timezone(cls, value: str) -> str:
         try:
             zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name no file can have
             raise ValueError(f"unknown time zone {value!r}; use an IANA name like Asia/Shanghai") from None
         return value
 

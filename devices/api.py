@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
-from careloop.deps import Conn, Role, require
+from careloop.db import BIGINT_MAX, BIGINT_MIN
+from careloop.deps import Conn, Moment, Offset, Role, require
 from careloop.durations import Duration
 from devices import service
 from devices.catalog import load_catalog
@@ -36,11 +36,11 @@ def list_devices(
     kind: str | None = None,
     model: str | None = None,
     region: str | None = None,
-    owner: int | None = None,
+    owner: Annotated[int | None, Query(ge=BIGINT_MIN, le=BIGINT_MAX)] = None,
     online: bool | None = None,
     q: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict:
     items, total = service.list_devices(
         conn,
@@ -73,8 +73,8 @@ def device_telemetry(
     device_id: str,
     conn: Conn,
     _role: Role,
-    since: dt.datetime | None = None,
-    until: dt.datetime | None = None,
+    since: Moment | None = None,
+    until: Moment | None = None,
     metric: str | None = None,
     bucket: Annotated[str | None, Query(description="average per bucket, e.g. 5m, 1h, 1d")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
@@ -86,15 +86,7 @@ def device_telemetry(
             raise ValueError("a bucket must be longer than zero")
     except ValueError as error:
         raise HTTPException(422, f"bucket: {error}") from None
-    since, until = (_aware(since), _aware(until))
     points = service.device_telemetry(
         conn, device_id, since=since, until=until, metric=metric, bucket=bucket_size, limit=limit
     )
     return {"items": points}
-
-
-def _aware(moment: dt.datetime | None) -> dt.datetime | None:
-    """Times without a zone are taken as UTC, the zone of storage."""
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=dt.UTC)
-    return moment

@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from careloop.db import BIGINT_MAX, BIGINT_MIN
 
 Severity = Literal["info", "warning", "critical"]
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -53,9 +55,18 @@ class DeviceCreate(BaseModel):
 
     id: str = Field(pattern=DEVICE_ID_PATTERN, description="the appliance serial")
     model: str = Field(description="a model code from GET /models")
-    owner: int | None = Field(default=None, description="the owning customer's id")
+    owner: int | None = Field(default=None, ge=BIGINT_MIN, le=BIGINT_MAX, description="the owning customer's id")
     purchased_on: dt.date | None = None
     region: str | None = Field(default=None, max_length=64)
+
+    @field_validator("purchased_on")
+    @classmethod
+    def _plausible_purchase(cls, value: dt.date | None) -> dt.date | None:
+        # Age and elapsed-since-purchase rules count from it: year 1 or 9999 is a typing mistake that would make
+        # them fire on the wrong devices. A day of slack: the buyer's today may be ahead of the server's.
+        if value is not None and not (dt.date(1900, 1, 1) <= value <= dt.date.today() + dt.timedelta(days=1)):
+            raise ValueError("must be between 1900-01-01 and today")
+        return value
 
 
 class DeviceRead(BaseModel):

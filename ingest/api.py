@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from careloop.deps import Conn, Role
+from careloop.deps import EARLIEST_MOMENT, Conn, Moment, Offset, Role
 from ingest import repo
 
 router = APIRouter(tags=["ingest"])
@@ -19,7 +18,7 @@ def list_quarantine(
     _role: Role,
     reason: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict:
     """Rejected messages, newest first, with topic, reason, detail and the (truncated) payload."""
     rows = repo.list_quarantine(conn, reason=reason, limit=limit, offset=offset)
@@ -28,9 +27,9 @@ def list_quarantine(
 
 
 @router.get("/ingest/stats")
-def ingest_stats(conn: Conn, _role: Role, since: dt.datetime | None = None) -> dict:
+def ingest_stats(conn: Conn, _role: Role, since: Moment | None = None) -> dict:
     """Quarantined messages per reason (default: ever) and messages lost in transit (seq gaps)."""
-    since = since or dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+    since = since or EARLIEST_MOMENT
     return {
         "quarantine_by_reason": repo.quarantine_by_reason(conn, since=since),
         "missing_seq": repo.missing_seq_total(conn),

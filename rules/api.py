@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import AfterValidator, AwareDatetime
 
-from careloop.deps import Conn, Role, require
+from careloop.deps import Conn, Offset, Role, RowId, moment_in_range, require
 from rules import service
 from rules.models import BacktestRequest, RuleError
 
@@ -25,11 +26,25 @@ RULE_BODY_DOC = {
 }
 
 
-async def _document(request: Request) -> str | bytes | dict:
+async def rule_document(request: Request) -> str | bytes:
+    """The body as the rules service reads it: text when declared YAML, else bytes (JSON first, then YAML).
+
+    Read in a dependency so the handlers stay plain functions: FastAPI runs those in its thread pool, and their
+    database calls never block the event loop (a slow or silent database would stall every request)."""
     body = await request.body()
     if "yaml" in request.headers.get("content-type", ""):
         return body.decode("utf-8", errors="replace")
     return body
+
+
+RuleDocument = Annotated[str | bytes, Depends(rule_document)]
+
+
+class BacktestWindow(BacktestRequest):
+    """BacktestRequest with `start` and `end` in the range every API moment keeps to (careloop.deps)."""
+
+    start: Annotated[AwareDatetime, AfterValidator(moment_in_range)]
+    end: Annotated[AwareDatetime, AfterValidator(moment_in_range)]
 
 
 def rule_error_response(_request: Request, error: RuleError) -> JSONResponse:
@@ -42,9 +57,9 @@ def rule_error_response(_request: Request, error: RuleError) -> JSONResponse:
     dependencies=[require("dispatcher", "marketer")],
     openapi_extra=RULE_BODY_DOC,
 )
-async def create_rule(request: Request, conn: Conn) -> dict:
+def create_rule(document: RuleDocument, conn: Conn) -> dict:
     """Validate and store a new rule; every mistake is listed with the field it is in."""
-    return service.create_rule(conn, await _document(request))
+    return service.create_rule(conn, document)
 
 
 @router.get("/rules")
@@ -53,7 +68,7 @@ def list_rules(
     _role: Role,
     enabled: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict:
     items, total = service.list_rules(conn, enabled=enabled, limit=limit, offset=offset)
     return {"items": items, "total": total}
@@ -66,13 +81,13 @@ def get_rule(rule_id: str, conn: Conn, _role: Role) -> dict:
 
 
 @router.put("/rules/{rule_id}", dependencies=[require("dispatcher", "marketer")], openapi_extra=RULE_BODY_DOC)
-async def update_rule(rule_id: str, request: Request, conn: Conn) -> dict:
+def update_rule(rule_id: str, document: RuleDocument, conn: Conn) -> dict:
     """Replace a rule's document (set `enabled: false` to disable it); the previous version is kept."""
-    return service.update_rule(conn, rule_id, await _document(request))
+    return service.update_rule(conn, rule_id, document)
 
 
 @router.post("/rules/{rule_id}/backtest")
-def backtest_rule(rule_id: str, request: BacktestRequest, conn: Conn, _role: Role) -> dict:
+def backtest_rule(rule_id: str, request: BacktestWindow, conn: Conn, _role: Role) -> dict:
     """Replay the rule over stored history from `start` to `end`, every `step` (default 1h): what it would
     have opened and cleared, and when. Nothing is opened."""
     return service.backtest_rule(conn, rule_id, request)
@@ -89,7 +104,7 @@ def list_detections(
     status: DetectionStatus | None = None,
     rule_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict:
     """What rules found, newest first, each with its explanation and the actions waiting on it."""
     items, total = service.list_detections(
@@ -99,7 +114,7 @@ def list_detections(
 
 
 @router.get("/detections/{detection_id}", tags=["detections"])
-def get_detection(detection_id: int, conn: Conn, _role: Role) -> dict:
+def get_detection(detection_id: RowId, conn: Conn, _role: Role) -> dict:
     return service.get_detection(conn, detection_id)
 
 
@@ -108,7 +123,7 @@ def get_detection(detection_id: int, conn: Conn, _role: Role) -> dict:
     tags=["detections"],
     dependencies=[require("dispatcher", "technician")],
 )
-def acknowledge_detection(detection_id: int, conn: Conn, role: Role) -> dict:
+def acknowledge_detection(detection_id: RowId, conn: Conn, role: Role) -> dict:
     """Say a person has seen it; it stays until the rule stops holding, then clears."""
     return service.acknowledge_detection(conn, detection_id, by=role)
 
