@@ -410,8 +410,61 @@ def timescale_files() -> list[Path]:
     return sorted(TIMESCALE_DIR.glob("[0-9]*.sql"))
 
 
+TIMESCALE_STATE_QUERY = """
+SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') AS created,
+       EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') AS installed,
+       (SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries') AS preload_libraries,
+       current_setting('timescaledb.bgw_launcher_poll_time', true) IS NOT NULL AS loader_running
+"""
+
+
+@dataclass(frozen=True)
+class TimescaleState:
+    """What the server says about TimescaleDB, enough to tell whether CREATE EXTENSION would work."""
+
+    created: bool  # the extension already exists in this database
+    installed: bool  # listed in pg_available_extensions: its files are on the server
+    # shared_preload_libraries; None where this role may not read it (it needs pg_read_all_settings)
+    preload_libraries: str | None
+    # a setting the TimescaleDB loader defines only when it was preloaded: the answer for such a role
+    loader_running: bool
+
+    @property
+    def preloaded(self) -> bool:
+        if self.preload_libraries is None:
+            return self.loader_running
+        return "timescaledb" in preloaded_library_names(self.preload_libraries)
+
+    def missing(self) -> str | None:
+        """Why the TimescaleDB migrations cannot run here, or None when they can."""
+        if self.created:
+            return None
+        if not self.installed:
+            return "the timescaledb extension is not installed on the server"
+        if not self.preloaded:
+            # CREATE EXTENSION would end the session (FATAL: extension "timescaledb" must be preloaded)
+            return "timescaledb is installed but not in shared_preload_libraries"
+        return None
+
+
+def preloaded_library_names(setting: str) -> set[str]:
+    """The library names in a shared_preload_libraries value: `'$libdir/timescaledb.so', x` -> {timescaledb, x}."""
+    names = set()
+    for item in setting.split(","):
+        name = item.strip().strip("'\"").rsplit("/", 1)[-1]
+        names.add(name.removesuffix(".so").removesuffix(".dylib").removesuffix(".dll"))
+    return names - {""}
+
+
+def timescale_state(conn: Any) -> TimescaleState:
+    row = fetch_one(conn, TIMESCALE_STATE_QUERY)
+    assert row is not None
+    return TimescaleState(**row)
+
+
 def timescale_available(conn: Any) -> bool:
-    return bool(fetch_value(conn, "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"))
+    """Whether the TimescaleDB steps can run: the extension exists here, or is installed and preloaded."""
+    return timescale_state(conn).missing() is None
 
 
 def migrate(dsn: str) -> list[str]:
@@ -428,12 +481,13 @@ def migrate(dsn: str) -> list[str]:
             cursor.execute("SELECT version FROM schema_migrations")
             done = {row[0] for row in cursor.fetchall()}
             steps = [(path.name, path) for path in migration_files()]
-            if timescale_available(conn):
+            timescale_missing = timescale_state(conn).missing()
+            if timescale_missing is None:
                 steps += [(f"timescale/{path.name}", path) for path in timescale_files()]
             else:
                 pending = [p.name for p in timescale_files() if f"timescale/{p.name}" not in done]
                 if pending:
-                    log.info("timescaledb extension not available: skipping %s", ", ".join(pending))
+                    log.info("%s: skipping the TimescaleDB migrations %s", timescale_missing, ", ".join(pending))
             for version, path in steps:
                 if version in done:
                     continue

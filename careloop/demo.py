@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from careloop import embedded
 from careloop.auth import create_token
 from careloop.db import Database, ensure_database, fetch_all, migrate
 from careloop.runtime import resolve_services, stop_event_on_signals
@@ -87,6 +88,17 @@ def _admin_token(database_url: str, home: Path) -> str:
     return token
 
 
+def _fallback_broker_warning(home: Path) -> str:
+    """A plain warning when the embedded broker is amqtt (no mosquitto on PATH), else nothing."""
+    if embedded.running_broker_kind(home) != "amqtt":
+        return ""
+    return (
+        "  WARNING: the broker is the amqtt fallback (no mosquitto on PATH). It keeps what is queued for an\n"
+        "  ingester that stops cleanly, but it loses the messages in flight to one that crashes or takes over\n"
+        "  5 s to store a batch. Install mosquitto (e.g. apt-get install mosquitto) for anything beyond a look.\n"
+    )
+
+
 def _spawn(arguments: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "careloop.cli", *arguments], env=env)
 
@@ -138,6 +150,7 @@ def run_demo(*, devices: int, rate: float, seed: int, api_port: int = 8000, dash
         f"  API        http://127.0.0.1:{api_port}  (docs: http://127.0.0.1:{api_port}/docs)\n"
         f"  dashboard  http://127.0.0.1:{dashboard_port}\n"
         f"  broker     {urls.mqtt_url}\n"
+        f"{_fallback_broker_warning(home)}"
         f"  admin token: {token}\n"
         f"  try: curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{api_port}/fleet/summary\n"
         f"       curl -H 'Authorization: Bearer {token}' 'http://127.0.0.1:{api_port}/detections?status=open'\n"

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from careloop import embedded
 from careloop.settings import Settings, redact_url
@@ -28,33 +26,39 @@ class ServiceUrls:
     mqtt_url: str
 
 
-def _broker_answers(url: str) -> bool:
-    parts = urlsplit(url)
-    try:
-        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 1883), timeout=1).close()
-        return True
-    except OSError:
-        return False
+def exit_on_sigterm() -> None:
+    """Make SIGTERM end the process as a normal exit (SystemExit), so atexit handlers run.
+
+    Python's default for SIGTERM ends the process on the spot, without them: an embedded service this
+    process uses would then be stopped by its keeper only after noticing the process is gone. Commands that
+    stop gracefully install their own handler later (`stop_event_on_signals`); uvicorn puts this one back
+    after its shutdown and raises the signal again, which then exits here.
+    """
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+
+
+def _exit_on_signal(signum: int, _frame) -> None:
+    log.info("received %s: exiting", signal.Signals(signum).name)
+    raise SystemExit(128 + signum)
 
 
 def resolve_services(settings: Settings, *, need_broker: bool = True) -> ServiceUrls:
-    """The configured URLs; where one is missing, the embedded service under CARELOOP_HOME."""
+    """The configured URLs; where one is missing, the embedded service under CARELOOP_HOME.
+
+    An embedded service is shared by the commands of one CARELOOP_HOME and stopped when the last of them
+    exits, whether by SIGTERM, SIGINT, an error, or a kill (careloop.embedded).
+    """
     home = Path(settings.home)
+    if settings.database_url is None or (need_broker and settings.mqtt_url is None):
+        exit_on_sigterm()
     if settings.database_url is not None:
         database_url = str(settings.database_url)
     else:
         database_url = embedded.start_database(home)
     mqtt_url = str(settings.mqtt_url) if settings.mqtt_url is not None else ""
     if not mqtt_url and need_broker:
-        # One embedded broker per CARELOOP_HOME: a second command joins the one already running.
-        url_file = home / "broker.url"
-        known = url_file.read_text().strip() if url_file.exists() else ""
-        if known and _broker_answers(known):
-            mqtt_url = known
-        else:
-            mqtt_url = embedded.start_broker(home)
-            url_file.parent.mkdir(parents=True, exist_ok=True)
-            url_file.write_text(mqtt_url)
+        mqtt_url = embedded.start_broker(home)
     log.info("database %s, broker %s", redact_url(database_url), redact_url(mqtt_url) or "(none)")
     return ServiceUrls(database_url=database_url, mqtt_url=mqtt_url)
 

@@ -5,6 +5,7 @@ Each test that needs the database gets a fresh clone of a template built from th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -47,19 +48,68 @@ def database_server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
         pytest.skip(f"no database: CARELOOP_DATABASE_URL is unset and embedded PostgreSQL (pgserver) failed: {error}")
 
 
+def _drop_database(admin, name: str) -> None:
+    """Drop a database even when it is marked as a template or has sessions."""
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if cursor.fetchone() is None:
+            return
+        cursor.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(sql.Identifier(name)))
+        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _close_template(admin, name: str) -> None:
+    """Keep the template free of sessions, so that cloning it never meets "being accessed by other users".
+
+    On TimescaleDB a background scheduler connects to every database that has the extension, the template
+    included. A template that refuses connections is one the launcher skips and a scheduler leaves at once;
+    the ones already in are ended here (and again before each retry of a clone).
+    """
+    with admin.cursor() as cursor:
+        cursor.execute(
+            sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false IS_TEMPLATE true").format(sql.Identifier(name))
+        )
+    _end_sessions(admin, name)
+
+
+def _end_sessions(admin, name: str) -> None:
+    # A role without the right to end them: the clone's retries wait for the sessions to leave instead.
+    with admin.cursor() as cursor, contextlib.suppress(psycopg2.errors.InsufficientPrivilege):
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+
+
+def _clone(admin, name: str, template: str, *, timeout_s: float = 30) -> None:
+    statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with admin.cursor() as cursor:
+                cursor.execute(statement)
+            return
+        except psycopg2.errors.ObjectInUse:
+            # A background worker slipped in between (it leaves as soon as it sees the template flag).
+            if time.monotonic() > deadline:
+                raise
+            _end_sessions(admin, template)
+            time.sleep(0.1)
+
+
 @pytest.fixture(scope="session")
 def template_database(database_server_url: str) -> Iterator[str]:
     try:
         admin = _admin_connection(database_server_url)
     except psycopg2.OperationalError as error:
         pytest.skip(f"no database: cannot connect to {database_server_url}: {error}")
+    _drop_database(admin, TEMPLATE)
     with admin.cursor() as cursor:
-        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(TEMPLATE)))
         cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
     migrate(_with_database(database_server_url, TEMPLATE))
+    _close_template(admin, TEMPLATE)
     yield TEMPLATE
-    with admin.cursor() as cursor:
-        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(TEMPLATE)))
+    _drop_database(admin, TEMPLATE)
     admin.close()
 
 
@@ -68,10 +118,7 @@ def database_url(database_server_url: str, template_database: str) -> Iterator[s
     """A fresh database cloned from the migrated template, dropped after the test."""
     name = f"careloop_test_{uuid.uuid4().hex[:12]}"
     admin = _admin_connection(database_server_url)
-    with admin.cursor() as cursor:
-        cursor.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template_database))
-        )
+    _clone(admin, name, template_database)
     yield _with_database(database_server_url, name)
     with admin.cursor() as cursor:
         cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
@@ -93,17 +140,27 @@ def conn(database: Database) -> Iterator:
 
 
 @pytest.fixture(scope="session")
-def mqtt_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """CARELOOP_MQTT_URL, else an embedded broker started for this run."""
+def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """(URL, kind): CARELOOP_MQTT_URL ("external"), else an embedded broker started for this run
+    (mosquitto or amqtt, as careloop.embedded chooses: CARELOOP_EMBEDDED_BROKER)."""
     url = os.environ.get("CARELOOP_MQTT_URL")
     if url:
-        return url
-    try:
-        from careloop.embedded import start_broker
+        return url, "external"
+    from careloop import embedded
 
-        return start_broker(tmp_path_factory.mktemp("careloop-broker"), preferred_port=None)
+    home = tmp_path_factory.mktemp("careloop-broker")
+    try:
+        url = embedded.start_broker(home, preferred_port=None)
     except Exception as error:
+        if os.environ.get(embedded.BROKER_CHOICE_VARIABLE):
+            raise  # a broker asked for by name (as CI does) must not turn the run into skips
         pytest.skip(f"no broker: CARELOOP_MQTT_URL is unset and no embedded broker could start: {error}")
+    return url, embedded.running_broker_kind(home) or "unknown"
+
+
+@pytest.fixture(scope="session")
+def mqtt_url(mqtt_broker: tuple[str, str]) -> str:
+    return mqtt_broker[0]
 
 
 @pytest.fixture

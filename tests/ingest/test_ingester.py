@@ -142,8 +142,14 @@ def _rows(database: Database, query: str) -> list[tuple]:
 
 
 def test_an_ingester_killed_mid_stream_and_restarted_loses_nothing_and_stores_nothing_twice(
-    conn, database, database_url, mqtt_url
+    conn, database, database_url, mqtt_url, mqtt_broker
 ) -> None:
+    if mqtt_broker[1] == "amqtt":
+        pytest.skip(
+            "the amqtt fallback broker drops the QoS 1 messages in flight to a client whose connection breaks "
+            "(and any it has not acknowledged within 5 s), so a killed ingester loses them; this test needs a "
+            "broker that keeps them in the session, such as mosquitto"
+        )
     devices = [make_device(conn) for _ in range(5)]
     conn.commit()
     name = f"test-kill-{uuid.uuid4().hex[:8]}"
