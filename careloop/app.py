@@ -33,6 +33,7 @@ from ingest.api import router as ingest_router
 from rules.api import router as rules_router
 from rules.api import rule_error_response
 from rules.models import RuleError
+from service_orders.api import router as service_orders_router
 
 log = logging.getLogger("careloop.api")
 BROKER_CHECK_TTL_S = 5.0
@@ -439,7 +440,7 @@ def create_app(database: Database, *, admin_token: str | None, mqtt_url: str | N
 
     app.add_exception_handler(RuleError, rule_error_response)
 
-    for router in (devices_router, customers_router, ingest_router, rules_router):
+    for router in (devices_router, customers_router, ingest_router, rules_router, service_orders_router):
         app.include_router(router)
     app.add_middleware(InputGuard, api=app)
     return app

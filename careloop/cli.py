@@ -140,6 +140,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
     from careloop.heartbeat import Heartbeat
     from careloop.runtime import stop_event_on_signals
     from rules.engine import Engine, EssentialThreadDied, Schedule
+    from service_orders.jobs import JOBS as service_order_jobs
 
     urls = _services(need_broker=False)
     database = Database(urls.database_url, max_connections=3)
@@ -150,7 +151,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
         trends_s=args.trends_every.seconds,
     )
     if args.once:
-        engine = Engine(database, schedule=schedule)
+        engine = Engine(database, schedule=schedule, jobs=service_order_jobs)
         try:
             print(json.dumps(engine.run_once(), indent=2))
         finally:
@@ -162,7 +163,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
         heartbeat_database, process=f"engine:{socket.gethostname()}-{os.getpid()}", kind="engine", named_by_pid=True
     )
     metrics_server = _serve_metrics(args)
-    engine = Engine(database, schedule=schedule, heartbeat=heartbeat)
+    engine = Engine(database, schedule=schedule, heartbeat=heartbeat, jobs=service_order_jobs)
     heartbeat.start()
     try:
         engine.serve(stop_event_on_signals(), database_url=urls.database_url)
@@ -254,8 +255,12 @@ def cmd_token(args: argparse.Namespace) -> int:
     from careloop.db import Database
 
     database = Database(_services(need_broker=False).database_url, max_connections=1)
-    with database.transaction() as conn:
-        print(create_token(conn, role=args.role, name=args.name))
+    try:
+        with database.transaction() as conn:
+            print(create_token(conn, role=args.role, name=args.name, technician_id=args.technician_id))
+    except ValueError as error:
+        print(f"careloop token: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -397,7 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     token = commands.add_parser("token", help="create an API token with a role and print it")
     token.add_argument("--role", required=True, choices=["admin", "dispatcher", "marketer", "technician"])
-    token.add_argument("--name", default="cli", help="who or what the token is for")
+    token.add_argument("--name", default="cli", help="who or what the token is for (kept in order histories)")
+    token.add_argument(
+        "--technician-id", type=int, default=None, help="with --role technician: the technician (GET /technicians)"
+    )
     token.set_defaults(handler=cmd_token)
 
     bench = commands.add_parser("bench", help="the benchmarks; they print figures and ratios")

@@ -12,7 +12,8 @@ from fastapi import Depends, HTTPException, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator
 
-from careloop.auth import role_of_token
+from careloop.auth import Caller as CallerIdentity
+from careloop.auth import caller_of_token
 from careloop.db import BIGINT_MAX, BIGINT_MIN
 
 bearer = HTTPBearer(auto_error=False)
@@ -29,19 +30,26 @@ def get_conn(request: Request) -> Iterator[Any]:
 Conn = Annotated[Any, Depends(get_conn, scope="function")]
 
 
-def get_role(
+def get_caller(
     request: Request, conn: Conn, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> str:
+) -> CallerIdentity:
     if credentials is None:
         raise HTTPException(
             401,
             "missing bearer token: send 'Authorization: Bearer <token>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    role = role_of_token(conn, credentials.credentials, admin_token=request.app.state.admin_token)
-    if role is None:
+    caller = caller_of_token(conn, credentials.credentials, admin_token=request.app.state.admin_token)
+    if caller is None:
         raise HTTPException(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
-    return role
+    return caller
+
+
+Caller = Annotated[CallerIdentity, Depends(get_caller)]
+
+
+def get_role(caller: Caller) -> str:
+    return caller.role
 
 
 Role = Annotated[str, Depends(get_role)]
