@@ -142,6 +142,11 @@ def broker_kind_wanted() -> str:
     return choice
 
 
+def release(home: Path, service: str) -> None:
+    """Stop using the home's embedded `service` now rather than at exit (the last user out stops it)."""
+    _leave(Path(home).resolve(), service, os.getpid())
+
+
 def running_broker_kind(home: Path) -> str | None:
     """The kind of embedded broker running for `home` (mosquitto, amqtt), None when there is none."""
     state = _read_state(Path(home), "broker")

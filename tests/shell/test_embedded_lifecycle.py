@@ -19,8 +19,12 @@ import httpx
 import psutil
 import pytest
 
+from careloop import embedded
 from careloop.embedded import free_port
-from tests.helpers import wait_until
+from careloop.mqtt import telemetry_topic
+from ingest.subscriber import Ingester
+from tests.factories import make_device
+from tests.helpers import publish_all, reading, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -206,4 +210,40 @@ def test_the_embedded_postgresql_stops_with_the_last_command_and_keeps_its_data(
     assert "(0 migration(s) applied" in again.log(), "the data did not survive the restart"
     assert embedded_processes(home, "postgres"), "PostgreSQL stopped while the ingester still used it"
     assert first.stop(signal.SIGTERM) == 0
+    assert all_gone(home)
+
+
+def test_the_amqtt_fallback_keeps_what_is_queued_for_an_ingester_that_stopped_cleanly(
+    home, monkeypatch, conn, database
+) -> None:
+    monkeypatch.setenv(embedded.BROKER_CHOICE_VARIABLE, "amqtt")
+    url = embedded.start_broker(home, preferred_port=None)
+    try:
+        device = make_device(conn)
+        conn.commit()
+        name = f"lifecycle-{time.monotonic_ns()}"
+
+        def started() -> Ingester:
+            ingester = Ingester(database, url, name=name)
+            ingester.start()
+            assert ingester.connected.wait(timeout=10)
+            time.sleep(0.3)  # the SUBACK
+            return ingester
+
+        started().stop()  # its session (subscriptions, and from now on a queue) stays with the broker
+        publish_all(url, [(telemetry_topic(device.id), reading(seq)) for seq in range(1, 101)])
+        ingester = started()
+        try:
+            with database.connection() as check, check.cursor() as cursor:
+
+                def stored() -> int:
+                    cursor.execute("SELECT count(*) FROM telemetry")
+                    check.rollback()
+                    return cursor.fetchone()[0]
+
+                wait_until(lambda: stored() == 100, what="the 100 readings queued while the ingester was away")
+        finally:
+            ingester.stop()
+    finally:
+        embedded.release(home, "broker")
     assert all_gone(home)
