@@ -8,6 +8,8 @@
 - `simulation`: one step of the fleet, composed of the above, and the messages it produces
 - `state`: the fleet's state saved between runs
 - `run`: the simulation loop, live over MQTT or as fast history
+- `delivery`: QoS 1 publishing that keeps each message until the broker acknowledges it with success, and
+  sends again what a PUBACK "no matching subscribers" (0x10) says nobody got
 - `fleet`: a deterministic demo fleet and its owners
 - `clock`: units of simulated time, UTC, chances per day
 - `physics`: kept only so older imports of `Simulation` and `SimDevice` keep working

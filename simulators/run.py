@@ -8,6 +8,12 @@ status itself: when the device starts, drops offline and comes back, and `offlin
 device when the simulation stops. A will names one topic, so a simulator that is killed leaves
 its devices' last status as it was; offline rules still notice the silence.
 
+Each message is kept until the broker acknowledges it with success, as a device must: a PUBACK
+"No matching subscribers" (0x10: an MQTT 5 broker had no subscriber for it, e.g. a restarted
+Mosquitto before the ingesters have subscribed again) means not delivered, and the message is sent
+again, unchanged, after a back-off of 0.5 s doubling to 5 s (delivery.py). Re-sends are logged in a
+summary line every few seconds, with the devices involved.
+
 `time_scale` > 1 runs the physics faster than the clock (wear, fouling, usage, fault and offline
 chances), while messages keep the wall-clock `ts` so the ingester accepts them.
 
@@ -34,6 +40,7 @@ import paho.mqtt.client as mqtt
 
 from careloop.mqtt import make_connection
 from simulators.clock import as_utc
+from simulators.delivery import ConfirmedPublisher
 from simulators.device import SimDevice
 from simulators.faults import FaultRecord, GroundTruthWriter, parse_fault_spec
 from simulators.offline import DEFAULT_OFFLINE_PER_DAY
@@ -61,10 +68,12 @@ class RunSummary:
     faults_started: int
     faults_cleared: int
     wall_seconds: float
+    resent: int = 0  # messages sent again after a PUBACK "no matching subscribers" (0x10)
+    undelivered: int = 0  # not acknowledged with success when the simulator stopped
 
 
 class _Publisher:
-    """A connected paho client that publishes simulator messages with QoS 1."""
+    """A connected paho client that publishes simulator messages with QoS 1, each until delivered."""
 
     def __init__(self, mqtt_url: str, client_id: str) -> None:
         self._connection = make_connection(mqtt_url, client_id)
@@ -74,7 +83,7 @@ class _Publisher:
         self._refused: str | None = None
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
-        self._last_info: mqtt.MQTTMessageInfo | None = None
+        self.delivery = ConfirmedPublisher(self.client, name="simulator")
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
@@ -101,12 +110,14 @@ class _Publisher:
         try:
             self._connection.connect()
         except OSError as error:
+            self.delivery.close(0)
             raise ConnectionError(
                 f"cannot reach the MQTT broker at {address.host}:{address.port}: {error}"
             ) from None
         self.client.loop_start()
         if not self._connected.wait(CONNECT_TIMEOUT_S) or self._refused:
             self.client.loop_stop()
+            self.delivery.close(0)
             why = self._refused or f"no answer within {CONNECT_TIMEOUT_S:.0f}s"
             raise ConnectionError(
                 f"the MQTT broker at {address.host}:{address.port} refused the simulator: {why}"
@@ -114,19 +125,23 @@ class _Publisher:
 
     def publish(self, messages: Sequence[Message]) -> None:
         for message in messages:
-            self._last_info = self.client.publish(
-                message.topic, message.encode(), qos=1, retain=message.retained
-            )
+            self.delivery.publish(message.topic, message.encode(), retain=message.retained)
 
-    def close(self) -> None:
-        """Wait (bounded) until the broker acknowledged what was published, then disconnect."""
-        if self._last_info is not None:
-            try:
-                self._last_info.wait_for_publish(DRAIN_TIMEOUT_S)
-            except (RuntimeError, ValueError) as error:
-                logger.warning("simulator could not confirm its last messages: %s", error)
+    def close(self) -> tuple[int, int]:
+        """Wait (bounded) until the broker acknowledged what was published with success, then disconnect.
+
+        Returns (messages re-sent after 'no matching subscribers', messages not delivered).
+        """
+        stats = self.delivery.close(DRAIN_TIMEOUT_S)
+        undelivered = stats.outstanding + stats.given_up
+        if stats.outstanding:
+            logger.warning(
+                "simulator stopped with %d messages the broker had not acknowledged within %.0fs",
+                stats.outstanding, DRAIN_TIMEOUT_S,
+            )  # fmt: skip
         self.client.disconnect()
         self.client.loop_stop()
+        return stats.resent, undelivered
 
 
 def _log_fault_records(records: Sequence[FaultRecord]) -> None:
@@ -245,12 +260,12 @@ def run_simulation(
     finally:
         # Every device goes quiet with the simulator: say so, as each device's last will would.
         publisher.publish([Message(topic, OFFLINE) for topic in simulation.status_topics])
-        publisher.close()
+        summary.resent, summary.undelivered = publisher.close()
         save_state(simulation, state_path)
         summary.wall_seconds = time.monotonic() - wall_start
         logger.info(
-            "simulation stopped messages=%d faults_started=%d faults_cleared=%d",
-            summary.messages, summary.faults_started, summary.faults_cleared,
+            "simulation stopped messages=%d faults_started=%d faults_cleared=%d resent=%d undelivered=%d",
+            summary.messages, summary.faults_started, summary.faults_cleared, summary.resent, summary.undelivered,
         )  # fmt: skip
     return summary
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bench.chaos import RESTART_MOSQUITTO, ChaosRun, fault_near
+from bench.chaos import ChaosRun
 from bench.services import ServiceUnavailable, mosquitto_binary, postgres_binaries
 
 pytestmark = pytest.mark.integration
@@ -46,14 +46,12 @@ def test_chaos_smoke_stores_every_delivered_reading_once_and_cleans_up(servers_a
     assert report.duplicates == 0
     assert report.journal.killed_batches, "the kill between commit and ack happened at a committed batch"
     assert report.journal.duplicates > 0, "what was committed but not acked came again and was skipped"
-    # Stored, or dropped by the broker itself: Mosquitto 2.0 restores no shared subscription after a restart, and
-    # says so to the publisher (PUBACK "no matching subscribers") for what arrives before the ingester resubscribes.
-    assert report.stored + report.acked_no_subscribers == 2_000
-    for gap in report.gaps.ranges:
-        low = gap.after_ts if gap.after_ts is not None else report.started
-        high = gap.before_ts if gap.before_ts is not None else float("inf")
-        cause = fault_near(report.faults, low, high, slack_s=1.0)
-        assert cause is not None and cause.kind == RESTART_MOSQUITTO, f"{gap} is not the broker restart's"
+    # Mosquitto 2.0 restores no shared subscription after a restart and acks what arrives before the ingester has
+    # subscribed again with "no matching subscribers" (0x10); the publishers, as devices must, send that again
+    # until it is acked with success. So every reading is stored, once, whatever the race gave.
+    assert report.resent == report.acked_no_subscribers and report.given_up == 0
+    assert report.stored == report.published == 2_000
+    assert not report.gaps.ranges and report.gaps.missing_by_device_state == 0
     assert not report.gaps.bookkeeping_mismatches
     assert not report.unexpected_exits
     assert "guarantees:" in report.lines()

@@ -101,4 +101,6 @@ def test_run_simulation_publishes_the_fleet_over_mqtt(mqtt_url: str, tmp_path: P
     statuses = [payload for topic, payload in ours if topic.endswith("/status")]
     assert statuses.count(b"online") >= len(fleet) and statuses[-len(fleet) :] == [b"offline"] * len(fleet)
     assert summary.faults_started > 0 and load_ground_truth(truth)
+    # A subscriber got everything: each message acknowledged with success at once, none sent again.
+    assert (summary.resent, summary.undelivered) == (0, 0)
     assert set(json.loads(state.read_text())) == {device.device_id for device in fleet}
