@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import psycopg2
@@ -30,6 +30,8 @@ QUERY_HEADER = re.compile(r"^-- name: (\w+) --\s*$", re.MULTILINE)
 
 Row = dict[str, Any]
 Params = Mapping[str, Any] | tuple | list | None
+# What repos, services and API handlers take: one psycopg2 connection, inside the caller's transaction.
+Connection: TypeAlias = psycopg2.extensions.connection
 
 
 def load_queries(path: Path) -> dict[str, str]:

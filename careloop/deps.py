@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -14,12 +14,12 @@ from pydantic import AfterValidator
 
 from careloop.auth import Caller as CallerIdentity
 from careloop.auth import caller_of_token
-from careloop.db import BIGINT_MAX, BIGINT_MIN
+from careloop.db import BIGINT_MAX, BIGINT_MIN, Connection
 
 bearer = HTTPBearer(auto_error=False)
 
 
-def get_conn(request: Request) -> Iterator[Any]:
+def get_conn(request: Request) -> Iterator[Connection]:
     """One connection per request inside one transaction: committed when the handler returns."""
     with request.app.state.database.transaction() as conn:
         yield conn
@@ -27,7 +27,7 @@ def get_conn(request: Request) -> Iterator[Any]:
 
 # scope="function": the commit runs before the answer is sent, so a commit that fails (the database went away
 # mid-request) is a 503 rather than a 201 for something that was never stored.
-Conn = Annotated[Any, Depends(get_conn, scope="function")]
+Conn = Annotated[Connection, Depends(get_conn, scope="function")]
 
 
 def get_caller(

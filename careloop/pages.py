@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 class Page(BaseModel, Generic[T]):
@@ -15,6 +16,10 @@ class Page(BaseModel, Generic[T]):
 
     items: list[T]
     total: int
+
+    def map(self, read: Callable[[T], U]) -> Page[U]:
+        """The same page with each item read into another shape (a stored row into what the API answers)."""
+        return Page[Any](items=[read(item) for item in self.items], total=self.total)
 
 
 def paginate(rows: Sequence[Mapping[str, Any]], read: Callable[[dict[str, Any]], T]) -> Page[T]:
