@@ -244,6 +244,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         # Kept across restarts so each device's seq keeps rising instead of starting again at 1.
         state_path=Path(args.state) if args.state else Path(get_settings().home) / "simulator_state.json",
         progress=sys.stderr.isatty(),
+        initial_faults=args.initial_faults,
     )
     if metrics_server is not None:
         metrics_server.close()
@@ -397,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the fleet's state is kept between runs (default CARELOOP_HOME/simulator_state.json)",
     )
     simulate.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    simulate.add_argument(
+        "--initial-faults", type=int, default=0, help="devices that get a fault of their model at once (default 0)"
+    )
     add_metrics_options(simulate, SIMULATOR_METRICS_PORT)
     simulate.set_defaults(handler=cmd_simulate)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import subprocess
@@ -21,8 +22,8 @@ from customers.models import CustomerCreate
 from devices import repo as devices_repo
 from devices import service as devices_service
 from devices.models import DeviceCreate
+from simulators.device import SimDevice
 from simulators.fleet import default_customer_count, make_customers, make_fleet
-from simulators.physics import SimDevice
 
 log = logging.getLogger("careloop.demo")
 
@@ -51,6 +52,47 @@ def register_fleet(database_url: str, fleet: Sequence[SimDevice], *, seed: int) 
                 devices_service.register_device(conn, DeviceCreate.model_validate(device.document(owner)))
         log.info("registered %d demo devices and their owners", len(missing))
         return len(missing)
+    finally:
+        database.close()
+
+
+# Each region's crew covers every skill of the catalog between them, with some overlap.
+DEMO_CREW = (
+    ("cleaning", "plumbing"),
+    ("motor", "mechanical", "electrical"),
+    ("hvac", "electrical", "cleaning"),
+)
+DEMO_NAMES = ("Alex Moreno", "Brooke Lin", "Chris Osei", "Dana Kowalski", "Eli Sato", "Fay Novak", "Gus Haddad",
+              "Hana Berg", "Ivan Petrov", "Jo Mensah", "Kai Larsen", "Lena Vogel", "Milo Costa", "Nia Reyes",
+              "Otto Brandt")  # fmt: skip
+
+
+def seed_technicians(database_url: str) -> int:
+    """Three technicians in each demo region, working 08:00-18:00 on weekdays in the region's time zone, unless
+    technicians exist already; answers how many were added."""
+    from service_orders import service as service_orders_service
+    from service_orders.models import TechnicianCreate
+    from simulators.fleet import REGIONS
+
+    database = Database(database_url, max_connections=1)
+    try:
+        with database.transaction() as conn:
+            if service_orders_service.list_technicians(conn, limit=1).total:
+                return 0
+            names = iter(DEMO_NAMES)
+            added = 0
+            for region, (timezone, _offset, area_code) in REGIONS.items():
+                for skills in DEMO_CREW:
+                    name = next(names)
+                    service_orders_service.create_technician(conn, TechnicianCreate(
+                        name=name, skills=list(skills), region=region, timezone=timezone,
+                        phone=f"+1 {area_code} 555 {1000 + added:04d}",
+                        email=f"{name.split()[0].lower()}@service.example.com",
+                        work_start=dt.time(8), work_end=dt.time(18), daily_capacity=5,
+                    ))
+                    added += 1
+        log.info("seeded %d demo technicians", added)
+        return added
     finally:
         database.close()
 
@@ -112,6 +154,7 @@ def run_demo(*, devices: int, rate: float, seed: int, api_port: int = 8000, dash
     print(load_rule_catalog(urls.database_url))
     fleet = make_fleet(devices, seed=seed)
     register_fleet(urls.database_url, fleet, seed=seed)
+    seed_technicians(urls.database_url)
     token = _admin_token(urls.database_url, home)
 
     env: dict[str, Any] = {
@@ -139,6 +182,9 @@ def run_demo(*, devices: int, rate: float, seed: int, api_port: int = 8000, dash
                 "all:0.02",
                 "--ground-truth",
                 str(home / "ground_truth.jsonl"),
+                # a few faults at once: orders and call tasks appear within a minute of starting
+                "--initial-faults",
+                str(max(3, devices // 50)),
             ],
             env,
         ),
@@ -154,6 +200,8 @@ def run_demo(*, devices: int, rate: float, seed: int, api_port: int = 8000, dash
         f"  admin token: {token}\n"
         f"  try: curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{api_port}/fleet/summary\n"
         f"       curl -H 'Authorization: Bearer {token}' 'http://127.0.0.1:{api_port}/detections?status=open'\n"
+        f"       curl -H 'Authorization: Bearer {token}' 'http://127.0.0.1:{api_port}/service-orders?status=open'\n"
+        f"       curl -H 'Authorization: Bearer {token}' 'http://127.0.0.1:{api_port}/call-tasks?status=open'\n"
         "Ctrl-C stops everything; the data stays under CARELOOP_HOME for the next run.\n",
         flush=True,
     )

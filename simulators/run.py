@@ -39,6 +39,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 
 from careloop.mqtt import make_connection
+from devices.catalog import load_catalog
 from simulators.clock import as_utc
 from simulators.delivery import ConfirmedPublisher
 from simulators.device import SimDevice
@@ -178,6 +179,25 @@ def _log_progress(simulation: Simulation, summary: RunSummary) -> None:
     )  # fmt: skip
 
 
+def _start_faults(
+    simulation: Simulation, devices: Sequence[SimDevice], count: int, seed: int, now: dt.datetime
+) -> list[Message]:
+    """Faults started at once on `count` devices without one; their `fault` events."""
+    catalog = load_catalog()
+    rng = np.random.default_rng(seed + int(now.timestamp()))
+    candidates = [
+        device for device in devices
+        if catalog[device.model].fault_codes and simulation.open_fault_code(device.device_id) is None
+    ]
+    messages: list[Message] = []
+    for index in rng.permutation(len(candidates))[:count]:
+        device = candidates[int(index)]
+        code = str(rng.choice(sorted(catalog[device.model].fault_codes)))
+        messages += simulation.inject_fault(device.device_id, code, now)
+        logger.info("fault %s started on %s at once", code, device.device_id)
+    return messages
+
+
 def run_simulation(
     mqtt_url: str,
     devices: Sequence[SimDevice],
@@ -193,8 +213,12 @@ def run_simulation(
     state_path: Path | None = None,
     offline_per_day: float = DEFAULT_OFFLINE_PER_DAY,
     client_id: str | None = None,
+    initial_faults: int = 0,
 ) -> RunSummary:
-    """Publish the fleet's messages over MQTT until `stop` is set or `duration` wall seconds pass."""
+    """Publish the fleet's messages over MQTT until `stop` is set or `duration` wall seconds pass.
+
+    `initial_faults` devices (chosen by the seed, among those without one) get a fault of their model at once,
+    so a demo shows the whole path from fault to service order within a minute."""
     if rate <= 0 or time_scale <= 0:
         raise ValueError(f"rate and time_scale must be positive (rate={rate}, time_scale={time_scale})")
     if not devices:
@@ -221,6 +245,7 @@ def run_simulation(
     summary = RunSummary(
         devices=len(devices), messages=0, faults_started=0, faults_cleared=0, wall_seconds=0.0
     )
+    publisher.publish(_start_faults(simulation, devices, initial_faults, seed, clock_start))
     next_progress = wall_start + PROGRESS_EVERY_S
     next_save = wall_start + SAVE_STATE_EVERY_S
     truth = GroundTruthWriter(ground_truth_path) if ground_truth_path else nullcontext()
