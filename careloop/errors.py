@@ -55,9 +55,9 @@ class InvalidRequest(BaseModel):
 
 ERROR_ANSWERS: dict[int, dict[str, Any]] = {
     401: {"model": ErrorMessage, "description": "No bearer token, or one that is unknown or revoked"},
-    403: {"model": ErrorMessage, "description": "The token's role may not do this; the answer names the roles that may"},
+    403: {"model": ErrorMessage, "description": "The token's role may not do this; the answer names those that may"},
     404: {"model": ErrorMessage, "description": "Nothing with that id"},
-    409: {"model": ErrorMessage, "description": "At odds with what is stored: it exists already, or its state forbids it"},
+    409: {"model": ErrorMessage, "description": "At odds with what is stored: it exists already, or its state forbids"},
     422: {"model": InvalidRequest, "description": "Invalid input, each mistake named with its place"},
     503: {"model": ErrorMessage, "description": "The database is down or did not answer in time; try again"},
 }

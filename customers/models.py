@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
@@ -68,3 +69,14 @@ class Customer360(BaseModel):
     customer: CustomerRead
     devices: list[DeviceRead]
     consents: list[Consent]
+
+
+@dataclass(frozen=True)
+class ContactFacts:
+    """What the contact policy weighs about a customer: consents, time zone, and the contacts of one purpose
+    allowed lately."""
+
+    timezone: str
+    consents: dict[tuple[str, str], bool]  # (purpose, channel) -> granted
+    contacts_last_day: int
+    contacts_last_week: int

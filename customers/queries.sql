@@ -49,11 +49,6 @@ ON CONFLICT (subject, channel) DO NOTHING
 -- The decision kept about a subject on a channel.
 SELECT allowed, reason, not_before FROM contact_decisions WHERE subject = %(subject)s AND channel = %(channel)s
 
--- name: contact_decisions --
--- A customer's contact decisions, newest first.
-SELECT purpose, channel, subject, allowed, reason, not_before, decided_at
-FROM contact_decisions WHERE customer_id = %(customer_id)s ORDER BY decided_at DESC, id DESC LIMIT %(limit)s
-
 -- name: record_spend --
 -- An amount the customer spent; a retried entry (same key) is kept once.
 INSERT INTO spend_ledger (customer_id, amount, source, entry_key, at)
