@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from careloop import __version__
 from careloop.db import Database
 from careloop.errors import DomainError
+from careloop.fleet import router as fleet_router
 from careloop.heartbeat import process_health, utc_now
 from careloop.mqtt import make_connection
 from customers.api import router as customers_router
@@ -440,7 +441,7 @@ def create_app(database: Database, *, admin_token: str | None, mqtt_url: str | N
 
     app.add_exception_handler(RuleError, rule_error_response)
 
-    for router in (devices_router, customers_router, ingest_router, rules_router, service_orders_router):
+    for router in (fleet_router, devices_router, customers_router, ingest_router, rules_router, service_orders_router):
         app.include_router(router)
     app.add_middleware(InputGuard, api=app)
     return app

@@ -56,13 +56,6 @@ def list_devices(
     return {"items": items, "total": total}
 
 
-@router.get("/devices/fleet/summary", include_in_schema=False)
-@router.get("/fleet/summary")
-def fleet_summary(conn: Conn, _role: Role) -> dict:
-    """Counts over the fleet: online, offline, never seen, lost messages, quarantine, readings."""
-    return service.fleet_summary(conn)
-
-
 @router.get("/devices/{device_id}")
 def get_device(device_id: str, conn: Conn, _role: Role) -> DeviceRead:
     return service.get_device(conn, device_id)

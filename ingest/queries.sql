@@ -164,7 +164,3 @@ DELETE FROM quarantine WHERE id IN (
     ORDER BY id
     LIMIT %(chunk)s
 )
-
--- name: notify_changed_devices --
--- Name the devices a batch changed; listeners hear it when the batch commits.
-SELECT pg_notify(%(channel)s, %(payload)s)

@@ -125,22 +125,3 @@ def missing_seq_total(conn: Any) -> int:
 def seq_resets_total(conn: Any) -> int:
     return int(fetch_value(conn, QUERIES["seq_resets_total"]))
 
-
-CHANGED_DEVICES_CHANNEL = "careloop_ingest"
-NOTIFY_PAYLOAD_LIMIT = 7900  # PostgreSQL's limit is 8000 bytes per notification
-
-
-def notify_changed_devices(conn: Any, *, device_ids: Sequence[str]) -> None:
-    """Tell listeners which devices this transaction changed: comma-separated ids, split to fit a payload."""
-    chunks: list[list[str]] = []
-    size = NOTIFY_PAYLOAD_LIMIT
-    for device_id in device_ids:
-        if size + len(device_id) + 1 > NOTIFY_PAYLOAD_LIMIT:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(device_id)
-        size += len(device_id) + 1
-    for chunk in chunks:
-        execute(
-            conn, QUERIES["notify_changed_devices"], {"channel": CHANGED_DEVICES_CHANNEL, "payload": ",".join(chunk)}
-        )

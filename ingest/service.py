@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from careloop.db import TRANSIENT_ERRORS, savepoint
+from careloop.notify import notify_changed_devices
 from devices import service as devices_service
 from devices.models import ApplianceModel
 from ingest import repo
@@ -166,7 +167,7 @@ def _store_batch(conn: Any, messages: Sequence[InboundMessage], now: dt.datetime
     outcome.events_duplicate = len(event_rows) - len(stored_events)
     outcome.devices = {row[0] for row in stored_telemetry} | {row[0] for row in stored_events}
     # Delivered to listeners (the rule engine) only if this transaction commits.
-    repo.notify_changed_devices(conn, device_ids=sorted(outcome.devices | outcome.status_devices))
+    notify_changed_devices(conn, device_ids=sorted(outcome.devices | outcome.status_devices))
     return outcome
 
 
@@ -182,8 +183,13 @@ def record_service_event(conn: Any, *, device_id: str, event_type: str, at: dt.d
             repo.record_event_counters(
                 conn, events=event_counter_triples([(device_id, event_type)], models), earliest_readings=[]
             )
-        repo.notify_changed_devices(conn, device_ids=[device_id])
+        notify_changed_devices(conn, device_ids=[device_id])
     return bool(stored)
+
+
+def quarantined_since(conn: Any, *, since: dt.datetime) -> int:
+    """How many messages were quarantined since a time, whatever the reason."""
+    return sum(row["count"] for row in repo.quarantine_by_reason(conn, since=since))
 
 
 # Quarantine is bounded: kept 30 days, and never more than the newest million messages.

@@ -27,11 +27,10 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from careloop import metrics
+from careloop import metrics, notify
 from careloop.db import Database, connect
 from careloop.heartbeat import Heartbeat
 from careloop.jobs import ScheduledJob
-from ingest.repo import CHANGED_DEVICES_CHANNEL
 from rules import repo
 from rules.evaluation import ActiveRule, EvaluationSummary, active_rules, evaluate_rules
 from rules.facts import Trend
@@ -230,7 +229,7 @@ class Engine:
             self.schedule.window_s,
             self.schedule.baselines_s,
             self.schedule.trends_s,
-            CHANGED_DEVICES_CHANNEL,
+            notify.CHANGED_DEVICES_CHANNEL,
         )
         self._scheduler = scheduler
         try:
@@ -259,8 +258,7 @@ class Engine:
         listener = connect(database_url)
         listener.autocommit = True
         try:
-            with listener.cursor() as cursor:
-                cursor.execute(f"LISTEN {CHANGED_DEVICES_CHANNEL}")
+            notify.listen_for_changed_devices(listener)
             self.listening.set()
             while not stop.is_set():
                 self._check_scheduler()
@@ -269,7 +267,7 @@ class Engine:
                 listener.poll()
                 devices: set[str] = set()
                 while listener.notifies:
-                    devices.update(filter(None, listener.notifies.pop(0).payload.split(",")))
+                    devices.update(notify.devices_in(listener.notifies.pop(0).payload))
                 if devices:
                     self.evaluate_batch(sorted(devices))
         finally:
