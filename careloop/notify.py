@@ -10,9 +10,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from psycopg2 import sql
-from psycopg2.extensions import connection as Connection
 
-from careloop.db import execute, load_queries
+from careloop.db import Connection, execute, load_queries
 
 CHANGED_DEVICES_CHANNEL = "careloop_ingest"
 NOTIFY_PAYLOAD_LIMIT = 7900  # PostgreSQL's limit is 8000 bytes per notification
