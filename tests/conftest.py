@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -182,3 +183,30 @@ def run_ingester(database: Database, mqtt_url: str):
     for ingester in started:
         ingester.stop()
         forget_session(mqtt_url, ingester.name)
+
+
+@pytest.fixture
+def run_engine(database: Database, database_url: str):
+    """Start engines listening for ingest batches in threads (with the domains' jobs given); stop them after."""
+    from rules.engine import Engine, Schedule
+
+    running: list[tuple[threading.Event, threading.Thread]] = []
+    # The scheduled jobs run once at start; the tests call them when they need them.
+    rarely = Schedule(sweep_s=3600, window_s=3600, baselines_s=3600, trends_s=3600)
+
+    def start(jobs=()) -> Engine:
+        engine = Engine(database, schedule=rarely, jobs=jobs)
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=engine.serve, args=(stop,), kwargs={"database_url": database_url, "poll_s": 0.05}, daemon=True
+        )
+        thread.start()
+        assert engine.listening.wait(timeout=10), "the engine did not start listening"
+        running.append((stop, thread))
+        return engine
+
+    yield start
+    for stop, thread in running:
+        stop.set()
+        thread.join(timeout=30)
+

@@ -50,28 +50,6 @@ FAN_STALL = {
 }
 
 
-@pytest.fixture
-def run_engine(database: Database, database_url: str):
-    """Start engines listening for ingest batches in threads; stop them after the test."""
-    running: list[tuple[threading.Event, threading.Thread]] = []
-
-    def start() -> Engine:
-        engine = Engine(database, schedule=RARELY)
-        stop = threading.Event()
-        thread = threading.Thread(
-            target=engine.serve, args=(stop,), kwargs={"database_url": database_url, "poll_s": 0.05}, daemon=True
-        )
-        thread.start()
-        assert engine.listening.wait(timeout=10), "the engine did not start listening"
-        running.append((stop, thread))
-        return engine
-
-    yield start
-    for stop, thread in running:
-        stop.set()
-        thread.join(timeout=30)
-
-
 def detections(database: Database, rule_id: str) -> list[dict]:
     with database.connection() as conn:
         return fetch_all(

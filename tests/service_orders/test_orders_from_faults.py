@@ -4,7 +4,6 @@ customer, joined on a second fault, escalated when late, reopened when the fault
 from __future__ import annotations
 
 import datetime as dt
-import threading
 
 import pytest
 
@@ -56,26 +55,6 @@ def rows(database: Database, query: str, params: tuple = ()) -> list[dict]:
         return fetch_all(conn, query, params)
 
 
-@pytest.fixture
-def run_engine(database: Database, database_url: str):
-    running: list[tuple[threading.Event, threading.Thread]] = []
-
-    def start() -> Engine:
-        engine = Engine(database, schedule=RARELY, jobs=JOBS)
-        stop = threading.Event()
-        thread = threading.Thread(target=engine.serve, args=(stop,),
-                                  kwargs={"database_url": database_url, "poll_s": 0.05}, daemon=True)
-        thread.start()
-        assert engine.listening.wait(timeout=10), "the engine did not start listening"
-        running.append((stop, thread))
-        return engine
-
-    yield start
-    for stop, thread in running:
-        stop.set()
-        thread.join(timeout=30)
-
-
 def test_a_fault_published_twice_gives_one_order_and_one_call_task_for_the_owner(
     conn, database, mqtt_url, run_ingester, run_engine
 ) -> None:
@@ -86,8 +65,8 @@ def test_a_fault_published_twice_gives_one_order_and_one_call_task_for_the_owner
     create_rule(conn, FAN_STALL)
     conn.commit()
     run_ingester()
-    run_engine()
-    run_engine()  # a second engine adds nothing
+    run_engine(JOBS)
+    run_engine(JOBS)  # a second engine adds nothing
     fault = (events_topic(device.id), event(1, at=dt.datetime.now(dt.UTC), kind="fault", code="E21"))
     publish_all(mqtt_url, [fault, fault])  # redelivered
     wait_until(lambda: count(database, "SELECT count(*) FROM call_tasks") == 1, what="the call task")
@@ -104,7 +83,7 @@ def test_a_fault_published_twice_gives_one_order_and_one_call_task_for_the_owner
     assert not any(ch.isdigit() for ch in task["reason"])  # no telemetry figures recited
 
     # An engine restart, and the actions' relay run again, add nothing.
-    run_engine()
+    run_engine(JOBS)
     with database.transaction() as writer:
         assert carry_out_detection_actions(writer, now=dt.datetime.now(dt.UTC))["detections"] == 0
     publish_all(mqtt_url, [fault])
@@ -179,6 +158,17 @@ def _technician(conn, **overrides) -> int:
     return service.create_technician(conn, TechnicianCreate.model_validate(fields)).id
 
 
+def _visit_after_fault(database, device, technician: int, now: dt.datetime, completion: Completion):
+    """A high fan current opens an order, which a technician then visits and completes."""
+    store(database, [inbound(telemetry_topic(device.id), reading(1, at=now, fan_current_a=4.0), now)], now=now)
+    Engine(database, schedule=RARELY, jobs=JOBS, clock=lambda: now).sweep()
+    with database.transaction() as writer:
+        [order] = service.list_orders(writer, now=now).items
+        service.assign(writer, order.id, Assignment(technician_id=technician), actor=DISPATCHER, now=now)
+        service.change_status(writer, order.id, "in_progress", actor=DISPATCHER, now=now)
+        return service.complete(writer, order.id, completion, actor=DISPATCHER, now=now)
+
+
 def test_a_completed_repair_whose_fault_does_not_clear_is_reopened(conn, database) -> None:
     owner = make_customer(conn)
     device = make_device(conn, owner=owner.id)
@@ -186,18 +176,13 @@ def test_a_completed_repair_whose_fault_does_not_clear_is_reopened(conn, databas
     technician = _technician(conn)
     conn.commit()
     now = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
-    store(database, [inbound(telemetry_topic(device.id), reading(1, at=now, fan_current_a=4.0), now)], now=now)
-    Engine(database, schedule=RARELY, jobs=JOBS, clock=lambda: now).sweep()
+    done = _visit_after_fault(database, device, technician, now,
+                              Completion(outcome="replaced fan", cost=80, paid=True, rating=4))
+    assert (done.status, done.verification) == ("completed", "pending")
     with database.transaction() as writer:
-        [order] = service.list_orders(writer, now=now).items
-        service.assign(writer, order.id, Assignment(technician_id=technician), actor=DISPATCHER, now=now)
-        service.change_status(writer, order.id, "in_progress", actor=DISPATCHER, now=now)
-        done = service.complete(writer, order.id, Completion(outcome="replaced fan", cost=80, paid=True, rating=4),
-                                actor=DISPATCHER, now=now)
-        assert (done.status, done.verification) == ("completed", "pending")
         assert service.verify_completions(writer, now=now + dt.timedelta(hours=2)) == {"fixed": 0, "reopened": 0}
         assert service.verify_completions(writer, now=now + dt.timedelta(hours=25)) == {"fixed": 0, "reopened": 1}
-        reopened = service.get_order(writer, order.id, now=now)
+        reopened = service.get_order(writer, done.id, now=now)
     assert (reopened.status, reopened.verification, reopened.reopened) == ("new", "not_fixed", 1)
     assert reopened.technician_id is None and reopened.history[-1].change == "reopened"
     # the paid visit counts in the customer's spend, once
@@ -211,13 +196,7 @@ def test_a_completed_repair_whose_fault_cleared_is_confirmed(conn, database) -> 
     conn.commit()
     now = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
     later = now + dt.timedelta(hours=3)
-    store(database, [inbound(telemetry_topic(device.id), reading(1, at=now, fan_current_a=4.0), now)], now=now)
-    Engine(database, schedule=RARELY, jobs=JOBS, clock=lambda: now).sweep()
-    with database.transaction() as writer:
-        [order] = service.list_orders(writer, now=now).items
-        service.assign(writer, order.id, Assignment(technician_id=technician), actor=DISPATCHER, now=now)
-        service.change_status(writer, order.id, "in_progress", actor=DISPATCHER, now=now)
-        service.complete(writer, order.id, Completion(outcome="cleaned"), actor=DISPATCHER, now=now)
+    _visit_after_fault(database, device, technician, now, Completion(outcome="cleaned"))
     store(database, [inbound(telemetry_topic(device.id), reading(2, at=later, fan_current_a=0.6), later)], now=later)
     Engine(database, schedule=RARELY, jobs=JOBS, clock=lambda: later).sweep()
     with database.transaction() as writer:
