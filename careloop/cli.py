@@ -339,7 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
         "and offline rules run for the devices of each committed ingest batch and over the whole fleet every "
         "--sweep-every; the other rules (usage, elapsed, age, count, trend, anomaly, birthday) over the whole "
         "fleet every --window-every. Model baselines and per-device trend fits are relearned on their own "
-        "schedules. Restarts and several engines at once never open a detection twice.",
+        "schedules. It also runs the domains' jobs: detections' actions carried out (a service order and a "
+        "call task, within the second of the detection), overdue orders escalated every minute, and completed "
+        "repairs checked against the telemetry every 5 minutes. Restarts and several engines at once never open "
+        "a detection, an order or a call twice.",
     )
     engine.add_argument(
         "--once",
