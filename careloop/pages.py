@@ -26,3 +26,8 @@ def paginate(rows: Sequence[Mapping[str, Any]], read: Callable[[dict[str, Any]],
     """A page from rows that carry `count(*) OVER () AS total`: each row (without `total`) read into an item."""
     total = int(rows[0]["total"]) if rows else 0
     return Page[Any](items=[read({k: v for k, v in row.items() if k != "total"}) for row in rows], total=total)
+
+
+def whole(items: Sequence[T]) -> Page[T]:
+    """A page holding the whole of a short list that is never paged (the models catalog, the engine's jobs)."""
+    return Page[Any](items=list(items), total=len(items))

@@ -9,10 +9,20 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, AwareDatetime
 
 from careloop.deps import Conn, Offset, Role, RowId, moment_in_range, require
+from careloop.errors import EVERY_ROUTE, answers
+from careloop.pages import Page
 from rules import service
-from rules.models import BacktestRequest, RuleError
+from rules.models import (
+    BacktestRequest,
+    BacktestResult,
+    DetectionRead,
+    EngineJobRead,
+    RuleError,
+    RuleRead,
+    StoredRule,
+)
 
-router = APIRouter(tags=["rules"])
+router = APIRouter(tags=["rules"], responses=EVERY_ROUTE)
 # The body is read by hand (JSON or YAML); this tells OpenAPI what it may be.
 RULE_BODY_DOC = {
     "requestBody": {
@@ -56,8 +66,9 @@ def rule_error_response(_request: Request, error: RuleError) -> JSONResponse:
     status_code=201,
     dependencies=[require("dispatcher", "marketer")],
     openapi_extra=RULE_BODY_DOC,
+    responses=answers(403, 409),
 )
-def create_rule(document: RuleDocument, conn: Conn) -> dict:
+def create_rule(document: RuleDocument, conn: Conn) -> RuleRead:
     """Validate and store a new rule; every mistake is listed with the field it is in."""
     return service.create_rule(conn, document)
 
@@ -69,25 +80,29 @@ def list_rules(
     enabled: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
     offset: Offset = 0,
-) -> dict:
-    items, total = service.list_rules(conn, enabled=enabled, limit=limit, offset=offset)
-    return {"items": items, "total": total}
+) -> Page[StoredRule]:
+    return service.list_rules(conn, enabled=enabled, limit=limit, offset=offset)
 
 
-@router.get("/rules/{rule_id}")
-def get_rule(rule_id: str, conn: Conn, _role: Role) -> dict:
+@router.get("/rules/{rule_id}", responses=answers(404))
+def get_rule(rule_id: str, conn: Conn, _role: Role) -> RuleRead:
     """A rule with every earlier version of it."""
     return service.get_rule(conn, rule_id)
 
 
-@router.put("/rules/{rule_id}", dependencies=[require("dispatcher", "marketer")], openapi_extra=RULE_BODY_DOC)
-def update_rule(rule_id: str, document: RuleDocument, conn: Conn) -> dict:
+@router.put(
+    "/rules/{rule_id}",
+    dependencies=[require("dispatcher", "marketer")],
+    openapi_extra=RULE_BODY_DOC,
+    responses=answers(403, 404),
+)
+def update_rule(rule_id: str, document: RuleDocument, conn: Conn) -> RuleRead:
     """Replace a rule's document (set `enabled: false` to disable it); the previous version is kept."""
     return service.update_rule(conn, rule_id, document)
 
 
-@router.post("/rules/{rule_id}/backtest")
-def backtest_rule(rule_id: str, request: BacktestWindow, conn: Conn, _role: Role) -> dict:
+@router.post("/rules/{rule_id}/backtest", responses=answers(404))
+def backtest_rule(rule_id: str, request: BacktestWindow, conn: Conn, _role: Role) -> BacktestResult:
     """Replay the rule over stored history from `start` to `end`, every `step` (default 1h): what it would
     have opened and cleared, and when. Nothing is opened."""
     return service.backtest_rule(conn, rule_id, request)
@@ -105,16 +120,15 @@ def list_detections(
     rule_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Offset = 0,
-) -> dict:
+) -> Page[DetectionRead]:
     """What rules found, newest first, each with its explanation and the actions waiting on it."""
-    items, total = service.list_detections(
+    return service.list_detections(
         conn, device_id=device_id, status=status, rule_id=rule_id, limit=limit, offset=offset
     )
-    return {"items": items, "total": total}
 
 
-@router.get("/detections/{detection_id}", tags=["detections"])
-def get_detection(detection_id: RowId, conn: Conn, _role: Role) -> dict:
+@router.get("/detections/{detection_id}", tags=["detections"], responses=answers(404))
+def get_detection(detection_id: RowId, conn: Conn, _role: Role) -> DetectionRead:
     return service.get_detection(conn, detection_id)
 
 
@@ -122,14 +136,14 @@ def get_detection(detection_id: RowId, conn: Conn, _role: Role) -> dict:
     "/detections/{detection_id}/acknowledge",
     tags=["detections"],
     dependencies=[require("dispatcher", "technician")],
+    responses=answers(403, 404, 409),
 )
-def acknowledge_detection(detection_id: RowId, conn: Conn, role: Role) -> dict:
+def acknowledge_detection(detection_id: RowId, conn: Conn, role: Role) -> DetectionRead:
     """Say a person has seen it; it stays until the rule stops holding, then clears."""
     return service.acknowledge_detection(conn, detection_id, by=role)
 
 
 @router.get("/engine/jobs", tags=["detections"])
-def engine_jobs(conn: Conn, _role: Role) -> dict:
+def engine_jobs(conn: Conn, _role: Role) -> Page[EngineJobRead]:
     """When each engine job last ran over the fleet, how long it took, and what it opened and cleared."""
-    items = service.engine_jobs(conn)
-    return {"items": items, "total": len(items)}
+    return service.engine_jobs(conn)

@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 import psycopg2
-from psycopg2.extras import Json
 
+from careloop.db import Connection
 from rules import repo
 from rules.conditions import CompiledRule, compile_rule, requirements_of, walk_conditions
 from rules.facts import SECONDS, FleetFacts, MetricWindow, Requirement, to_datetime64
 from rules.lifecycle import Transition, backtest, dedup_key, step_detections
-from rules.loader import FactCache, add_facts, load_facts
+from rules.loader import HISTORY, FactCache, LoadOptions, add_facts, load_facts
 from rules.models import RuleError, parse_rule
 from rules.specs import condition_kind
 
@@ -59,17 +59,17 @@ class ActiveRule:
 _compiled_cache: dict[tuple[str, int, str], ActiveRule] = {}
 
 
-def active_rules(conn: Any) -> list[ActiveRule]:
+def active_rules(conn: Connection) -> list[ActiveRule]:
     """The enabled rules, each document compiled once; a stored rule the catalog no longer accepts is skipped."""
     rules = []
-    for row in repo.enabled_rules(conn):
+    for stored in repo.enabled_rules(conn):
         # The document is part of the key: one process may serve several databases (tests, benchmarks).
-        key = (row["id"], row["version"], json.dumps(row["document"], sort_keys=True))
+        key = (stored.id, stored.version, json.dumps(stored.document, sort_keys=True))
         if key not in _compiled_cache:
             try:
-                _compiled_cache[key] = ActiveRule(compile_rule(parse_rule(row["document"])), row["version"])
+                _compiled_cache[key] = ActiveRule(compile_rule(parse_rule(stored.document)), stored.version)
             except RuleError as error:
-                log.error("rule %s v%s is not valid any more and is skipped: %s", row["id"], row["version"], error)
+                log.error("rule %s v%s is not valid any more and is skipped: %s", stored.id, stored.version, error)
                 continue
         rules.append(_compiled_cache[key])
     return rules
@@ -122,7 +122,7 @@ class DetectionState:
 
     @classmethod
     def read(
-        cls, conn: Any, *, rule_ids: list[str], device_ids: list[str] | None, clears_since: dt.datetime | None
+        cls, conn: Connection, *, rule_ids: list[str], device_ids: list[str] | None, clears_since: dt.datetime | None
     ) -> DetectionState:
         # The revision first: a change committed between the reads makes the state look older, not newer.
         revision = repo.detections_revision(conn)
@@ -135,7 +135,7 @@ class DetectionState:
         return cls(revision, opened, cleared)
 
 
-def _read_apart(dsn: str, read: Callable[[Any], DetectionState]) -> DetectionState:
+def _read_apart(dsn: str, read: Callable[[Connection], DetectionState]) -> DetectionState:
     conn = psycopg2.connect(dsn)
     try:
         with conn:
@@ -178,7 +178,7 @@ def narrowed(
 
 
 def evaluate_rules(
-    conn: Any,
+    conn: Connection,
     rules: Sequence[ActiveRule],
     *,
     now: Any,
@@ -208,23 +208,20 @@ def evaluate_rules(
     longest_cooldown = max(rule.compiled.rule.cooldown.seconds for rule in rules)
     clears_since = now_dt - dt.timedelta(seconds=longest_cooldown) if longest_cooldown else None
 
-    def read_state(reader: Any) -> DetectionState:
+    def read_state(reader: Connection) -> DetectionState:
         return DetectionState.read(reader, rule_ids=rule_ids, device_ids=devices, clears_since=clears_since)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="state") as beside:
         # A whole-fleet run reads the detection state while its facts load, on a connection of its own;
         # under the lock it is kept if no evaluation has changed detections since (the revision says).
         early = beside.submit(_read_apart, parallel_dsn, read_state) if parallel_dsn else None
-        facts = load_facts(
-            conn,
-            now=now_s,
-            requirements=requirements - windows,
-            device_ids=devices,
+        options = LoadOptions(
             learned_trends=learned_trends,
+            status=any(rule.reads_status for rule in rules),
             parallel_dsn=parallel_dsn,
             cache=cache,
-            status=any(rule.reads_status for rule in rules),
         )
+        facts = load_facts(conn, now=now_s, requirements=requirements - windows, device_ids=devices, options=options)
         state = early.result() if early else None
     summary.devices = facts.size
     loaded = time.perf_counter()
@@ -242,12 +239,12 @@ def evaluate_rules(
     nat = np.full(facts.size, np.datetime64("NaT"), dtype=SECONDS)
     for window in windows:
         needing = narrowed(window, rules, facts, open_since, nat)
-        add_facts(conn, facts, [window], device_ids=facts.device_id[needing].tolist(), learned_trends=learned_trends)
+        add_facts(conn, facts, [window], device_ids=facts.device_id[needing].tolist(), options=options)
     windows_loaded = time.perf_counter()
     summary.seconds["windows"] = windows_loaded - loaded
 
-    to_open: list[tuple] = []
-    to_clear: list[tuple] = []
+    to_open: list[repo.DetectionToOpen] = []
+    to_clear: list[repo.DetectionToClear] = []
     for rule in rules:
         was_open_since = open_since.get(rule.id, nat)
         evaluation = rule.compiled.evaluate(facts, is_open=~np.isnat(was_open_since))
@@ -264,45 +261,47 @@ def evaluate_rules(
             device = str(facts.device_id[index])
             key = dedup_key(rule.id, device, now_s)
             to_open.append(
-                (
-                    rule.id,
-                    rule.version,
-                    device,
-                    rule.compiled.rule.severity,
-                    now_dt,
-                    key,
-                    Json(evaluation.explain(int(index))),
-                    Json(actions_of(rule, key)),
+                repo.DetectionToOpen(
+                    rule_id=rule.id,
+                    rule_version=rule.version,
+                    device_id=device,
+                    severity=rule.compiled.rule.severity,
+                    opened_at=now_dt,
+                    dedup_key=key,
+                    explanation=evaluation.explain(int(index)),
+                    actions=actions_of(rule, key),
                 )
             )
         for index in np.flatnonzero(step.cleared):
             to_clear.append(
-                (
-                    rule.id,
-                    str(facts.device_id[index]),
-                    _as_datetime(was_open_since[index]),
-                    now_dt,
-                    json.dumps(evaluation.explain(int(index))),
+                repo.DetectionToClear(
+                    rule_id=rule.id,
+                    device_id=str(facts.device_id[index]),
+                    opened_at=_as_datetime(was_open_since[index]),
+                    cleared_at=now_dt,
+                    explanation=evaluation.explain(int(index)),
                 )
             )
     evaluated = time.perf_counter()
     summary.seconds["evaluate"] = evaluated - windows_loaded
 
-    for row in repo.open_detections_rows(conn, to_open):
-        log.info("detection %s opened: rule %s on device %s", row["id"], row["rule_id"], row["device_id"])
+    for change in repo.open_detections_rows(conn, to_open):
+        log.info("detection %s opened: rule %s on device %s", change.id, change.rule_id, change.device_id)
         summary.opened += 1
-    for row in repo.clear_detections_rows(conn, to_clear):
-        log.info("detection %s cleared: rule %s on device %s", row["id"], row["rule_id"], row["device_id"])
+    for change in repo.clear_detections_rows(conn, to_clear):
+        log.info("detection %s cleared: rule %s on device %s", change.id, change.rule_id, change.device_id)
         summary.cleared += 1
     summary.seconds["store"] = time.perf_counter() - evaluated
     return summary
 
 
-def backtest_stored(conn: Any, rule: CompiledRule, *, start: Any, end: Any, step_seconds: int) -> list[Transition]:
+def backtest_stored(
+    conn: Connection, rule: CompiledRule, *, start: Any, end: Any, step_seconds: int
+) -> list[Transition]:
     """What the rule would have opened and cleared over stored history, evaluated every step; writes nothing."""
 
     def facts_at(now: np.datetime64, requirements: frozenset[Requirement]) -> FleetFacts:
-        return load_facts(conn, now=now, requirements=requirements, live=False)
+        return load_facts(conn, now=now, requirements=requirements, options=HISTORY)
 
     first, last = to_datetime64(start), to_datetime64(end)
     times = np.arange(first, last + np.timedelta64(1, "s"), np.timedelta64(step_seconds, "s"))

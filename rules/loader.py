@@ -4,10 +4,12 @@ Each requirement type (or a group of them sharing a scan) is one statement of `l
 device in scope at once; rows come back keyed by device id and are aligned to the facts' device order
 with numpy. The numbers are those of `rules.reference.build_facts` (see the docstrings in `rules.facts`).
 
-`live=True` is the engine at the present: online/offline and last seen come from `device_state`, `Latest`
-from `device_latest`, `CounterAtEvent` from `event_counters` where recorded (all kept by the ingester),
-`Baseline` from `model_baselines` (kept by `learn_baselines`).
-`live=False` replays stored history at a past `now`: everything comes from telemetry and events.
+`LoadOptions(live=True)` (the default) is the engine at the present: online/offline and last seen come from
+`device_state`, `Latest` from `device_latest`, `CounterAtEvent` from `event_counters` where recorded (all kept by
+the ingester), `Baseline` from `model_baselines` (kept by `learn_baselines`).
+`HISTORY` (`live=False`) replays stored history at a past `now`: everything comes from telemetry and events.
+
+The loader only reads; what `learn_trends` and `learn_baselines` learn is stored through `rules.repo`.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from typing import Any
 
 import numpy as np
 import psycopg2.extensions
-from psycopg2.extras import execute_values
 
-from careloop.db import copied_floats, copied_integers, copy_columns, load_queries
+from careloop.db import Connection, copied_floats, copied_integers, copy_columns, load_queries
 from devices.catalog import load_catalog
+from rules import repo
 from rules.facts import (
     DAYS,
     MAD_TO_SIGMA,
@@ -49,45 +51,54 @@ from rules.facts import (
     WindowAggregate,
     to_datetime64,
 )
+from rules.repo import ModelBaseline, TrendFitRow
 
 QUERIES = load_queries(Path(__file__).with_name("loader.sql"))
 ONE_SECOND = dt.timedelta(seconds=1)
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """How facts are loaded; the defaults are the engine at the present, on one connection, read afresh."""
+
+    # True: the present, from what the ingester keeps (device_state, device_latest, event_counters) and the
+    # learned baselines. False: stored history replayed at a past `now`, from telemetry and events alone.
+    live: bool = True
+    # `Trend` from the fits `learn_trends` stored (the line evaluated at now) instead of fitting raw readings.
+    learned_trends: bool = False
+    # Online, offline_since and last_seen read; without, they stay unknown (no rule has an `offline` condition).
+    status: bool = True
+    # The requirement types load side by side on short-lived connections of their own to this database.
+    parallel_dsn: str | None = None
+    # The whole fleet's device columns and learned trend fits read again only when they changed since.
+    cache: FactCache | None = None
+
+
+HISTORY = LoadOptions(live=False)
+
+
 def load_facts(
-    conn: Any,
+    conn: Connection,
     *,
     now: dt.datetime | np.datetime64,
     requirements: Iterable[Requirement],
     device_ids: Sequence[str] | None = None,
-    live: bool = True,
-    learned_trends: bool = False,
-    parallel_dsn: str | None = None,
-    cache: FactCache | None = None,
-    status: bool = True,
+    options: LoadOptions = LoadOptions(),
 ) -> FleetFacts:
-    """Facts at `now` for the given devices (every registered device when None), ordered by device id.
-
-    With `learned_trends`, `Trend` comes from the fits `learn_trends` stored (the line evaluated at now)
-    instead of fitting the raw readings again. With `parallel_dsn`, the requirement types load side by
-    side on short-lived connections of their own to that database, so the server works on several at once.
-    With a `cache`, the whole fleet's device columns and learned trend fits are read again only when they
-    changed since the cache last read them. Without `status`, online, offline_since and last_seen are not
-    read (they stay unknown): for rules without an `offline` condition.
-    """
+    """Facts at `now` for the given devices (every registered device when None), ordered by device id."""
     instant = _Instant.of(now)
     scope = None if device_ids is None else sorted({str(device) for device in device_ids})
     requirements = set(requirements)
-    options = {"learned_trends": learned_trends, "cache": cache}
-    if parallel_dsn is None:
+    if options.parallel_dsn is None:
         with _without_jit(conn):
-            facts = _device_facts(conn, instant, scope, live, cache, status)
-            _Loader(conn, instant, facts, scope, live, **options).load(requirements)
+            facts = _device_facts(conn, instant, scope, options)
+            _Loader(conn, instant, facts, scope, options).load(requirements)
         return facts
+    parallel_dsn = options.parallel_dsn
 
     def device_columns() -> FleetFacts:
         with _without_jit(conn):
-            return _device_facts(conn, instant, scope, live, cache, status)
+            return _device_facts(conn, instant, scope, options)
 
     def load_group(group: list[Requirement], facts: Future[FleetFacts]) -> None:
         # Connections of their own, not the caller's pool: a job waiting on its pool for more
@@ -95,7 +106,7 @@ def load_facts(
         own = psycopg2.connect(parallel_dsn)
         try:
             with own, _without_jit(own):
-                _Loader(own, instant, facts, scope, live, **options).load(set(group))
+                _Loader(own, instant, facts, scope, options).load(set(group))
         finally:
             own.close()
 
@@ -123,10 +134,11 @@ class FactCache:
         self._lock = threading.Lock()
         self.reads = 0  # how many times an entry was read from the database
 
-    def get(self, conn: Any, part: str, key: Hashable, read: Callable[[], Any]) -> Any:
+    def get(self, conn: Connection, part: str, key: Hashable, read: Callable[[], Any]) -> Any:
         """The cached value of `key`, a read of `part` of the facts; `read()` it again when `part` moved."""
         # The revision first: a change committed between the two reads makes the entry look older, not newer.
-        revision = dict(_fetch(conn, "fact_revisions", {}))[part]
+        revisions = {name: revision for name, revision in _fetch(conn, "fact_revisions", {})}
+        revision = revisions[part]
         with self._lock:
             entry = self._entries.get(key)
         if entry is not None and entry[0] == revision:
@@ -146,50 +158,47 @@ def _by_type(requirements: Iterable[Requirement]) -> dict[type, list[Requirement
 
 
 def add_facts(
-    conn: Any,
+    conn: Connection,
     facts: FleetFacts,
     requirements: Iterable[Requirement],
     *,
     device_ids: Sequence[str],
-    live: bool = True,
-    learned_trends: bool = False,
+    options: LoadOptions = LoadOptions(),
 ) -> None:
     """Load more requirements into `facts`, for only these of its devices; the others get the empty value
-    (NaN, NaT, 0, False). For a costly requirement that matters to a few devices only."""
+    (NaN, NaT, 0, False). For a costly requirement that matters to a few devices only. On `conn` alone: the
+    options' parallel_dsn and cache are not used."""
     instant = _Instant.of(facts.now)
     scope = sorted({str(device) for device in device_ids})
     with _without_jit(conn):
-        _Loader(conn, instant, facts, scope, live, learned_trends=learned_trends).load(set(requirements))
+        _Loader(conn, instant, facts, scope, options).load(set(requirements))
 
 
-def learn_trends(conn: Any, *, now: dt.datetime | np.datetime64, requirements: Iterable[Trend]) -> int:
+def learn_trends(conn: Connection, *, now: dt.datetime | np.datetime64, requirements: Iterable[Trend]) -> int:
     """Fit each trend over every device at `now` and store the fits (replacing earlier ones); answers rows stored."""
     trends = sorted(set(requirements), key=repr)
     if not trends:
         return 0
     facts = load_facts(conn, now=now, requirements=trends)
     fitted_at = _Instant.of(now).as_datetime
-    rows = []
+    fits = []
     for trend in trends:
         fit = facts.get(trend)
         for index in np.flatnonzero(fit.points > 0):
             slope, fitted = fit.slope_per_s[index], fit.fitted_now[index]
-            rows.append(
-                (
-                    str(facts.device_id[index]),
-                    trend.metric,
-                    trend.seconds,
-                    None if np.isnan(slope) else float(slope),
-                    None if np.isnan(fitted) else float(fitted),
-                    int(fit.points[index]),
-                    fitted_at,
+            fits.append(
+                TrendFitRow(
+                    device_id=str(facts.device_id[index]),
+                    metric=trend.metric,
+                    seconds=trend.seconds,
+                    slope=None if np.isnan(slope) else float(slope),
+                    fitted=None if np.isnan(fitted) else float(fitted),
+                    points=int(fit.points[index]),
+                    fitted_at=fitted_at,
                 )
             )
-    windows = {"metrics": [trend.metric for trend in trends], "seconds": [trend.seconds for trend in trends]}
-    with conn.cursor() as cursor:
-        cursor.execute(QUERIES["forget_trend_fits"], windows)
-        execute_values(cursor, QUERIES["store_trend_fits"], rows, page_size=5000)
-    return len(rows)
+    repo.store_trend_fits(conn, windows=[(trend.metric, trend.seconds) for trend in trends], fits=fits)
+    return len(fits)
 
 
 @dataclass(frozen=True)
@@ -208,7 +217,7 @@ class _DeviceColumns:
         return DeviceIndex(self.device_id)
 
     @classmethod
-    def read(cls, conn: Any, scope: list[str] | None) -> _DeviceColumns:
+    def read(cls, conn: Connection, scope: list[str] | None) -> _DeviceColumns:
         ids, models, kinds, purchased_on, birthday_day = _columns(conn, "devices", {"device_ids": scope}, 5)
         return cls(
             device_id=ids.astype(str),
@@ -219,12 +228,10 @@ class _DeviceColumns:
         )
 
 
-def _device_facts(
-    conn: Any, instant: _Instant, scope: list[str] | None, live: bool, cache: FactCache | None, status: bool
-) -> FleetFacts:
+def _device_facts(conn: Connection, instant: _Instant, scope: list[str] | None, options: LoadOptions) -> FleetFacts:
     """The device columns (with `status`, also online, offline_since and last_seen); no requirement yet."""
-    if cache is not None and scope is None:
-        columns = cache.get(conn, "devices", "devices", lambda: _DeviceColumns.read(conn, None))
+    if options.cache is not None and scope is None:
+        columns = options.cache.get(conn, "devices", "devices", lambda: _DeviceColumns.read(conn, None))
     else:
         columns = _DeviceColumns.read(conn, scope)
     facts = FleetFacts(
@@ -236,9 +243,9 @@ def _device_facts(
         owner_birthday=columns.owner_birthday,
         index=columns.index,
     )
-    if not facts.size or not status:
+    if not facts.size or not options.status:
         return facts
-    if live:
+    if options.live:
         ids, online, changed_at, last_seen = _columns(conn, "device_status", {"device_ids": scope}, 4)
         positions, known = facts.positions(ids)
         is_online = np.zeros(facts.size, dtype=bool)
@@ -260,7 +267,10 @@ def _device_facts(
 
 
 def learn_baselines(
-    conn: Any, *, now: dt.datetime | np.datetime64, metrics_by_model: Mapping[str, Iterable[str]] | None = None
+    conn: Connection,
+    *,
+    now: dt.datetime | np.datetime64,
+    metrics_by_model: Mapping[str, Iterable[str]] | None = None,
 ) -> int:
     """Compute each (model, metric) baseline at `now` and upsert it into model_baselines; answers rows written.
 
@@ -277,14 +287,9 @@ def learn_baselines(
     if not pairs:
         return 0
     with _without_jit(conn):
-        stats = _baseline_stats(conn, instant, pairs)
-    rows = [
-        (model, metric, centre, spread, samples, instant.as_datetime)
-        for model, metric, centre, spread, samples in stats
-    ]
-    with conn.cursor() as cursor:
-        execute_values(cursor, QUERIES["upsert_baselines"], rows, page_size=max(len(rows), 1))
-    return len(rows)
+        baselines = _baseline_stats(conn, instant, pairs)
+    repo.upsert_baselines(conn, baselines=baselines, learned_at=instant.as_datetime)
+    return len(baselines)
 
 
 # ---------------------------------------------------------------- helpers
@@ -318,7 +323,7 @@ class _Instant:
 
 
 @contextmanager
-def _without_jit(conn: Any) -> Iterator[None]:
+def _without_jit(conn: Connection) -> Iterator[None]:
     """JIT off for the loader's statements, then as it was: it costs more than these index-probe loops take."""
     with conn.cursor() as cursor:
         cursor.execute(QUERIES["jit_setting"])
@@ -333,14 +338,14 @@ def _without_jit(conn: Any) -> Iterator[None]:
                 cursor.execute(QUERIES["set_jit_locally"], {"value": previous})
 
 
-def _fetch(conn: Any, name: str, params: Mapping[str, Any]) -> list[tuple]:
-    """Run a small query of loader.sql; answers its rows as tuples."""
+def _fetch(conn: Connection, name: str, params: Mapping[str, Any]) -> list[tuple]:
+    """Run a small query of loader.sql; answers its rows as tuples, for the caller to name at once."""
     with conn.cursor() as cursor:
         cursor.execute(QUERIES[name], params)
         return cursor.fetchall()
 
 
-def _columns(conn: Any, name: str, params: Mapping[str, Any], width: int) -> list[np.ndarray]:
+def _columns(conn: Connection, name: str, params: Mapping[str, Any], width: int) -> list[np.ndarray]:
     """A fleet-sized query of loader.sql as `width` columns of raw text values (see `copy_columns`)."""
     return copy_columns(conn, QUERIES[name], params, width)
 
@@ -354,15 +359,15 @@ def _instants(values: np.ndarray, unit: str = SECONDS) -> np.ndarray:
     return result
 
 
-def _baseline_stats(conn: Any, instant: _Instant, pairs: Sequence[tuple[str, str]]) -> list[tuple]:
-    """(model, metric, centre, spread, samples) at `instant` for each pair, computed from telemetry."""
+def _baseline_stats(conn: Connection, instant: _Instant, pairs: Sequence[tuple[str, str]]) -> list[ModelBaseline]:
+    """The baseline at `instant` of each (model, metric) pair, computed from telemetry."""
     params = {
         "models": [model for model, _ in pairs],
         "metrics": [metric for _, metric in pairs],
         "until": instant.until,
         "mad_to_sigma": MAD_TO_SIGMA,
     }
-    return _fetch(conn, "baseline_stats", params)
+    return [ModelBaseline(*row) for row in _fetch(conn, "baseline_stats", params)]
 
 
 class _Loader:
@@ -370,22 +375,19 @@ class _Loader:
 
     def __init__(
         self,
-        conn: Any,
+        conn: Connection,
         instant: _Instant,
         facts: FleetFacts | Future[FleetFacts],
         scope: list[str] | None,
-        live: bool,
-        *,
-        learned_trends: bool = False,
-        cache: FactCache | None = None,
+        options: LoadOptions,
     ):
         self.conn = conn
         self.instant = instant
         self._facts = facts
         self.scope = scope
-        self.live = live
-        self.learned_trends = learned_trends
-        self.cache = cache
+        self.live = options.live
+        self.learned_trends = options.learned_trends
+        self.cache = options.cache
 
     @property
     def facts(self) -> FleetFacts:
@@ -563,15 +565,19 @@ class _Loader:
                 self.facts.add(requirement, self._empty(requirement))
             return
         if self.live:
-            rows = _fetch(self.conn, "baselines_learned", {"metrics": metrics})
+            baselines = [ModelBaseline(*row) for row in _fetch(self.conn, "baselines_learned", {"metrics": metrics})]
         else:
             # Over every device of each model, not only those in scope: a baseline describes the model.
             pairs = [(str(model), metric) for model in codes for metric in metrics]
-            rows = _baseline_stats(self.conn, self.instant, pairs)
-        learned = {(model, metric): (centre, spread, samples) for model, metric, centre, spread, samples in rows}
+            baselines = _baseline_stats(self.conn, self.instant, pairs)
+        learned = {(baseline.model, baseline.metric): baseline for baseline in baselines}
         for requirement in requirements:
-            per_model = [learned.get((str(model), requirement.metric), (None, None, 0)) for model in codes]
-            centre, spread, samples = (np.array(column, dtype=np.float64) for column in zip(*per_model, strict=True))
+            unknown = ModelBaseline("", requirement.metric, centre=None, spread=None, samples=0)
+            per_model = [learned.get((str(model), requirement.metric), unknown) for model in codes]
+            # None becomes NaN in a float array: no centre or spread where no device of the model has a value.
+            centre = np.array([baseline.centre for baseline in per_model], dtype=np.float64)
+            spread = np.array([baseline.spread for baseline in per_model], dtype=np.float64)
+            samples = np.array([baseline.samples for baseline in per_model], dtype=np.float64)
             self.facts.add(
                 requirement,
                 BaselineStats(centre=centre[inverse], spread=spread[inverse], samples=samples[inverse]),

@@ -271,16 +271,6 @@ ORDER BY p.model, p.metric
 -- The models that have devices.
 SELECT DISTINCT model FROM devices ORDER BY model
 
--- name: upsert_baselines --
--- Store learned baselines, replacing what was learned before.
-INSERT INTO model_baselines AS stored (model, metric, centre, spread, samples, learned_at)
-VALUES %s
-ON CONFLICT (model, metric) DO UPDATE SET
-    centre     = excluded.centre,
-    spread     = excluded.spread,
-    samples    = excluded.samples,
-    learned_at = excluded.learned_at
-
 -- name: trend_fits_learned --
 -- Per (metric, seconds) fit i: the stored line (its slope, its value when fitted, and when: epoch seconds).
 SELECT f.device_id, w.i, f.slope, f.fitted, f.points, date_part('epoch', f.fitted_at) AS fitted_at
@@ -288,12 +278,3 @@ FROM trend_fits f
 JOIN unnest(%(metrics)s::text[], %(seconds)s::int[]) WITH ORDINALITY AS w(metric, seconds, i)
   ON f.metric = w.metric AND f.seconds = w.seconds
 WHERE %(device_ids)s::text[] IS NULL OR f.device_id = ANY(%(device_ids)s::text[])
-
--- name: forget_trend_fits --
--- Drop the stored fits of these (metric, seconds) windows before storing new ones.
-DELETE FROM trend_fits f
-USING unnest(%(metrics)s::text[], %(seconds)s::int[]) AS w(metric, seconds)
-WHERE f.metric = w.metric AND f.seconds = w.seconds
-
--- name: store_trend_fits --
-INSERT INTO trend_fits (device_id, metric, seconds, slope, fitted, points, fitted_at) VALUES %s

@@ -1,4 +1,5 @@
-"""Rule documents (CONTRACT.md "Rules"): the whole rule as pydantic models, and parsing.
+"""Rule documents (CONTRACT.md "Rules"): the whole rule as pydantic models, and parsing; and what the rules
+domain answers: stored rules with their versions, detections, engine jobs, backtests.
 
 A rule is data: `parse_rule` turns YAML/JSON text or a dict into a `Rule`, or raises `RuleError`
 whose `errors` (a list of `{loc, msg}`) the API returns with a 422. The condition kinds come from the one
@@ -7,6 +8,7 @@ table in `rules.conditions`; the checks against the models catalog live in `rule
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Union
@@ -18,9 +20,11 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    SerializerFunctionWrapHandler,
     Tag,
     ValidationError,
     create_model,
+    model_serializer,
     model_validator,
 )
 
@@ -29,6 +33,7 @@ from devices.catalog import load_catalog
 from devices.models import ApplianceModel, Severity
 from rules.catalog_checks import catalog_errors
 from rules.conditions import COMBINATIONS, CONDITION_KINDS
+from rules.lifecycle import Transition
 from rules.specs import (
     ZERO,
     AppliesTo,
@@ -39,7 +44,18 @@ from rules.specs import (
     rule_error,
 )
 
-__all__ = ["BacktestRequest", "Rule", "RuleError", "parse_rule", "parse_rules_file"]
+__all__ = [
+    "BacktestRequest",
+    "BacktestResult",
+    "DetectionRead",
+    "EngineJobRead",
+    "Rule",
+    "RuleError",
+    "RuleRead",
+    "StoredRule",
+    "parse_rule",
+    "parse_rules_file",
+]
 
 # ---------------------------------------------------------------- conditions
 
@@ -257,3 +273,99 @@ class BacktestRequest(BaseModel):
                 "take a longer step or a shorter range"
             )
         return self
+
+
+class BacktestResult(BaseModel):
+    """What a rule would have opened and cleared over stored history, and when."""
+
+    rule_id: str
+    version: int
+    start: dt.datetime
+    end: dt.datetime
+    step: str
+    opened: int
+    cleared: int
+    devices: int = Field(description="devices for which the rule would have opened a detection")
+    transitions: list[Transition]
+
+
+# ---------------------------------------------------------------- stored rules, detections, engine jobs
+
+
+class StoredRule(BaseModel):
+    """A rule as stored: its document at its current version."""
+
+    id: str
+    version: int
+    enabled: bool
+    builtin: bool
+    document: dict[str, Any]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class RuleVersion(BaseModel):
+    version: int
+    enabled: bool
+    document: dict[str, Any]
+    created_at: dt.datetime
+
+
+class RuleRead(StoredRule):
+    """A rule with every version of it, newest first."""
+
+    versions: list[RuleVersion]
+
+
+class DetectionAction(BaseModel):
+    """One action of a detection's rule, waiting for the service that carries it out (or done, with what it made)."""
+
+    action: str
+    params: dict[str, Any]
+    key: str = Field(description="idempotency key: a retry finds the order or call task already made")
+    status: Literal["pending", "done"]
+    result: dict[str, Any] | None = Field(default=None, description="what it made; absent while pending")
+
+    @model_serializer(mode="wrap")
+    def _absent_while_pending(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Stored actions gain `result` when carried out; the answer keeps that shape.
+        data = handler(self)
+        if self.result is None:
+            data.pop("result", None)
+        return data
+
+
+class DetectionRead(BaseModel):
+    """What a rule found on a device: when, why (the explanation), and the actions waiting on it."""
+
+    id: int
+    rule_id: str
+    rule_version: int
+    device_id: str
+    model: str
+    owner_id: int | None
+    severity: Severity
+    status: Literal["open", "acknowledged", "cleared"]
+    opened_at: dt.datetime
+    cleared_at: dt.datetime | None
+    acknowledged_at: dt.datetime | None
+    acknowledged_by: str | None
+    dedup_key: str
+    explanation: dict[str, Any]
+    clear_explanation: dict[str, Any] | None
+    actions: list[DetectionAction]
+
+
+class DetectionToCarryOut(DetectionRead):
+    """A detection with actions pending, and its rule's description (the reason an order or a call gives)."""
+
+    description: str | None
+
+
+class EngineJobRead(BaseModel):
+    """When an engine job last ran over the fleet, how long it took, and what it did."""
+
+    job: str
+    last_run_at: dt.datetime
+    duration_ms: float
+    summary: dict[str, Any]

@@ -18,7 +18,7 @@ SELECT id, version, enabled, document FROM rules WHERE id = %(id)s
 ON CONFLICT DO NOTHING
 
 -- name: get_rule --
--- One rule, locked for update when asked.
+-- One rule.
 SELECT id, version, enabled, builtin, document, created_at, updated_at FROM rules WHERE id = %(id)s
 
 -- name: list_rules --
@@ -33,7 +33,7 @@ SELECT version, enabled, document, created_at FROM rule_versions WHERE rule_id =
 
 -- name: enabled_rules --
 -- The rules the engine evaluates.
-SELECT id, version, document FROM rules WHERE enabled ORDER BY id
+SELECT id, version, enabled, builtin, document, created_at, updated_at FROM rules WHERE enabled ORDER BY id
 
 -- name: lock_evaluation --
 -- One evaluation at a time across engines: reading detection state and writing transitions is one step.
@@ -86,6 +86,7 @@ ORDER BY d.opened_at DESC, d.id DESC
 LIMIT %(limit)s OFFSET %(offset)s
 
 -- name: get_detection --
+-- One detection, as list_detections answers it.
 SELECT d.id, d.rule_id, d.rule_version, d.device_id, dev.model, dev.owner_id, d.severity, d.status,
        d.opened_at, d.cleared_at, d.acknowledged_at, d.acknowledged_by, d.dedup_key,
        d.explanation, d.clear_explanation, d.actions
@@ -112,9 +113,10 @@ SELECT job, last_run_at, duration_ms, summary FROM engine_jobs ORDER BY job
 -- name: detections_with_pending_actions --
 -- Detections with actions of the given kinds still to carry out, oldest first, locked for the one who carries
 -- them out (another engine skips them). Each with its rule's description.
-SELECT d.id, d.rule_id, d.device_id, d.severity, d.opened_at, d.dedup_key, d.explanation, d.actions,
-       r.document->>'description' AS description
-FROM detections d JOIN rules r ON r.id = d.rule_id
+SELECT d.id, d.rule_id, d.rule_version, d.device_id, dev.model, dev.owner_id, d.severity, d.status,
+       d.opened_at, d.cleared_at, d.acknowledged_at, d.acknowledged_by, d.dedup_key,
+       d.explanation, d.clear_explanation, d.actions, r.document->>'description' AS description
+FROM detections d JOIN rules r ON r.id = d.rule_id JOIN devices dev ON dev.id = d.device_id
 WHERE EXISTS (SELECT 1 FROM jsonb_array_elements(d.actions) a
               WHERE a->>'status' = 'pending' AND a->>'action' = ANY(%(kinds)s))
 ORDER BY d.opened_at, d.id
@@ -133,3 +135,25 @@ WHERE id = %(id)s
 -- name: detections_cleared --
 -- When each of these detections cleared (NULL while open).
 SELECT id, cleared_at FROM detections WHERE id = ANY(%(ids)s::bigint[])
+
+-- ---------------------------------------------------------------- what the engine learns
+
+-- name: forget_trend_fits --
+-- Drop the stored fits of these (metric, seconds) windows before storing new ones.
+DELETE FROM trend_fits f
+USING unnest(%(metrics)s::text[], %(seconds)s::int[]) AS w(metric, seconds)
+WHERE f.metric = w.metric AND f.seconds = w.seconds
+
+-- name: store_trend_fits --
+-- Store fitted trend lines (after forget_trend_fits dropped the old ones of their windows).
+INSERT INTO trend_fits (device_id, metric, seconds, slope, fitted, points, fitted_at) VALUES %s
+
+-- name: upsert_baselines --
+-- Store learned baselines, replacing what was learned before.
+INSERT INTO model_baselines AS stored (model, metric, centre, spread, samples, learned_at)
+VALUES %s
+ON CONFLICT (model, metric) DO UPDATE SET
+    centre     = excluded.centre,
+    spread     = excluded.spread,
+    samples    = excluded.samples,
+    learned_at = excluded.learned_at

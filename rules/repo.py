@@ -1,19 +1,81 @@
-"""Thin functions over rules/queries.sql."""
+"""Thin functions over rules/queries.sql; rows leave as the domain's models, or as named tuples in the column
+order of their query where an evaluation writes many at once."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
-from psycopg2.extras import Json, RealDictCursor, execute_values
+from psycopg2.extras import Json, execute_values
 
-from careloop.db import Row, copied_integers, copy_columns, execute, fetch_all, fetch_one, load_queries
+from careloop.db import Connection, copied_integers, copy_columns, execute, fetch_all, fetch_one, load_queries
+from careloop.pages import Page, paginate
+from rules.models import DetectionRead, DetectionToCarryOut, EngineJobRead, RuleVersion, StoredRule
 
 QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
 
 
-def insert_rule(conn: Any, *, rule_id: str, document: dict, enabled: bool, builtin: bool) -> bool:
+class DetectionToOpen(NamedTuple):
+    """A detection an evaluation opens, in the column order of `open_detection`."""
+
+    rule_id: str
+    rule_version: int
+    device_id: str
+    severity: str
+    opened_at: dt.datetime
+    dedup_key: str
+    explanation: dict[str, Any]
+    actions: list[dict[str, Any]]
+
+
+class DetectionToClear(NamedTuple):
+    """The open detection of a rule and device that an evaluation clears, in the column order of `clear_detection`."""
+
+    rule_id: str
+    device_id: str
+    opened_at: dt.datetime
+    cleared_at: dt.datetime
+    explanation: dict[str, Any]
+
+
+class DetectionChange(NamedTuple):
+    """A detection opened or cleared, as the database answers it."""
+
+    id: int
+    rule_id: str
+    device_id: str
+
+
+class TrendFitRow(NamedTuple):
+    """One device's fitted line of a (metric, seconds) trend, in the column order of `store_trend_fits`."""
+
+    device_id: str
+    metric: str
+    seconds: int
+    slope: float | None  # per second
+    fitted: float | None  # the line's value at fitted_at
+    points: int
+    fitted_at: dt.datetime
+
+
+class ModelBaseline(NamedTuple):
+    """A model's baseline of a metric over its devices: what an anomaly is measured from."""
+
+    model: str
+    metric: str
+    centre: float | None
+    spread: float | None
+    samples: int
+
+
+# ---------------------------------------------------------------- rules
+
+
+def insert_rule(conn: Connection, *, rule_id: str, document: dict, enabled: bool, builtin: bool) -> bool:
     params = {"id": rule_id, "document": Json(document), "enabled": enabled, "builtin": builtin}
     created = fetch_one(conn, QUERIES["insert_rule"], params) is not None
     if created:
@@ -21,7 +83,7 @@ def insert_rule(conn: Any, *, rule_id: str, document: dict, enabled: bool, built
     return created
 
 
-def update_rule(conn: Any, *, rule_id: str, document: dict, enabled: bool) -> int | None:
+def update_rule(conn: Connection, *, rule_id: str, document: dict, enabled: bool) -> int | None:
     row = fetch_one(conn, QUERIES["update_rule"], {"id": rule_id, "document": Json(document), "enabled": enabled})
     if row is None:
         return None
@@ -29,98 +91,127 @@ def update_rule(conn: Any, *, rule_id: str, document: dict, enabled: bool) -> in
     return row["version"]
 
 
-def get_rule(conn: Any, *, rule_id: str) -> Row | None:
-    return fetch_one(conn, QUERIES["get_rule"], {"id": rule_id})
+def get_rule(conn: Connection, *, rule_id: str) -> StoredRule | None:
+    row = fetch_one(conn, QUERIES["get_rule"], {"id": rule_id})
+    return StoredRule.model_validate(row) if row is not None else None
 
 
-def list_rules(conn: Any, *, enabled: bool | None = None, limit: int = 1000, offset: int = 0) -> list[Row]:
-    return fetch_all(conn, QUERIES["list_rules"], {"enabled": enabled, "limit": limit, "offset": offset})
+def list_rules(
+    conn: Connection, *, enabled: bool | None = None, limit: int = 1000, offset: int = 0
+) -> Page[StoredRule]:
+    rows = fetch_all(conn, QUERIES["list_rules"], {"enabled": enabled, "limit": limit, "offset": offset})
+    return paginate(rows, StoredRule.model_validate)
 
 
-def rule_versions(conn: Any, *, rule_id: str) -> list[Row]:
-    return fetch_all(conn, QUERIES["rule_versions"], {"id": rule_id})
+def rule_versions(conn: Connection, *, rule_id: str) -> list[RuleVersion]:
+    return [RuleVersion.model_validate(row) for row in fetch_all(conn, QUERIES["rule_versions"], {"id": rule_id})]
+
+
+def enabled_rules(conn: Connection) -> list[StoredRule]:
+    return [StoredRule.model_validate(row) for row in fetch_all(conn, QUERIES["enabled_rules"])]
 
 
 # ---------------------------------------------------------------- detections and engine jobs
 
 
-def enabled_rules(conn: Any) -> list[Row]:
-    return fetch_all(conn, QUERIES["enabled_rules"])
-
-
-def lock_evaluation(conn: Any) -> None:
+def lock_evaluation(conn: Connection) -> None:
     fetch_all(conn, QUERIES["lock_evaluation"])
 
 
-def detections_revision(conn: Any) -> int:
+def detections_revision(conn: Connection) -> int:
     return int(fetch_one(conn, QUERIES["detections_revision"])["revision"])
 
 
-def open_detections(conn: Any, *, rule_ids: list[str], device_ids: list[str] | None) -> list[np.ndarray]:
+def open_detections(conn: Connection, *, rule_ids: list[str], device_ids: list[str] | None) -> list[np.ndarray]:
     """Columns rule_id, device_id (raw text) and opened_at (epoch seconds) of the uncleared detections."""
     params = {"rule_ids": rule_ids, "device_ids": device_ids}
     rules, devices, opened_at = copy_columns(conn, QUERIES["open_detections"], params, 3)
     return [rules, devices, copied_integers(opened_at)]
 
 
-def recent_clears(conn: Any, *, rule_ids: list[str], device_ids: list[str] | None, since: Any) -> list[np.ndarray]:
+def recent_clears(
+    conn: Connection, *, rule_ids: list[str], device_ids: list[str] | None, since: dt.datetime
+) -> list[np.ndarray]:
     """Columns rule_id, device_id (raw text) and last cleared_at (epoch seconds) since `since`."""
     params = {"rule_ids": rule_ids, "device_ids": device_ids, "since": since}
     rules, devices, cleared_at = copy_columns(conn, QUERIES["recent_clears"], params, 3)
     return [rules, devices, copied_integers(cleared_at)]
 
 
-def _values(conn: Any, query: str, rows: list[tuple]) -> list[Row]:
+def _changes(conn: Connection, query: str, rows: Sequence[tuple]) -> list[DetectionChange]:
     if not rows:
         return []
-    with conn.cursor(cursor_factory=RealDictCursor) as cursor:
-        return [dict(row) for row in execute_values(cursor, query, rows, fetch=True)]
+    with conn.cursor() as cursor:
+        return [DetectionChange(*row) for row in execute_values(cursor, query, rows, fetch=True)]
 
 
-def open_detections_rows(conn: Any, rows: list[tuple]) -> list[Row]:
-    """Insert (rule_id, rule_version, device_id, severity, opened_at, dedup_key, explanation, actions) rows."""
-    return _values(conn, QUERIES["open_detection"], rows)
+def open_detections_rows(conn: Connection, rows: Sequence[DetectionToOpen]) -> list[DetectionChange]:
+    """Open these detections; answers those opened (one already open for the rule and device is skipped)."""
+    values = [row._replace(explanation=Json(row.explanation), actions=Json(row.actions)) for row in rows]
+    return _changes(conn, QUERIES["open_detection"], values)
 
 
-def clear_detections_rows(conn: Any, rows: list[tuple]) -> list[Row]:
-    """Clear by (rule_id, device_id, opened_at, cleared_at, explanation json text) rows."""
-    return _values(conn, QUERIES["clear_detection"], rows)
+def clear_detections_rows(conn: Connection, rows: Sequence[DetectionToClear]) -> list[DetectionChange]:
+    """Clear these detections; answers those cleared."""
+    return _changes(conn, QUERIES["clear_detection"], [row._replace(explanation=json.dumps(row.explanation))
+                                                       for row in rows])
 
 
 def list_detections(
-    conn: Any, *, device_id: str | None, status: str | None, rule_id: str | None, limit: int, offset: int
-) -> list[Row]:
+    conn: Connection, *, device_id: str | None, status: str | None, rule_id: str | None, limit: int, offset: int
+) -> Page[DetectionRead]:
     params = {"device_id": device_id, "status": status, "rule_id": rule_id, "limit": limit, "offset": offset}
-    return fetch_all(conn, QUERIES["list_detections"], params)
+    return paginate(fetch_all(conn, QUERIES["list_detections"], params), DetectionRead.model_validate)
 
 
-def get_detection(conn: Any, *, detection_id: int) -> Row | None:
-    return fetch_one(conn, QUERIES["get_detection"], {"id": detection_id})
+def get_detection(conn: Connection, *, detection_id: int) -> DetectionRead | None:
+    row = fetch_one(conn, QUERIES["get_detection"], {"id": detection_id})
+    return DetectionRead.model_validate(row) if row is not None else None
 
 
-def acknowledge_detection(conn: Any, *, detection_id: int, by: str) -> bool:
+def acknowledge_detection(conn: Connection, *, detection_id: int, by: str) -> bool:
     return fetch_one(conn, QUERIES["acknowledge_detection"], {"id": detection_id, "by": by}) is not None
 
 
-def record_job(conn: Any, *, job: str, at: Any, duration_ms: float, summary: dict) -> None:
+def record_job(conn: Connection, *, job: str, at: dt.datetime, duration_ms: float, summary: dict) -> None:
     params = {"job": job, "at": at, "duration_ms": duration_ms, "summary": Json(summary)}
     execute(conn, QUERIES["record_job"], params)
 
 
-def engine_jobs(conn: Any) -> list[Row]:
-    return fetch_all(conn, QUERIES["engine_jobs"])
+def engine_jobs(conn: Connection) -> list[EngineJobRead]:
+    return [EngineJobRead.model_validate(row) for row in fetch_all(conn, QUERIES["engine_jobs"])]
 
 
-def detections_with_pending_actions(conn: Any, *, kinds: list[str], limit: int) -> list[Row]:
-    return fetch_all(conn, QUERIES["detections_with_pending_actions"], {"kinds": kinds, "limit": limit})
+def detections_with_pending_actions(conn: Connection, *, kinds: list[str], limit: int) -> list[DetectionToCarryOut]:
+    rows = fetch_all(conn, QUERIES["detections_with_pending_actions"], {"kinds": kinds, "limit": limit})
+    return [DetectionToCarryOut.model_validate(row) for row in rows]
 
 
-def set_action_status(conn: Any, *, detection_id: int, key: str, status: str, result: dict) -> None:
+def set_action_status(conn: Connection, *, detection_id: int, key: str, status: str, result: dict) -> None:
     execute(conn, QUERIES["set_action_status"],
             {"id": detection_id, "key": key, "status": status, "result": Json(result)})
 
 
-def detections_cleared(conn: Any, *, detection_ids: list[int]) -> dict[int, Any]:
+def detections_cleared(conn: Connection, *, detection_ids: list[int]) -> dict[int, dt.datetime | None]:
     rows = fetch_all(conn, QUERIES["detections_cleared"], {"ids": detection_ids})
     return {row["id"]: row["cleared_at"] for row in rows}
 
+
+# ---------------------------------------------------------------- what the engine learns
+
+
+def store_trend_fits(conn: Connection, *, windows: Sequence[tuple[str, int]], fits: Sequence[TrendFitRow]) -> None:
+    """Replace the stored fits of these (metric, seconds) windows with `fits`."""
+    with conn.cursor() as cursor:
+        cursor.execute(QUERIES["forget_trend_fits"], {
+            "metrics": [metric for metric, _seconds in windows], "seconds": [seconds for _metric, seconds in windows],
+        })
+        execute_values(cursor, QUERIES["store_trend_fits"], fits, page_size=5000)
+
+
+def upsert_baselines(conn: Connection, *, baselines: Sequence[ModelBaseline], learned_at: dt.datetime) -> None:
+    """Store baselines learned at `learned_at`, replacing what was learned before for their (model, metric)."""
+    if baselines:
+        with conn.cursor() as cursor:
+            execute_values(cursor, QUERIES["upsert_baselines"], [(*baseline, learned_at) for baseline in baselines],
+                           page_size=len(baselines))

@@ -1,15 +1,29 @@
-"""Rules: create, edit (keeping every version), list, and load the built-in catalog. Takes a connection."""
+"""Rules: create, edit (keeping every version), list, and load the built-in catalog; detections and what the
+engine did. Takes a connection."""
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
 
+from careloop.db import Connection
 from careloop.errors import Conflict, InvalidInput, NotFound
+from careloop.pages import Page, whole
 from rules import repo
 from rules.builtin import load_builtin_rules
 from rules.conditions import compile_rule
 from rules.evaluation import backtest_stored
-from rules.models import BacktestRequest, Rule, RuleError, parse_rule
+from rules.models import (
+    BacktestRequest,
+    BacktestResult,
+    DetectionRead,
+    DetectionToCarryOut,
+    EngineJobRead,
+    Rule,
+    RuleError,
+    RuleRead,
+    StoredRule,
+    parse_rule,
+)
 
 
 def validate(source: str | bytes | dict) -> Rule:
@@ -17,14 +31,14 @@ def validate(source: str | bytes | dict) -> Rule:
     return parse_rule(source)
 
 
-def create_rule(conn: Any, source: str | bytes | dict, *, builtin: bool = False) -> dict:
+def create_rule(conn: Connection, source: str | bytes | dict, *, builtin: bool = False) -> RuleRead:
     rule = validate(source)
     if not repo.insert_rule(conn, rule_id=rule.id, document=rule.to_document(), enabled=rule.enabled, builtin=builtin):
         raise Conflict(f"rule {rule.id} already exists; PUT /rules/{rule.id} changes it")
     return get_rule(conn, rule.id)
 
 
-def update_rule(conn: Any, rule_id: str, source: str | bytes | dict) -> dict:
+def update_rule(conn: Connection, rule_id: str, source: str | bytes | dict) -> RuleRead:
     rule = validate(source)
     if rule.id != rule_id:
         raise InvalidInput("id", f"the document's id {rule.id!r} is not the rule's id {rule_id!r}")
@@ -33,19 +47,18 @@ def update_rule(conn: Any, rule_id: str, source: str | bytes | dict) -> dict:
     return get_rule(conn, rule_id)
 
 
-def get_rule(conn: Any, rule_id: str) -> dict:
-    row = repo.get_rule(conn, rule_id=rule_id)
-    if row is None:
+def get_rule(conn: Connection, rule_id: str) -> RuleRead:
+    stored = repo.get_rule(conn, rule_id=rule_id)
+    if stored is None:
         raise NotFound(f"no rule {rule_id}")
-    return {**row, "versions": repo.rule_versions(conn, rule_id=rule_id)}
+    return RuleRead(**stored.model_dump(), versions=repo.rule_versions(conn, rule_id=rule_id))
 
 
-def list_rules(conn: Any, *, enabled: bool | None, limit: int, offset: int) -> tuple[list[dict], int]:
-    rows = repo.list_rules(conn, enabled=enabled, limit=limit, offset=offset)
-    return [{k: v for k, v in row.items() if k != "total"} for row in rows], (rows[0]["total"] if rows else 0)
+def list_rules(conn: Connection, *, enabled: bool | None, limit: int, offset: int) -> Page[StoredRule]:
+    return repo.list_rules(conn, enabled=enabled, limit=limit, offset=offset)
 
 
-def load_builtin_catalog(conn: Any) -> int:
+def load_builtin_catalog(conn: Connection) -> int:
     """Create the built-in rules, or update those whose document changed; answers how many were written."""
     written = 0
     for rule in load_builtin_rules():
@@ -54,8 +67,8 @@ def load_builtin_catalog(conn: Any) -> int:
         if stored is None:
             repo.insert_rule(conn, rule_id=rule.id, document=document, enabled=rule.enabled, builtin=True)
             written += 1
-        elif stored["builtin"] and stored["document"] != document:
-            repo.update_rule(conn, rule_id=rule.id, document=document, enabled=stored["enabled"])
+        elif stored.builtin and stored.document != document:
+            repo.update_rule(conn, rule_id=rule.id, document=document, enabled=stored.enabled)
             written += 1
     return written
 
@@ -64,58 +77,75 @@ def load_builtin_catalog(conn: Any) -> int:
 
 
 def list_detections(
-    conn: Any,
+    conn: Connection,
     *,
     device_id: str | None = None,
     status: str | None = None,
     rule_id: str | None = None,
     limit: int = 100,
     offset: int = 0,
-) -> tuple[list[dict], int]:
-    rows = repo.list_detections(conn, device_id=device_id, status=status, rule_id=rule_id, limit=limit, offset=offset)
-    return [{k: v for k, v in row.items() if k != "total"} for row in rows], (rows[0]["total"] if rows else 0)
+) -> Page[DetectionRead]:
+    return repo.list_detections(conn, device_id=device_id, status=status, rule_id=rule_id, limit=limit, offset=offset)
 
 
-def get_detection(conn: Any, detection_id: int) -> dict:
-    row = repo.get_detection(conn, detection_id=detection_id)
-    if row is None:
+def get_detection(conn: Connection, detection_id: int) -> DetectionRead:
+    detection = repo.get_detection(conn, detection_id=detection_id)
+    if detection is None:
         raise NotFound(f"no detection {detection_id}")
-    return row
+    return detection
 
 
-def acknowledge_detection(conn: Any, detection_id: int, *, by: str) -> dict:
+def acknowledge_detection(conn: Connection, detection_id: int, *, by: str) -> DetectionRead:
     """Mark an open detection as seen by a person; acknowledging twice changes nothing."""
     detection = get_detection(conn, detection_id)
-    if detection["status"] == "cleared":
+    if detection.status == "cleared":
         raise Conflict(
-            f"detection {detection_id} cleared at {detection['cleared_at']:%Y-%m-%d %H:%M}Z; nothing to acknowledge"
+            f"detection {detection_id} cleared at {detection.cleared_at:%Y-%m-%d %H:%M}Z; nothing to acknowledge"
         )
     repo.acknowledge_detection(conn, detection_id=detection_id, by=by)
     return get_detection(conn, detection_id)
 
 
-def engine_jobs(conn: Any) -> list[dict]:
+def engine_jobs(conn: Connection) -> Page[EngineJobRead]:
     """When each engine job (sweep, window, baselines, trends) last ran, how long it took and what it did."""
-    return repo.engine_jobs(conn)
+    return whole(repo.engine_jobs(conn))
 
 
-def backtest_rule(conn: Any, rule_id: str, request: BacktestRequest) -> dict:
+def backtest_rule(conn: Connection, rule_id: str, request: BacktestRequest) -> BacktestResult:
     """What a stored rule would have opened and cleared over stored history; opens nothing."""
     stored = get_rule(conn, rule_id)
-    rule = compile_rule(parse_rule(stored["document"]))
+    rule = compile_rule(parse_rule(stored.document))
     changes = backtest_stored(conn, rule, start=request.start, end=request.end, step_seconds=request.step.seconds)
     opened = [change for change in changes if change.change == "opened"]
-    return {
-        "rule_id": rule_id,
-        "version": stored["version"],
-        "start": request.start,
-        "end": request.end,
-        "step": str(request.step),
-        "opened": len(opened),
-        "cleared": len(changes) - len(opened),
-        "devices": len({change.device_id for change in opened}),
-        "transitions": [change.__dict__ for change in changes],
-    }
+    return BacktestResult(
+        rule_id=rule_id,
+        version=stored.version,
+        start=request.start,
+        end=request.end,
+        step=str(request.step),
+        opened=len(opened),
+        cleared=len(changes) - len(opened),
+        devices=len({change.device_id for change in opened}),
+        transitions=changes,
+    )
+
+
+def detections_with_pending_actions(
+    conn: Connection, *, kinds: list[str], limit: int = 200
+) -> list[DetectionToCarryOut]:
+    """Detections whose actions of these kinds (`open_service_order`, ...) are still to carry out, locked for the
+    caller's transaction; another engine skips them."""
+    return repo.detections_with_pending_actions(conn, kinds=kinds, limit=limit)
+
+
+def mark_action_done(conn: Connection, *, detection_id: int, key: str, result: dict) -> None:
+    """Record that a detection's action was carried out, and what it made."""
+    repo.set_action_status(conn, detection_id=detection_id, key=key, status="done", result=result)
+
+
+def detections_cleared(conn: Connection, detection_ids: list[int]) -> dict[int, dt.datetime | None]:
+    """When each detection cleared; None while it is open (unknown ids are absent)."""
+    return repo.detections_cleared(conn, detection_ids=detection_ids)
 
 
 __all__ = [
@@ -123,29 +153,15 @@ __all__ = [
     "acknowledge_detection",
     "backtest_rule",
     "create_rule",
+    "detections_cleared",
+    "detections_with_pending_actions",
     "engine_jobs",
     "get_detection",
     "get_rule",
     "list_detections",
     "list_rules",
     "load_builtin_catalog",
+    "mark_action_done",
     "update_rule",
     "validate",
 ]
-
-
-def detections_with_pending_actions(conn: Any, *, kinds: list[str], limit: int = 200) -> list[dict]:
-    """Detections whose actions of these kinds (`open_service_order`, ...) are still to carry out, locked for the
-    caller's transaction; another engine skips them."""
-    return repo.detections_with_pending_actions(conn, kinds=kinds, limit=limit)
-
-
-def mark_action_done(conn: Any, *, detection_id: int, key: str, result: dict) -> None:
-    """Record that a detection's action was carried out, and what it made."""
-    repo.set_action_status(conn, detection_id=detection_id, key=key, status="done", result=result)
-
-
-def detections_cleared(conn: Any, detection_ids: list[int]) -> dict[int, Any]:
-    """When each detection cleared; None while it is open (unknown ids are absent)."""
-    return repo.detections_cleared(conn, detection_ids=detection_ids)
-

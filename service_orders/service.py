@@ -17,6 +17,7 @@ from customers import service as customers_service
 from devices import service as devices_service
 from ingest import service as ingest_service
 from rules import service as rules_service
+from rules.models import DetectionToCarryOut
 from service_orders import repo
 from service_orders.calendar import WorkingHours, soonest_window, why_not
 from service_orders.models import (
@@ -74,37 +75,37 @@ def open_order(conn: Any, order: OrderOpen, *, actor: Actor, now: dt.datetime) -
 
 
 def open_order_for_detection(
-    conn: Any, detection: dict[str, Any], params: dict[str, Any], *, key: str, now: dt.datetime
+    conn: Any, detection: DetectionToCarryOut, params: dict[str, Any], *, key: str, now: dt.datetime
 ) -> tuple[OrderRead, bool]:
     """The order a detection's `open_service_order` action asks for, exactly once: found by the action's key on a
     retry, joined when an order of the same fault class is open, else opened. Answers (order, opened)."""
     known = repo.order_by_action(conn, action_key=key)
     if known is not None:
         return get_order(conn, known, now=now), False
-    device = devices_service.get_device(conn, detection["device_id"])
+    device = devices_service.get_device(conn, detection.device_id)
     order_type, skill = params.get("type", "repair"), params["skill"]
     sla = Duration.parse(params.get("sla", "72h"))
     order_class = fault_class(order_type, skill)
     order_id = repo.insert_order(conn, order={
         "device_id": device.id, "customer_id": device.owner, "type": order_type, "fault_class": order_class,
-        "priority": params.get("priority", "normal"), "reason": detection.get("description") or detection["rule_id"],
-        "skill": skill, "source": "rule", "explanation": detection["explanation"],
-        "detection_ids": [detection["id"]], "action_key": key, "opened_at": now,
+        "priority": params.get("priority", "normal"), "reason": detection.description or detection.rule_id,
+        "skill": skill, "source": "rule", "explanation": detection.explanation,
+        "detection_ids": [detection.id], "action_key": key, "opened_at": now,
         "sla_due_at": now + dt.timedelta(seconds=sla.seconds),
     })
     if order_id is not None:
         _history(conn, order_id, ENGINE, now, "opened", to_status="new",
-                 detail={"rule": detection["rule_id"], "detection_id": detection["id"], "action_key": key})
-        log.info("order %d opened for device %s by rule %s", order_id, device.id, detection["rule_id"])
+                 detail={"rule": detection.rule_id, "detection_id": detection.id, "action_key": key})
+        log.info("order %d opened for device %s by rule %s", order_id, device.id, detection.rule_id)
         return get_order(conn, order_id, now=now), True
     order_id = repo.open_order_of_class(conn, device_id=device.id, fault_class=order_class)
     if order_id is None:  # closed between the two statements: open it again
         return open_order_for_detection(conn, detection, params, key=key, now=now)
-    repo.join_order(conn, order_id=order_id, detection_id=detection["id"], priority=params.get("priority", "normal"))
+    repo.join_order(conn, order_id=order_id, detection_id=detection.id, priority=params.get("priority", "normal"))
     _history(conn, order_id, ENGINE, now, "joined",
-             detail={"rule": detection["rule_id"], "detection_id": detection["id"], "action_key": key,
+             detail={"rule": detection.rule_id, "detection_id": detection.id, "action_key": key,
                      "order_id": order_id})
-    log.info("detection %d of device %s joined open order %d", detection["id"], device.id, order_id)
+    log.info("detection %d of device %s joined open order %d", detection.id, device.id, order_id)
     return get_order(conn, order_id, now=now), False
 
 

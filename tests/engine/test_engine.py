@@ -293,7 +293,7 @@ def test_a_threshold_held_for_a_window_opens_and_clears_with_the_window_explaine
 def test_facts_loaded_side_by_side_equal_those_loaded_one_after_another(conn, database, database_url) -> None:
     from rules.builtin import load_builtin_rules
     from rules.conditions import compile_rule, requirements_of
-    from rules.loader import load_facts
+    from rules.loader import LoadOptions, load_facts
 
     devices = [make_device(conn), make_device(conn, model="RH-600")]
     conn.commit()
@@ -311,7 +311,9 @@ def test_facts_loaded_side_by_side_equal_those_loaded_one_after_another(conn, da
     requirements = requirements_of(compile_rule(rule) for rule in load_builtin_rules())
     with database.transaction() as reader:
         one_by_one = load_facts(reader, now=now, requirements=requirements)
-        side_by_side = load_facts(reader, now=now, requirements=requirements, parallel_dsn=database_url)
+        side_by_side = load_facts(
+            reader, now=now, requirements=requirements, options=LoadOptions(parallel_dsn=database_url)
+        )
     assert one_by_one.loaded.keys() == side_by_side.loaded.keys()
     for requirement, value in one_by_one.loaded.items():
         other = side_by_side.loaded[requirement]

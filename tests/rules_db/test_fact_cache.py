@@ -10,7 +10,7 @@ from numpy.testing import assert_allclose
 
 from careloop.db import execute
 from rules.facts import Latest, Trend
-from rules.loader import FactCache, learn_trends, load_facts
+from rules.loader import FactCache, LoadOptions, learn_trends, load_facts
 from tests.factories import make_customer, make_device
 from tests.rules_db.test_loader import assert_same_facts
 
@@ -35,8 +35,9 @@ def _store_grease(conn, device_id: str, values: list[float]) -> None:
 
 def _both(conn, cache: FactCache):
     """Facts read through the cache, and read fresh."""
-    options = {"now": NOW, "requirements": [TREND, Latest("grease_load_pct")], "learned_trends": True}
-    return load_facts(conn, cache=cache, **options), load_facts(conn, **options)
+    requirements = [TREND, Latest("grease_load_pct")]
+    cached = load_facts(conn, now=NOW, requirements=requirements, options=LoadOptions(learned_trends=True, cache=cache))
+    return cached, load_facts(conn, now=NOW, requirements=requirements, options=LoadOptions(learned_trends=True))
 
 
 def test_cached_device_columns_and_trend_fits_follow_every_change(conn) -> None:
@@ -77,18 +78,20 @@ def test_cached_device_columns_and_trend_fits_follow_every_change(conn) -> None:
 def test_a_rolled_back_change_never_leaves_its_rows_in_the_cache(conn) -> None:
     make_device(conn, id="RB-1")
     cache = FactCache()
+    cached = LoadOptions(cache=cache)
     conn.commit()
     make_device(conn, id="RB-2")  # seen by a read inside the same transaction ...
-    assert load_facts(conn, now=NOW, requirements=[], cache=cache).device_id.tolist() == ["RB-1", "RB-2"]
+    assert load_facts(conn, now=NOW, requirements=[], options=cached).device_id.tolist() == ["RB-1", "RB-2"]
     conn.rollback()  # ... then undone: its revision number is never used again
     make_device(conn, id="RB-3")
-    assert load_facts(conn, now=NOW, requirements=[], cache=cache).device_id.tolist() == ["RB-1", "RB-3"]
+    assert load_facts(conn, now=NOW, requirements=[], options=cached).device_id.tolist() == ["RB-1", "RB-3"]
 
 
 @pytest.mark.parametrize("device_ids", [["RB-1"], []])
 def test_a_load_of_some_devices_neither_reads_nor_fills_the_cache(conn, device_ids: list[str]) -> None:
     make_device(conn, id="RB-1")
     cache = FactCache()
-    facts = load_facts(conn, now=NOW, requirements=[TREND], device_ids=device_ids, learned_trends=True, cache=cache)
+    options = LoadOptions(learned_trends=True, cache=cache)
+    facts = load_facts(conn, now=NOW, requirements=[TREND], device_ids=device_ids, options=options)
     assert facts.device_id.tolist() == device_ids
     assert cache.reads == 0

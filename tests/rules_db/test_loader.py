@@ -29,7 +29,7 @@ from rules.facts import (
     Trend,
     TrendFit,
 )
-from rules.loader import learn_baselines, load_facts
+from rules.loader import HISTORY, LoadOptions, learn_baselines, load_facts
 from rules.reference import DeviceHistory, Event, Reading, build_facts
 from tests.factories import make_customer, make_device
 
@@ -203,7 +203,7 @@ def test_history_facts_equal_the_reference_at_every_instant(conn, seed: int) -> 
         *_boundary_instants(histories),
     ]
     for now in instants:
-        actual = load_facts(conn, now=now, requirements=requirements, live=False)
+        actual = load_facts(conn, now=now, requirements=requirements, options=HISTORY)
         expected = build_facts(histories, now=now, requirements=requirements)
         assert_same_facts(actual, expected)
 
@@ -235,7 +235,7 @@ def test_history_facts_have_one_second_resolution(conn) -> None:
     counter = CounterAtEvent("run_hours", "maintenance_done")
     requirements = [Latest("fan_current_a"), MetricWindow("fan_current_a", 1), LastEvent("maintenance_done"),
                     OpenFault("E21"), counter]
-    facts = load_facts(conn, now=np.datetime64("2026-05-01T01:00:00"), requirements=requirements, live=False)
+    facts = load_facts(conn, now=np.datetime64("2026-05-01T01:00:00"), requirements=requirements, options=HISTORY)
     assert_same_facts(facts, build_facts([history], now=at, requirements=requirements))
     assert facts.get(Latest("fan_current_a")).tolist() == [2.0]
     window = facts.get(MetricWindow("fan_current_a", 1))
@@ -243,7 +243,7 @@ def test_history_facts_have_one_second_resolution(conn) -> None:
     assert facts.last_seen.tolist() == facts.get(LastEvent("maintenance_done")).tolist() == [at.replace(tzinfo=None)]
     assert facts.get(OpenFault("E21")).tolist() == [False]
     assert facts.get(counter).tolist() == [100.0]
-    facts = load_facts(conn, now=later(10), requirements=requirements, live=False)
+    facts = load_facts(conn, now=later(10), requirements=requirements, options=HISTORY)
     assert_same_facts(facts, build_facts([history], now=later(10), requirements=requirements))
     assert facts.get(counter).tolist() == [100.0]
 
@@ -314,7 +314,7 @@ def test_live_latest_is_what_the_ingester_keeps_in_device_latest(conn) -> None:
     facts = load_facts(conn, now=LIVE_NOW, requirements=[Latest("fan_current_a"), Latest("run_hours")])
     assert np.isnan(facts.get(Latest("fan_current_a"))[0])
     assert facts.get(Latest("run_hours"))[0] == 9e3
-    history = load_facts(conn, now=LIVE_NOW, requirements=[Latest("run_hours")], live=False)
+    history = load_facts(conn, now=LIVE_NOW, requirements=[Latest("run_hours")], options=HISTORY)
     assert history.get(Latest("run_hours"))[0] == 525.0  # the stored readings are untouched
 
 
@@ -360,7 +360,7 @@ def test_counters_the_ingester_records_at_events_equal_the_reference_in_any_arri
     for requirement in requirements:
         assert_array_equal(live.get(requirement), expected.get(requirement), err_msg=repr(requirement))
     # The probes, on stored history, agree.
-    assert_same_facts(load_facts(conn, now=end, requirements=requirements, live=False), expected)
+    assert_same_facts(load_facts(conn, now=end, requirements=requirements, options=HISTORY), expected)
 
 
 def test_a_late_reading_before_the_first_one_after_the_event_moves_the_counter(conn) -> None:
@@ -419,7 +419,7 @@ def test_live_baseline_is_what_learn_baselines_stored(conn) -> None:
 
     learned = load_facts(conn, now=LIVE_NOW, requirements=requirements)
     expected = build_facts(histories, now=LIVE_NOW, requirements=requirements)
-    from_history = load_facts(conn, now=LIVE_NOW, requirements=requirements, live=False)
+    from_history = load_facts(conn, now=LIVE_NOW, requirements=requirements, options=HISTORY)
     for requirement in requirements:
         for source in (learned, from_history):
             for part in ("centre", "spread", "samples"):
@@ -445,9 +445,9 @@ def test_device_ids_give_only_those_devices_in_id_order(conn) -> None:
     histories = random_fleet(conn, 4)
     requirements = requirements_for(histories)
     now = START + dt.timedelta(days=6)
-    fleet = load_facts(conn, now=now, requirements=requirements, live=False)
+    fleet = load_facts(conn, now=now, requirements=requirements, options=HISTORY)
     chosen = ["LD-4-07", "LD-4-02", "not-registered", "LD-4-05", "LD-4-02", "LD-4-08"]
-    subset = load_facts(conn, now=now, requirements=requirements, device_ids=chosen, live=False)
+    subset = load_facts(conn, now=now, requirements=requirements, device_ids=chosen, options=HISTORY)
     assert subset.device_id.tolist() == ["LD-4-02", "LD-4-05", "LD-4-07", "LD-4-08"]
     rows = np.searchsorted(fleet.device_id, subset.device_id)
     # A baseline describes the whole model, so it is the same whichever devices are evaluated.
@@ -473,17 +473,17 @@ def _rows_of(facts: FleetFacts, rows: np.ndarray) -> FleetFacts:
 @pytest.mark.parametrize("live", [True, False])
 def test_an_empty_fleet_gives_empty_facts_with_every_requirement(conn, live: bool) -> None:
     requirements = requirements_for([DeviceHistory("X", "RH-900", readings=[Reading(START, "fan_current_a", 1.0)])])
-    facts = load_facts(conn, now=START, requirements=requirements, live=live)
+    facts = load_facts(conn, now=START, requirements=requirements, options=LoadOptions(live=live))
     assert facts.size == 0 and facts.missing(requirements) == []
     assert learn_baselines(conn, now=START) == 0
     make_device(conn, id="ALONE", model="RH-900")
-    none_chosen = load_facts(conn, now=START, requirements=requirements, device_ids=[], live=live)
+    none_chosen = load_facts(conn, now=START, requirements=requirements, device_ids=[], options=LoadOptions(live=live))
     assert none_chosen.size == 0 and none_chosen.missing(requirements) == []
 
 
 def test_the_loader_leaves_the_session_settings_as_they_were(conn) -> None:
     live_fleet(conn)
     execute(conn, "SET jit = on")
-    load_facts(conn, now=LIVE_NOW, requirements=[Latest("run_hours"), Trend("run_hours", DAY)], live=False)
+    load_facts(conn, now=LIVE_NOW, requirements=[Latest("run_hours"), Trend("run_hours", DAY)], options=HISTORY)
     learn_baselines(conn, now=LIVE_NOW)
     assert fetch_all(conn, "SELECT current_setting('jit') AS jit") == [{"jit": "on"}]
