@@ -164,3 +164,37 @@ DELETE FROM quarantine WHERE id IN (
     ORDER BY id
     LIMIT %(chunk)s
 )
+
+-- name: derive_last_seen --
+-- History stored in bulk rather than ingested: each registered device's last seen is its newest stored reading or
+-- event of its own (events CareLoop records, seq < 0, are not the device speaking). A later one kept stays.
+INSERT INTO device_state AS state (device_id, last_seen, updated_at)
+SELECT heard.device_id, max(heard.ts), now()
+FROM (
+    SELECT device_id, max(ts) AS ts FROM telemetry GROUP BY device_id
+    UNION ALL
+    SELECT device_id, max(ts) FROM events WHERE seq >= 0 GROUP BY device_id
+) AS heard
+WHERE heard.device_id IN (SELECT id FROM devices)
+GROUP BY heard.device_id
+ORDER BY heard.device_id
+ON CONFLICT (device_id) DO UPDATE SET
+    last_seen  = GREATEST(state.last_seen, excluded.last_seen),
+    updated_at = now()
+
+-- name: derive_device_latest --
+-- History stored in bulk rather than ingested: the newest stored reading of each metric per device, by (ts, seq).
+INSERT INTO device_latest AS latest (device_id, metric, value, ts, seq)
+SELECT DISTINCT ON (device_id, metric) device_id, metric, value, ts, seq
+FROM telemetry
+WHERE device_id IN (SELECT id FROM devices)
+ORDER BY device_id, metric, ts DESC, seq DESC
+ON CONFLICT (device_id, metric) DO UPDATE SET
+    value = excluded.value,
+    ts    = excluded.ts,
+    seq   = excluded.seq
+WHERE (excluded.ts, excluded.seq) > (latest.ts, latest.seq)
+
+-- name: event_types_by_device --
+-- Each (device, event type) with a stored event: where event_counters may have rows.
+SELECT DISTINCT device_id, type FROM events ORDER BY device_id, type

@@ -125,3 +125,17 @@ def missing_seq_total(conn: Any) -> int:
 def seq_resets_total(conn: Any) -> int:
     return int(fetch_value(conn, QUERIES["seq_resets_total"]))
 
+
+def derive_last_seen(conn: Any) -> None:
+    """Each device's last seen from every stored reading and event of its own (history stored in bulk)."""
+    execute(conn, QUERIES["derive_last_seen"])
+
+
+def derive_device_latest(conn: Any) -> None:
+    """Each device's newest stored reading of each metric (history stored in bulk)."""
+    execute(conn, QUERIES["derive_device_latest"])
+
+
+def event_types_by_device(conn: Any) -> list[tuple[str, str]]:
+    """(device_id, event type) of every stored event, once each."""
+    return [(row["device_id"], row["type"]) for row in fetch_all(conn, QUERIES["event_types_by_device"])]

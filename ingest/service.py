@@ -192,6 +192,22 @@ def quarantined_since(conn: Any, *, since: dt.datetime) -> int:
     return sum(row["count"] for row in repo.quarantine_by_reason(conn, since=since))
 
 
+def derive_state_from_history(conn: Any) -> None:
+    """What ingesting would have kept per device, for history stored in bulk instead (an import of history, a
+    benchmark's fixture): last seen, the newest reading of each metric, and the counters at each device's last
+    event of each type. Seq accounting is left alone: it counts messages lost on the way, and history loaded in
+    bulk never travelled. Status (online or offline) is what devices say on their status topic: ingest that."""
+    repo.derive_last_seen(conn)
+    repo.derive_device_latest(conn)
+    events = repo.event_types_by_device(conn)
+    models = devices_service.models_of_devices(conn, sorted({device_id for device_id, _type in events}))
+    repo.record_event_counters(
+        conn,
+        events=event_counter_triples([event for event in events if event[0] in models], models),
+        earliest_readings=[],
+    )
+
+
 # Quarantine is bounded: kept 30 days, and never more than the newest million messages.
 QUARANTINE_RETENTION = dt.timedelta(days=30)
 QUARANTINE_MAX_ROWS = 1_000_000

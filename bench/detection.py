@@ -1,9 +1,9 @@
-"""`careloop bench detection` and `careloop bench engine`: how well and how fast the rule engine finds things.
+"""`careloop bench detection`: how well the rule engine finds faults, against the simulator's ground truth.
 
-- detection: a simulated fleet with injected faults replays days of history through the real
-  ingest and engine code on a simulated clock, and is scored against the simulator's ground truth.
-- engine: one scheduled evaluation of the whole built-in catalog over large generated fleets.
-Both run in a database of their own, dropped afterwards.
+A simulated fleet with injected faults replays days of history through the real ingest and engine code on a
+simulated clock, and is scored per fault code (recall, precision, time to detect); then faults published over
+MQTT time the live path (publish → ingester → commit → engine → detection). In a database of its own, dropped
+afterwards.
 """
 
 from __future__ import annotations
@@ -17,18 +17,15 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 
-import psycopg2
-from psycopg2.extras import execute_values
 from tqdm import tqdm
 
-from careloop.bench import temporary_database
+from bench.fixtures import register_devices, temporary_database
 from careloop.db import Database, fetch_all
+from careloop.demo import register_fleet
 from careloop.mqtt import events_topic, make_connection
 from careloop.runtime import resolve_services
 from careloop.settings import get_settings
-from devices.catalog import load_catalog
-from ingest import repo as ingest_repo
-from ingest.service import InboundMessage, event_counter_triples, ingest_batch
+from ingest.service import InboundMessage, ingest_batch
 from ingest.subscriber import Ingester, forget_session
 from rules.conditions import walk_conditions
 from rules.engine import Engine, Schedule
@@ -36,9 +33,7 @@ from rules.evaluation import active_rules
 from rules.service import load_builtin_catalog
 from simulators.faults import FaultRecord
 from simulators.fleet import make_fleet
-from simulators.physics import Simulation
-
-# ---------------------------------------------------------------- detection quality
+from simulators.simulation import Simulation
 
 
 def fault_codes_of(condition) -> set[str]:
@@ -150,10 +145,8 @@ def _minutes(seconds: list[float], quantile: float) -> str:
 def measure_live_latency(database: Database, database_url: str, mqtt_url: str, count: int) -> list[float]:
     """Seconds from publishing a fault over MQTT to its detection, through the real ingester and engine."""
     devices = [f"LATENCY-{n:04d}" for n in range(count)]
-    with database.transaction() as conn, conn.cursor() as cursor:
-        execute_values(
-            cursor, "INSERT INTO devices (id, model, kind) VALUES %s", [(d, "RH-900", "range_hood") for d in devices]
-        )
+    with database.transaction() as conn:
+        register_devices(conn, devices)
     ingester = Ingester(database, mqtt_url, name=f"bench-{uuid.uuid4().hex[:8]}", share_group="bench-latency")
     engine = Engine(database, schedule=Schedule(sweep_s=3600, window_s=3600, baselines_s=3600, trends_s=3600))
     stop = threading.Event()
@@ -211,8 +204,6 @@ def bench_detection(args: argparse.Namespace) -> int:
         f"step {args.step}s, faults {args.faults!r}, seed {args.seed}"
     )
     with temporary_database(urls.database_url) as database_url:
-        from careloop.demo import register_fleet
-
         register_fleet(database_url, fleet, seed=args.seed)
         database = Database(database_url, max_connections=2)
         with database.transaction() as conn:
@@ -274,199 +265,3 @@ def bench_detection(args: argparse.Namespace) -> int:
         for rule_id, count in sorted(other.items(), key=lambda item: -item[1]):
             print(f"  {rule_id:<32} {count:>6}")
     return 0
-
-
-# ---------------------------------------------------------------- engine speed
-
-HISTORY_SQL = """
-INSERT INTO telemetry (ts, device_id, metric, value, seq)
-SELECT %(start)s::timestamptz + n * %(every)s * interval '1 second', d.id, m.metric,
-       CASE WHEN m.counter THEN m.lo + n * %(every)s / 3600.0 * (0.05 + 0.1 * (hashtext(d.id) & 7) / 7.0)
-            ELSE m.lo + m.span * (0.3 + 0.1 * random() + 0.3 * n::float / %(steps)s * ((hashtext(d.id) & 15) = 0)::int)
-       END,
-       n
-FROM devices AS d
-JOIN bench_metrics AS m ON m.model = d.model
-CROSS JOIN generate_series(0, %(steps)s - 1) AS n
-WHERE d.id >= %(first)s AND d.id < %(last)s
-"""
-
-
-def _generate_fleet(conn, devices: int, *, days: int, every_s: int, now: dt.datetime) -> int:
-    """Devices of every model, owners with birthdays, a week of readings, some events; answers telemetry rows."""
-    catalog = load_catalog()
-    models = sorted(catalog)
-    with conn.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO customers (name, birthday) SELECT 'Owner ' || n, DATE '1960-01-01' + (n * 37 %% 15000) "
-            "FROM generate_series(1, %s) AS n",
-            (devices // 2 + 1,),
-        )
-        cursor.execute("SELECT min(id) FROM customers")
-        first_customer = cursor.fetchone()[0]
-        rows = [
-            (
-                f"{catalog[models[n % len(models)]].kind[:2].upper()}-{n:07d}",
-                models[n % len(models)],
-                catalog[models[n % len(models)]].kind,
-                first_customer + n // 2,
-                (now - dt.timedelta(days=30 + (n * 97) % 4000)).date(),
-            )
-            for n in range(devices)
-        ]
-        execute_values(cursor, "INSERT INTO devices (id, model, kind, owner_id, purchased_on) VALUES %s", rows)
-        cursor.execute(
-            "CREATE TEMP TABLE bench_metrics (model text, metric text, lo float8, span float8, counter bool)"
-        )
-        execute_values(
-            cursor,
-            "INSERT INTO bench_metrics VALUES %s",
-            [
-                (code, name, metric.min, metric.max - metric.min, metric.counter)
-                for code, model in catalog.items()
-                for name, metric in model.metrics.items()
-            ],
-        )
-        steps = days * 86400 // every_s
-        start = now - dt.timedelta(days=days)
-        ids = sorted(row[0] for row in rows)
-        chunk = 2000
-        for first in tqdm(range(0, len(ids), chunk), desc=f"history of {devices:,} devices", unit="chunk"):
-            last = ids[min(first + chunk, len(ids) - 1)] if first + chunk < len(ids) else ids[-1] + "~"
-            cursor.execute(
-                HISTORY_SQL,
-                {"start": start, "every": every_s, "steps": steps, "first": ids[first], "last": last},
-            )
-            conn.commit()
-        # A cleaning for every fourth device, a fault for one in fifty; then each device's state.
-        cursor.execute(
-            "INSERT INTO events (ts, device_id, seq, type) SELECT %s, id, 1000000, 'maintenance_done' "
-            "FROM devices WHERE hashtext(id) %% 4 = 0",
-            (now - dt.timedelta(days=days / 2),),
-        )
-        fault_rows = [
-            (now - dt.timedelta(hours=1), device_id, 1000001, "fault", sorted(catalog[model].fault_codes)[0])
-            for device_id, model, *_ in rows[::50]
-            if catalog[model].fault_codes
-        ]
-        execute_values(cursor, "INSERT INTO events (ts, device_id, seq, type, code) VALUES %s", fault_rows)
-        # What the ingester would have kept while storing this history: each device's state, its newest
-        # reading of each metric, and its counters at its last event of each type.
-        cursor.execute(
-            """
-            INSERT INTO device_state (device_id, online, status_changed_at, last_seen)
-            SELECT device_id, true, %(start)s, max(ts) FROM telemetry GROUP BY device_id
-            """,
-            {"start": start},
-        )
-        cursor.execute(
-            """
-            INSERT INTO device_latest (device_id, metric, value, ts, seq)
-            SELECT DISTINCT ON (device_id, metric) device_id, metric, value, ts, seq
-            FROM telemetry ORDER BY device_id, metric, ts DESC, seq DESC
-            """
-        )
-        model_of = {device_id: catalog[model] for device_id, model, *_ in rows}
-        cursor.execute("SELECT DISTINCT device_id, type FROM events")
-        counters = event_counter_triples(cursor.fetchall(), model_of)
-        ingest_repo.record_event_counters(conn, events=counters, earliest_readings=[])
-        cursor.execute("SELECT count(*) FROM telemetry")
-        telemetry_rows = cursor.fetchone()[0]
-    conn.commit()
-    return telemetry_rows
-
-
-@dataclass
-class EngineFigures:
-    devices: int
-    readings: int
-    baselines_s: float
-    trends_s: float
-    first: dict[str, tuple[float, object]]  # job -> (seconds, EvaluationSummary) of the engine's first run
-    jobs: dict[str, list[tuple[float, object]]]  # job -> [(seconds, EvaluationSummary)] per repeat
-
-
-def bench_engine(args: argparse.Namespace) -> int:
-    urls = resolve_services(get_settings(), need_broker=False)
-    sizes = [int(size) for size in args.devices.split(",")]
-    print(
-        f"careloop bench engine: the built-in catalog over {', '.join(f'{s:,}' for s in sizes)} devices, "
-        f"{args.days} days of history, a reading of each metric every {args.every}s; best of {args.repeat} runs"
-    )
-    results = []
-    for size in sizes:
-        with temporary_database(urls.database_url) as database_url:
-            conn = psycopg2.connect(database_url)
-            now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-            readings = _generate_fleet(conn, size, days=args.days, every_s=args.every, now=now)
-            conn.close()
-            # A server that took a week of telemetry has vacuumed it (autovacuum runs on inserts too): the
-            # visibility map is set, and the loader's index-only scans need not visit the table.
-            _vacuum(database_url)
-            database = Database(database_url, max_connections=2)
-            with database.transaction() as setup:
-                load_builtin_catalog(setup)
-            engine = Engine(database, clock=lambda now=now: now)
-            baselines_s = _timed(engine.learn_baselines)[0]
-            trends_s = _timed(engine.learn_trends)[0]
-            with database.connection() as reader:
-                some = [row["id"] for row in fetch_all(reader, "SELECT id FROM devices ORDER BY random() LIMIT 500")]
-            # The engine's first runs open the fleet's detections and fill its cache of device columns and
-            # trend fits; the runs after them are the steady state every minute and every five minutes.
-            first = {"window": _timed(engine.window), "sweep": _timed(engine.sweep)}
-            # What autovacuum does to a table that just took a hundred thousand rows.
-            _vacuum(database_url, "detections")
-            jobs = {
-                "window": [_timed(engine.window) for _ in range(args.repeat)],
-                "sweep": [_timed(engine.sweep) for _ in range(args.repeat)],
-                "batch of 500": [_timed(engine.evaluate_batch, some) for _ in range(args.repeat)],
-            }
-            database.close()
-        results.append(EngineFigures(size, readings, baselines_s, trends_s, first, jobs))
-    print(
-        f"\n{'devices':>8} {'readings':>12} {'job':<13} {'rules':>5} {'best s':>7} {'facts s':>8} "
-        f"{'windows s':>9} {'evaluate s':>10} {'store s':>8} {'opened':>7} {'vs 1 s':>7}"
-    )
-    for figures in results:
-        for job, runs in figures.jobs.items():
-            best_s, best = min(runs, key=lambda run: run[0])
-            parts = best.seconds
-            opened = sum(run[1].opened for run in runs)
-            print(
-                f"{figures.devices:>8,} {figures.readings:>12,} {job:<13} {best.rules:>5} {best_s:>7.2f} "
-                f"{parts.get('facts', 0):>8.2f} {parts.get('windows', 0):>9.2f} {parts.get('evaluate', 0):>10.2f} "
-                f"{parts.get('store', 0):>8.2f} "
-                f"{opened:>7,} {best_s:>6.2f}x"
-            )
-        for job, (seconds, summary) in figures.first.items():
-            print(
-                f"{figures.devices:>8,} {figures.readings:>12,} {'first ' + job:<13} {summary.rules:>5} "
-                f"{seconds:>7.2f}  (once: reads the cache, opens {summary.opened:,})"
-            )
-        for job, seconds in (("baselines", figures.baselines_s), ("trend fits", figures.trends_s)):
-            print(f"{figures.devices:>8,} {figures.readings:>12,} {job:<13} {'':>5} {seconds:>7.2f}  (hourly job)")
-    if len(results) > 1:
-        small, large = results[0], results[-1]
-        ratio = min(run[0] for run in large.jobs["window"]) / min(run[0] for run in small.jobs["window"])
-        print(
-            f"\nwindow job: {large.devices / small.devices:.0f}x the fleet took {ratio:.1f}x the time "
-            f"({small.devices:,} -> {large.devices:,} devices)"
-        )
-    return 0
-
-
-def _vacuum(database_url: str, table: str | None = None) -> None:
-    conn = psycopg2.connect(database_url)
-    conn.autocommit = True
-    with conn.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE" + (f" {table}" if table else ""))
-    conn.close()
-
-
-def _timed(job, *args):
-    started = time.perf_counter()
-    result = job(*args)
-    return time.perf_counter() - started, result
-
-
-__all__ = ["bench_detection", "bench_engine"]

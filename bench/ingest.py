@@ -1,4 +1,7 @@
-"""`careloop bench ...`: benchmarks that print figures and ratios, never pass/fail."""
+"""`careloop bench ingest`: MQTT publish-to-commit throughput of the real ingester, against the raw limits.
+
+Three figures for the same messages: one paho client draining the broker (no database), a COPY of the same rows
+into telemetry (no broker), and publish → ingester → commit. A figure, never a pass or fail."""
 
 from __future__ import annotations
 
@@ -10,17 +13,13 @@ import multiprocessing
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
-from psycopg2 import sql
-from psycopg2.extras import execute_values
 from tqdm import tqdm
 
-from careloop.db import Database, ensure_database, fetch_value, migrate
+from bench.fixtures import register_devices, temporary_database
+from careloop.db import Database, fetch_value
 from careloop.mqtt import make_connection, telemetry_topic
 from careloop.runtime import resolve_services
 from careloop.settings import get_settings
@@ -28,22 +27,6 @@ from ingest.subscriber import Ingester, forget_session
 
 RAW_TOPIC_ROOT = "careloop-bench/raw"
 METRICS_PER_MESSAGE = 5
-
-
-def run_benchmark(args: argparse.Namespace) -> int:
-    if args.bench == "ingest":
-        return bench_ingest(args)
-    if args.bench == "chaos":
-        from bench.chaos import bench_chaos
-
-        return bench_chaos(args)
-    from rules import bench as rules_bench
-
-    if args.bench == "engine":
-        return rules_bench.bench_engine(args)
-    if args.bench == "detection":
-        return rules_bench.bench_detection(args)
-    raise SystemExit(f"careloop bench: no benchmark {args.bench!r}")
 
 
 # --- the workload ------------------------------------------------------------------------------
@@ -249,32 +232,14 @@ def measure_ingest(
     return Figure(name, seconds, messages, stored), rows
 
 
-@contextmanager
-def temporary_database(server_url: str) -> Iterator[str]:
-    """A migrated database of its own for one benchmark run, dropped afterwards."""
-    parts = urlsplit(server_url)
-    name = f"careloop_bench_{uuid.uuid4().hex[:8]}"
-    database_url = urlunsplit(parts._replace(path=f"/{name}"))
-    ensure_database(database_url)
-    try:
-        migrate(database_url)
-        yield database_url
-    finally:
-        admin = psycopg2.connect(urlunsplit(parts._replace(path="/postgres")))
-        admin.autocommit = True
-        with admin.cursor() as cursor:
-            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.close()
-
-
 def bench_ingest(args: argparse.Namespace) -> int:
     urls = resolve_services(get_settings())
     devices = device_ids(args.devices)
     expected = args.messages * METRICS_PER_MESSAGE
     with temporary_database(urls.database_url) as database_url:
-        with psycopg2.connect(database_url) as conn, conn.cursor() as cursor:
-            rows = [(device, "RH-900", "range_hood") for device in devices]
-            execute_values(cursor, "INSERT INTO devices (id, model, kind) VALUES %s", rows)
+        conn = psycopg2.connect(database_url)
+        with conn:
+            register_devices(conn, devices)
         conn.close()
         print(
             f"careloop bench ingest: {args.messages:,} messages x {METRICS_PER_MESSAGE} metrics from "

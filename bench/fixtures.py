@@ -1,0 +1,39 @@
+"""What the benchmarks set up before they measure: a database of their own, and devices registered in it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+from psycopg2 import sql
+
+from careloop.db import Connection, ensure_database, migrate
+from devices import service as devices_service
+from devices.models import DeviceCreate
+
+
+@contextmanager
+def temporary_database(server_url: str) -> Iterator[str]:
+    """A migrated database of its own for one benchmark run, dropped afterwards."""
+    parts = urlsplit(server_url)
+    name = f"careloop_bench_{uuid.uuid4().hex[:8]}"
+    database_url = urlunsplit(parts._replace(path=f"/{name}"))
+    ensure_database(database_url)
+    try:
+        migrate(database_url)
+        yield database_url
+    finally:
+        admin = psycopg2.connect(urlunsplit(parts._replace(path="/postgres")))
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.close()
+
+
+def register_devices(conn: Connection, device_ids: Iterable[str], *, model: str = "RH-900") -> None:
+    """Register devices of one model, with no owner, as POST /devices does; the caller commits."""
+    for device_id in device_ids:
+        devices_service.register_device(conn, DeviceCreate(id=device_id, model=model))
