@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from careloop.deps import Caller, Conn, Offset, RowId, require
-from careloop.errors import NotFound
+from careloop.errors import EVERY_ROUTE, NotFound, answers
 from careloop.pages import Page
 from service_orders import service
 from service_orders.models import (
@@ -30,7 +30,7 @@ from service_orders.models import (
     Transition,
 )
 
-router = APIRouter(tags=["service orders"])
+router = APIRouter(tags=["service orders"], responses=EVERY_ROUTE)
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Name = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9 _.:-]+$")]
 StatusFilter = Literal["open", "new", "scheduled", "assigned", "in_progress", "completed", "cancelled"]
@@ -68,60 +68,68 @@ def list_orders(
     )
 
 
-@router.post("/service-orders", status_code=201, dependencies=[DISPATCH])
+@router.post("/service-orders", status_code=201, dependencies=[DISPATCH], responses=answers(403, 404, 409))
 def open_order(order: OrderOpen, conn: Conn, caller: Caller) -> OrderDetail:
     """Open an order by hand (a hotline call). A device with an open order of the same type and skill answers 409
     naming that order."""
     return service.open_order(conn, order, actor=actor_of(caller), now=now())
 
 
-@router.get("/service-orders/{order_id}")
+@router.get("/service-orders/{order_id}", responses=answers(404))
 def get_order(order_id: RowId, conn: Conn, caller: Caller) -> OrderDetail:
     """One order with its history (who changed what, when) and where it may go next."""
     return service.get_order(conn, order_id, now=now(), actor=actor_of(caller))
 
 
-@router.post("/service-orders/{order_id}/status", dependencies=[require("dispatcher", "technician")])
+@router.post(
+    "/service-orders/{order_id}/status",
+    dependencies=[require("dispatcher", "technician")],
+    responses=answers(403, 404, 409),
+)
 def change_status(order_id: RowId, transition: Transition, conn: Conn, caller: Caller) -> OrderDetail:
     """Move an order along its lifecycle; a transition that is not allowed is a 409 naming the allowed ones."""
     return service.change_status(conn, order_id, transition.status, actor=actor_of(caller), now=now(),
                                  note=transition.note)
 
 
-@router.get("/service-orders/{order_id}/proposals", dependencies=[DISPATCH])
+@router.get("/service-orders/{order_id}/proposals", dependencies=[DISPATCH], responses=answers(403, 404))
 def propose_technicians(order_id: RowId, conn: Conn) -> list[Proposal]:
     """The best technicians for the order, each with why (skill, region, load, soonest free window)."""
     return service.propose_technicians(conn, order_id, now=now())
 
 
-@router.post("/service-orders/{order_id}/assign", dependencies=[DISPATCH])
+@router.post("/service-orders/{order_id}/assign", dependencies=[DISPATCH], responses=answers(403, 404, 409))
 def assign(order_id: RowId, assignment: Assignment, conn: Conn, caller: Caller) -> OrderDetail:
     """Assign a technician and book a visit window in their calendar (the soonest free one when none is given);
     a window that does not fit is a 409 saying why."""
     return service.assign(conn, order_id, assignment, actor=actor_of(caller), now=now())
 
 
-@router.post("/service-orders/{order_id}/complete", dependencies=[require("dispatcher", "technician")])
+@router.post(
+    "/service-orders/{order_id}/complete",
+    dependencies=[require("dispatcher", "technician")],
+    responses=answers(403, 404, 409),
+)
 def complete(order_id: RowId, completion: Completion, conn: Conn, caller: Caller) -> OrderDetail:
     """Record the visit: outcome, parts, cost, rating. An order opened from a detection is confirmed when the
     fault clears in the telemetry, else reopened."""
     return service.complete(conn, order_id, completion, actor=actor_of(caller), now=now())
 
 
-@router.get("/technicians", dependencies=[DISPATCH])
+@router.get("/technicians", dependencies=[DISPATCH], responses=answers(403))
 def list_technicians(
     conn: Conn, skill: Name = None, region: Name = None, limit: Limit = 100, offset: Offset = 0
 ) -> Page[TechnicianRead]:
     return service.list_technicians(conn, skill=skill, region=region, limit=limit, offset=offset)
 
 
-@router.post("/technicians", status_code=201, dependencies=[DISPATCH])
+@router.post("/technicians", status_code=201, dependencies=[DISPATCH], responses=answers(403))
 def create_technician(technician: TechnicianCreate, conn: Conn) -> TechnicianRead:
     """Register a technician: skills, home region, working hours in their time zone, daily capacity."""
     return service.create_technician(conn, technician)
 
 
-@router.get("/technicians/{technician_id}")
+@router.get("/technicians/{technician_id}", responses=answers(404))
 def get_technician(technician_id: RowId, conn: Conn, caller: Caller) -> TechnicianRead:
     if caller.role == "technician" and caller.technician_id != technician_id:
         raise NotFound(f"no technician {technician_id}")
@@ -130,7 +138,7 @@ def get_technician(technician_id: RowId, conn: Conn, caller: Caller) -> Technici
     return service.get_technician(conn, technician_id)
 
 
-@router.get("/call-tasks", dependencies=[require("dispatcher", "technician")])
+@router.get("/call-tasks", dependencies=[require("dispatcher", "technician")], responses=answers(403))
 def list_call_tasks(
     conn: Conn,
     caller: Caller,
@@ -148,7 +156,7 @@ def list_call_tasks(
                                    offset=offset)
 
 
-@router.post("/call-tasks/{task_id}/outcome", dependencies=[DISPATCH])
+@router.post("/call-tasks/{task_id}/outcome", dependencies=[DISPATCH], responses=answers(403, 404, 409))
 def record_call_outcome(task_id: RowId, record: CallOutcomeRecord, conn: Conn, caller: Caller) -> CallTaskRead:
     """Record a call: reached or declined close it; no answer (retry in 2 h unless given) and call back keep it
     open until retry_at."""

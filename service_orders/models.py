@@ -58,7 +58,9 @@ class OrderOpen(BaseModel):
     source: Literal["hotline", "dispatcher"] = "hotline"
 
 
-class OrderRead(BaseModel):
+class _Order(BaseModel):
+    """What an order is: the columns a stored order and an answered one share."""
+
     id: int
     device_id: str
     customer_id: int | None
@@ -73,8 +75,6 @@ class OrderRead(BaseModel):
     detection_ids: list[int]
     opened_at: dt.datetime
     sla_due_at: dt.datetime
-    sla_state: SlaState
-    time_left_s: float | None = Field(description="seconds to the SLA due time; negative when overdue")
     escalations: int
     technician_id: int | None
     appointment_start: dt.datetime | None
@@ -87,9 +87,25 @@ class OrderRead(BaseModel):
     verification: str | None
     verify_by: dt.datetime | None
     reopened: int
-    region: str | None = None
+    region: str | None = None  # the device's
     customer_name: str | None = None
     customer_phone: str | None = None
+
+
+class OrderRow(_Order):
+    """An order as the repo reads it: every column, with the device's region and the customer where joined."""
+
+    action_key: str | None
+    escalated_at: dt.datetime | None
+    paid: bool
+    updated_at: dt.datetime
+
+
+class OrderRead(_Order):
+    """An order as the API answers it, with where it stands against its SLA."""
+
+    sla_state: SlaState
+    time_left_s: float | None = Field(description="seconds to the SLA due time; negative when overdue")
 
 
 class HistoryEntry(BaseModel):

@@ -85,7 +85,7 @@ WHERE id = %(order_id)s
 
 -- name: overdue_orders --
 -- Open orders past their SLA due time and not escalated within the last escalation interval, locked.
-SELECT id, priority, sla_due_at, escalations FROM service_orders
+SELECT * FROM service_orders
 WHERE status NOT IN ('completed', 'cancelled') AND sla_due_at < %(now)s
   AND (escalated_at IS NULL OR escalated_at < %(now)s - %(every)s::interval)
 ORDER BY sla_due_at
@@ -99,7 +99,7 @@ WHERE id = %(order_id)s
 
 -- name: completions_to_verify --
 -- Completed orders whose verification is pending, locked.
-SELECT id, verify_by, detection_ids FROM service_orders
+SELECT * FROM service_orders
 WHERE verification = 'pending' AND status = 'completed'
 ORDER BY verify_by
 FOR UPDATE SKIP LOCKED

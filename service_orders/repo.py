@@ -1,4 +1,4 @@
-"""Thin functions over service_orders/queries.sql; rows leave as dicts of named columns."""
+"""Thin functions over service_orders/queries.sql; rows leave as the domain's models."""
 
 from __future__ import annotations
 
@@ -8,46 +8,54 @@ from typing import Any
 
 from psycopg2.extras import Json
 
-from careloop.db import Row, execute, fetch_all, fetch_one, fetch_value, load_queries
+from careloop.db import Connection, execute, fetch_all, fetch_one, fetch_value, load_queries
+from careloop.pages import Page, paginate
+from service_orders.calendar import Booking
+from service_orders.models import CallTaskRead, HistoryEntry, OrderRow, TechnicianRead
 
 QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
 
 
-def insert_order(conn: Any, *, order: dict[str, Any]) -> int | None:
+def insert_order(conn: Connection, *, order: dict[str, Any]) -> int | None:
     """The new order's id, or None when an order of the device and fault class is open already."""
     return fetch_value(conn, QUERIES["insert_order"], {**order, "explanation": Json(order.get("explanation"))})
 
 
-def open_order_of_class(conn: Any, *, device_id: str, fault_class: str) -> int | None:
+def open_order_of_class(conn: Connection, *, device_id: str, fault_class: str) -> int | None:
     return fetch_value(conn, QUERIES["open_order_of_class"], {"device_id": device_id, "fault_class": fault_class})
 
 
-def order_by_action(conn: Any, *, action_key: str) -> int | None:
+def order_by_action(conn: Connection, *, action_key: str) -> int | None:
     return fetch_value(conn, QUERIES["order_by_action"], {"action_key": action_key})
 
 
-def join_order(conn: Any, *, order_id: int, detection_id: int | None, priority: str) -> None:
+def join_order(conn: Connection, *, order_id: int, detection_id: int | None, priority: str) -> None:
     execute(conn, QUERIES["join_order"], {"order_id": order_id, "detection_id": detection_id, "priority": priority})
 
 
-def lock_order(conn: Any, *, order_id: int) -> Row | None:
-    return fetch_one(conn, QUERIES["lock_order"], {"order_id": order_id})
+def lock_order(conn: Connection, *, order_id: int) -> OrderRow | None:
+    row = fetch_one(conn, QUERIES["lock_order"], {"order_id": order_id})
+    return OrderRow.model_validate(row) if row is not None else None
 
 
-def list_orders(conn: Any, *, now: dt.datetime, limit: int = 100, offset: int = 0, **filters: Any) -> list[Row]:
+def list_orders(
+    conn: Connection, *, now: dt.datetime, limit: int = 100, offset: int = 0, **filters: Any
+) -> Page[OrderRow]:
     params = {
         "order_id": None, "status": None, "device_id": None, "customer_id": None, "technician_id": None,
         "region": None, "skill": None, "priority": None, "overdue": None, **filters,
     }
-    return fetch_all(conn, QUERIES["list_orders"], {**params, "now": now, "limit": limit, "offset": offset})
+    rows = fetch_all(conn, QUERIES["list_orders"], {**params, "now": now, "limit": limit, "offset": offset})
+    return paginate(rows, OrderRow.model_validate)
 
 
-def order_history(conn: Any, *, order_id: int) -> list[Row]:
-    return fetch_all(conn, QUERIES["order_history"], {"order_id": order_id})
+def order_history(conn: Connection, *, order_id: int) -> list[HistoryEntry]:
+    rows = fetch_all(conn, QUERIES["order_history"], {"order_id": order_id})
+    return [HistoryEntry.model_validate(row) for row in rows]
 
 
 def record_history(
-    conn: Any,
+    conn: Connection,
     *,
     order_id: int,
     at: dt.datetime,
@@ -64,12 +72,12 @@ def record_history(
     })
 
 
-def set_status(conn: Any, *, order_id: int, status: str) -> None:
+def set_status(conn: Connection, *, order_id: int, status: str) -> None:
     execute(conn, QUERIES["set_status"], {"order_id": order_id, "status": status})
 
 
 def set_appointment(
-    conn: Any, *, order_id: int, technician_id: int | None, start: dt.datetime | None, end: dt.datetime | None,
+    conn: Connection, *, order_id: int, technician_id: int | None, start: dt.datetime | None, end: dt.datetime | None,
     status: str,
 ) -> None:
     execute(conn, QUERIES["set_appointment"], {
@@ -77,7 +85,7 @@ def set_appointment(
     })
 
 
-def complete_order(conn: Any, *, order_id: int, at: dt.datetime, completion: dict[str, Any],
+def complete_order(conn: Connection, *, order_id: int, at: dt.datetime, completion: dict[str, Any],
                    verify_by: dt.datetime | None, verification: str) -> None:
     execute(conn, QUERIES["complete_order"], {
         **completion, "parts": Json(completion["parts"]), "order_id": order_id, "at": at,
@@ -85,64 +93,71 @@ def complete_order(conn: Any, *, order_id: int, at: dt.datetime, completion: dic
     })
 
 
-def overdue_orders(conn: Any, *, now: dt.datetime, every: dt.timedelta) -> list[Row]:
-    return fetch_all(conn, QUERIES["overdue_orders"], {"now": now, "every": every})
+def overdue_orders(conn: Connection, *, now: dt.datetime, every: dt.timedelta) -> list[OrderRow]:
+    return [OrderRow.model_validate(row)
+            for row in fetch_all(conn, QUERIES["overdue_orders"], {"now": now, "every": every})]
 
 
-def escalate(conn: Any, *, order_id: int, priority: str, now: dt.datetime) -> None:
+def escalate(conn: Connection, *, order_id: int, priority: str, now: dt.datetime) -> None:
     execute(conn, QUERIES["escalate"], {"order_id": order_id, "priority": priority, "now": now})
 
 
-def completions_to_verify(conn: Any) -> list[Row]:
-    return fetch_all(conn, QUERIES["completions_to_verify"])
+def completions_to_verify(conn: Connection) -> list[OrderRow]:
+    return [OrderRow.model_validate(row) for row in fetch_all(conn, QUERIES["completions_to_verify"])]
 
 
-def set_verification(conn: Any, *, order_id: int, verification: str) -> None:
+def set_verification(conn: Connection, *, order_id: int, verification: str) -> None:
     execute(conn, QUERIES["set_verification"], {"order_id": order_id, "verification": verification})
 
 
-def reopen(conn: Any, *, order_id: int, sla_due_at: dt.datetime) -> None:
+def reopen(conn: Connection, *, order_id: int, sla_due_at: dt.datetime) -> None:
     execute(conn, QUERIES["reopen"], {"order_id": order_id, "sla_due_at": sla_due_at})
 
 
-def insert_technician(conn: Any, *, technician: dict[str, Any]) -> int:
+def insert_technician(conn: Connection, *, technician: dict[str, Any]) -> int:
     return int(fetch_value(conn, QUERIES["insert_technician"], technician))
 
 
-def list_technicians(conn: Any, *, limit: int = 100, offset: int = 0, **filters: Any) -> list[Row]:
+def list_technicians(
+    conn: Connection, *, limit: int = 100, offset: int = 0, **filters: Any
+) -> Page[TechnicianRead]:
     params = {"technician_id": None, "skill": None, "region": None, "active": None, **filters}
-    return fetch_all(conn, QUERIES["list_technicians"], {**params, "limit": limit, "offset": offset})
+    rows = fetch_all(conn, QUERIES["list_technicians"], {**params, "limit": limit, "offset": offset})
+    return paginate(rows, TechnicianRead.model_validate)
 
 
-def lock_technician(conn: Any, *, technician_id: int) -> bool:
+def lock_technician(conn: Connection, *, technician_id: int) -> bool:
     return fetch_value(conn, QUERIES["lock_technician"], {"technician_id": technician_id}) is not None
 
 
 def bookings(
-    conn: Any, *, technician_id: int, since: dt.datetime, except_order: int | None = None
-) -> list[tuple[dt.datetime, dt.datetime]]:
+    conn: Connection, *, technician_id: int, since: dt.datetime, except_order: int | None = None
+) -> list[Booking]:
     rows = fetch_all(conn, QUERIES["bookings"],
                      {"technician_id": technician_id, "since": since, "except_order": except_order})
     return [(row["appointment_start"], row["appointment_end"]) for row in rows]
 
 
-def insert_call_task(conn: Any, *, task: dict[str, Any]) -> int | None:
+def insert_call_task(conn: Connection, *, task: dict[str, Any]) -> int | None:
     return fetch_value(conn, QUERIES["insert_call_task"], task)
 
 
-def call_task_by_action(conn: Any, *, action_key: str) -> int | None:
+def call_task_by_action(conn: Connection, *, action_key: str) -> int | None:
     return fetch_value(conn, QUERIES["call_task_by_action"], {"action_key": action_key})
 
 
-def list_call_tasks(conn: Any, *, limit: int = 100, offset: int = 0, **filters: Any) -> list[Row]:
+def list_call_tasks(
+    conn: Connection, *, limit: int = 100, offset: int = 0, **filters: Any
+) -> Page[CallTaskRead]:
     params = {
         "task_id": None, "status": None, "device_id": None, "customer_id": None, "order_id": None,
         "region": None, "technician_id": None, "due_before": None, **filters,
     }
-    return fetch_all(conn, QUERIES["list_call_tasks"], {**params, "limit": limit, "offset": offset})
+    rows = fetch_all(conn, QUERIES["list_call_tasks"], {**params, "limit": limit, "offset": offset})
+    return paginate(rows, CallTaskRead.model_validate)
 
 
-def record_call_outcome(conn: Any, *, task_id: int, outcome: str, status: str, retry_at: dt.datetime | None,
+def record_call_outcome(conn: Connection, *, task_id: int, outcome: str, status: str, retry_at: dt.datetime | None,
                         notes: str | None) -> bool:
     return fetch_value(conn, QUERIES["record_call_outcome"], {
         "task_id": task_id, "outcome": outcome, "status": status, "retry_at": retry_at, "notes": notes,

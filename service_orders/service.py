@@ -10,9 +10,10 @@ import datetime as dt
 import logging
 from typing import Any
 
+from careloop.db import Connection
 from careloop.durations import Duration
 from careloop.errors import Conflict, InvalidInput, NotFound
-from careloop.pages import Page, paginate
+from careloop.pages import Page
 from customers import service as customers_service
 from devices import service as devices_service
 from ingest import service as ingest_service
@@ -29,10 +30,10 @@ from service_orders.models import (
     CallOutcomeRecord,
     CallTaskRead,
     Completion,
-    HistoryEntry,
     OrderDetail,
     OrderOpen,
     OrderRead,
+    OrderRow,
     Proposal,
     TechnicianCreate,
     TechnicianRead,
@@ -55,7 +56,7 @@ def fault_class(order_type: str, skill: str) -> str:
 # ---------------------------------------------------------------- opening
 
 
-def open_order(conn: Any, order: OrderOpen, *, actor: Actor, now: dt.datetime) -> OrderRead:
+def open_order(conn: Connection, order: OrderOpen, *, actor: Actor, now: dt.datetime) -> OrderRead:
     """Open an order by hand (a hotline call); an open order of the same fault class answers 409 naming it."""
     device = devices_service.get_device(conn, order.device_id)
     order_id = repo.insert_order(conn, order={
@@ -75,7 +76,7 @@ def open_order(conn: Any, order: OrderOpen, *, actor: Actor, now: dt.datetime) -
 
 
 def open_order_for_detection(
-    conn: Any, detection: DetectionToCarryOut, params: dict[str, Any], *, key: str, now: dt.datetime
+    conn: Connection, detection: DetectionToCarryOut, params: dict[str, Any], *, key: str, now: dt.datetime
 ) -> tuple[OrderRead, bool]:
     """The order a detection's `open_service_order` action asks for, exactly once: found by the action's key on a
     retry, joined when an order of the same fault class is open, else opened. Answers (order, opened)."""
@@ -112,24 +113,22 @@ def open_order_for_detection(
 # ---------------------------------------------------------------- reading
 
 
-def get_order(conn: Any, order_id: int, *, now: dt.datetime, actor: Actor | None = None) -> OrderDetail:
-    rows = repo.list_orders(conn, now=now, order_id=order_id, limit=1,
-                            technician_id=_technician_scope(actor))
-    if not rows:
+def get_order(conn: Connection, order_id: int, *, now: dt.datetime, actor: Actor | None = None) -> OrderDetail:
+    found = repo.list_orders(conn, now=now, order_id=order_id, limit=1, technician_id=_technician_scope(actor)).items
+    if not found:
         raise NotFound(f"no service order {order_id}")
-    order = _order_read(rows[0], now)
-    history = [HistoryEntry.model_validate(row) for row in repo.order_history(conn, order_id=order_id)]
+    order = _order_read(found[0], now)
+    history = repo.order_history(conn, order_id=order_id)
     return OrderDetail(**order.model_dump(), history=history, allowed_transitions=list(TRANSITIONS[order.status]))
 
 
 def list_orders(
-    conn: Any, *, now: dt.datetime, actor: Actor | None = None, limit: int = 100, offset: int = 0, **filters: Any
+    conn: Connection, *, now: dt.datetime, actor: Actor | None = None, limit: int = 100, offset: int = 0, **filters: Any
 ) -> Page[OrderRead]:
     """Orders, most urgent first; a technician sees only the orders assigned to them."""
     if actor is not None and actor.role == "technician":
         filters["technician_id"] = _technician_scope(actor)
-    rows = repo.list_orders(conn, now=now, limit=limit, offset=offset, **filters)
-    return paginate(rows, lambda row: _order_read(row, now))
+    return repo.list_orders(conn, now=now, limit=limit, offset=offset, **filters).map(lambda row: _order_read(row, now))
 
 
 def _technician_scope(actor: Actor | None) -> int | None:
@@ -138,44 +137,44 @@ def _technician_scope(actor: Actor | None) -> int | None:
     return actor.technician_id if actor.technician_id is not None else -1  # a technician token bound to nobody
 
 
-def _order_read(row: dict[str, Any], now: dt.datetime) -> OrderRead:
-    due, opened = row["sla_due_at"], row["opened_at"]
-    if row["status"] in ("completed", "cancelled"):
-        finished = row["completed_at"] or row["updated_at"]
+def _order_read(row: OrderRow, now: dt.datetime) -> OrderRead:
+    due, opened = row.sla_due_at, row.opened_at
+    if row.status in ("completed", "cancelled"):
+        finished = row.completed_at or row.updated_at
         state, left = ("met" if finished <= due else "missed"), None
     else:
         left = (due - now).total_seconds()
         soon = min((due - opened) * DUE_SOON, DUE_SOON_AT_MOST).total_seconds()
         state = "overdue" if left < 0 else "due_soon" if left <= soon else "ok"
-    return OrderRead.model_validate({**row, "sla_state": state, "time_left_s": left})
+    return OrderRead.model_validate({**row.model_dump(), "sla_state": state, "time_left_s": left})
 
 
 # ---------------------------------------------------------------- lifecycle
 
 
 def change_status(
-    conn: Any, order_id: int, status: str, *, actor: Actor, now: dt.datetime, note: str | None = None
+    conn: Connection, order_id: int, status: str, *, actor: Actor, now: dt.datetime, note: str | None = None
 ) -> OrderDetail:
     """Move an order along an allowed transition; another is a 409 naming the allowed ones."""
     order = _locked(conn, order_id, actor)
-    allowed = TRANSITIONS[order["status"]]
+    allowed = TRANSITIONS[order.status]
     if status not in allowed:
-        raise Conflict(f"order {order_id} is {order['status']}; it may go to "
+        raise Conflict(f"order {order_id} is {order.status}; it may go to "
                        f"{', '.join(allowed) if allowed else 'nothing: it is closed'}, not {status}")
     if status == "completed":
         raise Conflict(f"complete order {order_id} with POST /service-orders/{order_id}/complete: "
                        "outcome, parts, cost and rating are recorded with it")
-    if status == "assigned" and order["technician_id"] is None:
+    if status == "assigned" and order.technician_id is None:
         raise Conflict(f"order {order_id} has no technician: assign one with POST /service-orders/{order_id}/assign")
     repo.set_status(conn, order_id=order_id, status=status)
-    _history(conn, order_id, actor, now, "status", from_status=order["status"], to_status=status,
+    _history(conn, order_id, actor, now, "status", from_status=order.status, to_status=status,
              detail={"note": note} if note else {})
     return get_order(conn, order_id, now=now)
 
 
-def _locked(conn: Any, order_id: int, actor: Actor) -> dict[str, Any]:
+def _locked(conn: Connection, order_id: int, actor: Actor) -> OrderRow:
     order = repo.lock_order(conn, order_id=order_id)
-    if order is None or (actor.role == "technician" and order["technician_id"] != actor.technician_id):
+    if order is None or (actor.role == "technician" and order.technician_id != actor.technician_id):
         raise NotFound(f"no service order {order_id}")
     return order
 
@@ -183,20 +182,20 @@ def _locked(conn: Any, order_id: int, actor: Actor) -> dict[str, Any]:
 # ---------------------------------------------------------------- technicians
 
 
-def create_technician(conn: Any, technician: TechnicianCreate) -> TechnicianRead:
+def create_technician(conn: Connection, technician: TechnicianCreate) -> TechnicianRead:
     technician_id = repo.insert_technician(conn, technician=technician.model_dump())
     return get_technician(conn, technician_id)
 
 
-def get_technician(conn: Any, technician_id: int) -> TechnicianRead:
-    rows = repo.list_technicians(conn, technician_id=technician_id, limit=1)
-    if not rows:
+def get_technician(conn: Connection, technician_id: int) -> TechnicianRead:
+    found = repo.list_technicians(conn, technician_id=technician_id, limit=1).items
+    if not found:
         raise NotFound(f"no technician {technician_id}")
-    return paginate(rows, TechnicianRead.model_validate).items[0]
+    return found[0]
 
 
-def list_technicians(conn: Any, *, limit: int = 100, offset: int = 0, **filters: Any) -> Page[TechnicianRead]:
-    return paginate(repo.list_technicians(conn, limit=limit, offset=offset, **filters), TechnicianRead.model_validate)
+def list_technicians(conn: Connection, *, limit: int = 100, offset: int = 0, **filters: Any) -> Page[TechnicianRead]:
+    return repo.list_technicians(conn, limit=limit, offset=offset, **filters)
 
 
 def _hours(technician: TechnicianRead) -> WorkingHours:
@@ -204,7 +203,7 @@ def _hours(technician: TechnicianRead) -> WorkingHours:
                         frozenset(technician.work_days), technician.daily_capacity)
 
 
-def propose_technicians(conn: Any, order_id: int, *, now: dt.datetime, limit: int = 5) -> list[Proposal]:
+def propose_technicians(conn: Connection, order_id: int, *, now: dt.datetime, limit: int = 5) -> list[Proposal]:
     """The best technicians for an order, each with why: the right skill; the device's region first; then the
     soonest free visit window within their working hours; then the fewest open orders."""
     order = get_order(conn, order_id, now=now)
@@ -231,16 +230,16 @@ def propose_technicians(conn: Any, order_id: int, *, now: dt.datetime, limit: in
     return [proposal for _key, proposal in ranked[:limit]]
 
 
-def assign(conn: Any, order_id: int, assignment: Assignment, *, actor: Actor, now: dt.datetime) -> OrderDetail:
+def assign(conn: Connection, order_id: int, assignment: Assignment, *, actor: Actor, now: dt.datetime) -> OrderDetail:
     """Give the order a technician and a visit window that fits their calendar (the soonest when none is given)."""
     order = _locked(conn, order_id, actor)
-    if order["status"] not in ("new", "scheduled", "assigned"):
-        raise Conflict(f"order {order_id} is {order['status']}: only new, scheduled or assigned orders are assigned")
+    if order.status not in ("new", "scheduled", "assigned"):
+        raise Conflict(f"order {order_id} is {order.status}: only new, scheduled or assigned orders are assigned")
     technician = get_technician(conn, assignment.technician_id)  # 404 names a technician that does not exist
     if not technician.active:
         raise Conflict(f"technician {technician.id} is not active")
-    if order["skill"] not in technician.skills:
-        raise Conflict(f"technician {technician.id} lacks the skill {order['skill']} this order needs "
+    if order.skill not in technician.skills:
+        raise Conflict(f"technician {technician.id} lacks the skill {order.skill} this order needs "
                        f"(has: {', '.join(technician.skills)})")
     repo.lock_technician(conn, technician_id=technician.id)  # two bookings of one calendar take turns
     booked = repo.bookings(conn, technician_id=technician.id, since=now, except_order=order_id)
@@ -259,7 +258,7 @@ def assign(conn: Any, order_id: int, assignment: Assignment, *, actor: Actor, no
         window = found
     repo.set_appointment(conn, order_id=order_id, technician_id=technician.id, start=window[0], end=window[1],
                          status="assigned")
-    _history(conn, order_id, actor, now, "assigned", from_status=order["status"], to_status="assigned",
+    _history(conn, order_id, actor, now, "assigned", from_status=order.status, to_status="assigned",
              detail={"technician_id": technician.id, "technician": technician.name,
                      "window": [window[0].isoformat(), window[1].isoformat()]})
     log.info("order %d assigned to technician %d by %s", order_id, technician.id, actor.name)
@@ -269,45 +268,45 @@ def assign(conn: Any, order_id: int, assignment: Assignment, *, actor: Actor, no
 # ---------------------------------------------------------------- completion and verification
 
 
-def complete(conn: Any, order_id: int, completion: Completion, *, actor: Actor, now: dt.datetime) -> OrderDetail:
+def complete(conn: Connection, order_id: int, completion: Completion, *, actor: Actor, now: dt.datetime) -> OrderDetail:
     """Record the visit. A paid visit goes into the customer's spend; an order from detections is confirmed by the
     telemetry (its detections clear within a day) or reopened; a maintenance visit resets the usage counters."""
     order = _locked(conn, order_id, actor)
-    if order["status"] != "in_progress":
-        raise Conflict(f"order {order_id} is {order['status']}; only an order in progress is completed "
-                       f"(it may go to {', '.join(TRANSITIONS[order['status']]) or 'nothing'})")
-    from_telemetry = bool(order["detection_ids"])
+    if order.status != "in_progress":
+        raise Conflict(f"order {order_id} is {order.status}; only an order in progress is completed "
+                       f"(it may go to {', '.join(TRANSITIONS[order.status]) or 'nothing'})")
+    from_telemetry = bool(order.detection_ids)
     repo.complete_order(conn, order_id=order_id, at=now, completion=completion.model_dump(),
                         verify_by=now + VERIFY_WITHIN if from_telemetry else None,
                         verification="pending" if from_telemetry else "not_needed")
     _history(conn, order_id, actor, now, "completed", from_status="in_progress", to_status="completed",
              detail={"outcome": completion.outcome, "cost": str(completion.cost), "rating": completion.rating})
-    if completion.paid and completion.cost > 0 and order["customer_id"] is not None:
-        customers_service.record_spend(conn, customer_id=order["customer_id"], amount=completion.cost,
-                                       source="service_visit", key=f"service_order:{order_id}:{order['reopened']}",
+    if completion.paid and completion.cost > 0 and order.customer_id is not None:
+        customers_service.record_spend(conn, customer_id=order.customer_id, amount=completion.cost,
+                                       source="service_visit", key=f"service_order:{order_id}:{order.reopened}",
                                        at=now)
-    if order["type"] == "maintenance":
-        ingest_service.record_service_event(conn, device_id=order["device_id"], event_type="maintenance_done",
+    if order.type == "maintenance":
+        ingest_service.record_service_event(conn, device_id=order.device_id, event_type="maintenance_done",
                                             at=now, number=order_id)
     return get_order(conn, order_id, now=now)
 
 
-def verify_completions(conn: Any, *, now: dt.datetime) -> dict[str, int]:
+def verify_completions(conn: Connection, *, now: dt.datetime) -> dict[str, int]:
     """Scheduled: completed orders whose detections cleared are confirmed; those still open at verify_by are
     reopened, flagged not fixed."""
     counts = {"fixed": 0, "reopened": 0}
     for order in repo.completions_to_verify(conn):
-        cleared = rules_service.detections_cleared(conn, order["detection_ids"])
-        if all(cleared.get(detection_id) is not None for detection_id in order["detection_ids"]):
-            repo.set_verification(conn, order_id=order["id"], verification="fixed")
-            _history(conn, order["id"], ENGINE, now, "verified", detail={"verification": "fixed"})
+        cleared = rules_service.detections_cleared(conn, order.detection_ids)
+        if all(cleared.get(detection_id) is not None for detection_id in order.detection_ids):
+            repo.set_verification(conn, order_id=order.id, verification="fixed")
+            _history(conn, order.id, ENGINE, now, "verified", detail={"verification": "fixed"})
             counts["fixed"] += 1
-        elif order["verify_by"] <= now:
-            repo.reopen(conn, order_id=order["id"], sla_due_at=now + REOPENED_SLA)
-            still_open = [d for d in order["detection_ids"] if cleared.get(d) is None]
-            _history(conn, order["id"], ENGINE, now, "reopened", from_status="completed", to_status="new",
+        elif order.verify_by <= now:
+            repo.reopen(conn, order_id=order.id, sla_due_at=now + REOPENED_SLA)
+            still_open = [d for d in order.detection_ids if cleared.get(d) is None]
+            _history(conn, order.id, ENGINE, now, "reopened", from_status="completed", to_status="new",
                      detail={"verification": "not_fixed", "detections_still_open": still_open})
-            log.warning("order %d reopened: the fault did not clear after the visit", order["id"])
+            log.warning("order %d reopened: the fault did not clear after the visit", order.id)
             counts["reopened"] += 1
     return counts
 
@@ -315,17 +314,17 @@ def verify_completions(conn: Any, *, now: dt.datetime) -> dict[str, int]:
 # ---------------------------------------------------------------- SLA
 
 
-def escalate_overdue(conn: Any, *, now: dt.datetime) -> int:
+def escalate_overdue(conn: Connection, *, now: dt.datetime) -> int:
     """Scheduled: raise the priority of each overdue open order one step (and again every few hours)."""
     escalated = 0
     for order in repo.overdue_orders(conn, now=now, every=ESCALATE_EVERY):
-        priority = PRIORITIES[min(PRIORITIES.index(order["priority"]) + 1, len(PRIORITIES) - 1)]
-        repo.escalate(conn, order_id=order["id"], priority=priority, now=now)
-        late = now - order["sla_due_at"]
-        _history(conn, order["id"], ENGINE, now, "escalated",
-                 detail={"from_priority": order["priority"], "to_priority": priority,
+        priority = PRIORITIES[min(PRIORITIES.index(order.priority) + 1, len(PRIORITIES) - 1)]
+        repo.escalate(conn, order_id=order.id, priority=priority, now=now)
+        late = now - order.sla_due_at
+        _history(conn, order.id, ENGINE, now, "escalated",
+                 detail={"from_priority": order.priority, "to_priority": priority,
                          "overdue_by_h": round(late.total_seconds() / 3600, 1)})
-        log.warning("order %d overdue by %s: escalated to %s", order["id"], late, priority)
+        log.warning("order %d overdue by %s: escalated to %s", order.id, late, priority)
         escalated += 1
     return escalated
 
@@ -334,7 +333,7 @@ def escalate_overdue(conn: Any, *, now: dt.datetime) -> int:
 
 
 def open_call_task(
-    conn: Any, *, device_id: str, reason: str, key: str, order_id: int | None, now: dt.datetime
+    conn: Connection, *, device_id: str, reason: str, key: str, order_id: int | None, now: dt.datetime
 ) -> CallTaskRead:
     """A proactive call for dispatchers, once per key: whom to call, why in the customer's words, a script. It is
     due in the customer's daytime and only with their consent to service calls; without it the task is blocked
@@ -384,23 +383,23 @@ def _script(name: str | None, appliance: str, model: str, reason: str, order_id:
             "Has it been behaving differently lately? Thank you for your time.")
 
 
-def get_call_task(conn: Any, task_id: int, *, actor: Actor | None = None) -> CallTaskRead:
-    rows = repo.list_call_tasks(conn, task_id=task_id, limit=1, technician_id=_technician_scope(actor))
-    if not rows:
+def get_call_task(conn: Connection, task_id: int, *, actor: Actor | None = None) -> CallTaskRead:
+    found = repo.list_call_tasks(conn, task_id=task_id, limit=1, technician_id=_technician_scope(actor)).items
+    if not found:
         raise NotFound(f"no call task {task_id}")
-    return CallTaskRead.model_validate(rows[0])
+    return found[0]
 
 
 def list_call_tasks(
-    conn: Any, *, actor: Actor | None = None, limit: int = 100, offset: int = 0, **filters: Any
+    conn: Connection, *, actor: Actor | None = None, limit: int = 100, offset: int = 0, **filters: Any
 ) -> Page[CallTaskRead]:
     if actor is not None and actor.role == "technician":
         filters["technician_id"] = _technician_scope(actor)
-    return paginate(repo.list_call_tasks(conn, limit=limit, offset=offset, **filters), CallTaskRead.model_validate)
+    return repo.list_call_tasks(conn, limit=limit, offset=offset, **filters)
 
 
 def record_call_outcome(
-    conn: Any, task_id: int, record: CallOutcomeRecord, *, actor: Actor, now: dt.datetime
+    conn: Connection, task_id: int, record: CallOutcomeRecord, *, actor: Actor, now: dt.datetime
 ) -> CallTaskRead:
     """A call made: reached and declined close the task; no answer and call back keep it open until retry_at."""
     task = get_call_task(conn, task_id)
@@ -427,7 +426,7 @@ def record_call_outcome(
 
 
 def _history(
-    conn: Any, order_id: int, actor: Actor, now: dt.datetime, change: str, *, from_status: str | None = None,
+    conn: Connection, order_id: int, actor: Actor, now: dt.datetime, change: str, *, from_status: str | None = None,
     to_status: str | None = None, detail: dict[str, Any] | None = None,
 ) -> None:
     repo.record_history(conn, order_id=order_id, at=now, actor=actor.name, actor_role=actor.role, change=change,
