@@ -9,22 +9,23 @@ from fastapi import APIRouter, HTTPException, Query
 from careloop.db import BIGINT_MAX, BIGINT_MIN
 from careloop.deps import Conn, Moment, Offset, Role, require
 from careloop.durations import Duration
+from careloop.errors import EVERY_ROUTE, answers
+from careloop.pages import Page, whole
 from devices import service
 from devices.catalog import load_catalog
-from devices.models import DEVICE_ID_PATTERN, DeviceCreate, DeviceRead
+from devices.models import DEVICE_ID_PATTERN, ApplianceModel, DeviceCreate, DeviceRead, TelemetrySeries
 
-router = APIRouter(tags=["devices"])
+router = APIRouter(tags=["devices"], responses=EVERY_ROUTE)
 DeviceId = Annotated[str, Query(pattern=DEVICE_ID_PATTERN)]
 
 
 @router.get("/models")
-def list_models(_role: Role) -> dict:
+def list_models(_role: Role) -> Page[ApplianceModel]:
     """The appliance models known, with their metrics, fault codes, life and maintenance interval."""
-    models = [model.model_dump() for model in load_catalog().values()]
-    return {"items": models, "total": len(models)}
+    return whole(list(load_catalog().values()))
 
 
-@router.post("/devices", status_code=201, dependencies=[require("dispatcher")])
+@router.post("/devices", status_code=201, dependencies=[require("dispatcher")], responses=answers(403, 409))
 def create_device(device: DeviceCreate, conn: Conn) -> DeviceRead:
     return service.register_device(conn, device)
 
@@ -41,8 +42,8 @@ def list_devices(
     q: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Offset = 0,
-) -> dict:
-    items, total = service.list_devices(
+) -> Page[DeviceRead]:
+    return service.list_devices(
         conn,
         kind=kind,
         model=model,
@@ -53,15 +54,14 @@ def list_devices(
         limit=limit,
         offset=offset,
     )
-    return {"items": items, "total": total}
 
 
-@router.get("/devices/{device_id}")
+@router.get("/devices/{device_id}", responses=answers(404))
 def get_device(device_id: str, conn: Conn, _role: Role) -> DeviceRead:
     return service.get_device(conn, device_id)
 
 
-@router.get("/devices/{device_id}/telemetry")
+@router.get("/devices/{device_id}/telemetry", responses=answers(404))
 def device_telemetry(
     device_id: str,
     conn: Conn,
@@ -71,7 +71,7 @@ def device_telemetry(
     metric: str | None = None,
     bucket: Annotated[str | None, Query(description="average per bucket, e.g. 5m, 1h, 1d")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-) -> dict:
+) -> TelemetrySeries:
     """Readings in a range (default: the last day), newest first; with `bucket`, averages per bucket."""
     try:
         bucket_size = Duration.parse(bucket) if bucket else None
@@ -82,4 +82,4 @@ def device_telemetry(
     points = service.device_telemetry(
         conn, device_id, since=since, until=until, metric=metric, bucket=bucket_size, limit=limit
     )
-    return {"items": points}
+    return TelemetrySeries(items=points)

@@ -90,3 +90,28 @@ class TelemetryPoint(BaseModel):
     metric: str
     value: float
     bucket: str | None = None
+
+
+class TelemetrySeries(BaseModel):
+    """A device's readings in a range, newest first (averages per bucket when asked)."""
+
+    items: list[TelemetryPoint]
+
+
+class FleetCounts(BaseModel):
+    """Counts over the whole fleet's devices and their state."""
+
+    devices: int
+    online: int
+    offline: int
+    never_seen: int
+    missing_seq: int
+    seq_resets: int
+
+
+class KindCount(BaseModel):
+    """Devices and online devices of one kind."""
+
+    kind: str
+    devices: int
+    online: int

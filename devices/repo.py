@@ -1,4 +1,4 @@
-"""Thin functions over devices/queries.sql."""
+"""Thin functions over devices/queries.sql; rows leave as the domain's models."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from careloop.db import Row, fetch_all, fetch_one, fetch_value, load_queries
+from careloop.db import Connection, fetch_all, fetch_one, fetch_value, load_queries
+from careloop.durations import Duration
+from careloop.pages import Page, paginate
+from devices.models import DeviceRead, FleetCounts, KindCount, TelemetryPoint
 
 QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
 NO_FILTER: dict[str, Any] = {
@@ -20,47 +23,51 @@ NO_FILTER: dict[str, Any] = {
 }
 
 
-def insert_device(conn: Any, *, device: dict[str, Any]) -> bool:
+def insert_device(conn: Connection, *, device: dict[str, Any]) -> bool:
     """True when the device was created, False when the id was already taken."""
     return fetch_one(conn, QUERIES["insert_device"], device) is not None
 
 
-def device_models(conn: Any, *, device_ids: list[str]) -> dict[str, str]:
+def device_models(conn: Connection, *, device_ids: list[str]) -> dict[str, str]:
     return {
         row["id"]: row["model"]
         for row in fetch_all(conn, QUERIES["device_models"], {"device_ids": device_ids})
     }
 
 
-def list_devices(conn: Any, *, limit: int = 100, offset: int = 0, **filters: Any) -> list[Row]:
-    return fetch_all(
-        conn, QUERIES["list_devices"], {**NO_FILTER, **filters, "limit": limit, "offset": offset}
-    )
+def list_devices(conn: Connection, *, limit: int = 100, offset: int = 0, **filters: Any) -> Page[DeviceRead]:
+    rows = fetch_all(conn, QUERIES["list_devices"], {**NO_FILTER, **filters, "limit": limit, "offset": offset})
+    return paginate(rows, DeviceRead.model_validate)
 
 
 def telemetry(
-    conn: Any,
+    conn: Connection,
     *,
     device_id: str,
     since: dt.datetime,
     until: dt.datetime,
     metric: str | None,
-    bucket: dt.timedelta | None,
+    bucket: Duration | None,
     limit: int,
-) -> list[Row]:
+) -> list[TelemetryPoint]:
+    """Readings in [since, until), newest first; with `bucket`, each metric's average per bucket."""
     params = {"device_id": device_id, "since": since, "until": until, "metric": metric, "limit": limit}
     if bucket is None:
-        return fetch_all(conn, QUERIES["telemetry_raw"], params)
-    return fetch_all(conn, QUERIES["telemetry_bucketed"], {**params, "bucket": bucket})
+        rows = fetch_all(conn, QUERIES["telemetry_raw"], params)
+    else:
+        width = dt.timedelta(seconds=bucket.seconds)
+        rows = fetch_all(conn, QUERIES["telemetry_bucketed"], {**params, "bucket": width})
+    label = None if bucket is None else str(bucket)
+    return [TelemetryPoint(ts=row["ts"], metric=row["metric"], value=row["value"], bucket=label) for row in rows]
 
 
-def fleet_summary(conn: Any) -> Row:
-    return fetch_one(conn, QUERIES["fleet_summary"]) or {}
+def fleet_summary(conn: Connection) -> FleetCounts:
+    return FleetCounts.model_validate(fetch_one(conn, QUERIES["fleet_summary"]))
 
 
-def fleet_by_kind(conn: Any) -> list[Row]:
-    return fetch_all(conn, QUERIES["fleet_by_kind"])
+def fleet_by_kind(conn: Connection) -> list[KindCount]:
+    return [KindCount.model_validate(row) for row in fetch_all(conn, QUERIES["fleet_by_kind"])]
 
 
-def readings_since(conn: Any, *, since: dt.datetime) -> int:
+def readings_since(conn: Connection, *, since: dt.datetime) -> int:
     return int(fetch_value(conn, QUERIES["readings_since"], {"since": since}))

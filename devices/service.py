@@ -7,9 +7,10 @@ from typing import Any
 
 import psycopg2.errors
 
-from careloop.db import savepoint
+from careloop.db import Connection, savepoint
 from careloop.durations import Duration
 from careloop.errors import Conflict, InvalidInput, NotFound
+from careloop.pages import Page
 from devices import repo
 from devices.catalog import get_model, load_catalog
 from devices.models import ApplianceModel, DeviceCreate, DeviceRead, TelemetryPoint
@@ -45,25 +46,19 @@ def register_device(conn: Any, device: DeviceCreate) -> DeviceRead:
     return get_device(conn, device.id)
 
 
-def get_device(conn: Any, device_id: str) -> DeviceRead:
-    rows = repo.list_devices(conn, device_id=device_id, limit=1)
-    if not rows:
+def get_device(conn: Connection, device_id: str) -> DeviceRead:
+    found = repo.list_devices(conn, device_id=device_id, limit=1).items
+    if not found:
         raise NotFound(f"no device {device_id}")
-    return _device_read(rows[0])
+    return found[0]
 
 
-def list_devices(conn: Any, *, limit: int, offset: int, **filters: Any) -> tuple[list[DeviceRead], int]:
-    rows = repo.list_devices(conn, limit=limit, offset=offset, **filters)
-    total = rows[0]["total"] if rows else 0
-    return [_device_read(row) for row in rows], total
-
-
-def _device_read(row: dict[str, Any]) -> DeviceRead:
-    return DeviceRead.model_validate({**row, "latest": row.get("latest") or {}})
+def list_devices(conn: Connection, *, limit: int, offset: int, **filters: Any) -> Page[DeviceRead]:
+    return repo.list_devices(conn, limit=limit, offset=offset, **filters)
 
 
 def device_telemetry(
-    conn: Any,
+    conn: Connection,
     device_id: str,
     *,
     since: dt.datetime | None,
@@ -80,22 +75,18 @@ def device_telemetry(
     model = get_model(device.model)
     if metric is not None and model is not None and metric not in model.metrics:
         raise InvalidInput("metric", f"{device.model} has no metric {metric!r}")
-    rows = repo.telemetry(
+    return repo.telemetry(
         conn,
         device_id=device_id,
         since=since,
         until=until,
         metric=metric,
-        bucket=dt.timedelta(seconds=bucket.seconds) if bucket else None,
+        bucket=bucket,
         limit=min(limit, MAX_TELEMETRY_POINTS),
     )
-    label = None if bucket is None else str(bucket)
-    return [
-        TelemetryPoint(ts=row["ts"], metric=row["metric"], value=row["value"], bucket=label) for row in rows
-    ]
 
 
-def models_of_devices(conn: Any, device_ids: list[str]) -> dict[str, ApplianceModel]:
+def models_of_devices(conn: Connection, device_ids: list[str]) -> dict[str, ApplianceModel]:
     """The catalog model of each known device among `device_ids` (unknown ones are absent)."""
     catalog = load_catalog()
     return {
