@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from careloop.deps import Conn, Offset, Role, RowId, require
 from careloop.errors import EVERY_ROUTE, answers
-from careloop.pages import Page
+from careloop.pages import Page, whole
 from customers import service
-from customers.models import Customer360, CustomerCreate, CustomerRead
+from customers.models import (
+    Consent,
+    ConsentChange,
+    ConsentRecord,
+    Customer360,
+    CustomerCreate,
+    CustomerRead,
+    MembershipRead,
+    PointsSpendRequest,
+)
 
 router = APIRouter(tags=["customers"], responses=EVERY_ROUTE)
 
@@ -42,3 +52,37 @@ def get_customer(customer_id: RowId, conn: Conn, _role: Role) -> CustomerRead:
 def customer_360(customer_id: RowId, conn: Conn, _role: Role) -> Customer360:
     """The customer's whole picture: profile, consents, devices with their health."""
     return service.customer_360(conn, customer_id)
+
+
+@router.post(
+    "/customers/{customer_id}/consents", dependencies=[require("dispatcher", "marketer")], responses=answers(403, 404)
+)
+def record_consents(customer_id: RowId, changes: list[ConsentChange], conn: Conn) -> list[Consent]:
+    """Consents given or withdrawn, and how ('web form', 'hotline call', 'unsubscribe link'): the contact policy
+    follows the latest of each purpose and channel; every change is kept in the history. Answers the consents now."""
+    now = dt.datetime.now(dt.UTC)
+    consents: list[Consent] = []
+    for change in changes:
+        consents = service.record_consent(conn, customer_id, change, at=now)
+    return consents if changes else service.get_customer(conn, customer_id).consents
+
+
+@router.get("/customers/{customer_id}/consents/history", responses=answers(404))
+def consent_history(customer_id: RowId, conn: Conn, _role: Role) -> Page[ConsentRecord]:
+    """Every consent the customer gave or withdrew, newest first, with when and how."""
+    return whole(service.consent_history(conn, customer_id))
+
+
+@router.get("/customers/{customer_id}/membership", responses=answers(404))
+def membership(customer_id: RowId, conn: Conn, _role: Role) -> MembershipRead:
+    """The customer's tier (spend over the last year), its benefits, and their points (earned, spent, expiring)."""
+    return service.membership(conn, customer_id, now=dt.datetime.now(dt.UTC))
+
+
+@router.post(
+    "/customers/{customer_id}/points/spend", dependencies=[require("dispatcher", "marketer")],
+    responses=answers(403, 404, 409),
+)
+def spend_points(customer_id: RowId, request: PointsSpendRequest, conn: Conn) -> MembershipRead:
+    """Spend points, oldest first; more than the balance is a 409. The same key is spent once."""
+    return service.spend_points(conn, customer_id, request, now=dt.datetime.now(dt.UTC))

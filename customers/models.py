@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
@@ -69,6 +70,13 @@ class Customer360(BaseModel):
     customer: CustomerRead
     devices: list[DeviceRead]
     consents: list[Consent]
+    membership: MembershipRead | None = None  # tier, its benefits, points
+    segment: SegmentRead | None = None  # value (RFM) and device segments, as last computed
+    orders: list[OrderSummary] = []
+    offers: list[OfferSummary] = []
+    contacts: list[ContactRead] = []  # the contact policy's decisions, newest first
+    consent_history: list[ConsentRecord] = []  # every consent given or withdrawn, newest first
+    timeline: list[TimelineEntry] = []  # all of it, newest first
 
 
 @dataclass(frozen=True)
@@ -80,3 +88,137 @@ class ContactFacts:
     consents: dict[tuple[str, str], bool]  # (purpose, channel) -> granted
     contacts_last_day: int
     contacts_last_week: int
+
+
+# ---------------------------------------------------------------- consents over time, the offer gate's facts
+
+
+class ConsentChange(BaseModel):
+    """A consent given or withdrawn, and how (kept in the consent history with when)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    purpose: Purpose
+    channel: Channel
+    granted: bool
+    source: str = Field(min_length=1, max_length=100, description="how: 'web form', 'hotline call', 'unsubscribe link'")
+    note: str | None = Field(default=None, max_length=500)
+
+
+class ConsentRecord(ConsentChange):
+    model_config = ConfigDict(extra="ignore")
+
+    at: dt.datetime
+
+
+@dataclass(frozen=True)
+class OfferContactFacts:
+    """What the contact policy weighs before an offer: consents, the preferred channel, the channels we can reach
+    the customer on, their zone, and the marketing contacts allowed lately (all channels and each)."""
+
+    timezone: str
+    preferred_channel: Channel | None
+    reachable: frozenset[str]
+    consents: dict[tuple[str, str], bool]
+    last_day: int
+    last_week: int
+    channel_last_day: dict[str, int]
+    channel_last_week: dict[str, int]
+
+
+# ---------------------------------------------------------------- membership and segments
+
+
+class TierRead(BaseModel):
+    name: str
+    min_spend: Decimal = Field(description="spend over the rolling window that reaches this tier")
+    discount_pct: int
+    points_multiplier: Decimal
+    free_cleaning_visits: int = Field(description="a year")
+
+
+class PointsLotRead(BaseModel):
+    points: int
+    remaining: int
+    earned_at: dt.datetime
+    expires_at: dt.datetime
+
+
+class MembershipRead(BaseModel):
+    customer_id: int
+    tier: TierRead
+    spend_in_window: Decimal
+    window_days: int
+    next_tier: TierRead | None
+    to_next_tier: Decimal | None
+    points_balance: int
+    points_earned: int
+    points_spent: int
+    points_expired: int
+    points_expiring_soon: int = Field(description="of the balance, what expires within 30 days")
+    next_points_expiry: dt.datetime | None
+    lots: list[PointsLotRead]
+
+
+class PointsSpendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    points: int = Field(ge=1, le=10_000_000)
+    reason: str = Field(min_length=1, max_length=200)
+    key: str = Field(min_length=1, max_length=200, description="the caller's key: the same key is spent once")
+
+
+class SegmentRead(BaseModel):
+    recency_days: int | None
+    frequency: int
+    monetary: Decimal
+    r_score: int
+    f_score: int
+    m_score: int
+    value_segment: str
+    top_revenue: bool = Field(description="among the customers who bring 80% of revenue")
+    device_segments: list[str]
+    computed_at: dt.datetime
+
+
+class OrderSummary(BaseModel):
+    id: int
+    device_id: str
+    type: str
+    status: str
+    reason: str
+    opened_at: dt.datetime
+    completed_at: dt.datetime | None
+
+
+class OfferSummary(BaseModel):
+    code: str
+    template: str
+    device_id: str | None
+    status: str
+    status_reason: str
+    reason: str
+    channel: str | None
+    issued_at: dt.datetime
+    expires_at: dt.datetime | None
+    redeemed_at: dt.datetime | None
+
+
+class ContactRead(BaseModel):
+    purpose: str
+    channel: str
+    subject: str
+    allowed: bool
+    held: bool
+    reason: str
+    not_before: dt.datetime | None
+    decided_at: dt.datetime
+
+
+class TimelineEntry(BaseModel):
+    at: dt.datetime
+    kind: Literal["device", "order", "offer", "contact", "consent", "spend"]
+    text: str
+
+
+Customer360.model_rebuild()

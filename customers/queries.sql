@@ -54,3 +54,125 @@ SELECT allowed, reason, not_before FROM contact_decisions WHERE subject = %(subj
 INSERT INTO spend_ledger (customer_id, amount, source, entry_key, at)
 VALUES (%(customer_id)s, %(amount)s, %(source)s, %(entry_key)s, %(at)s)
 ON CONFLICT (entry_key) DO NOTHING
+
+-- name: record_consent --
+-- A consent given or withdrawn, how and when; the trigger keeps it in consent_history.
+INSERT INTO customer_consents (customer_id, purpose, channel, granted, source, note, updated_at)
+VALUES (%(customer_id)s, %(purpose)s, %(channel)s, %(granted)s, %(source)s, %(note)s, %(at)s)
+ON CONFLICT (customer_id, purpose, channel) DO UPDATE
+SET granted = excluded.granted, source = excluded.source, note = excluded.note, updated_at = excluded.updated_at
+
+-- name: consent_history --
+-- Every consent a customer gave or withdrew, newest first.
+SELECT purpose, channel, granted, source, note, at FROM consent_history
+WHERE customer_id = %(customer_id)s ORDER BY at DESC, id DESC LIMIT %(limit)s
+
+-- name: offer_contact_facts --
+-- What the contact policy weighs before an offer: zone, preferred channel, where we can reach them, consents,
+-- and the marketing contacts allowed lately, counted by when they go out (scheduled ones included).
+SELECT c.timezone, c.preferred_channel,
+       array_remove(ARRAY[CASE WHEN nullif(c.email, '') IS NOT NULL THEN 'email' END,
+                          CASE WHEN nullif(c.phone, '') IS NOT NULL THEN 'sms' END,
+                          CASE WHEN nullif(c.phone, '') IS NOT NULL THEN 'phone' END], NULL) AS reachable,
+       coalesce((SELECT jsonb_agg(jsonb_build_array(cc.purpose, cc.channel, cc.granted))
+                 FROM customer_consents cc WHERE cc.customer_id = c.id), '[]'::jsonb) AS consents,
+       coalesce((SELECT jsonb_object_agg(channel, counts) FROM (
+           SELECT d.channel,
+                  jsonb_build_array(count(*) FILTER (WHERE coalesce(d.not_before, d.decided_at)
+                                                            > %(now)s - interval '1 day'),
+                                    count(*)) AS counts
+           FROM contact_decisions d
+           WHERE d.customer_id = c.id AND d.purpose = 'marketing' AND d.allowed
+             AND coalesce(d.not_before, d.decided_at) > %(now)s - interval '7 days'
+           GROUP BY d.channel) per_channel), '{}'::jsonb) AS recent
+FROM customers c WHERE c.id = %(customer_id)s
+
+-- name: record_offer_decision --
+-- Keep the policy's decision about an offer, with the channel it chose and whether it is held back.
+INSERT INTO contact_decisions (customer_id, purpose, channel, subject, allowed, held, reason, not_before, decided_at)
+VALUES (%(customer_id)s, 'marketing', %(channel)s, %(subject)s, %(allowed)s, %(held)s, %(reason)s, %(not_before)s,
+        %(now)s)
+ON CONFLICT (subject, channel) DO NOTHING
+
+-- name: offer_decision --
+-- The decision kept about an offer's subject (on whichever channel it chose).
+SELECT allowed, held, reason, not_before, channel FROM contact_decisions
+WHERE subject = %(subject)s ORDER BY id LIMIT 1
+
+-- name: spend_entries --
+-- What a customer spent, oldest first.
+SELECT amount, at FROM spend_ledger WHERE customer_id = %(customer_id)s ORDER BY at, id
+
+-- name: points_spent --
+-- The points a customer spent, oldest first.
+SELECT points, at FROM points_spent WHERE customer_id = %(customer_id)s ORDER BY at, id
+
+-- name: spend_points --
+-- Spend points; a retried spend (same key) is kept once. Answers the id when written now.
+INSERT INTO points_spent (customer_id, points, reason, entry_key, at)
+VALUES (%(customer_id)s, %(points)s, %(reason)s, %(entry_key)s, %(at)s)
+ON CONFLICT (entry_key) DO NOTHING
+RETURNING id
+
+-- name: lock_customer --
+-- A customer's row, locked while their points are spent (two spends take turns).
+SELECT id FROM customers WHERE id = %(customer_id)s FOR UPDATE
+
+-- name: customer_values --
+-- Every customer's recency, frequency and monetary value over a window, with their appliances' count and age.
+SELECT c.id AS customer_id,
+       (SELECT floor(extract(epoch FROM %(now)s - max(s.at)) / 86400)::int FROM spend_ledger s
+        WHERE s.customer_id = c.id AND s.at > %(since)s AND s.at <= %(now)s AND s.amount > 0) AS recency_days,
+       (SELECT count(*) FROM spend_ledger s
+        WHERE s.customer_id = c.id AND s.at > %(since)s AND s.at <= %(now)s AND s.amount > 0) AS frequency,
+       coalesce((SELECT sum(s.amount) FROM spend_ledger s
+                 WHERE s.customer_id = c.id AND s.at > %(since)s AND s.at <= %(now)s), 0) AS monetary,
+       (SELECT count(*) FROM devices d WHERE d.owner_id = c.id) AS appliances,
+       (SELECT extract(epoch FROM %(now)s - min(d.purchased_on)::timestamptz) / (365.25 * 86400) FROM devices d
+        WHERE d.owner_id = c.id) AS oldest_age_years
+FROM customers c ORDER BY c.id
+
+-- name: store_segments --
+-- Replace the customers' segments with those just computed (arrays of one element per customer).
+INSERT INTO customer_segments (customer_id, recency_days, frequency, monetary, r_score, f_score, m_score,
+                               value_segment, top_revenue, device_segments, computed_at)
+SELECT s.customer_id, s.recency_days, s.frequency, s.monetary, s.r_score, s.f_score, s.m_score, s.value_segment,
+       s.top_revenue, string_to_array(s.device_segments, ',')::text[], %(now)s
+FROM unnest(%(customer_id)s::bigint[], %(recency_days)s::int[], %(frequency)s::int[], %(monetary)s::numeric[],
+            %(r_score)s::smallint[], %(f_score)s::smallint[], %(m_score)s::smallint[], %(value_segment)s::text[],
+            %(top_revenue)s::boolean[], %(device_segments)s::text[])
+     AS s (customer_id, recency_days, frequency, monetary, r_score, f_score, m_score, value_segment, top_revenue,
+           device_segments)
+ON CONFLICT (customer_id) DO UPDATE SET
+    recency_days = excluded.recency_days, frequency = excluded.frequency, monetary = excluded.monetary,
+    r_score = excluded.r_score, f_score = excluded.f_score, m_score = excluded.m_score,
+    value_segment = excluded.value_segment, top_revenue = excluded.top_revenue,
+    device_segments = excluded.device_segments, computed_at = excluded.computed_at
+
+-- name: customer_segment --
+-- A customer's segments as last computed.
+SELECT recency_days, frequency, monetary, r_score, f_score, m_score, value_segment, top_revenue, device_segments,
+       computed_at
+FROM customer_segments WHERE customer_id = %(customer_id)s
+
+-- name: customer_orders --
+-- A customer's service orders, newest first (read here for the 360 view; service orders own them).
+SELECT id, device_id, type, status, reason, opened_at, completed_at FROM service_orders
+WHERE customer_id = %(customer_id)s ORDER BY opened_at DESC, id DESC LIMIT %(limit)s
+
+-- name: customer_offers --
+-- A customer's offers, newest first (read here for the 360 view; the offers domain owns them).
+SELECT o.code, t.code AS template, o.device_id, o.status, o.status_reason, o.reason, o.channel, o.issued_at,
+       o.expires_at, o.redeemed_at
+FROM offers o JOIN offer_templates t ON t.id = o.template_id
+WHERE o.customer_id = %(customer_id)s ORDER BY o.issued_at DESC, o.id DESC LIMIT %(limit)s
+
+-- name: customer_contacts --
+-- The contact policy's decisions about a customer, newest first.
+SELECT purpose, channel, subject, allowed, held, reason, not_before, decided_at FROM contact_decisions
+WHERE customer_id = %(customer_id)s ORDER BY decided_at DESC, id DESC LIMIT %(limit)s
+
+-- name: customer_spend --
+-- A customer's spend entries, newest first.
+SELECT amount, source, at FROM spend_ledger WHERE customer_id = %(customer_id)s
+ORDER BY at DESC, id DESC LIMIT %(limit)s

@@ -10,7 +10,17 @@ from typing import Any
 from careloop.db import Connection, execute, fetch_all, fetch_one, fetch_value, load_queries
 from careloop.pages import Page, paginate
 from customers.contact_policy import ContactDecision
-from customers.models import ContactFacts, CustomerRead
+from customers.membership import PointsSpend, Spend
+from customers.models import (
+    ConsentRecord,
+    ContactFacts,
+    ContactRead,
+    CustomerRead,
+    OfferContactFacts,
+    OfferSummary,
+    OrderSummary,
+    SegmentRead,
+)
 
 QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
 
@@ -69,3 +79,98 @@ def record_spend(
     execute(conn, QUERIES["record_spend"], {
         "customer_id": customer_id, "amount": amount, "source": source, "entry_key": entry_key, "at": at,
     })
+
+
+def record_consent(
+    conn: Connection, *, customer_id: int, purpose: str, channel: str, granted: bool, source: str, note: str | None,
+    at: dt.datetime,
+) -> None:
+    execute(conn, QUERIES["record_consent"], {
+        "customer_id": customer_id, "purpose": purpose, "channel": channel, "granted": granted, "source": source,
+        "note": note, "at": at,
+    })
+
+
+def consent_history(conn: Connection, *, customer_id: int, limit: int = 200) -> list[ConsentRecord]:
+    rows = fetch_all(conn, QUERIES["consent_history"], {"customer_id": customer_id, "limit": limit})
+    return [ConsentRecord.model_validate(row) for row in rows]
+
+
+def offer_contact_facts(conn: Connection, *, customer_id: int, now: dt.datetime) -> OfferContactFacts | None:
+    row = fetch_one(conn, QUERIES["offer_contact_facts"], {"customer_id": customer_id, "now": now})
+    if row is None:
+        return None
+    recent: dict[str, list[int]] = row["recent"]
+    return OfferContactFacts(
+        timezone=row["timezone"],
+        preferred_channel=row["preferred_channel"],
+        reachable=frozenset(row["reachable"]),
+        consents={(purpose, channel): granted for purpose, channel, granted in row["consents"]},
+        last_day=sum(day for day, _week in recent.values()),
+        last_week=sum(week for _day, week in recent.values()),
+        channel_last_day={channel: day for channel, (day, _week) in recent.items()},
+        channel_last_week={channel: week for channel, (_day, week) in recent.items()},
+    )
+
+
+def record_offer_decision(conn: Connection, *, decision: dict[str, Any]) -> None:
+    execute(conn, QUERIES["record_offer_decision"], decision)
+
+
+def offer_decision(conn: Connection, *, subject: str) -> ContactDecision | None:
+    row = fetch_one(conn, QUERIES["offer_decision"], {"subject": subject})
+    return ContactDecision(**row) if row is not None else None
+
+
+def spend_entries(conn: Connection, *, customer_id: int) -> list[Spend]:
+    return [Spend(row["amount"], row["at"])
+            for row in fetch_all(conn, QUERIES["spend_entries"], {"customer_id": customer_id})]
+
+
+def points_spent(conn: Connection, *, customer_id: int) -> list[PointsSpend]:
+    return [PointsSpend(row["points"], row["at"])
+            for row in fetch_all(conn, QUERIES["points_spent"], {"customer_id": customer_id})]
+
+
+def spend_points(conn: Connection, *, customer_id: int, points: int, reason: str, entry_key: str,
+                 at: dt.datetime) -> bool:
+    """Whether the spend was written now (False: the key was spent before)."""
+    return fetch_value(conn, QUERIES["spend_points"], {
+        "customer_id": customer_id, "points": points, "reason": reason, "entry_key": entry_key, "at": at,
+    }) is not None
+
+
+def lock_customer(conn: Connection, *, customer_id: int) -> bool:
+    return fetch_value(conn, QUERIES["lock_customer"], {"customer_id": customer_id}) is not None
+
+
+def customer_values(conn: Connection, *, now: dt.datetime, since: dt.datetime) -> list[dict[str, Any]]:
+    return fetch_all(conn, QUERIES["customer_values"], {"now": now, "since": since})
+
+
+def store_segments(conn: Connection, *, columns: dict[str, list[Any]], now: dt.datetime) -> None:
+    execute(conn, QUERIES["store_segments"], {**columns, "now": now})
+
+
+def customer_segment(conn: Connection, *, customer_id: int) -> SegmentRead | None:
+    row = fetch_one(conn, QUERIES["customer_segment"], {"customer_id": customer_id})
+    return SegmentRead.model_validate(row) if row is not None else None
+
+
+def customer_orders(conn: Connection, *, customer_id: int, limit: int = 100) -> list[OrderSummary]:
+    rows = fetch_all(conn, QUERIES["customer_orders"], {"customer_id": customer_id, "limit": limit})
+    return [OrderSummary.model_validate(row) for row in rows]
+
+
+def customer_offers(conn: Connection, *, customer_id: int, limit: int = 100) -> list[OfferSummary]:
+    rows = fetch_all(conn, QUERIES["customer_offers"], {"customer_id": customer_id, "limit": limit})
+    return [OfferSummary.model_validate(row) for row in rows]
+
+
+def customer_contacts(conn: Connection, *, customer_id: int, limit: int = 100) -> list[ContactRead]:
+    rows = fetch_all(conn, QUERIES["customer_contacts"], {"customer_id": customer_id, "limit": limit})
+    return [ContactRead.model_validate(row) for row in rows]
+
+
+def customer_spend(conn: Connection, *, customer_id: int, limit: int = 100) -> list[dict[str, Any]]:
+    return fetch_all(conn, QUERIES["customer_spend"], {"customer_id": customer_id, "limit": limit})
