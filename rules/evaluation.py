@@ -29,7 +29,7 @@ from rules.conditions import CompiledRule, compile_rule, requirements_of, walk_c
 from rules.facts import SECONDS, FleetFacts, MetricWindow, Requirement, to_datetime64
 from rules.lifecycle import Transition, backtest, dedup_key, step_detections
 from rules.loader import HISTORY, FactCache, LoadOptions, add_facts, load_facts
-from rules.models import RuleError, parse_rule
+from rules.models import DetectionToClear, DetectionToOpen, RuleError, parse_rule
 from rules.specs import condition_kind
 
 log = logging.getLogger("careloop.engine")
@@ -243,8 +243,8 @@ def evaluate_rules(
     windows_loaded = time.perf_counter()
     summary.seconds["windows"] = windows_loaded - loaded
 
-    to_open: list[repo.DetectionToOpen] = []
-    to_clear: list[repo.DetectionToClear] = []
+    to_open: list[DetectionToOpen] = []
+    to_clear: list[DetectionToClear] = []
     for rule in rules:
         was_open_since = open_since.get(rule.id, nat)
         evaluation = rule.compiled.evaluate(facts, is_open=~np.isnat(was_open_since))
@@ -261,7 +261,7 @@ def evaluate_rules(
             device = str(facts.device_id[index])
             key = dedup_key(rule.id, device, now_s)
             to_open.append(
-                repo.DetectionToOpen(
+                DetectionToOpen(
                     rule_id=rule.id,
                     rule_version=rule.version,
                     device_id=device,
@@ -274,7 +274,7 @@ def evaluate_rules(
             )
         for index in np.flatnonzero(step.cleared):
             to_clear.append(
-                repo.DetectionToClear(
+                DetectionToClear(
                     rule_id=rule.id,
                     device_id=str(facts.device_id[index]),
                     opened_at=_as_datetime(was_open_since[index]),

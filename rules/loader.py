@@ -51,7 +51,7 @@ from rules.facts import (
     WindowAggregate,
     to_datetime64,
 )
-from rules.repo import ModelBaseline, TrendFitRow
+from rules.models import ModelBaseline, TrendFitRow
 
 QUERIES = load_queries(Path(__file__).with_name("loader.sql"))
 ONE_SECOND = dt.timedelta(seconds=1)

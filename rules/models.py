@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, NamedTuple, Union
 
 import yaml
 from pydantic import (
@@ -47,12 +47,18 @@ from rules.specs import (
 __all__ = [
     "BacktestRequest",
     "BacktestResult",
+    "DetectionChange",
     "DetectionRead",
+    "DetectionToCarryOut",
+    "DetectionToClear",
+    "DetectionToOpen",
     "EngineJobRead",
+    "ModelBaseline",
     "Rule",
     "RuleError",
     "RuleRead",
     "StoredRule",
+    "TrendFitRow",
     "parse_rule",
     "parse_rules_file",
 ]
@@ -369,3 +375,59 @@ class EngineJobRead(BaseModel):
     last_run_at: dt.datetime
     duration_ms: float
     summary: dict[str, Any]
+
+
+# ---------------------------------------------------------------- rows the engine writes many of at once
+
+
+class DetectionToOpen(NamedTuple):
+    """A detection an evaluation opens, in the column order of `open_detection`."""
+
+    rule_id: str
+    rule_version: int
+    device_id: str
+    severity: str
+    opened_at: dt.datetime
+    dedup_key: str
+    explanation: dict[str, Any]
+    actions: list[dict[str, Any]]
+
+
+class DetectionToClear(NamedTuple):
+    """The open detection of a rule and device that an evaluation clears, in the column order of `clear_detection`."""
+
+    rule_id: str
+    device_id: str
+    opened_at: dt.datetime
+    cleared_at: dt.datetime
+    explanation: dict[str, Any]
+
+
+class DetectionChange(NamedTuple):
+    """A detection opened or cleared, as the database answers it."""
+
+    id: int
+    rule_id: str
+    device_id: str
+
+
+class TrendFitRow(NamedTuple):
+    """One device's fitted line of a (metric, seconds) trend, in the column order of `store_trend_fits`."""
+
+    device_id: str
+    metric: str
+    seconds: int
+    slope: float | None  # per second
+    fitted: float | None  # the line's value at fitted_at
+    points: int
+    fitted_at: dt.datetime
+
+
+class ModelBaseline(NamedTuple):
+    """A model's baseline of a metric over its devices: what an anomaly is measured from."""
+
+    model: str
+    metric: str
+    centre: float | None
+    spread: float | None
+    samples: int

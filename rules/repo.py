@@ -1,5 +1,5 @@
-"""Thin functions over rules/queries.sql; rows leave as the domain's models, or as named tuples in the column
-order of their query where an evaluation writes many at once."""
+"""Thin functions over rules/queries.sql; rows leave as the domain's models (named tuples in their query's column
+order where an evaluation or a job writes many at once)."""
 
 from __future__ import annotations
 
@@ -7,69 +7,26 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import numpy as np
 from psycopg2.extras import Json, execute_values
 
 from careloop.db import Connection, copied_integers, copy_columns, execute, fetch_all, fetch_one, load_queries
 from careloop.pages import Page, paginate
-from rules.models import DetectionRead, DetectionToCarryOut, EngineJobRead, RuleVersion, StoredRule
+from rules.models import (
+    DetectionChange,
+    DetectionRead,
+    DetectionToCarryOut,
+    DetectionToClear,
+    DetectionToOpen,
+    EngineJobRead,
+    ModelBaseline,
+    RuleVersion,
+    StoredRule,
+    TrendFitRow,
+)
 
 QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
-
-
-class DetectionToOpen(NamedTuple):
-    """A detection an evaluation opens, in the column order of `open_detection`."""
-
-    rule_id: str
-    rule_version: int
-    device_id: str
-    severity: str
-    opened_at: dt.datetime
-    dedup_key: str
-    explanation: dict[str, Any]
-    actions: list[dict[str, Any]]
-
-
-class DetectionToClear(NamedTuple):
-    """The open detection of a rule and device that an evaluation clears, in the column order of `clear_detection`."""
-
-    rule_id: str
-    device_id: str
-    opened_at: dt.datetime
-    cleared_at: dt.datetime
-    explanation: dict[str, Any]
-
-
-class DetectionChange(NamedTuple):
-    """A detection opened or cleared, as the database answers it."""
-
-    id: int
-    rule_id: str
-    device_id: str
-
-
-class TrendFitRow(NamedTuple):
-    """One device's fitted line of a (metric, seconds) trend, in the column order of `store_trend_fits`."""
-
-    device_id: str
-    metric: str
-    seconds: int
-    slope: float | None  # per second
-    fitted: float | None  # the line's value at fitted_at
-    points: int
-    fitted_at: dt.datetime
-
-
-class ModelBaseline(NamedTuple):
-    """A model's baseline of a metric over its devices: what an anomaly is measured from."""
-
-    model: str
-    metric: str
-    centre: float | None
-    spread: float | None
-    samples: int
 
 
 # ---------------------------------------------------------------- rules
