@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 import psycopg2.extensions
@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     home: Path = Path(".careloop")
     admin_token: SecretStr | None = None
     api_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")
+    # read by careloop.embedded itself; declared here so a wrong value fails at start with one clear line
+    embedded_broker: Literal["auto", "mosquitto", "amqtt"] = "auto"
     # Bounds on how long the API waits for the database, so an outage is a quick 503 and never a hang.
     # 0 switches one off (PostgreSQL's and libpq's own meaning of 0).
     db_connect_timeout_s: int = Field(default=3, ge=0, le=3600)  # libpq waits at least 2 s
