@@ -12,5 +12,4 @@
   sends again what a PUBACK "no matching subscribers" (0x10) says nobody got
 - `fleet`: a deterministic demo fleet and its owners
 - `clock`: units of simulated time, UTC, chances per day
-- `physics`: kept only so older imports of `Simulation` and `SimDevice` keep working
 """
