@@ -31,6 +31,7 @@ from careloop.mqtt import make_connection
 from customers.api import router as customers_router
 from devices.api import router as devices_router
 from ingest.api import router as ingest_router
+from offers.api import router as offers_router
 from rules.api import router as rules_router
 from rules.api import rule_error_response
 from rules.models import RuleError
@@ -441,7 +442,8 @@ def create_app(database: Database, *, admin_token: str | None, mqtt_url: str | N
 
     app.add_exception_handler(RuleError, rule_error_response)
 
-    for router in (fleet_router, devices_router, customers_router, ingest_router, rules_router, service_orders_router):
+    for router in (fleet_router, devices_router, customers_router, ingest_router, rules_router, service_orders_router,
+                   offers_router):
         app.include_router(router)
     app.add_middleware(InputGuard, api=app)
     return app

@@ -139,9 +139,11 @@ def cmd_engine(args: argparse.Namespace) -> int:
     from careloop.db import Database
     from careloop.heartbeat import Heartbeat
     from careloop.runtime import stop_event_on_signals
+    from offers.jobs import JOBS as offer_jobs
     from rules.engine import Engine, EssentialThreadDied, Schedule
     from service_orders.jobs import JOBS as service_order_jobs
 
+    jobs = [*service_order_jobs, *offer_jobs]
     urls = _services(need_broker=False)
     database = Database(urls.database_url, max_connections=3)
     schedule = Schedule(
@@ -151,7 +153,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
         trends_s=args.trends_every.seconds,
     )
     if args.once:
-        engine = Engine(database, schedule=schedule, jobs=service_order_jobs)
+        engine = Engine(database, schedule=schedule, jobs=jobs)
         try:
             print(json.dumps(engine.run_once(), indent=2))
         finally:
@@ -163,7 +165,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
         heartbeat_database, process=f"engine:{socket.gethostname()}-{os.getpid()}", kind="engine", named_by_pid=True
     )
     metrics_server = _serve_metrics(args)
-    engine = Engine(database, schedule=schedule, heartbeat=heartbeat, jobs=service_order_jobs)
+    engine = Engine(database, schedule=schedule, heartbeat=heartbeat, jobs=jobs)
     heartbeat.start()
     try:
         engine.serve(stop_event_on_signals(), database_url=urls.database_url)
@@ -290,6 +292,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from bench.chaos import bench_chaos
 
         return bench_chaos(args)
+    if args.bench == "offers":
+        from bench.offers import bench_offers
+
+        return bench_offers(args)
     raise SystemExit(f"careloop bench: no benchmark {args.bench!r}")
 
 
@@ -357,8 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
         "fleet every --window-every. Model baselines and per-device trend fits are relearned on their own "
         "schedules. It also runs the domains' jobs: detections' actions carried out (a service order and a "
         "call task, within the second of the detection), overdue orders escalated every minute, and completed "
-        "repairs checked against the telemetry every 5 minutes. Restarts and several engines at once never open "
-        "a detection, an order or a call twice.",
+        "repairs checked against the telemetry every 5 minutes; offers issued for detections' `offer` actions "
+        "(within the second), offers held for open service released and expired ones marked every 5 minutes, the "
+        "outbox delivered every 5 seconds (SMTP: CARELOOP_SMTP_URL, CARELOOP_MAIL_FROM; webhooks: POST /webhooks), "
+        "customer segments recomputed every 6 hours. Restarts and several engines at once never open a detection, "
+        "an order, a call or an offer twice.",
     )
     engine.add_argument(
         "--once",
@@ -471,6 +480,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--kills", type=int, default=5, help="ingester SIGKILLs, one of them between commit and ack (default 5)"
     )
     chaos_bench.add_argument("--seed", type=int, default=14, help="seed of the fault times and pauses (default 14)")
+    offers_bench = benches.add_parser(
+        "offers",
+        help="a simulated year of offers for many customers whose true response is known: does the report's uplift "
+        "against the holdout land within its interval of the truth?",
+    )
+    offers_bench.add_argument("--customers", type=int, default=10_000, help="simulated customers (default 10000)")
+    offers_bench.add_argument("--days", type=int, default=365, help="simulated days (default 365)")
+    offers_bench.add_argument("--seed", type=int, default=10, help="seed of the customers and their responses")
     bench.set_defaults(handler=cmd_bench)
     return parser
 

@@ -1,1 +1,1 @@
-"""Offers: templates, eligibility, coupons, contact policy and the delivery outbox."""
+"""Offers: templates, issue once, deliver through an outbox, redeem once, expire; holdouts and the conversion report."""

@@ -1,0 +1,138 @@
+"""HTTP endpoints for offer templates, offers and their redemption, webhook endpoints, the outbox and the
+conversion report; thin handlers over offers.service.
+
+Marketers manage templates and read the report; dispatchers (the hotline) and marketers look up and redeem
+codes; only an admin registers webhook endpoints (their secrets sign what CareLoop sends).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query
+
+from careloop.deps import Conn, Moment, Offset, require
+from careloop.errors import EVERY_ROUTE, ErrorMessage, answers
+from careloop.pages import Page
+from offers import service
+from offers.models import (
+    OfferRead,
+    OffersReport,
+    OfferStatus,
+    OutboxRead,
+    Redemption,
+    TemplateCreate,
+    TemplateRead,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookRead,
+)
+
+router = APIRouter(tags=["offers"], responses=EVERY_ROUTE)
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Code = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 _-]+$")]
+TemplateCode = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+Name = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+CustomerId = Annotated[int | None, Query(ge=1, le=2**63 - 1)]
+MARKETING = require("marketer")
+DESK = require("marketer", "dispatcher")
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@router.get("/offer-templates", dependencies=[DESK], responses=answers(403))
+def list_templates(
+    conn: Conn, active: bool | None = None, limit: Limit = 100, offset: Offset = 0
+) -> Page[TemplateRead]:
+    """What can be offered, each with its `code`, value, validity, eligibility and channels."""
+    return service.list_templates(conn, active=active, limit=limit, offset=offset)
+
+
+@router.post("/offer-templates", status_code=201, dependencies=[MARKETING], responses=answers(403, 409))
+def create_template(template: TemplateCreate, conn: Conn) -> TemplateRead:
+    """A new template; its subject, reason and message may name {name}, {appliance}, {age}, {value}, {expires},
+    {code}, {reason} and {reason_lower}. A code that exists is a 409."""
+    return service.create_template(conn, template)
+
+
+@router.get("/offer-templates/{code}", dependencies=[DESK], responses=answers(403, 404))
+def get_template(code: TemplateCode, conn: Conn) -> TemplateRead:
+    return service.get_template(conn, code)
+
+
+@router.put("/offer-templates/{code}", dependencies=[MARKETING], responses=answers(403, 404))
+def update_template(code: TemplateCode, template: TemplateCreate, conn: Conn) -> TemplateRead:
+    """Change a template; offers issued before keep the value and words they were issued with."""
+    return service.update_template(conn, code, template)
+
+
+@router.get("/offers", dependencies=[DESK], responses=answers(403))
+def list_offers(
+    conn: Conn,
+    customer_id: CustomerId = None,
+    status: OfferStatus | None = None,
+    template: Name = None,
+    rule_id: Name = None,
+    device_id: Name = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> Page[OfferRead]:
+    """Offers and coupons, newest first, each with its `code`, `status` and the reason for it (why it is held or
+    blocked, when it goes out)."""
+    return service.list_offers(conn, customer_id=customer_id, status=status, template=template, rule_id=rule_id,
+                               device_id=device_id, limit=limit, offset=offset)
+
+
+@router.get("/offers/{code}", dependencies=[DESK], responses=answers(403, 404))
+def get_offer(code: Code, conn: Conn) -> OfferRead:
+    return service.get_offer(conn, code)
+
+
+@router.post(
+    "/offers/{code}/redeem", dependencies=[DESK],
+    responses={**answers(403, 404, 409), 410: {"model": ErrorMessage, "description": "The code has expired"}},
+)
+def redeem(code: Code, redemption: Redemption, conn: Conn) -> OfferRead:
+    """Redeem a code once, for the customer it was issued to: another customer's code is a 403, a second redeem a
+    409, an expired code a 410. What was paid goes into the customer's spend (tier and points follow)."""
+    return service.redeem(conn, code, redemption, now=now())
+
+
+@router.get("/reports/offers", dependencies=[MARKETING], responses=answers(403))
+def offers_report(
+    conn: Conn,
+    group_by: Literal["template", "rule", "segment"] = "template",
+    since: Annotated[Moment | None, Query()] = None,
+    until: Annotated[Moment | None, Query()] = None,
+) -> OffersReport:
+    """Did it work? Issued, delivered, redeemed, expired and revenue per template, rule or segment, and the
+    uplift in conversion of the offered over the random holdout, with its 95% confidence interval."""
+    return service.offers_report(conn, group_by=group_by, since=since, until=until)
+
+
+@router.post("/webhooks", status_code=201, dependencies=[require()], responses=answers(403))
+def create_webhook(webhook: WebhookCreate, conn: Conn) -> WebhookCreated:
+    """Register an endpoint for offer events (offer.issued, offer.redeemed, offer.expired) or as the text-message
+    gateway (offer.sms). Each body is signed: X-CareLoop-Signature `t=<unix time>,v1=<hex HMAC-SHA256 of
+    "<t>.<body>">` with the secret answered here once; Idempotency-Key is the same on every retry."""
+    return service.create_webhook(conn, webhook)
+
+
+@router.get("/webhooks", dependencies=[require()], responses=answers(403))
+def list_webhooks(conn: Conn, limit: Limit = 100, offset: Offset = 0) -> Page[WebhookRead]:
+    return service.list_webhooks(conn, limit=limit, offset=offset)
+
+
+@router.get("/outbox", dependencies=[MARKETING], responses=answers(403))
+def list_outbox(
+    conn: Conn,
+    status: Literal["pending", "sent", "dead"] | None = None,
+    offer_id: CustomerId = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> Page[OutboxRead]:
+    """Messages waiting, sent or given up on, with their attempts and last error: why a customer got nothing."""
+    return service.list_outbox(conn, status=status, offer_id=offer_id, limit=limit, offset=offset)

@@ -1,0 +1,232 @@
+"""Delivery of the outbox: e-mail over SMTP and webhooks over HTTP (signed, with an idempotency key), run by the
+engine with retries and back-off.
+
+How a message is sent at most once in effect:
+
+1. The message was rendered whole when it was written to the outbox, in the transaction of the offer that caused
+   it: the e-mail's bytes with its Message-ID, the webhook's body with its Idempotency-Key (and the timestamp its
+   signature covers). A retry sends exactly those bytes; nothing is rendered again.
+2. A run claims due messages (a lease: next_attempt_at moves past the send) and commits the claim; then sends each
+   and commits "sent" right after it. A process killed between the send and that commit leaves the message to be
+   claimed again when the lease runs out, and sent again: the same message, which mail clients and receivers
+   recognise by its Message-ID and Idempotency-Key. Never a second, different one.
+3. Each channel (the SMTP server; each webhook endpoint) is claimed separately, a few messages at a time, and a
+   channel that fails is left alone for the rest of the run: a dead channel does not block the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import logging
+import smtplib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import httpx
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from careloop.db import Connection, Row
+from offers import repo
+from offers.messages import signature
+
+log = logging.getLogger("careloop.offers.delivery")
+
+LEASE = dt.timedelta(minutes=2)  # a claimed message is due again after this if its sender died
+RETRY_FIRST = dt.timedelta(seconds=30)
+RETRY_AT_MOST = dt.timedelta(hours=1)
+MAX_ATTEMPTS = 10  # then the message is dead, and says why
+PER_CHANNEL = 50  # messages of one channel claimed per run
+CUSTOMER_EVENTS = ("offer.email", "offer.sms")  # the offer's own message: sending it delivers the offer
+
+
+class OfferDeliverySettings(BaseSettings):
+    """Where offers go out: CARELOOP_SMTP_URL (smtp://user:pass@host:port, or smtps:// for TLS from the start),
+    CARELOOP_MAIL_FROM, CARELOOP_WEBHOOK_TIMEOUT_S."""
+
+    model_config = SettingsConfigDict(env_prefix="CARELOOP_", env_file=".env", extra="ignore")
+
+    smtp_url: str | None = None
+    mail_from: str = "CareLoop <offers@careloop.example>"
+    webhook_timeout_s: float = 10
+    smtp_timeout_s: float = 10
+
+
+@functools.cache
+def delivery_settings() -> OfferDeliverySettings:
+    return OfferDeliverySettings()
+
+
+class ChannelDown(Exception):
+    """The channel (the SMTP server, a webhook endpoint) failed: try the message again later."""
+
+
+class MessageRefused(Exception):
+    """The channel works but will never take this message (an unknown mailbox, a 4xx answer): it is dead."""
+
+
+@dataclass
+class Transports:
+    """The senders of one delivery run; a run opens one SMTP connection at most and closes it at the end."""
+
+    smtp_url: str | None
+    mail_from: str
+    webhook_timeout_s: float = 10
+    smtp_timeout_s: float = 10
+    _smtp: smtplib.SMTP | None = field(default=None, repr=False)
+    _http: httpx.Client | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: OfferDeliverySettings | None = None) -> Transports:
+        settings = settings or delivery_settings()
+        return cls(settings.smtp_url, settings.mail_from, settings.webhook_timeout_s, settings.smtp_timeout_s)
+
+    def send(self, message: Row) -> None:
+        if message["transport"] == "smtp":
+            self._send_mail(message)
+        else:
+            self._post_webhook(message)
+
+    def _send_mail(self, message: Row) -> None:
+        if not self.smtp_url:
+            raise ChannelDown("no SMTP server: set CARELOOP_SMTP_URL")
+        try:
+            smtp = self._smtp or self._connect_smtp()
+            self._smtp = smtp
+            smtp.sendmail(parseaddr(self.mail_from)[1], [message["destination"]], message["body"].encode("utf-8"))
+        except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused) as error:
+            raise MessageRefused(f"the SMTP server refused it: {error}") from error
+        except smtplib.SMTPResponseException as error:
+            self._drop_smtp()
+            if 500 <= error.smtp_code < 600:
+                raise MessageRefused(f"the SMTP server refused it: {error.smtp_code} {error.smtp_error!r}") from error
+            raise ChannelDown(f"the SMTP server answered {error.smtp_code}: {error.smtp_error!r}") from error
+        except (OSError, smtplib.SMTPException) as error:
+            self._drop_smtp()
+            raise ChannelDown(f"SMTP: {type(error).__name__}: {error}") from error
+
+    def _connect_smtp(self) -> smtplib.SMTP:
+        assert self.smtp_url is not None
+        parts = urlsplit(self.smtp_url)
+        if parts.scheme not in ("smtp", "smtps"):
+            raise ChannelDown(f"CARELOOP_SMTP_URL must start with smtp:// or smtps://, not {parts.scheme}://")
+        kind = smtplib.SMTP_SSL if parts.scheme == "smtps" else smtplib.SMTP
+        smtp = kind(parts.hostname or "127.0.0.1", parts.port or (465 if parts.scheme == "smtps" else 25),
+                    timeout=self.smtp_timeout_s)
+        if parts.username:
+            smtp.login(unquote(parts.username), unquote(parts.password or ""))
+        return smtp
+
+    def _drop_smtp(self) -> None:
+        if self._smtp is not None:
+            try:
+                self._smtp.close()
+            finally:
+                self._smtp = None
+
+    def _post_webhook(self, message: Row) -> None:
+        body: str = message["body"]
+        timestamp = int(message["created_at"].timestamp())  # part of the message: a retry signs the same bytes
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": message["idempotency_key"],
+            "X-CareLoop-Event": message["event"],
+            "X-CareLoop-Signature": signature(message["secret"] or "", timestamp, body),
+            "User-Agent": "CareLoop-Webhooks/1",
+        }
+        if self._http is None:
+            self._http = httpx.Client(timeout=self.webhook_timeout_s, follow_redirects=False)
+        try:
+            answer = self._http.post(message["destination"], content=body.encode("utf-8"), headers=headers)
+        except httpx.HTTPError as error:
+            raise ChannelDown(f"webhook {message['destination']}: {type(error).__name__}: {error}") from error
+        # 409: the receiver has this idempotency key already, which is what a retry hopes for
+        if answer.is_success or answer.status_code == 409:
+            return
+        if answer.status_code in (408, 425, 429) or answer.status_code >= 500:
+            raise ChannelDown(f"webhook {message['destination']} answered {answer.status_code}")
+        raise MessageRefused(f"webhook {message['destination']} refused it: {answer.status_code} {answer.text[:200]}")
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                self._smtp.quit()
+            self._smtp = None
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+
+def retry_delay(attempts: int) -> dt.timedelta:
+    """Back-off after the n-th failed attempt: 30 s, 1 min, 2 min, ... at most an hour."""
+    return min(RETRY_FIRST * 2 ** max(attempts - 1, 0), RETRY_AT_MOST)
+
+
+def deliver_due(
+    conn: Connection,
+    *,
+    now: dt.datetime,
+    transports: Transports | None = None,
+    per_channel: int = PER_CHANNEL,
+    after_send: Callable[[Row], Any] | None = None,
+) -> dict[str, int]:
+    """Send the messages that are due. Unlike other jobs this one commits as it goes (the claim, then each
+    message), so that what was sent is marked so as soon as possible; `after_send` runs between a send and that
+    mark (tests kill the process there)."""
+    own = transports is None
+    transports = transports or Transports.from_settings()
+    counts = {"sent": 0, "retrying": 0, "dead": 0, "put_back": 0}
+    claimed = repo.claim_due(conn, now=now, lease_until=now + LEASE, per_channel=per_channel, scan=per_channel * 20)
+    conn.commit()
+    down: dict[tuple[str, int | None], str] = {}
+    try:
+        for message in claimed:
+            channel = (message["transport"], message["endpoint_id"])
+            if channel in down:  # found down in this run: not tried, not counted, due again with the back-off
+                repo.put_back(conn, message_id=message["id"], error=down[channel],
+                              retry_at=now + retry_delay(message["attempts"]))
+                conn.commit()
+                counts["put_back"] += 1
+                continue
+            try:
+                transports.send(message)
+            except ChannelDown as error:
+                down[channel] = str(error)
+                counts[_failed(conn, message, str(error), now=now, permanent=False)] += 1
+                conn.commit()
+                log.warning("outbox %d (%s to %s): %s", message["id"], message["event"], message["destination"], error)
+                continue
+            except MessageRefused as error:
+                counts[_failed(conn, message, str(error), now=now, permanent=True)] += 1
+                conn.commit()
+                log.warning("outbox %d (%s to %s) dead: %s", message["id"], message["event"], message["destination"],
+                            error)
+                continue
+            if after_send is not None:
+                after_send(message)
+            repo.mark_sent(conn, message_id=message["id"], at=now)
+            if message["offer_id"] is not None and message["event"] in CUSTOMER_EVENTS:
+                how = "e-mail" if message["event"] == "offer.email" else "text message"
+                repo.delivered(conn, offer_id=message["offer_id"], at=now, status_reason=f"delivered by {how}")
+            conn.commit()
+            counts["sent"] += 1
+    finally:
+        if own:
+            transports.close()
+    if claimed:
+        log.info("outbox: %s", counts)
+    return counts
+
+
+def _failed(conn: Connection, message: Row, error: str, *, now: dt.datetime, permanent: bool) -> str:
+    dead = permanent or message["attempts"] >= MAX_ATTEMPTS
+    retry_at = None if dead else now + retry_delay(message["attempts"])
+    repo.mark_failed(conn, message_id=message["id"], error=error, retry_at=retry_at)
+    if dead and message["offer_id"] is not None and message["event"] in CUSTOMER_EVENTS:
+        repo.undeliverable(conn, offer_id=message["offer_id"],
+                           status_reason=f"could not be delivered after {message['attempts']} attempts: {error}")
+    return "dead" if dead else "retrying"

@@ -1,0 +1,206 @@
+"""What comes in and goes out of the offers domain: templates, offers, redemptions, webhook endpoints, the outbox,
+and the conversion report."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from customers.membership import TIER_NAMES
+from offers.messages import check_placeholders
+
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+Category = Literal["service", "sales", "care"]
+ValueKind = Literal["amount", "percent"]
+OfferChannel = Literal["email", "sms"]
+OfferStatus = Literal["held", "blocked", "issued", "delivered", "redeemed", "expired"]
+WebhookEvent = Literal["offer.issued", "offer.redeemed", "offer.expired", "offer.sms"]
+Share = Annotated[Decimal, Field(ge=0, le=Decimal("0.5"), decimal_places=3)]
+
+
+class Eligibility(BaseModel):
+    """Who may get a template: each list narrows it (absent: anyone)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kinds: list[Slug] | None = Field(default=None, description="appliance kinds, e.g. range_hood")
+    models: list[Annotated[str, Field(max_length=64)]] | None = None
+    tiers: list[Literal[TIER_NAMES]] | None = None  # type: ignore[valid-type]
+    segments: list[Slug] | None = Field(
+        default=None, description="value segments (champions, loyal, ...), top_revenue, or device segments"
+    )
+
+
+class TemplateCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: Slug
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    category: Category = Field(description="sales offers wait while the customer's service is open")
+    value_kind: ValueKind
+    value: Decimal = Field(gt=0, le=Decimal(1_000_000), decimal_places=2)
+    validity_days: int = Field(ge=1, le=3660)
+    eligibility: Eligibility = Eligibility()
+    channels: list[OfferChannel] = Field(min_length=1, max_length=2)
+    subject: Annotated[str, Field(min_length=1, max_length=200)]
+    reason: Annotated[str, Field(min_length=1, max_length=300, description="why, in words the owner would welcome")]
+    message: Annotated[str, Field(min_length=1, max_length=2000)]
+    occasion: Literal["birthday"] | None = Field(
+        default=None, description="birthday: once a year per customer, delivered on the day in their time zone"
+    )
+    conversion_source: Slug | None = Field(
+        default=None, description="the spend that counts as the offer working (purchase, service_visit, ...); "
+        "none: any spend"
+    )
+    holdout_share: Share = Decimal(0)
+    rule_holdouts: dict[Slug, Share] = Field(default={}, description="a holdout share per rule, over holdout_share")
+    active: bool = True
+
+    @field_validator("subject", "reason", "message")
+    @classmethod
+    def _known_placeholders(cls, text: str) -> str:
+        check_placeholders(text)
+        return text
+
+    @field_validator("channels")
+    @classmethod
+    def _distinct(cls, channels: list[str]) -> list[str]:
+        if len(set(channels)) != len(channels):
+            raise ValueError("each channel once")
+        return channels
+
+    @model_validator(mode="after")
+    def _percent(self) -> TemplateCreate:
+        if self.value_kind == "percent" and self.value > 100:
+            raise ValueError("a percentage value is at most 100")
+        return self
+
+
+class TemplateRead(TemplateCreate):
+    model_config = ConfigDict(extra="ignore")
+
+    id: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class OfferRead(BaseModel):
+    id: int
+    code: str
+    template: str
+    customer_id: int
+    device_id: str | None
+    rule_id: str | None
+    detection_id: int | None
+    status: OfferStatus
+    status_reason: str = Field(description="why it is held or blocked, when it goes out, or what became of it")
+    reason: str = Field(description="why the owner gets it, in their words")
+    channel: OfferChannel | None
+    value_kind: ValueKind
+    value: Decimal
+    segment: str
+    issued_at: dt.datetime
+    send_at: dt.datetime | None
+    expires_at: dt.datetime | None
+    delivered_at: dt.datetime | None
+    redeemed_at: dt.datetime | None
+    redeemed_amount: Decimal | None
+    expired_at: dt.datetime | None
+
+
+class Redemption(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    customer_id: int = Field(ge=1, le=2**63 - 1, description="who presents the code: it must be theirs")
+    amount: Decimal = Field(default=Decimal(0), ge=0, le=Decimal(10_000_000), decimal_places=2,
+                            description="what the customer paid with it (goes into their spend)")
+
+
+class WebhookCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    url: AnyHttpUrl
+    events: list[WebhookEvent] = Field(min_length=1)
+
+
+class WebhookRead(BaseModel):
+    id: int
+    name: str
+    url: str
+    events: list[str]
+    active: bool
+    created_at: dt.datetime
+
+
+class WebhookCreated(WebhookRead):
+    secret: str = Field(description="signs every body (HMAC-SHA256, X-CareLoop-Signature); shown only now")
+
+
+class OutboxRead(BaseModel):
+    id: int
+    offer_id: int | None
+    transport: Literal["smtp", "webhook"]
+    destination: str
+    event: str
+    idempotency_key: str
+    subject: str | None
+    status: Literal["pending", "sent", "dead"]
+    not_before: dt.datetime
+    next_attempt_at: dt.datetime
+    attempts: int
+    last_error: str | None
+    sent_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+class ReportRow(BaseModel):
+    key: str = Field(description="the template's code, the rule's id or the segment")
+    treated: int = Field(description="eligible and offered")
+    holdout: int = Field(description="eligible and kept out at random")
+    issued: int
+    delivered: int
+    redeemed: int
+    expired: int
+    held: int
+    blocked: int
+    revenue: Decimal = Field(description="paid with redeemed coupons")
+    conversion_treated: float | None
+    conversion_holdout: float | None
+    uplift: float | None = Field(description="conversion of the offered minus that of the holdout")
+    uplift_low: float | None
+    uplift_high: float | None
+    revenue_per_treated: Decimal | None = Field(description="spend that counts as conversion, per offered customer")
+    revenue_per_holdout: Decimal | None
+
+
+class OffersReport(BaseModel):
+    group_by: Literal["template", "rule", "segment"]
+    since: dt.datetime | None
+    until: dt.datetime | None
+    confidence: float
+    method: str
+    rows: list[ReportRow]
+    total: ReportRow
+
+
+@dataclass(frozen=True)
+class IssueOutcome:
+    """What an `offer` action came to: an offer, a place in the holdout, or nothing (and why)."""
+
+    kind: Literal["offer", "holdout", "skipped"]
+    reason: str
+    offer: OfferRead | None = None
+    holdout_id: int | None = None
+
+    def result(self) -> dict[str, Any]:
+        """What the detection's action records it made (never the coupon code)."""
+        if self.offer is not None:
+            return {"offer_id": self.offer.id, "offer_status": self.offer.status}
+        if self.holdout_id is not None:
+            return {"holdout_id": self.holdout_id}
+        return {"skipped": self.reason}
