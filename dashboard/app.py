@@ -9,8 +9,8 @@ from dashboard.data import clear_cache
 
 st.set_page_config(page_title="CareLoop", page_icon=":material/home_repair_service:", layout="wide")
 
-# Paths are relative to this file. Later pages (Service: service orders, call tasks; Marketing:
-# offers) get their own page files and a place here once their endpoints exist.
+# Paths are relative to this file. Later pages (Marketing: offers; rules) get their own page files and a
+# place here once their endpoints exist.
 PAGES = {
     "Fleet": [
         st.Page("pages/fleet.py", title="Fleet health", icon=":material/monitor_heart:", default=True),
@@ -21,6 +21,8 @@ PAGES = {
         st.Page("pages/customers.py", title="Customers", icon=":material/groups:"),
     ],
     "Service": [
+        # First under Service: the queue is where a dispatcher works.
+        st.Page("pages/dispatch.py", title="Dispatch board", icon=":material/assignment_ind:"),
         st.Page("pages/detections.py", title="Detections", icon=":material/notification_important:"),
     ],
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -18,10 +19,12 @@ TOKEN_VARIABLES = ("CARELOOP_API_TOKEN", "CARELOOP_ADMIN_TOKEN")
 class ApiError(Exception):
     """The API could not answer; the message names the URL and, when there was one, the status."""
 
-    def __init__(self, message: str, *, url: str, status: int | None = None) -> None:
+    def __init__(self, message: str, *, url: str, status: int | None = None, detail: str | None = None) -> None:
         super().__init__(message)
         self.url = url
         self.status = status
+        # What the API itself said (its `detail`), e.g. why a 409 refused a change.
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,7 @@ class ApiClient:
                 f"{response.reason_phrase}: {hint} ({_detail(response)})",
                 url=url,
                 status=response.status_code,
+                detail=_detail(response),
             )
         if response.status_code >= 400 and response.status_code not in accept:
             raise ApiError(
@@ -136,6 +140,7 @@ class ApiClient:
                 f"{response.reason_phrase}: {_detail(response)}",
                 url=url,
                 status=response.status_code,
+                detail=_detail(response),
             )
         try:
             return response.json()
@@ -147,8 +152,7 @@ class ApiClient:
                 status=response.status_code,
             ) from None
 
-    # One method per endpoint the dashboard uses; later pages (service orders, call tasks, offers)
-    # add theirs here once those endpoints exist.
+    # One method per endpoint the dashboard uses; later pages (offers, rules) add theirs here once they exist.
 
     def health(self) -> dict[str, Any]:
         # A degraded API may say so with a 503; its body is still the answer we want to show.
@@ -197,3 +201,69 @@ class ApiClient:
     def acknowledge_detection(self, detection_id: int | str) -> dict[str, Any]:
         """Say a person has seen it; answers the detection, now acknowledged. Never cached: it changes state."""
         return self.post(f"/detections/{quote(str(detection_id), safe='')}/acknowledge")
+
+    # ------------------------------------------------------------ service orders, technicians, call tasks
+
+    def service_orders(self, **filters: Any) -> dict[str, Any]:
+        """Filters: status (open = not completed or cancelled), device_id, customer_id, technician_id, region,
+        skill, priority, overdue, limit, offset. Most urgent first."""
+        return self.get("/service-orders", filters)
+
+    def service_order(self, order_id: int | str) -> dict[str, Any]:
+        """One order with its history and allowed_transitions."""
+        return self.get(f"/service-orders/{quote(str(order_id), safe='')}")
+
+    def order_proposals(self, order_id: int | str) -> list[dict[str, Any]]:
+        """The best technicians for the order, each with its soonest free window and why."""
+        return self.get(f"/service-orders/{quote(str(order_id), safe='')}/proposals")
+
+    def assign_order(
+        self, order_id: int | str, technician_id: int, *, start: str | None = None, end: str | None = None
+    ) -> dict[str, Any]:
+        """Assign a technician with a visit window (ISO 8601 with a zone), or the soonest free one when none is
+        given; a window that does not fit is a 409 saying why."""
+        body: dict[str, Any] = {"technician_id": technician_id}
+        if start is not None or end is not None:
+            body |= {"start": start, "end": end}
+        return self.post(f"/service-orders/{quote(str(order_id), safe='')}/assign", body)
+
+    def change_order_status(self, order_id: int | str, status: str, *, note: str | None = None) -> dict[str, Any]:
+        """Move an order along its lifecycle; a transition that is not allowed is a 409 naming the allowed ones."""
+        body: dict[str, Any] = {"status": status}
+        if note:
+            body["note"] = note
+        return self.post(f"/service-orders/{quote(str(order_id), safe='')}/status", body)
+
+    def complete_order(
+        self,
+        order_id: int | str,
+        *,
+        outcome: str,
+        parts: list[str],
+        cost: Decimal | str,
+        paid: bool,
+        rating: int | None,
+    ) -> dict[str, Any]:
+        """Record the visit of an order in progress."""
+        # The cost goes as text so that 45.10 arrives as 45.10, not as the nearest binary fraction.
+        body = {"outcome": outcome, "parts": parts, "cost": str(cost), "paid": paid, "rating": rating}
+        return self.post(f"/service-orders/{quote(str(order_id), safe='')}/complete", body)
+
+    def technicians(self, **filters: Any) -> dict[str, Any]:
+        """Filters: skill, region, limit, offset."""
+        return self.get("/technicians", filters)
+
+    def call_tasks(self, **filters: Any) -> dict[str, Any]:
+        """Filters: status (open, blocked, done), device_id, customer_id, order_id, region, limit, offset. Due first."""
+        return self.get("/call-tasks", filters)
+
+    def record_call_outcome(
+        self, task_id: int | str, outcome: str, *, retry_at: str | None = None, notes: str | None = None
+    ) -> dict[str, Any]:
+        """Outcome: reached, no_answer, call_back (needs retry_at) or declined; answers the task as it now is."""
+        body: dict[str, Any] = {"outcome": outcome}
+        if retry_at is not None:
+            body["retry_at"] = retry_at
+        if notes:
+            body["notes"] = notes
+        return self.post(f"/call-tasks/{quote(str(task_id), safe='')}/outcome", body)

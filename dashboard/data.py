@@ -51,7 +51,12 @@ def change(method: str, *args: Any, **kwargs: Any) -> Any:
 
 
 def show_api_error(error: ApiError) -> None:
-    st.error(str(error), icon=":material/cloud_off:")
+    """The error in the page. A 409 is the API refusing a change for a reason the person can act on (the order
+    moved on, the window is taken), so its reason is what is shown, not the URL and status."""
+    if error.status == 409 and error.detail:
+        st.error(f"Not done: {error.detail}", icon=":material/block:")
+    else:
+        st.error(str(error), icon=":material/cloud_off:")
 
 
 def stop_with(error: ApiError) -> NoReturn:

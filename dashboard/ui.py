@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 import streamlit as st
@@ -65,3 +67,97 @@ def remember_choice(param: str, value: str) -> None:
     """Put the page's current choice in the URL, for sharing and for the browser's back button."""
     st.query_params[param] = value
     st.session_state[f"shown_{param}"] = value
+
+
+def duration_text(seconds: float) -> str:
+    """A span of time in its two largest units, for reading: '3 h 20 min', '2 d 4 h', '45 min', '30 s'."""
+    seconds = int(abs(seconds))
+    units = [(86400, "d"), (3600, "h"), (60, "min")]
+    parts = []
+    for size, unit in units:
+        if seconds >= size:
+            parts.append(f"{seconds // size} {unit}")
+            seconds %= size
+        elif parts:
+            # Two units side by side only when they are neighbours: '2 d 4 h', never '2 d 5 min'.
+            break
+        if len(parts) == 2:
+            break
+    return " ".join(parts) if parts else f"{seconds} s"
+
+
+def time_left(seconds: float | None) -> str:
+    """'3 h 20 min left' before a due time, 'overdue by 2 h' after it, '–' when there is none (a closed order)."""
+    if seconds is None:
+        return "–"
+    return f"{duration_text(seconds)} left" if seconds >= 0 else f"overdue by {duration_text(seconds)}"
+
+
+def viewer_zone() -> ZoneInfo:
+    """The time zone of the person's browser (times are shown and entered in it), else UTC."""
+    name = st.context.timezone
+    try:
+        return ZoneInfo(name) if name else ZoneInfo("UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def local_time(value: str | datetime | None, zone: ZoneInfo) -> str:
+    """'Tue 01 Dec 09:00' in `zone`; '–' for nothing."""
+    moment = value if isinstance(value, datetime) else parse_ts(value)
+    return moment.astimezone(zone).strftime("%a %d %b %H:%M") if moment else "–"
+
+
+# ---------------------------------------------------------------- explanations (a detection's, an order's)
+
+# Keys of a condition's explanation drawn on their own; any other key is a detail of the condition.
+DRAWN_KEYS = {"condition", "kind", "met", "reason", "values", "conditions"}
+
+
+def plain(text: Any) -> str:
+    """Text from the API made safe for st.markdown: no stray emphasis, links, HTML or LaTeX."""
+    return re.sub(r"([\\`*_\[\]<>$])", r"\\\1", str(text))
+
+
+def reason_of(explanation: Any) -> str:
+    return str(explanation.get("reason") or "") if isinstance(explanation, dict) else ""
+
+
+def described(detail: Any) -> str:
+    """A condition's detail (a level, a window, a list of codes) as short text."""
+    if isinstance(detail, list):
+        return ", ".join(map(str, detail)) or "none"
+    return format_value(detail)
+
+
+def show_condition(node: dict[str, Any]) -> None:
+    """One condition of an explanation: its kind, met or not, why, its details and values; then its children."""
+    kind = node.get("condition") or node.get("kind") or "condition"
+    verdict = ":green[met]" if node.get("met") else ":red[not met]"
+    with st.container(border=True):
+        st.markdown(f"**{plain(kind)}** · {verdict}  \n{plain(node.get('reason') or '')}")
+        details = {key: value for key, value in node.items() if key not in DRAWN_KEYS}
+        if details:
+            st.caption(" · ".join(
+                f"{plain(key.replace('_', ' '))}: {plain(described(value))}" for key, value in details.items()
+            ))
+        values = node.get("values")
+        if isinstance(values, dict) and values:
+            # Formatted as text: the values mix numbers, instants, flags and nothing at all.
+            st.table(pd.DataFrame({"value": [format_value(v) for v in values.values()]},
+                                  index=pd.Index(list(values), name=str(kind))))
+        for child in node.get("conditions") or []:
+            if isinstance(child, dict):
+                show_condition(child)
+
+
+def show_explanation(explanation: Any) -> None:
+    """Why the rule held (or stopped holding): the reason in words, then the condition tree."""
+    if not isinstance(explanation, dict) or not explanation:
+        st.caption("The engine recorded no explanation.")
+        return
+    st.markdown(f"**{plain(reason_of(explanation) or 'no reason given')}**")
+    if explanation.get("at"):
+        st.caption(f"Evaluated at {explanation['at']}.")
+    if isinstance(explanation.get("condition"), dict):
+        show_condition(explanation["condition"])

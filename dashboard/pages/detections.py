@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pandas as pd
@@ -10,7 +9,7 @@ import streamlit as st
 
 from dashboard.client import ApiError
 from dashboard.data import change, fetch, fetch_or_stop, show_api_error, stop_with
-from dashboard.ui import format_value, linked_id, parse_ts, remember_choice, time_ago
+from dashboard.ui import linked_id, parse_ts, plain, reason_of, remember_choice, show_explanation, time_ago
 
 STATUSES = ["open", "acknowledged", "cleared"]
 SEVERITIES = ["critical", "warning", "info"]
@@ -22,57 +21,6 @@ LIST_LIMIT = 200
 COUNT_LIMIT = 1000
 # What the last click on "Acknowledge" did, shown after the rerun that reads the new state.
 ACKNOWLEDGED_KEY = "detections_acknowledged"
-# Keys of a condition's explanation drawn on their own; any other key is a detail of the condition.
-DRAWN_KEYS = {"condition", "kind", "met", "reason", "values", "conditions"}
-
-
-def plain(text: Any) -> str:
-    """Text from the API made safe for st.markdown: no stray emphasis, links, HTML or LaTeX."""
-    return re.sub(r"([\\`*_\[\]<>$])", r"\\\1", str(text))
-
-
-def reason_of(explanation: Any) -> str:
-    return str(explanation.get("reason") or "") if isinstance(explanation, dict) else ""
-
-
-def described(detail: Any) -> str:
-    """A condition's detail (a level, a window, a list of codes) as short text."""
-    if isinstance(detail, list):
-        return ", ".join(map(str, detail)) or "none"
-    return format_value(detail)
-
-
-def show_condition(node: dict[str, Any]) -> None:
-    """One condition of an explanation: its kind, met or not, why, its details and values; then its children."""
-    kind = node.get("condition") or node.get("kind") or "condition"
-    verdict = ":green[met]" if node.get("met") else ":red[not met]"
-    with st.container(border=True):
-        st.markdown(f"**{plain(kind)}** · {verdict}  \n{plain(node.get('reason') or '')}")
-        details = {key: value for key, value in node.items() if key not in DRAWN_KEYS}
-        if details:
-            st.caption(" · ".join(
-                f"{plain(key.replace('_', ' '))}: {plain(described(value))}" for key, value in details.items()
-            ))
-        values = node.get("values")
-        if isinstance(values, dict) and values:
-            # Formatted as text: the values mix numbers, instants, flags and nothing at all.
-            st.table(pd.DataFrame({"value": [format_value(v) for v in values.values()]},
-                                  index=pd.Index(list(values), name=str(kind))))
-        for child in node.get("conditions") or []:
-            if isinstance(child, dict):
-                show_condition(child)
-
-
-def show_explanation(explanation: Any) -> None:
-    """Why the rule held (or stopped holding): the reason in words, then the condition tree."""
-    if not isinstance(explanation, dict) or not explanation:
-        st.caption("The engine recorded no explanation.")
-        return
-    st.markdown(f"**{plain(reason_of(explanation) or 'no reason given')}**")
-    if explanation.get("at"):
-        st.caption(f"Evaluated at {explanation['at']}.")
-    if isinstance(explanation.get("condition"), dict):
-        show_condition(explanation["condition"])
 
 
 def action_row(action: dict[str, Any]) -> dict[str, Any]:

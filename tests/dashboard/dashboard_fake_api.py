@@ -143,12 +143,112 @@ DETECTIONS = [
 ]
 
 
+# A device only the dispatch board meets (an order's), so the device and customer pages' lists stay as they are.
+OTHER_DEVICES = [
+    {"id": "RH-000777", "model": "RH-900", "kind": "range_hood", "owner": None, "purchased_on": "2018-06-01",
+     "region": "west", "created_at": iso(NOW - timedelta(days=2000)), "online": True,
+     "last_seen": iso(NOW - timedelta(minutes=1)), "last_seq": 77, "missing_seq": 0,
+     "latest": {"fan_current_a": 1.1, "run_hours": 2400.0}},
+]
+TOMORROW_9 = (NOW + timedelta(days=1)).replace(hour=9, minute=0, second=0)
+
+TECHNICIANS = [
+    {"id": 1, "name": "Liu Yang", "phone": "+86 139 1111 2222", "email": None, "skills": ["motor", "heating"],
+     "region": "east", "timezone": "Asia/Shanghai", "work_start": "08:00:00", "work_end": "17:00:00",
+     "work_days": [1, 2, 3, 4, 5], "daily_capacity": 4, "active": True, "open_orders": 1,
+     "created_at": iso(NOW - timedelta(days=100))},
+    {"id": 2, "name": "Ma Li", "phone": None, "email": None, "skills": ["motor", "cleaning"], "region": "west",
+     "timezone": "UTC", "work_start": "08:00:00", "work_end": "17:00:00", "work_days": [1, 2, 3, 4, 5],
+     "daily_capacity": 4, "active": True, "open_orders": 1, "created_at": iso(NOW - timedelta(days=90))},
+]
+# Where each status may go, as the API's service_orders.models.TRANSITIONS says.
+TRANSITIONS = {
+    "new": ["scheduled", "assigned", "cancelled"], "scheduled": ["assigned", "cancelled"],
+    "assigned": ["in_progress", "scheduled", "cancelled"], "in_progress": ["completed", "assigned", "cancelled"],
+    "completed": [], "cancelled": [],
+}
+
+
+def order(order_id: int, device_id: str, *, opened_ago: timedelta, left: timedelta, **fields: Any) -> dict[str, Any]:
+    """An open order as GET /service-orders answers it, due `left` from now (negative: overdue)."""
+    state = "overdue" if left < timedelta(0) else "due_soon" if left <= timedelta(hours=4) else "ok"
+    device = next(d for d in DEVICES + OTHER_DEVICES if d["id"] == device_id)
+    owner = CUSTOMER if device["owner"] == CUSTOMER["id"] else None
+    return {
+        "id": order_id, "device_id": device_id, "customer_id": owner and owner["id"], "type": "repair",
+        "fault_class": f"{fields.get('type', 'repair')}:{fields['skill']}", "priority": "normal", "status": "new",
+        "reason": "", "source": "hotline", "explanation": None, "detection_ids": [],
+        "opened_at": iso(NOW - opened_ago), "sla_due_at": iso(NOW + left), "sla_state": state,
+        "time_left_s": left.total_seconds(), "escalations": 0, "technician_id": None, "appointment_start": None,
+        "appointment_end": None, "completed_at": None, "outcome": None, "parts": [], "cost": None, "rating": None,
+        "verification": None, "verify_by": None, "reopened": 0, "region": device["region"],
+        "customer_name": owner and owner["name"], "customer_phone": owner and owner["phone"],
+        "history": [{"at": iso(NOW - opened_ago), "actor": "engine", "actor_role": "engine", "change": "opened",
+                     "from_status": None, "to_status": "new", "detail": {}}],
+        **fields,
+    }
+
+
+ORDERS = [
+    # In id order, not by urgency: the board sorts by time left itself.
+    order(20, "OV-000001", opened_ago=timedelta(days=9), left=timedelta(days=-6), skill="heating",
+          status="completed", reason="Oven does not heat", sla_state="met", time_left_s=None),
+    order(21, "RH-000123", opened_ago=timedelta(hours=26), left=timedelta(hours=-2), skill="motor",
+          priority="urgent", source="rule", reason="Fan motor stalled (E21)", detection_ids=[3], escalations=1,
+          explanation=DETECTIONS[0]["explanation"]),
+    order(22, "RH-000777", opened_ago=timedelta(days=1), left=timedelta(days=2, hours=4), skill="cleaning",
+          type="maintenance", status="in_progress", technician_id=2, reason="Grease filter due for cleaning",
+          appointment_start=iso(NOW - timedelta(hours=1)), appointment_end=iso(NOW + timedelta(hours=1))),
+    order(23, "OV-000001", opened_ago=timedelta(hours=20, minutes=40), left=timedelta(hours=3, minutes=20),
+          skill="heating", priority="high", status="assigned", technician_id=1, reason="Oven heats slowly",
+          appointment_start=iso(TOMORROW_9), appointment_end=iso(TOMORROW_9 + timedelta(hours=2))),
+]
+
+CALL_TASKS = [
+    {"id": 31, "order_id": 21, "customer_id": 7, "customer_name": "Li Wei", "device_id": "RH-000123",
+     "phone": "+86 138 0000 0000", "reason": "Your range hood reported a stalled fan motor.",
+     "script": "Hello Li Wei, this is CareLoop service calling about your range hood (RH-900). Your range hood "
+               "reported a stalled fan motor. We have opened service order 21 and can send a technician: which "
+               "day and time suit you?",
+     "status": "open", "due_at": iso(NOW - timedelta(minutes=20)),
+     "policy_reason": "consent to service calls by phone; 14:00 in Asia/Shanghai is daytime", "outcome": None,
+     "attempts": 0, "notes": None, "created_at": iso(NOW - timedelta(hours=1)),
+     "updated_at": iso(NOW - timedelta(hours=1))},
+    {"id": 32, "order_id": None, "customer_id": 7, "customer_name": "Li Wei", "device_id": "OV-000001",
+     "phone": "+86 138 0000 0000", "reason": "Your oven is due for its yearly check.",
+     "script": "Hello Li Wei, this is CareLoop service calling about your oven (OV-500).", "status": "open",
+     "due_at": iso(NOW + timedelta(hours=3)), "policy_reason": "consent to service calls by phone; not before 09:00",
+     "outcome": None, "attempts": 1, "notes": "asked to call in the morning",
+     "created_at": iso(NOW - timedelta(hours=5)), "updated_at": iso(NOW - timedelta(hours=2))},
+    {"id": 33, "order_id": 22, "customer_id": None, "customer_name": None, "device_id": "RH-000777", "phone": None,
+     "reason": "Your range hood's grease filter is due for cleaning.", "script": "Hello,", "status": "blocked",
+     "due_at": iso(NOW - timedelta(days=1)), "policy_reason": "the device has no registered owner to call",
+     "outcome": None, "attempts": 0, "notes": None, "created_at": iso(NOW - timedelta(days=1)),
+     "updated_at": iso(NOW - timedelta(days=1))},
+]
+
+
+def proposals_for(found: dict[str, Any]) -> list[dict[str, Any]]:
+    """The technicians with the order's skill, the device's region first, each with a window and why."""
+    fitting = sorted((t for t in TECHNICIANS if found["skill"] in t["skills"]),
+                     key=lambda t: (t["region"] != found["region"], t["id"]))
+    return [
+        {"technician_id": t["id"], "name": t["name"], "region": t["region"], "open_orders": t["open_orders"],
+         "window_start": iso(TOMORROW_9 + timedelta(days=rank)),
+         "window_end": iso(TOMORROW_9 + timedelta(days=rank, hours=2)),
+         "reason": f"skill {found['skill']}; home region {t['region']}; {t['open_orders']} open order; free from "
+                   f"{TOMORROW_9 + timedelta(days=rank):%a %d %b %H:%M} ({t['timezone']})"}
+        for rank, t in enumerate(fitting)
+    ]
+
+
 def telemetry(device_id: str, query: dict[str, str]) -> dict[str, Any]:
-    """Ten readings per asked metric, one per bucket, ending now."""
-    device = next(d for d in DEVICES if d["id"] == device_id)
+    """Ten readings per asked metric, one per bucket, ending now (or at `until`)."""
+    device = next(d for d in DEVICES + OTHER_DEVICES if d["id"] == device_id)
     metrics = [query["metric"]] if "metric" in query else list(device["latest"])
+    end = datetime.fromisoformat(query["until"]) if "until" in query else NOW
     items = [
-        {"ts": iso(NOW - timedelta(minutes=15 * step)), "metric": metric, "value": 0.5 + step / 10,
+        {"ts": iso(end - timedelta(minutes=15 * step)), "metric": metric, "value": 0.5 + step / 10,
          "bucket": query.get("bucket")}
         for metric in metrics if metric in device["latest"]
         for step in range(10)
@@ -167,14 +267,26 @@ class FakeApi:
     role: str = "dispatcher"
     # Each test gets its own copy, as acknowledging changes them.
     detections: list[dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(DETECTIONS))
+    orders: list[dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(ORDERS))
+    call_tasks: list[dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(CALL_TASKS))
+    # The JSON bodies POSTed, by path, in order.
+    bodies: list[tuple[str, Any]] = field(default_factory=list)
+    # A path here answers 409 with this detail, as the API does when a change does not fit (a taken window).
+    refuse: dict[str, str] = field(default_factory=dict)
 
     def asked(self, path: str, method: str = "GET") -> list[dict[str, str]]:
         return [query for asked_path, query, _, how in self.requests if asked_path == path and how == method]
 
+    def posted(self, path: str) -> list[Any]:
+        """The bodies POSTed to `path`, in order."""
+        return [body for posted_path, body in self.bodies if posted_path == path]
+
     def answer(
-        self, path: str, query: dict[str, str], authorization: str | None, method: str = "GET"
+        self, path: str, query: dict[str, str], authorization: str | None, method: str = "GET", body: Any = None
     ) -> tuple[int, Any]:
         self.requests.append((path, query, authorization, method))
+        if method == "POST":
+            self.bodies.append((path, body))
         if path == "/health":
             # Public, as a load balancer must be able to ask without a token.
             return 200, {"status": "ok", "database": {"ok": True, "detail": "PostgreSQL 16"},
@@ -185,7 +297,9 @@ class FakeApi:
             return 401, {"detail": "invalid or missing token"}
         parts = path.strip("/").split("/")
         if method == "POST":
-            return self.answer_post(parts)
+            if path in self.refuse:
+                return 409, {"detail": self.refuse[path]}
+            return self.answer_post(parts, body or {})
         if path == "/models":
             return 200, MODELS
         if path == "/fleet/summary":
@@ -200,7 +314,7 @@ class FakeApi:
             ]
             return 200, {"items": items, "total": len(items)}
         if parts[0] == "devices" and len(parts) >= 2:
-            device = next((d for d in DEVICES if d["id"] == parts[1]), None)
+            device = next((d for d in DEVICES + OTHER_DEVICES if d["id"] == parts[1]), None)
             if device is None:
                 return 404, {"detail": f"no device {parts[1]}"}
             return 200, telemetry(parts[1], query) if parts[2:] == ["telemetry"] else device
@@ -228,12 +342,53 @@ class FakeApi:
         if parts[0] == "detections" and len(parts) == 2:
             found = self.detection(parts[1])
             return (200, found) if found else (404, {"detail": f"no detection {parts[1]}"})
+        if parts[0] in ("service-orders", "technicians", "call-tasks"):
+            return self.answer_service(parts, query)
+        return 404, {"detail": "Not Found"}
+
+    def order(self, order_id: str) -> dict[str, Any] | None:
+        return next((o for o in self.orders if str(o["id"]) == order_id), None)
+
+    def answer_service(self, parts: list[str], query: dict[str, str]) -> tuple[int, Any]:
+        """GETs of service orders, technicians and call tasks."""
+        dispatcher_only = parts[0] == "technicians" or parts[2:] == ["proposals"]
+        if dispatcher_only and self.role not in ("admin", "dispatcher"):
+            return 403, {"detail": f"role {self.role!r} may not do this; needs one of: admin, dispatcher"}
+        if parts == ["service-orders"]:
+            wanted = query.get("status")
+            items = [
+                {key: value for key, value in o.items() if key != "history"} for o in self.orders
+                if (wanted is None or o["status"] == wanted
+                    or (wanted == "open" and o["status"] not in ("completed", "cancelled")))
+                and all(query.get(name) in (None, o[name]) for name in ("region", "skill", "priority"))
+                and (query.get("overdue") != "true" or o["sla_state"] == "overdue")
+            ]
+            return 200, {"items": items, "total": len(items)}
+        if parts[0] == "service-orders":
+            found = self.order(parts[1])
+            if found is None:
+                return 404, {"detail": f"no service order {parts[1]}"}
+            if parts[2:] == ["proposals"]:
+                return 200, proposals_for(found)
+            return 200, {**found, "allowed_transitions": TRANSITIONS[found["status"]]}
+        if parts == ["technicians"]:
+            return 200, {"items": TECHNICIANS, "total": len(TECHNICIANS)}
+        if parts == ["call-tasks"]:
+            if self.role not in ("admin", "dispatcher", "technician"):
+                return 403, {"detail": f"role {self.role!r} may not do this; needs one of: admin, dispatcher, "
+                                       "technician"}
+            regions = {d["id"]: d["region"] for d in DEVICES + OTHER_DEVICES}
+            items = [t for t in self.call_tasks if query.get("status") in (None, t["status"])
+                     and query.get("region") in (None, regions[t["device_id"]])]
+            return 200, {"items": items, "total": len(items)}
         return 404, {"detail": "Not Found"}
 
     def detection(self, detection_id: str) -> dict[str, Any] | None:
         return next((d for d in self.detections if str(d["id"]) == detection_id), None)
 
-    def answer_post(self, parts: list[str]) -> tuple[int, Any]:
+    def answer_post(self, parts: list[str], body: dict[str, Any]) -> tuple[int, Any]:
+        if parts[0] in ("service-orders", "call-tasks"):
+            return self.answer_service_post(parts, body)
         if parts[0] == "detections" and parts[2:] == ["acknowledge"]:
             if self.role not in ("admin", "dispatcher", "technician"):
                 return 403, {"detail": f"role {self.role!r} may not do this; needs one of: admin, dispatcher, "
@@ -249,6 +404,52 @@ class FakeApi:
             return 200, detection
         return 404, {"detail": "Not Found"}
 
+    def answer_service_post(self, parts: list[str], body: dict[str, Any]) -> tuple[int, Any]:
+        """Assign, move and complete an order, record a call: the API's rules, in miniature."""
+        if self.role not in ("admin", "dispatcher"):
+            return 403, {"detail": f"role {self.role!r} may not do this; needs one of: admin, dispatcher"}
+        now = iso(datetime.now(UTC))
+        if parts[0] == "call-tasks":
+            task = next((t for t in self.call_tasks if str(t["id"]) == parts[1]), None)
+            if task is None:
+                return 404, {"detail": f"no call task {parts[1]}"}
+            if task["status"] != "open":
+                return 409, {"detail": f"call task {parts[1]} is {task['status']}"}
+            again = body["outcome"] in ("no_answer", "call_back")
+            retry = body.get("retry_at") or iso(datetime.now(UTC) + timedelta(hours=2))
+            task |= {"outcome": body["outcome"], "status": "open" if again else "done",
+                     "attempts": task["attempts"] + 1, "due_at": retry if again else task["due_at"],
+                     "notes": body.get("notes"), "updated_at": now}
+            return 200, task
+        found = self.order(parts[1])
+        if found is None:
+            return 404, {"detail": f"no service order {parts[1]}"}
+        before = found["status"]
+        if parts[2:] == ["assign"]:
+            if before not in ("new", "scheduled", "assigned"):
+                return 409, {"detail": f"order {parts[1]} is {before}: only new, scheduled or assigned orders are "
+                                       "assigned"}
+            window = [p for p in proposals_for(found) if p["technician_id"] == body["technician_id"]][0]
+            found |= {"technician_id": body["technician_id"], "status": "assigned",
+                      "appointment_start": body.get("start") or window["window_start"],
+                      "appointment_end": body.get("end") or window["window_end"]}
+        elif parts[2:] == ["status"]:
+            if body["status"] not in TRANSITIONS[before]:
+                allowed = ", ".join(TRANSITIONS[before]) or "nothing: it is closed"
+                return 409, {"detail": f"order {parts[1]} is {before}; it may go to {allowed}, not {body['status']}"}
+            found["status"] = body["status"]
+        elif parts[2:] == ["complete"]:
+            if before != "in_progress":
+                return 409, {"detail": f"order {parts[1]} is {before}; only an order in progress is completed"}
+            found |= {"status": "completed", "outcome": body["outcome"], "parts": body["parts"],
+                      "cost": body["cost"], "rating": body["rating"], "completed_at": now, "sla_state": "met",
+                      "time_left_s": None, "verification": "pending" if found["detection_ids"] else "not_needed"}
+        else:
+            return 404, {"detail": "Not Found"}
+        found["history"].append({"at": now, "actor": "Zhang Wei", "actor_role": self.role, "change": parts[2],
+                                 "from_status": before, "to_status": found["status"], "detail": body})
+        return 200, {**found, "allowed_transitions": TRANSITIONS[found["status"]]}
+
 
 def serve(api: FakeApi) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
@@ -256,14 +457,13 @@ def serve(api: FakeApi) -> type[BaseHTTPRequestHandler]:
             self.respond("GET")
 
         def do_POST(self) -> None:  # noqa: N802
-            # Bodies are read so the connection stays usable; no endpoint here needs one.
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self.respond("POST")
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.respond("POST", json.loads(raw) if raw else None)
 
-        def respond(self, method: str) -> None:
+        def respond(self, method: str, sent: Any = None) -> None:
             split = urlsplit(self.path)
             query = {key: values[-1] for key, values in parse_qs(split.query).items()}
-            status, body = api.answer(split.path, query, self.headers.get("Authorization"), method)
+            status, body = api.answer(split.path, query, self.headers.get("Authorization"), method, sent)
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import httpx
 import pytest
 
 from dashboard.client import DEFAULT_API_URL, ApiClient, ApiError, ApiSettings, load_api_settings
-from dashboard.ui import format_value, time_ago
+from dashboard.ui import duration_text, format_value, time_ago, time_left
 
 
 @pytest.fixture
@@ -99,3 +100,52 @@ def test_time_ago_of_nothing_is_never() -> None:
 )
 def test_format_value_rounds_and_adds_the_unit(value: object, unit: str | None, expected: str) -> None:
     assert format_value(value, unit) == expected
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [(12000, "3 h 20 min left"), (-7200, "overdue by 2 h"), (-7260, "overdue by 2 h 1 min"),
+     (187200, "2 d 4 h left"), (2 * 86400 + 300, "2 d left"), (45 * 60, "45 min left"), (30, "30 s left"),
+     (None, "–")],
+)
+def test_time_left_reads_like_a_person(seconds: float | None, expected: str) -> None:
+    assert time_left(seconds) == expected
+
+
+def test_duration_text_keeps_two_neighbouring_units() -> None:
+    assert duration_text(3 * 86400 + 5 * 3600 + 59 * 60) == "3 d 5 h"
+    assert duration_text(-3600) == "1 h"
+
+
+def test_service_order_changes_post_what_the_api_expects() -> None:
+    seen: list[tuple[str, str, bytes]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path, request.content))
+        return httpx.Response(200, json={})
+
+    client = ApiClient("http://api", "token", transport=httpx.MockTransport(handler))
+    client.assign_order(21, 2, start="2026-12-01T09:00:00+00:00", end="2026-12-01T11:00:00+00:00")
+    client.assign_order(21, 2)
+    client.change_order_status(21, "in_progress", note=None)
+    client.complete_order(21, outcome="fixed", parts=["fan"], cost="45.50", paid=True, rating=None)
+    client.record_call_outcome(31, "call_back", retry_at="2026-12-01T10:30:00+00:00", notes="evening")
+    bodies = [(method, path, json.loads(body)) for method, path, body in seen]
+    assert bodies == [
+        ("POST", "/service-orders/21/assign",
+         {"technician_id": 2, "start": "2026-12-01T09:00:00+00:00", "end": "2026-12-01T11:00:00+00:00"}),
+        ("POST", "/service-orders/21/assign", {"technician_id": 2}),
+        ("POST", "/service-orders/21/status", {"status": "in_progress"}),
+        ("POST", "/service-orders/21/complete",
+         {"outcome": "fixed", "parts": ["fan"], "cost": "45.50", "paid": True, "rating": None}),
+        ("POST", "/call-tasks/31/outcome",
+         {"outcome": "call_back", "retry_at": "2026-12-01T10:30:00+00:00", "notes": "evening"}),
+    ]
+
+
+def test_conflict_keeps_the_apis_own_words_apart() -> None:
+    reason = "technician 1 cannot take 2026-12-01 09:00 UTC: overlaps order 23"
+    transport = httpx.MockTransport(lambda _: httpx.Response(409, json={"detail": reason}))
+    with pytest.raises(ApiError) as raised:
+        ApiClient("http://api", "token", transport=transport).assign_order(21, 1)
+    assert (raised.value.status, raised.value.detail) == (409, reason)

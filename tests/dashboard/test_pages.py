@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import socket
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
-from dashboard_fake_api import TOKEN, FakeApi
+from dashboard_fake_api import TOKEN, FakeApi, proposals_for
 from streamlit.testing.v1 import AppTest
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
-PAGES = ["pages/fleet.py", "pages/device.py", "pages/customers.py", "pages/quarantine.py", "pages/detections.py"]
+PAGES = ["pages/fleet.py", "pages/device.py", "pages/customers.py", "pages/quarantine.py", "pages/detections.py",
+         "pages/dispatch.py"]
 DETECTIONS = "pages/detections.py"
+DISPATCH = "pages/dispatch.py"
 
 
 def open_page(page: str, **query_params: str) -> AppTest:
@@ -330,3 +333,253 @@ def test_server_error_shows_status_and_detail(fake_api: FakeApi) -> None:
     assert at.error[0].value == (
         f"The CareLoop API at {fake_api.url}/customers answered 500 Internal Server Error: simulated failure"
     )
+
+
+# ---------------------------------------------------------------- dispatch board
+
+
+def orders_table(at: AppTest):
+    return at.dataframe[0].value
+
+
+def calls_table(at: AppTest):
+    return at.dataframe[1].value
+
+
+def click(at: AppTest, key: str) -> AppTest:
+    at.button(key=key).click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_dispatch_board_lists_open_orders_most_urgent_first_with_time_left_and_overdue_marked(
+    fake_api: FakeApi,
+) -> None:
+    at = open_page(DISPATCH)
+
+    assert at.title[0].value == "Dispatch board"
+    orders = orders_table(at)
+    # The fake answers in id order; the board puts the least time left first, and leaves out the completed #20.
+    assert list(orders["order"]) == ["#21", "#23", "#22"]
+    assert list(orders["SLA"]) == ["overdue", "due soon", "ok"]
+    assert list(orders["time left"]) == ["overdue by 2 h", "3 h 20 min left", "2 d 4 h left"]
+    assert list(orders["technician"]) == ["–", "Liu Yang", "Ma Li"]
+    assert list(orders["status"]) == ["new", "assigned", "in progress"]
+    values = metric_values(at)
+    assert (values["Open orders"], values["Overdue"], values["Due soon"], values["Unassigned"]) == ("3", "1", "1", "1")
+    assert fake_api.asked("/service-orders")[-1]["status"] == "open"
+
+    calls = calls_table(at)
+    # Open calls, the one callable now first; the blocked one is apart, with the contact policy's reason.
+    assert list(calls["call"]) == ["#31", "#32"]
+    # Due 20 min before the fake's clock started; minutes pass while the tests run.
+    assert calls["due"][0].startswith("due now (for ") and calls["due"][1].startswith("in 2 h")
+    assert list(calls["phone"]) == ["+86 138 0000 0000"] * 2
+    assert values["Calls due now"] == "1"
+    assert "refreshes by itself every 30 s" in text_of(at)
+    assert at.dataframe[-1].value["why not"][0] == "the device has no registered owner to call"
+    assert not at.error
+
+
+def test_dispatch_board_filters_by_region_skill_and_priority(fake_api: FakeApi) -> None:
+    at = open_page(DISPATCH)
+
+    choose(at, "Region", "west")
+    assert fake_api.asked("/service-orders")[-1]["region"] == "west"
+    assert fake_api.asked("/call-tasks")[-1]["region"] == "west"
+    assert list(orders_table(at)["order"]) == ["#22"]
+    # West's one call is blocked by the contact policy: nothing to call.
+    assert "No open calls." in [i.value for i in at.info]
+
+    choose(at, "Region", "all regions")
+    choose(at, "Priority", "urgent")
+    assert fake_api.asked("/service-orders")[-1]["priority"] == "urgent"
+    assert list(orders_table(at)["order"]) == ["#21"]
+    # Priority is an order's: the call about order 21 stays, the call about no order goes.
+    assert list(calls_table(at)["call"]) == ["#31"]
+
+    choose(at, "Priority", "all priorities")
+    choose(at, "Skill", "heating")
+    assert fake_api.asked("/service-orders")[-1]["skill"] == "heating"
+    assert list(orders_table(at)["order"]) == ["#23"]
+    assert not at.error
+
+
+def test_opening_an_order_shows_device_owner_explanation_telemetry_and_proposed_technicians(
+    fake_api: FakeApi,
+) -> None:
+    at = open_page(DISPATCH)
+
+    assert at.header[0].value == "Order #21 · Fan motor stalled (E21)"
+    # The picker names what never changes, so a label cannot drift away from the chosen order as time passes.
+    assert at.selectbox(key="order_choice").options == [
+        "#21 · RH-000123 · Fan motor stalled (E21)", "#23 · OV-000001 · Oven heats slowly",
+        "#22 · RH-000777 · Grease filter due for cleaning"]
+    assert metric_values(at)["SLA"] == "overdue by 2 h"
+    assert at.query_params["order"] == "21"
+    text = text_of(at)
+    assert "**Owner** Li Wei · **Phone** +86 138 0000 0000" in text
+    assert [link.proto.query_string for link in at.page_link] == ["device=RH-000123", "customer=7", "detection=3"]
+    # The detection's explanation, drawn as on the Detections page.
+    assert "**open fault E21 (fan motor stall)**" in text
+    assert "**fault** · :green[met]  \nopen fault E21 (fan motor stall)" in text
+
+    # One chart per metric, from either side of the opening (26 h ago), not from the last day.
+    assert len(charts(at)) == 2
+    asked = fake_api.asked("/devices/RH-000123/telemetry")[-1]
+    order = fake_api.order("21")
+    opened = datetime.fromisoformat(order["opened_at"].replace("Z", "+00:00"))
+    since, until = (datetime.fromisoformat(asked[name]) for name in ("since", "until"))
+    assert abs(since - (opened - timedelta(hours=6))) < timedelta(minutes=1)
+    assert abs(until - (opened + timedelta(hours=6))) < timedelta(minutes=2)
+    assert "metric" not in asked and asked["bucket"] == "5m"
+
+    proposals = at.dataframe[2].value
+    assert list(proposals["technician"]) == ["Liu Yang", "Ma Li"]
+    assert proposals["why"][0].startswith("skill motor; home region east")
+    buttons = {b.label for b in at.button}
+    # A new order may be scheduled or cancelled (assigned is the assign buttons); completing is not offered.
+    assert {"Assign with this window", "Assign, soonest free window", "Mark scheduled", "Cancel order"} <= buttons
+    assert not buttons & {"Start work", "Back to assigned", "Complete order"}
+    assert not at.error
+
+
+def test_assigning_a_proposed_technician_posts_them_with_their_window(fake_api: FakeApi) -> None:
+    at = open_page(DISPATCH)
+    at.selectbox(key="technician_21").select(2).run()
+    click(at, "assign_window_21")
+
+    window = proposals_for(fake_api.order("21"))[1]
+    assert fake_api.posted("/service-orders/21/assign") == [
+        {"technician_id": 2, "start": window["window_start"], "end": window["window_end"]}
+    ]
+    assert at.success[0].value.startswith("Order #21 is assigned to Ma Li, visit ")
+    # The cache was cleared: the queue reads the new state.
+    row = orders_table(at).set_index("order").loc["#21"]
+    assert (row["technician"], row["status"]) == ("Ma Li", "assigned")
+    assert metric_values(at)["Unassigned"] == "0"
+    assert not at.error
+
+
+def test_assigning_the_soonest_window_sends_only_the_technician(fake_api: FakeApi) -> None:
+    at = open_page(DISPATCH)
+    click(at, "assign_soonest_21")
+
+    assert fake_api.posted("/service-orders/21/assign") == [{"technician_id": 1}]
+    assert at.success[0].value.startswith("Order #21 is assigned to Liu Yang")
+
+
+def test_a_refused_assignment_shows_the_apis_reason(fake_api: FakeApi) -> None:
+    reason = "technician 1 cannot take 2026-12-01 09:00 UTC: overlaps order 23 (09:00 to 11:00)"
+    fake_api.refuse["/service-orders/21/assign"] = reason
+    at = open_page(DISPATCH)
+    click(at, "assign_window_21")
+
+    assert [e.value for e in at.error] == [f"Not done: {reason}"]
+    assert not at.success
+    assert fake_api.order("21")["status"] == "new"
+
+
+def test_lifecycle_buttons_are_the_allowed_transitions_and_move_the_order(fake_api: FakeApi) -> None:
+    at = open_page(DISPATCH, order="23")
+
+    assert at.header[0].value == "Order #23 · Oven heats slowly"
+    labels = {b.label for b in at.button}
+    assert {"Start work", "Mark scheduled", "Cancel order"} <= labels
+    assert "Back to assigned" not in labels and "Complete order" not in labels
+
+    at.text_input(key="note_23").input("technician on the way")
+    click(at, "move_23_in_progress")
+
+    assert fake_api.posted("/service-orders/23/status") == [{"status": "in_progress", "note": "technician on the way"}]
+    assert at.success[0].value == "Order #23 is now in progress."
+    # In progress, it may be completed: the form is there now, and going back to assigned.
+    labels = {b.label for b in at.button}
+    assert {"Complete order", "Back to assigned", "Cancel order"} <= labels
+    history = next(table.value for table in at.dataframe if "change" in table.value.columns)
+    assert history["change"].tolist() == ["opened", "status"]
+    assert history["who"].tolist()[-1] == "Zhang Wei (dispatcher)"
+
+
+def test_a_transition_the_order_has_left_shows_the_apis_reason(fake_api: FakeApi) -> None:
+    at = open_page(DISPATCH, order="23")
+    # Someone else started the work meanwhile; this page still offers what was allowed when it read the order.
+    fake_api.order("23")["status"] = "in_progress"
+    click(at, "move_23_scheduled")
+
+    assert at.error[0].value == "Not done: order 23 is in_progress; it may go to completed, assigned, cancelled, " \
+                                "not scheduled"
+
+
+def test_completing_an_order_in_progress_posts_outcome_parts_cost_paid_and_rating(fake_api: FakeApi) -> None:
+    at = open_page(DISPATCH, order="22")
+
+    at.text_area[0].input("Cleaned the grease filter, replaced a seal")
+    next(t for t in at.text_input if t.label == "Parts used").input("grease filter, seal ,")
+    at.number_input[0].set_value(45.5)
+    at.checkbox[0].check()
+    next(box for box in at.selectbox if box.label == "Customer's rating").select(4)
+    next(b for b in at.button if b.label == "Complete order").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+
+    assert fake_api.posted("/service-orders/22/complete") == [{
+        "outcome": "Cleaned the grease filter, replaced a seal", "parts": ["grease filter", "seal"],
+        "cost": "45.50", "paid": True, "rating": 4,
+    }]
+    assert at.success[0].value == "Order #22 is completed."
+    assert "#22" not in list(orders_table(at)["order"])
+
+
+def test_recording_that_the_customer_was_reached_closes_the_call(fake_api: FakeApi) -> None:
+    at = open_page(DISPATCH)
+    assert "Hello Li Wei, this is CareLoop service calling about your range hood" in at.info[0].value
+    text = text_of(at)
+    assert "### Call Li Wei · +86 138 0000 0000" in text
+    assert "consent to service calls by phone; 14:00 in Asia/Shanghai is daytime" in text
+
+    at.text_input(key="call_notes_31").input("Wednesday morning suits")
+    click(at, "call_31_reached")
+
+    assert fake_api.posted("/call-tasks/31/outcome") == [{"outcome": "reached", "notes": "Wednesday morning suits"}]
+    assert at.success[0].value == "Call #31 to Li Wei: reached; the call is done."
+    assert list(calls_table(at)["call"]) == ["#32"]
+
+
+def test_a_call_back_is_recorded_for_the_chosen_time(fake_api: FakeApi) -> None:
+    at = open_page(DISPATCH)
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date()
+    at.date_input(key="call_back_day_31").set_value(tomorrow)
+    at.time_input(key="call_back_time_31").set_value(time(10, 30))
+    click(at, "call_31_call_back")
+
+    assert fake_api.posted("/call-tasks/31/outcome") == [
+        {"outcome": "call_back", "retry_at": f"{tomorrow.isoformat()}T10:30:00+00:00"}
+    ]
+    assert at.success[0].value == (
+        f"Call #31 to Li Wei: call back; call again {tomorrow:%a %d %b} 10:30."
+    )
+    # Still open, now due tomorrow: the other call is first.
+    assert list(calls_table(at)["call"]) == ["#32", "#31"]
+
+
+def test_a_marketer_reads_the_queue_but_gets_no_assignment_controls_or_calls(fake_api: FakeApi) -> None:
+    fake_api.role = "marketer"
+    at = open_page(DISPATCH)
+
+    assert list(orders_table(at)["order"]) == ["#21", "#23", "#22"]
+    assert "No proposals: role 'marketer' may not do this" in text_of(at)
+    assert "Call tasks are not shown: role 'marketer' may not do this" in text_of(at)
+    labels = {b.label for b in at.button}
+    assert not labels & {"Assign with this window", "Assign, soonest free window", "Reached"}
+    assert not at.error
+
+
+def test_dispatch_board_shows_a_server_error_instead_of_a_traceback(fake_api: FakeApi) -> None:
+    fake_api.status_override = 500
+    at = open_page(DISPATCH)
+
+    assert at.error[0].value == (
+        f"The CareLoop API at {fake_api.url}/technicians answered 500 Internal Server Error: simulated failure"
+    )
+    assert not at.dataframe
+
