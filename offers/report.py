@@ -34,7 +34,10 @@ def wilson(successes: int, trials: int, confidence: float = CONFIDENCE) -> tuple
     p = successes / trials
     centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # the observed rate always lies inside; at 0 and 1 rounding could put it a hair outside
+    low = 0.0 if successes == 0 else max(0.0, min(centre - half, p))
+    high = 1.0 if successes == trials else min(1.0, max(centre + half, p))
+    return low, high
 
 
 def uplift(

@@ -1,0 +1,124 @@
+"""Offers over HTTP: templates, the list by customer, redemption's refusals (403/409/410), the report, webhooks;
+and the customer's consents, membership and 360 view with what offers and orders add to it."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from fastapi.testclient import TestClient
+
+from careloop.app import create_app
+from careloop.auth import create_token
+from offers import service
+from tests.factories import make_customer, make_device
+
+pytestmark = pytest.mark.integration
+
+ADMIN = {"Authorization": "Bearer admin-token-for-offer-tests"}
+TEMPLATE = {
+    "code": "descaler-spring", "name": "Spring descaler", "category": "sales", "value_kind": "percent",
+    "value": "15", "validity_days": 30, "eligibility": {"kinds": ["water_heater"]}, "channels": ["email"],
+    "subject": "{value} off descaler", "reason": "Spring is a good time to descale your {appliance}",
+    "message": "Hello {name}, {reason_lower}: code {code} until {expires}.", "holdout_share": "0.2",
+    "rule_holdouts": {"wh-scale": "0.5"},
+}
+
+
+@pytest.fixture
+def client(database, mqtt_url) -> TestClient:
+    return TestClient(create_app(database, admin_token=ADMIN["Authorization"].split()[1], mqtt_url=mqtt_url))
+
+
+def token(database, role: str) -> dict:
+    with database.transaction() as conn:
+        return {"Authorization": f"Bearer {create_token(conn, role=role, name='test')}"}
+
+
+def test_marketers_manage_templates_and_the_seeded_ones_are_there(client, database) -> None:
+    marketer = token(database, "marketer")
+    codes = [t["code"] for t in client.get("/offer-templates", headers=marketer).json()["items"]]
+    assert {"member-cleaning", "birthday-coupon", "consumables", "extended-warranty"} <= set(codes)
+    assert any("trade-in" in code for code in codes)
+    created = client.post("/offer-templates", json=TEMPLATE, headers=marketer)
+    assert created.status_code == 201 and created.json()["rule_holdouts"] == {"wh-scale": "0.5"}
+    assert client.post("/offer-templates", json=TEMPLATE, headers=marketer).status_code == 409
+    bad = client.post("/offer-templates", json={**TEMPLATE, "code": "x", "message": "{password}"}, headers=marketer)
+    assert bad.status_code == 422 and "unknown placeholder" in bad.text
+    assert client.post("/offer-templates", json={**TEMPLATE, "code": "y", "value": "150"},
+                       headers=marketer).status_code == 422
+    technician = token(database, "technician")
+    assert client.post("/offer-templates", json={**TEMPLATE, "code": "z"}, headers=technician).status_code == 403
+    assert client.get("/offers", headers=technician).status_code == 403
+
+
+def test_a_code_redeems_once_for_its_owner_over_http(client, conn, database) -> None:
+    owner = make_customer(conn, email="owner@example.com", timezone="UTC",
+                          consents=[{"purpose": "marketing", "channel": "email", "granted": True}])
+    stranger = make_customer(conn, name="Stranger")
+    hood = make_device(conn, owner=owner.id)
+    now = dt.datetime.now(dt.UTC)
+    fresh = service.issue_offer(conn, template_code="member-cleaning", customer_id=owner.id, device_id=hood.id,
+                                key="api:fresh", now=now).offer
+    old = service.issue_offer(conn, template_code="member-cleaning", customer_id=owner.id, device_id=hood.id,
+                              key="api:old", now=now - dt.timedelta(days=400)).offer
+    conn.commit()
+    desk = token(database, "dispatcher")
+    listed = client.get("/offers", params={"customer_id": owner.id}, headers=desk).json()
+    assert listed["total"] == 2 and {o["code"] for o in listed["items"]} == {fresh.code, old.code}
+    assert all({"code", "status"} <= set(o) for o in listed["items"])
+
+    other = client.post(f"/offers/{fresh.code}/redeem", json={"customer_id": stranger.id}, headers=desk)
+    assert other.status_code == 403 and other.json()["detail"] == "this code was issued to another customer"
+    first = client.post(f"/offers/{fresh.code}/redeem", json={"customer_id": owner.id, "amount": "80"}, headers=desk)
+    assert first.status_code == 200 and first.json()["status"] == "redeemed"
+    second = client.post(f"/offers/{fresh.code}/redeem", json={"customer_id": owner.id}, headers=desk)
+    assert second.status_code == 409 and "redeemed already" in second.json()["detail"]
+    expired = client.post(f"/offers/{old.code}/redeem", json={"customer_id": owner.id}, headers=desk)
+    assert expired.status_code == 410 and "expired" in expired.json()["detail"]
+    assert client.post("/offers/NOPE-NOPE-NOPE-NOPE/redeem", json={"customer_id": owner.id},
+                       headers=desk).status_code == 404
+
+    report = client.get("/reports/offers", params={"group_by": "template"}, headers=token(database, "marketer"))
+    assert report.status_code == 200
+    [row] = report.json()["rows"]
+    assert (row["key"], row["issued"], row["redeemed"], row["revenue"]) == ("member-cleaning", 2, 1, "80.00")
+
+
+def test_consents_keep_their_history_and_the_360_view_shows_the_whole_picture(client, conn, database) -> None:
+    owner = make_customer(conn, email="owner@example.com", timezone="UTC",
+                          consents=[{"purpose": "marketing", "channel": "email", "granted": True}])
+    hood = make_device(conn, owner=owner.id)
+    service.issue_offer(conn, template_code="member-cleaning", customer_id=owner.id, device_id=hood.id,
+                        key="api:360", now=dt.datetime.now(dt.UTC))
+    conn.commit()
+    marketer = token(database, "marketer")
+    withdrawn = client.post(f"/customers/{owner.id}/consents", headers=marketer, json=[
+        {"purpose": "marketing", "channel": "email", "granted": False, "source": "unsubscribe link"}])
+    assert withdrawn.status_code == 200
+    assert {"purpose": "marketing", "channel": "email", "granted": False} in withdrawn.json()
+    history = client.get(f"/customers/{owner.id}/consents/history", headers=marketer).json()["items"]
+    assert [(h["granted"], h["source"]) for h in history if h["purpose"] == "marketing"] == [
+        (False, "unsubscribe link"), (True, "sign-up")]
+
+    spent = client.post(f"/customers/{owner.id}/points/spend", headers=marketer,
+                        json={"points": 10, "reason": "gift", "key": "k1"})
+    assert spent.status_code == 409 and "0 points" in spent.json()["detail"]
+    membership = client.get(f"/customers/{owner.id}/membership", headers=marketer).json()
+    assert membership["tier"]["name"] == "basic" and membership["points_balance"] == 0
+
+    picture = client.get(f"/customers/{owner.id}/360", headers=marketer).json()
+    assert picture["membership"]["tier"]["name"] == "basic"
+    assert [o["template"] for o in picture["offers"]] == ["member-cleaning"]
+    assert picture["contacts"][0]["purpose"] == "marketing"
+    kinds = {entry["kind"] for entry in picture["timeline"]}
+    assert {"device", "offer", "contact", "consent"} <= kinds
+
+
+def test_only_an_admin_registers_webhooks_and_the_secret_is_shown_once(client, database) -> None:
+    body = {"name": "sms gateway", "url": "http://127.0.0.1:9/sms", "events": ["offer.sms"]}
+    assert client.post("/webhooks", json=body, headers=token(database, "marketer")).status_code == 403
+    created = client.post("/webhooks", json=body, headers=ADMIN)
+    assert created.status_code == 201 and len(created.json()["secret"]) > 30
+    [listed] = client.get("/webhooks", headers=ADMIN).json()["items"]
+    assert "secret" not in listed and listed["events"] == ["offer.sms"]
