@@ -210,7 +210,9 @@ def propose_technicians(conn: Connection, order_id: int, *, now: dt.datetime, li
     candidates = list_technicians(conn, skill=order.skill, active=True, limit=1000).items
     ranked = []
     for technician in candidates:
-        window = soonest_window(_hours(technician), repo.bookings(conn, technician_id=technician.id, since=now), now)
+        # the order's own visit, if it has one, does not make its technician busy for it
+        booked = repo.bookings(conn, technician_id=technician.id, since=now, except_order=order_id)
+        window = soonest_window(_hours(technician), booked, now)
         same_region = technician.region == order.region
         reason = (
             f"skill {order.skill}; "
