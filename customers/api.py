@@ -20,6 +20,7 @@ from customers.models import (
     CustomerRead,
     MembershipRead,
     PointsSpendRequest,
+    PurchaseRecord,
 )
 
 router = APIRouter(tags=["customers"], responses=EVERY_ROUTE)
@@ -86,3 +87,16 @@ def membership(customer_id: RowId, conn: Conn, _role: Role) -> MembershipRead:
 def spend_points(customer_id: RowId, request: PointsSpendRequest, conn: Conn) -> MembershipRead:
     """Spend points, oldest first; more than the balance is a 409. The same key is spent once."""
     return service.spend_points(conn, customer_id, request, now=dt.datetime.now(dt.UTC))
+
+
+@router.post(
+    "/customers/{customer_id}/purchases", dependencies=[require("dispatcher", "marketer")],
+    responses=answers(403, 404),
+)
+def record_purchase(customer_id: RowId, purchase: PurchaseRecord, conn: Conn) -> MembershipRead:
+    """A purchase into the customer's spend ledger (the same key is counted once); answers their membership now."""
+    now = dt.datetime.now(dt.UTC)
+    service.get_customer(conn, customer_id)
+    service.record_spend(conn, customer_id=customer_id, amount=purchase.amount, source=purchase.source,
+                         key=f"purchase:{customer_id}:{purchase.key}", at=now)
+    return service.membership(conn, customer_id, now=now)

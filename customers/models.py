@@ -222,3 +222,13 @@ class TimelineEntry(BaseModel):
 
 
 Customer360.model_rebuild()
+
+
+class PurchaseRecord(BaseModel):
+    """Something the customer bought (in a shop, online): it goes into their spend, so tier and points follow."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    amount: Decimal = Field(gt=0, le=Decimal(10_000_000), decimal_places=2)
+    source: Literal["purchase", "consumables", "warranty", "service_visit"] = "purchase"
+    key: str = Field(min_length=1, max_length=200, description="the caller's key (an order number): counted once")

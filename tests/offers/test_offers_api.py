@@ -106,9 +106,15 @@ def test_consents_keep_their_history_and_the_360_view_shows_the_whole_picture(cl
     assert spent.status_code == 409 and "0 points" in spent.json()["detail"]
     membership = client.get(f"/customers/{owner.id}/membership", headers=marketer).json()
     assert membership["tier"]["name"] == "basic" and membership["points_balance"] == 0
+    purchase = {"amount": "1200", "key": "shop-order-1"}
+    assert client.post(f"/customers/{owner.id}/purchases", json=purchase, headers=marketer).status_code == 200
+    bought = client.post(f"/customers/{owner.id}/purchases", json=purchase, headers=marketer).json()  # once
+    assert bought["tier"]["name"] == "silver" and bought["points_balance"] == 1200
+    assert client.post(f"/customers/{owner.id}/points/spend", headers=marketer,
+                       json={"points": 200, "reason": "gift", "key": "k1"}).json()["points_balance"] == 1000
 
     picture = client.get(f"/customers/{owner.id}/360", headers=marketer).json()
-    assert picture["membership"]["tier"]["name"] == "basic"
+    assert picture["membership"]["tier"]["name"] == "silver" and picture["membership"]["points_balance"] == 1000
     assert [o["template"] for o in picture["offers"]] == ["member-cleaning"]
     assert picture["contacts"][0]["purpose"] == "marketing"
     kinds = {entry["kind"] for entry in picture["timeline"]}
