@@ -12,22 +12,41 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 TOPIC_ROOT = "careloop/v1/devices"
-TELEMETRY_TOPIC = f"{TOPIC_ROOT}/+/telemetry"
-EVENTS_TOPIC = f"{TOPIC_ROOT}/+/events"
-STATUS_TOPIC = f"{TOPIC_ROOT}/+/status"
-DEVICE_TOPIC = re.compile(r"^careloop/v1/devices/([A-Za-z0-9_-]{1,64})/(telemetry|events|status)$")
+CHANNELS = ("telemetry", "events", "status")
+# A device id as the contract allows it in a topic; devices.models checks the same at registration.
+DEVICE_ID = r"[A-Za-z0-9_-]{1,64}"
+DEVICE_TOPIC = re.compile(rf"^{re.escape(TOPIC_ROOT)}/({DEVICE_ID})/({'|'.join(CHANNELS)})$")
+
+
+def device_topic(device_id: str, channel: str) -> str:
+    """The topic of one of a device's channels; `+` for the device matches them all in a subscription."""
+    return f"{TOPIC_ROOT}/{device_id}/{channel}"
 
 
 def telemetry_topic(device_id: str) -> str:
-    return f"{TOPIC_ROOT}/{device_id}/telemetry"
+    return device_topic(device_id, "telemetry")
 
 
 def events_topic(device_id: str) -> str:
-    return f"{TOPIC_ROOT}/{device_id}/events"
+    return device_topic(device_id, "events")
 
 
 def status_topic(device_id: str) -> str:
-    return f"{TOPIC_ROOT}/{device_id}/status"
+    return device_topic(device_id, "status")
+
+
+TELEMETRY_TOPIC = telemetry_topic("+")
+EVENTS_TOPIC = events_topic("+")
+STATUS_TOPIC = status_topic("+")
+
+
+def device_named_in(topic: str) -> str | None:
+    """The device a topic names, valid or not (cut to 64 characters), to label a message that is rejected; None
+    for a topic outside the devices' tree."""
+    prefix = f"{TOPIC_ROOT}/"
+    if not topic.startswith(prefix):
+        return None
+    return topic[len(prefix):].split("/", 1)[0][:64]
 
 
 @dataclass(frozen=True)

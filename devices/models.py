@@ -8,9 +8,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from careloop.db import BIGINT_MAX, BIGINT_MIN
+from careloop.mqtt import DEVICE_ID
 
 Severity = Literal["info", "warning", "critical"]
-DEVICE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+DEVICE_ID_PATTERN = rf"^{DEVICE_ID}$"  # as the MQTT contract has it in topics
 
 
 class MetricSpec(BaseModel):

@@ -1,4 +1,4 @@
-"""HTTP endpoints for what the ingester rejected and lost."""
+"""HTTP endpoints for what the ingester rejected and lost; thin handlers over ingest.service."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from careloop.deps import EARLIEST_MOMENT, Conn, Moment, Offset, Role
-from ingest import repo
+from careloop.errors import EVERY_ROUTE
+from careloop.pages import Page
+from ingest import service
+from ingest.models import IngestStats, QuarantinedMessage
 
-router = APIRouter(tags=["ingest"])
+router = APIRouter(tags=["ingest"], responses=EVERY_ROUTE)
 
 
 @router.get("/ingest/quarantine")
@@ -19,18 +22,12 @@ def list_quarantine(
     reason: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Offset = 0,
-) -> dict:
+) -> Page[QuarantinedMessage]:
     """Rejected messages, newest first, with topic, reason, detail and the (truncated) payload."""
-    rows = repo.list_quarantine(conn, reason=reason, limit=limit, offset=offset)
-    total = rows[0]["total"] if rows else 0
-    return {"items": [{k: v for k, v in row.items() if k != "total"} for row in rows], "total": total}
+    return service.list_quarantine(conn, reason=reason, limit=limit, offset=offset)
 
 
 @router.get("/ingest/stats")
-def ingest_stats(conn: Conn, _role: Role, since: Moment | None = None) -> dict:
+def ingest_stats(conn: Conn, _role: Role, since: Moment | None = None) -> IngestStats:
     """Quarantined messages per reason (default: ever) and messages lost in transit (seq gaps)."""
-    since = since or EARLIEST_MOMENT
-    return {
-        "quarantine_by_reason": repo.quarantine_by_reason(conn, since=since),
-        "missing_seq": repo.missing_seq_total(conn),
-    }
+    return service.ingest_stats(conn, since=since or EARLIEST_MOMENT)

@@ -1,4 +1,5 @@
-"""Parsing and validating device messages per CONTRACT.md. Pure: no database, no broker.
+"""What comes in and goes out of ingest: device messages parsed and validated per CONTRACT.md, the rows the
+ingester stores, and what the API answers about what it rejected. Parsing is pure: no database, no broker.
 
 A message that cannot be accepted raises `Rejected` with a stable reason code; the ingester
 puts it in quarantine with that reason. Inside a `readings` array each reading stands alone:
@@ -11,7 +12,7 @@ import datetime as dt
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 
@@ -92,6 +93,65 @@ class ParsedMessage:
     event: DeviceEvent | None = None
     status: StatusChange | None = None
     rejected: list[RejectedPart] = field(default_factory=list)
+
+
+# --- rows the ingester stores ------------------------------------------------------------------
+# Named tuples: a batch builds and reads back thousands of them, and execute_values and COPY take them as they are.
+
+
+class TelemetryRow(NamedTuple):
+    """One metric value of one reading: built for the staging COPY, and answered in the same order by the insert."""
+
+    ts: dt.datetime
+    device_id: str
+    metric: str
+    value: float
+    seq: int
+
+
+class EventRow(NamedTuple):
+    """One device event: inserted, and answered in the same order where it was new."""
+
+    ts: dt.datetime
+    device_id: str
+    seq: int
+    type: str
+    code: str | None
+    detail: str | None
+
+
+class DeviceProgress(NamedTuple):
+    """What one batch newly stored of a device: newest ts, the seq run it continues, and how often seq restarted."""
+
+    device_id: str
+    last_seen: dt.datetime
+    first_seq: int
+    last_seq: int
+    seq_count: int
+    seq_resets: int
+
+
+class CounterKey(NamedTuple):
+    """A row of event_counters: a device's counter metric at its last event of a type."""
+
+    device_id: str
+    event_type: str
+    metric: str
+
+
+class DeviceEventType(NamedTuple):
+    """A (device, event type) with an event stored."""
+
+    device_id: str
+    event_type: str
+
+
+class EarliestReading(NamedTuple):
+    """The earliest reading of a device's metric a batch newly stored."""
+
+    device_id: str
+    metric: str
+    ts: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -313,3 +373,31 @@ def storable_text(text: str) -> str:
 
 def reading_text(reading: Reading) -> str:
     return json.dumps({"seq": reading.seq, "ts": reading.ts.isoformat(), "metrics": reading.metrics})
+
+
+# --- what the API answers ---------------------------------------------------------------------
+
+
+class QuarantinedMessage(BaseModel):
+    """A rejected message (or one reading of it), with why."""
+
+    id: int
+    received_at: dt.datetime
+    topic: str
+    device_id: str | None
+    reason: str = Field(description="a stable reason code: bad_topic, invalid_json, out_of_range, ...")
+    detail: str
+    payload: str = Field(description="truncated; bytes that are not UTF-8 written as \\xNN")
+    payload_bytes: int = Field(description="the size of the whole message")
+
+
+class QuarantineCount(BaseModel):
+    reason: str
+    count: int
+
+
+class IngestStats(BaseModel):
+    """What the ingester rejected, per reason, and what never arrived."""
+
+    quarantine_by_reason: list[QuarantineCount]
+    missing_seq: int = Field(description="messages lost in transit: gaps in the devices' seq")

@@ -10,18 +10,19 @@ CREATE TEMP TABLE IF NOT EXISTS telemetry_staging (
 COPY telemetry_staging (ts, device_id, metric, value, seq) FROM STDIN
 
 -- name: insert_telemetry_from_staging --
--- Store the staged readings; redelivered ones hit the dedup key and are skipped.
+-- Store the staged readings; redelivered ones hit the dedup key and are skipped. Answers the new ones in the
+-- staging order (ingest.models.TelemetryRow).
 INSERT INTO telemetry (ts, device_id, metric, value, seq)
 SELECT ts, device_id, metric, value, seq FROM telemetry_staging
 ORDER BY device_id, seq, metric
 ON CONFLICT ON CONSTRAINT telemetry_dedup DO NOTHING
-RETURNING device_id, seq, metric, value, ts
+RETURNING ts, device_id, metric, value, seq
 
 -- name: insert_events --
--- Store device events; redelivered ones are skipped.
+-- Store device events; redelivered ones are skipped. Answers the new ones as given (ingest.models.EventRow).
 INSERT INTO events (ts, device_id, seq, type, code, detail) VALUES %s
 ON CONFLICT ON CONSTRAINT events_dedup DO NOTHING
-RETURNING device_id, seq, type, code, ts
+RETURNING ts, device_id, seq, type, code, detail
 
 -- name: upsert_device_progress --
 -- Advance each device's state with what this batch newly stored: seq bookkeeping and last seen.
@@ -59,7 +60,7 @@ ON CONFLICT (device_id) DO UPDATE SET
 
 -- name: upsert_device_latest --
 -- The newest reading of each metric per device; a late reading never replaces a newer one.
-INSERT INTO device_latest AS latest (device_id, metric, value, ts, seq)
+INSERT INTO device_latest AS latest (ts, device_id, metric, value, seq)
 VALUES %s
 ON CONFLICT (device_id, metric) DO UPDATE SET
     value = excluded.value,

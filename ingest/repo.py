@@ -1,4 +1,5 @@
-"""Thin functions over ingest/queries.sql."""
+"""Thin functions over ingest/queries.sql; rows come and go as the named tuples and models of ingest.models, each
+in its query's column order."""
 
 from __future__ import annotations
 
@@ -6,87 +7,93 @@ import datetime as dt
 import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import psycopg2
 from psycopg2.extras import execute_values
 
-from careloop.db import Row, execute, fetch_all, fetch_value, load_queries
-from ingest.payloads import QuarantineRow
+from careloop.db import Connection, execute, fetch_all, fetch_value, load_queries
+from careloop.pages import Page, paginate
+from ingest.models import (
+    CounterKey,
+    DeviceEventType,
+    DeviceProgress,
+    EarliestReading,
+    EventRow,
+    QuarantineCount,
+    QuarantinedMessage,
+    QuarantineRow,
+    TelemetryRow,
+)
 
 QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
 
 
-def stage_readings(conn: Any, *, rows: Iterable[tuple[dt.datetime, str, str, float, int]]) -> None:
-    """COPY readings (ts, device_id, metric, value, seq) into this connection's staging table."""
+def stage_readings(conn: Connection, *, rows: Iterable[TelemetryRow]) -> None:
+    """COPY readings into this connection's staging table."""
     buffer = io.StringIO()
-    for ts, device_id, metric, value, seq in rows:
+    for row in rows:
         # Device ids and metric names are validated before this point: no tabs or newlines.
-        buffer.write(f"{ts.isoformat()}\t{device_id}\t{metric}\t{value!r}\t{seq}\n")
+        buffer.write(f"{row.ts.isoformat()}\t{row.device_id}\t{row.metric}\t{row.value!r}\t{row.seq}\n")
     buffer.seek(0)
     with conn.cursor() as cursor:
         cursor.execute(QUERIES["create_staging"])
         cursor.copy_expert(QUERIES["copy_staging"], buffer)
 
 
-def insert_staged_telemetry(conn: Any) -> list[tuple]:
+def insert_staged_telemetry(conn: Connection) -> list[TelemetryRow]:
+    """Store the staged readings; answers those that were new (a redelivered one is skipped)."""
     with conn.cursor() as cursor:
         cursor.execute(QUERIES["insert_telemetry_from_staging"])
-        return cursor.fetchall()
+        return list(map(TelemetryRow._make, cursor.fetchall()))
 
 
-def insert_events(conn: Any, *, rows: Sequence[tuple]) -> list[tuple]:
+def insert_events(conn: Connection, *, rows: Sequence[EventRow]) -> list[EventRow]:
+    """Store device events; answers those that were new."""
     if not rows:
         return []
     with conn.cursor() as cursor:
-        return execute_values(cursor, QUERIES["insert_events"], rows, page_size=len(rows), fetch=True)
+        stored = execute_values(cursor, QUERIES["insert_events"], rows, page_size=len(rows), fetch=True)
+    return list(map(EventRow._make, stored))
 
 
-def upsert_device_progress(conn: Any, *, rows: Sequence[tuple]) -> None:
-    """rows: (device_id, last_seen, first_seq, last_seq, seq_count, seq_resets)."""
+def upsert_device_progress(conn: Connection, *, rows: Sequence[DeviceProgress]) -> None:
     if rows:
         with conn.cursor() as cursor:
             execute_values(cursor, QUERIES["upsert_device_progress"], rows, page_size=len(rows))
 
 
-def upsert_device_latest(conn: Any, *, rows: Sequence[tuple]) -> None:
-    """rows: (device_id, metric, value, ts, seq), at most one per (device, metric), in that order."""
+def upsert_device_latest(conn: Connection, *, rows: Sequence[TelemetryRow]) -> None:
+    """The newest reading of each metric per device, at most one row per (device, metric)."""
     if rows:
         with conn.cursor() as cursor:
             execute_values(cursor, QUERIES["upsert_device_latest"], rows, page_size=len(rows))
 
 
 def record_event_counters(
-    conn: Any,
+    conn: Connection,
     *,
-    events: Sequence[tuple[str, str, str]],
-    earliest_readings: Sequence[tuple[str, str, dt.datetime]],
+    events: Sequence[CounterKey],
+    earliest_readings: Sequence[EarliestReading],
 ) -> None:
-    """Refresh event_counters for new events, given as (device_id, event_type, counter metric), and for
-    newly stored readings, given as (device_id, metric, earliest ts stored in this batch)."""
+    """Refresh event_counters for the counters of new events, and where newly stored readings land before the
+    reading a counter was taken from."""
     if not events and not earliest_readings:
         return
-    event_devices, event_types, event_metrics = _columns(events, 3)
-    reading_devices, reading_metrics, reading_ts = _columns(earliest_readings, 3)
     execute(
         conn,
         QUERIES["record_event_counters"],
         {
-            "event_devices": event_devices,
-            "event_types": event_types,
-            "event_metrics": event_metrics,
-            "reading_devices": reading_devices,
-            "reading_metrics": reading_metrics,
-            "reading_ts": reading_ts,
+            "event_devices": [key.device_id for key in events],
+            "event_types": [key.event_type for key in events],
+            "event_metrics": [key.metric for key in events],
+            "reading_devices": [reading.device_id for reading in earliest_readings],
+            "reading_metrics": [reading.metric for reading in earliest_readings],
+            "reading_ts": [reading.ts for reading in earliest_readings],
         },
     )
 
 
-def _columns(rows: Sequence[tuple], width: int) -> list[list]:
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
-
-
-def set_device_status(conn: Any, *, device_id: str, online: bool, changed_at: dt.datetime) -> None:
+def set_device_status(conn: Connection, *, device_id: str, online: bool, changed_at: dt.datetime) -> None:
     execute(
         conn,
         QUERIES["set_device_status"],
@@ -94,7 +101,7 @@ def set_device_status(conn: Any, *, device_id: str, online: bool, changed_at: dt
     )
 
 
-def insert_quarantine(conn: Any, *, rows: Sequence[QuarantineRow]) -> None:
+def insert_quarantine(conn: Connection, *, rows: Sequence[QuarantineRow]) -> None:
     if rows:
         values = [
             (r.received_at, r.topic, r.device_id, r.reason, r.detail, r.payload, r.payload_bytes, r.dedup_key,
@@ -105,37 +112,39 @@ def insert_quarantine(conn: Any, *, rows: Sequence[QuarantineRow]) -> None:
             execute_values(cursor, QUERIES["insert_quarantine"], values, page_size=len(values))
 
 
-def prune_quarantine(conn: Any, *, cutoff: dt.datetime, max_rows: int, chunk: int = 10_000) -> int:
+def prune_quarantine(conn: Connection, *, cutoff: dt.datetime, max_rows: int, chunk: int = 10_000) -> int:
     """Delete quarantined messages received before `cutoff` or beyond the newest `max_rows`; answers how many."""
     return execute(conn, QUERIES["prune_quarantine"], {"cutoff": cutoff, "max_rows": max_rows, "chunk": chunk})
 
 
-def quarantine_by_reason(conn: Any, *, since: dt.datetime) -> list[Row]:
-    return fetch_all(conn, QUERIES["quarantine_by_reason"], {"since": since})
+def quarantine_by_reason(conn: Connection, *, since: dt.datetime) -> list[QuarantineCount]:
+    return [QuarantineCount.model_validate(row)
+            for row in fetch_all(conn, QUERIES["quarantine_by_reason"], {"since": since})]
 
 
-def list_quarantine(conn: Any, *, reason: str | None, limit: int, offset: int) -> list[Row]:
-    return fetch_all(conn, QUERIES["list_quarantine"], {"reason": reason, "limit": limit, "offset": offset})
+def list_quarantine(conn: Connection, *, reason: str | None, limit: int, offset: int) -> Page[QuarantinedMessage]:
+    rows = fetch_all(conn, QUERIES["list_quarantine"], {"reason": reason, "limit": limit, "offset": offset})
+    return paginate(rows, QuarantinedMessage.model_validate)
 
 
-def missing_seq_total(conn: Any) -> int:
+def missing_seq_total(conn: Connection) -> int:
     return int(fetch_value(conn, QUERIES["missing_seq_total"]))
 
 
-def seq_resets_total(conn: Any) -> int:
+def seq_resets_total(conn: Connection) -> int:
     return int(fetch_value(conn, QUERIES["seq_resets_total"]))
 
 
-def derive_last_seen(conn: Any) -> None:
+def derive_last_seen(conn: Connection) -> None:
     """Each device's last seen from every stored reading and event of its own (history stored in bulk)."""
     execute(conn, QUERIES["derive_last_seen"])
 
 
-def derive_device_latest(conn: Any) -> None:
+def derive_device_latest(conn: Connection) -> None:
     """Each device's newest stored reading of each metric (history stored in bulk)."""
     execute(conn, QUERIES["derive_device_latest"])
 
 
-def event_types_by_device(conn: Any) -> list[tuple[str, str]]:
-    """(device_id, event type) of every stored event, once each."""
-    return [(row["device_id"], row["type"]) for row in fetch_all(conn, QUERIES["event_types_by_device"])]
+def event_types_by_device(conn: Connection) -> list[DeviceEventType]:
+    """(device, event type) of every stored event, once each."""
+    return [DeviceEventType(row["device_id"], row["type"]) for row in fetch_all(conn, QUERIES["event_types_by_device"])]

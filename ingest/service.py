@@ -8,20 +8,29 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from careloop.db import TRANSIENT_ERRORS, savepoint
+from careloop.db import TRANSIENT_ERRORS, Connection, savepoint
+from careloop.mqtt import device_named_in
 from careloop.notify import notify_changed_devices
+from careloop.pages import Page
 from devices import service as devices_service
 from devices.models import ApplianceModel
 from ingest import repo
-from ingest.payloads import (
+from ingest.models import (
     MAX_PAYLOAD_BYTES,
     UNKNOWN_DEVICE,
     UNPROCESSABLE,
+    CounterKey,
+    DeviceEventType,
+    DeviceProgress,
+    EarliestReading,
+    EventRow,
+    IngestStats,
     ParsedMessage,
+    QuarantinedMessage,
     QuarantineRow,
     Rejected,
+    TelemetryRow,
     check_against_model,
     parse_message,
     payload_text,
@@ -68,7 +77,7 @@ class BatchOutcome:
 
 
 def ingest_batch(
-    conn: Any, messages: Sequence[InboundMessage], *, now: dt.datetime | None = None
+    conn: Connection, messages: Sequence[InboundMessage], *, now: dt.datetime | None = None
 ) -> BatchOutcome:
     """Validate and store a batch; the caller commits, and only then acknowledges the messages.
 
@@ -95,7 +104,7 @@ def ingest_batch(
         return outcome
 
 
-def _store_batch(conn: Any, messages: Sequence[InboundMessage], now: dt.datetime) -> BatchOutcome:
+def _store_batch(conn: Connection, messages: Sequence[InboundMessage], now: dt.datetime) -> BatchOutcome:
     outcome = BatchOutcome(messages=len(messages))
     quarantine: list[QuarantineRow] = []
 
@@ -108,14 +117,14 @@ def _store_batch(conn: Any, messages: Sequence[InboundMessage], now: dt.datetime
         try:
             parsed.append((message, parse_message(message.topic, message.payload, now)))
         except Rejected as rejected:
-            reject(message, _device_of(message.topic), rejected.reason, rejected.detail, message.payload)
+            reject(message, device_named_in(message.topic), rejected.reason, rejected.detail, message.payload)
         except Exception as error:  # a defect in parsing: this message's problem, not the batch's
             log.exception("parsing a message on %s raised", storable_text(message.topic))
-            reject(message, _device_of(message.topic), UNPROCESSABLE, _error_text(error), message.payload)
+            reject(message, device_named_in(message.topic), UNPROCESSABLE, _error_text(error), message.payload)
 
     models = devices_service.models_of_devices(conn, sorted({p.device_id for _m, p in parsed}))
-    telemetry_rows: list[tuple] = []
-    event_rows: list[tuple] = []
+    telemetry_rows: list[TelemetryRow] = []
+    event_rows: list[EventRow] = []
     for message, item in parsed:
         for part in item.rejected:
             reject(message, item.device_id, part.reason, part.detail, part.payload.encode())
@@ -132,7 +141,7 @@ def _store_batch(conn: Any, messages: Sequence[InboundMessage], now: dt.datetime
             outcome.status_devices.add(item.device_id)
         if item.event is not None:
             event = item.event
-            event_rows.append((event.ts, event.device_id, event.seq, event.type, event.code, event.detail))
+            event_rows.append(EventRow(event.ts, event.device_id, event.seq, event.type, event.code, event.detail))
         for reading in item.readings:
             try:
                 check_against_model(reading, model)
@@ -140,11 +149,11 @@ def _store_batch(conn: Any, messages: Sequence[InboundMessage], now: dt.datetime
                 reject(message, item.device_id, rejected.reason, rejected.detail, reading_text(reading).encode())
                 continue
             telemetry_rows.extend(
-                (reading.ts, reading.device_id, metric, value, reading.seq)
+                TelemetryRow(reading.ts, reading.device_id, metric, value, reading.seq)
                 for metric, value in reading.metrics.items()
             )
 
-    stored_telemetry: list[tuple] = []
+    stored_telemetry: list[TelemetryRow] = []
     if telemetry_rows:
         repo.stage_readings(conn, rows=telemetry_rows)
         stored_telemetry = repo.insert_staged_telemetry(conn)
@@ -154,7 +163,7 @@ def _store_batch(conn: Any, messages: Sequence[InboundMessage], now: dt.datetime
     repo.upsert_device_latest(conn, rows=_newest_readings(stored_telemetry))
     repo.record_event_counters(
         conn,
-        events=event_counter_triples(((row[0], row[2]) for row in stored_events), models),
+        events=event_counter_triples((DeviceEventType(row.device_id, row.type) for row in stored_events), models),
         earliest_readings=_earliest_readings(stored_telemetry),
     )
     repo.insert_quarantine(conn, rows=quarantine)
@@ -165,34 +174,36 @@ def _store_batch(conn: Any, messages: Sequence[InboundMessage], now: dt.datetime
     outcome.readings_duplicate = len(telemetry_rows) - len(stored_telemetry)
     outcome.events_stored = len(stored_events)
     outcome.events_duplicate = len(event_rows) - len(stored_events)
-    outcome.devices = {row[0] for row in stored_telemetry} | {row[0] for row in stored_events}
+    outcome.devices = {row.device_id for row in stored_telemetry} | {row.device_id for row in stored_events}
     # Delivered to listeners (the rule engine) only if this transaction commits.
     notify_changed_devices(conn, device_ids=sorted(outcome.devices | outcome.status_devices))
     return outcome
 
 
-def record_service_event(conn: Any, *, device_id: str, event_type: str, at: dt.datetime, number: int) -> bool:
+def record_service_event(conn: Connection, *, device_id: str, event_type: str, at: dt.datetime, number: int) -> bool:
     """An event CareLoop itself records for a device, as if the device had sent it: a completed maintenance visit
     is a `maintenance_done`, so usage rules count from it. `number` (an order's id, say) makes it unique; its seq
     is the negative of it, apart from the device's own seqs (0 and up), so gap accounting never sees it.
     Answers whether it was new."""
-    stored = repo.insert_events(conn, rows=[(at, device_id, -abs(number), event_type, None, "recorded by CareLoop")])
+    event = EventRow(at, device_id, -abs(number), event_type, None, "recorded by CareLoop")
+    stored = repo.insert_events(conn, rows=[event])
     if stored:
         models = devices_service.models_of_devices(conn, [device_id])
         if device_id in models:
             repo.record_event_counters(
-                conn, events=event_counter_triples([(device_id, event_type)], models), earliest_readings=[]
+                conn, events=event_counter_triples([DeviceEventType(device_id, event_type)], models),
+                earliest_readings=[],
             )
         notify_changed_devices(conn, device_ids=[device_id])
     return bool(stored)
 
 
-def quarantined_since(conn: Any, *, since: dt.datetime) -> int:
+def quarantined_since(conn: Connection, *, since: dt.datetime) -> int:
     """How many messages were quarantined since a time, whatever the reason."""
-    return sum(row["count"] for row in repo.quarantine_by_reason(conn, since=since))
+    return sum(row.count for row in repo.quarantine_by_reason(conn, since=since))
 
 
-def derive_state_from_history(conn: Any) -> None:
+def derive_state_from_history(conn: Connection) -> None:
     """What ingesting would have kept per device, for history stored in bulk instead (an import of history, a
     benchmark's fixture): last seen, the newest reading of each metric, and the counters at each device's last
     event of each type. Seq accounting is left alone: it counts messages lost on the way, and history loaded in
@@ -200,11 +211,23 @@ def derive_state_from_history(conn: Any) -> None:
     repo.derive_last_seen(conn)
     repo.derive_device_latest(conn)
     events = repo.event_types_by_device(conn)
-    models = devices_service.models_of_devices(conn, sorted({device_id for device_id, _type in events}))
+    models = devices_service.models_of_devices(conn, sorted({event.device_id for event in events}))
     repo.record_event_counters(
         conn,
-        events=event_counter_triples([event for event in events if event[0] in models], models),
+        events=event_counter_triples([event for event in events if event.device_id in models], models),
         earliest_readings=[],
+    )
+
+
+def list_quarantine(conn: Connection, *, reason: str | None, limit: int, offset: int) -> Page[QuarantinedMessage]:
+    """Rejected messages, newest first, optionally of one reason."""
+    return repo.list_quarantine(conn, reason=reason, limit=limit, offset=offset)
+
+
+def ingest_stats(conn: Connection, *, since: dt.datetime) -> IngestStats:
+    """Quarantined messages per reason since a time, and messages lost in transit (seq gaps) over the fleet."""
+    return IngestStats(
+        quarantine_by_reason=repo.quarantine_by_reason(conn, since=since), missing_seq=repo.missing_seq_total(conn)
     )
 
 
@@ -214,7 +237,7 @@ QUARANTINE_MAX_ROWS = 1_000_000
 
 
 def prune_quarantine(
-    conn: Any, *, retention: dt.timedelta, max_rows: int, now: dt.datetime | None = None
+    conn: Connection, *, retention: dt.timedelta, max_rows: int, now: dt.datetime | None = None
 ) -> int:
     """Drop quarantined messages older than `retention` or beyond the newest `max_rows`; answers how many."""
     cutoff = (now or dt.datetime.now(dt.UTC)) - retention
@@ -226,9 +249,9 @@ def prune_quarantine(
             return removed
 
 
-def _quarantine_unprocessable(conn: Any, message: InboundMessage, error: Exception) -> BatchOutcome:
+def _quarantine_unprocessable(conn: Connection, message: InboundMessage, error: Exception) -> BatchOutcome:
     """Keep a message that could not be stored, with the error, so the rest of its batch can be."""
-    row = _quarantine_row(message, _device_of(message.topic), UNPROCESSABLE, _error_text(error), message.payload)
+    row = _quarantine_row(message, device_named_in(message.topic), UNPROCESSABLE, _error_text(error), message.payload)
     log.error("quarantined unprocessable message from %s: %s", row.device_id or row.topic, row.detail)
     repo.insert_quarantine(conn, rows=[row])
     return BatchOutcome(messages=1, quarantined=Counter({UNPROCESSABLE: 1}))
@@ -258,27 +281,21 @@ def _quarantine_row(
     )
 
 
-def _device_of(topic: str) -> str | None:
-    parts = topic.split("/")
-    return parts[3][:64] if len(parts) > 3 and parts[:3] == ["careloop", "v1", "devices"] else None
-
-
 # Within one batch, seqs further apart than this are two counts (see seq_is_reset in migration 011).
 SEQ_RESET_SLACK = 10_000
 
 
-def _device_progress(stored_telemetry: list[tuple], stored_events: list[tuple]) -> list[tuple]:
+def _device_progress(
+    stored_telemetry: Sequence[TelemetryRow], stored_events: Sequence[EventRow]
+) -> list[DeviceProgress]:
     """Per device: newest ts, seq range and count of newly stored seqs, and how many times the count restarted.
 
     Where the batch's seqs of a device fall into runs far apart (a device reset, a forged seq), the run holding
     the newest message is the device's count now; each other run counts as a reset, not as a gap."""
     seen_at: dict[str, dict[int, dt.datetime]] = {}
-    for device_id, seq, _metric, _value, ts in stored_telemetry:
-        seqs = seen_at.setdefault(device_id, {})
-        seqs[seq] = max(ts, seqs.get(seq, ts))
-    for device_id, seq, _type, _code, ts in stored_events:
-        seqs = seen_at.setdefault(device_id, {})
-        seqs[seq] = max(ts, seqs.get(seq, ts))
+    for row in (*stored_telemetry, *stored_events):
+        seqs = seen_at.setdefault(row.device_id, {})
+        seqs[row.seq] = max(row.ts, seqs.get(row.seq, row.ts))
     progress = []
     for device_id, seqs in sorted(seen_at.items()):
         runs: list[list[int]] = []
@@ -290,38 +307,41 @@ def _device_progress(stored_telemetry: list[tuple], stored_events: list[tuple]) 
         newest = max(seqs, key=lambda seq: (seqs[seq], seq))
         current = next(run for run in runs if run[0] <= newest <= run[-1])
         last_seen = max(seqs.values())
-        progress.append((device_id, last_seen, current[0], current[-1], len(current), len(runs) - 1))
+        progress.append(DeviceProgress(
+            device_id=device_id, last_seen=last_seen, first_seq=current[0], last_seq=current[-1],
+            seq_count=len(current), seq_resets=len(runs) - 1,
+        ))
     return progress
 
 
-def _newest_readings(stored_telemetry: list[tuple]) -> list[tuple]:
-    """Per (device, metric): the newly stored reading newest by (ts, seq), as (device_id, metric, value, ts, seq)."""
-    newest: dict[tuple[str, str], tuple] = {}
-    for device_id, seq, metric, value, ts in stored_telemetry:
-        current = newest.get((device_id, metric))
-        if current is None or (ts, seq) > (current[3], current[4]):
-            newest[(device_id, metric)] = (device_id, metric, value, ts, seq)
+def _newest_readings(stored_telemetry: Sequence[TelemetryRow]) -> list[TelemetryRow]:
+    """Per (device, metric): the newly stored reading newest by (ts, seq), in (device, metric) order."""
+    newest: dict[tuple[str, str], TelemetryRow] = {}
+    for row in stored_telemetry:
+        current = newest.get((row.device_id, row.metric))
+        if current is None or (row.ts, row.seq) > (current.ts, current.seq):
+            newest[(row.device_id, row.metric)] = row
     return [newest[key] for key in sorted(newest)]
 
 
-def _earliest_readings(stored_telemetry: list[tuple]) -> list[tuple[str, str, dt.datetime]]:
-    """Per (device, metric): the earliest ts newly stored, as (device_id, metric, ts)."""
+def _earliest_readings(stored_telemetry: Sequence[TelemetryRow]) -> list[EarliestReading]:
+    """Per (device, metric): the earliest ts newly stored."""
     earliest: dict[tuple[str, str], dt.datetime] = {}
-    for device_id, _seq, metric, _value, ts in stored_telemetry:
-        key = (device_id, metric)
-        earliest[key] = min(ts, earliest.get(key, ts))
-    return [(device_id, metric, ts) for (device_id, metric), ts in sorted(earliest.items())]
+    for row in stored_telemetry:
+        key = (row.device_id, row.metric)
+        earliest[key] = min(row.ts, earliest.get(key, row.ts))
+    return [EarliestReading(device_id, metric, ts) for (device_id, metric), ts in sorted(earliest.items())]
 
 
 def event_counter_triples(
-    events: Iterable[tuple[str, str]], models: Mapping[str, ApplianceModel]
-) -> list[tuple[str, str, str]]:
-    """For events given as (device_id, event type): (device_id, event type, counter metric) for each counter of
-    the device's model, the rows of event_counters that `usage` rules measure from."""
-    triples = {
-        (device_id, event_type, metric)
-        for device_id, event_type in events
-        for metric, spec in models[device_id].metrics.items()
+    events: Iterable[DeviceEventType], models: Mapping[str, ApplianceModel]
+) -> list[CounterKey]:
+    """For (device, event type) pairs: a key for each counter metric of the device's model, the rows of
+    event_counters that `usage` rules measure from."""
+    keys = {
+        CounterKey(event.device_id, event.event_type, metric)
+        for event in events
+        for metric, spec in models[event.device_id].metrics.items()
         if spec.counter
     }
-    return sorted(triples)
+    return sorted(keys)

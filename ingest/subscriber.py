@@ -20,14 +20,15 @@ import paho.mqtt.client as mqtt
 from careloop import metrics
 from careloop.db import TRANSIENT_ERRORS, Database
 from careloop.heartbeat import Heartbeat
+from careloop.jobs import ScheduledJob
 from careloop.mqtt import EVENTS_TOPIC, STATUS_TOPIC, TELEMETRY_TOPIC, MqttConnection, make_connection
+from ingest import jobs
 from ingest.service import (
     QUARANTINE_MAX_ROWS,
     QUARANTINE_RETENTION,
     BatchOutcome,
     InboundMessage,
     ingest_batch,
-    prune_quarantine,
 )
 
 log = logging.getLogger("careloop.ingest")
@@ -35,7 +36,6 @@ log = logging.getLogger("careloop.ingest")
 SHARE_GROUP = "careloop-ingest"
 SESSION_EXPIRY_S = 7 * 24 * 3600  # a restarted ingester finds what was queued while it was away
 RECEIVE_MAXIMUM = 2000  # unacknowledged messages the broker may send us: bounds a batch
-PRUNE_EVERY_S = 3600
 
 
 class Ingester:
@@ -65,9 +65,9 @@ class Ingester:
         # Called after a batch commits and before its messages are acknowledged: the one moment where a crash
         # must cost redeliveries and never data. Fault-injection benchmarks hook in here.
         self.before_ack = before_ack
-        self.quarantine_retention = quarantine_retention
-        self.quarantine_max_rows = quarantine_max_rows
-        self._next_prune = 0.0  # monotonic time of the next quarantine retention pass
+        # Ingest's scheduled jobs (quarantine retention), run by the writer between batches: see ingest.jobs.
+        self.jobs = [jobs.quarantine_retention(quarantine_retention, quarantine_max_rows)]
+        self._next_run = {job.id: 0.0 for job in self.jobs}  # monotonic time of each job's next run
         self.totals = BatchOutcome()
         self.inbox: queue.Queue[tuple[int, mqtt.MQTTMessage, dt.datetime]] = queue.Queue()
         # Updated after each commit; its owner starts and stops it, and dead_thread() watches its thread.
@@ -159,7 +159,7 @@ class Ingester:
 
     def _write_loop(self) -> None:
         while not (self._stopping.is_set() and self.inbox.empty()):
-            self._prune_when_due()
+            self._run_jobs_when_due()
             batch = self._next_batch()
             if not batch:
                 continue
@@ -209,20 +209,21 @@ class Ingester:
                 quarantined=dict(totals.quarantined),
             )
 
-    def _prune_when_due(self) -> None:
-        if time.monotonic() < self._next_prune:
-            return
-        self._next_prune = time.monotonic() + PRUNE_EVERY_S
+    def _run_jobs_when_due(self) -> None:
+        for job in self.jobs:
+            if time.monotonic() >= self._next_run[job.id]:
+                self._next_run[job.id] = time.monotonic() + job.every_s
+                self._run_job(job)
+
+    def _run_job(self, job: ScheduledJob) -> None:
         try:
             with self.database.transaction() as conn:
-                removed = prune_quarantine(
-                    conn, retention=self.quarantine_retention, max_rows=self.quarantine_max_rows
-                )
-        except TRANSIENT_ERRORS as error:  # housekeeping waits for the next pass; ingest goes on
-            log.warning("%s: quarantine retention skipped: %s", self.name, error)
+                result = job.run(conn, dt.datetime.now(dt.UTC))
+        except TRANSIENT_ERRORS as error:  # housekeeping waits for its next run; ingest goes on
+            log.warning("%s: %s skipped: %s", self.name, job.id, error)
             return
-        if removed:
-            log.info("%s: quarantine retention removed %d messages", self.name, removed)
+        if any(result.values()):
+            log.info("%s: %s: %s", self.name, job.id, result)
 
     def _abandon_if_disconnected(self, batch: list) -> bool:
         # Without a connection the acks could not be sent; the broker will send these again.

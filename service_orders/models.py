@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from careloop.durations import Duration, DurationField
+from devices.models import DEVICE_ID_PATTERN
 
 OrderType = Literal["repair", "maintenance", "inspection", "installation"]
 Priority = Literal["low", "normal", "high", "urgent"]
@@ -49,7 +50,7 @@ class OrderOpen(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    device_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    device_id: Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
     type: OrderType = "repair"
     priority: Priority = "normal"
     skill: Slug

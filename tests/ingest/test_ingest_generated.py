@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from careloop.db import Database, fetch_all, fetch_value
 from careloop.mqtt import telemetry_topic
-from ingest.payloads import MAX_PAYLOAD_BYTES
+from ingest.models import MAX_PAYLOAD_BYTES
 from tests.factories import make_device
 from tests.helpers import publish_all, wait_until
 

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from careloop.app import create_app
 from careloop.db import Database, fetch_all, fetch_one, fetch_value
 from careloop.mqtt import events_topic, status_topic, telemetry_topic
-from ingest.payloads import MAX_SEQ
+from ingest.models import MAX_SEQ
 from ingest.service import InboundMessage, prune_quarantine
 from ingest.subscriber import forget_session
 from tests.factories import make_customer, make_device

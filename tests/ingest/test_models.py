@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devices.catalog import get_model
-from ingest import payloads
-from ingest.payloads import Rejected, check_against_model, parse_message
+from ingest import models
+from ingest.models import Rejected, check_against_model, parse_message
 
 NOW = dt.datetime(2026, 11, 22, 8, 15, tzinfo=dt.UTC)
 TOPIC = "careloop/v1/devices/RH-000123/telemetry"
@@ -46,30 +46,30 @@ def test_buffered_readings_keep_the_good_and_quarantine_the_bad_one() -> None:
     bad = {"seq": "six", "ts": "2026-11-22T08:01:00Z", "metrics": {"run_hours": 1.1}}
     message = parse_message(TOPIC, encode({"readings": [good, bad]}), NOW)
     assert [reading.seq for reading in message.readings] == [5]
-    assert message.rejected[0].reason == payloads.INVALID_PAYLOAD
+    assert message.rejected[0].reason == models.INVALID_PAYLOAD
     assert "readings[1]" in message.rejected[0].detail
 
 
 @pytest.mark.parametrize(
     ("topic", "payload", "reason"),
     [
-        (TOPIC, b"{not json", payloads.INVALID_JSON),
-        (TOPIC, encode({"seq": "1", "ts": "2026-11-22T08:00:00Z", "metrics": {"a": 1}}), payloads.INVALID_PAYLOAD),
-        (TOPIC, encode({"seq": 1, "ts": "2026-11-22T08:00:00Z", "metrics": {"a": "x"}}), payloads.INVALID_PAYLOAD),
-        (TOPIC, encode({"seq": 1, "ts": "2026-11-22T08:00:00Z", "metrics": {}}), payloads.INVALID_PAYLOAD),
-        (TOPIC, encode({"seq": 1, "ts": "2026-11-22T08:00:00", "metrics": {"a": 1}}), payloads.INVALID_PAYLOAD),
-        (TOPIC, b'{"seq": 1, "ts": "2026-11-22T08:00:00Z", "metrics": {"a": NaN}}', payloads.NON_FINITE),
-        (TOPIC, b'{"seq": 1, "ts": "2026-11-22T08:00:00Z", "metrics": {"a": Infinity}}', payloads.NON_FINITE),
-        (TOPIC, b'{"seq": 1, "ts": "2026-11-22T08:00:00Z", "metrics": {"a": 1e999}}', payloads.NON_FINITE),
-        (TOPIC, encode({"seq": 1, "ts": "2026-11-22T09:00:00Z", "metrics": {"a": 1}}), payloads.TS_IN_FUTURE),
-        (TOPIC, encode({"seq": 1, "ts": "2026-09-01T00:00:00Z", "metrics": {"a": 1}}), payloads.TS_TOO_OLD),
+        (TOPIC, b"{not json", models.INVALID_JSON),
+        (TOPIC, encode({"seq": "1", "ts": "2026-11-22T08:00:00Z", "metrics": {"a": 1}}), models.INVALID_PAYLOAD),
+        (TOPIC, encode({"seq": 1, "ts": "2026-11-22T08:00:00Z", "metrics": {"a": "x"}}), models.INVALID_PAYLOAD),
+        (TOPIC, encode({"seq": 1, "ts": "2026-11-22T08:00:00Z", "metrics": {}}), models.INVALID_PAYLOAD),
+        (TOPIC, encode({"seq": 1, "ts": "2026-11-22T08:00:00", "metrics": {"a": 1}}), models.INVALID_PAYLOAD),
+        (TOPIC, b'{"seq": 1, "ts": "2026-11-22T08:00:00Z", "metrics": {"a": NaN}}', models.NON_FINITE),
+        (TOPIC, b'{"seq": 1, "ts": "2026-11-22T08:00:00Z", "metrics": {"a": Infinity}}', models.NON_FINITE),
+        (TOPIC, b'{"seq": 1, "ts": "2026-11-22T08:00:00Z", "metrics": {"a": 1e999}}', models.NON_FINITE),
+        (TOPIC, encode({"seq": 1, "ts": "2026-11-22T09:00:00Z", "metrics": {"a": 1}}), models.TS_IN_FUTURE),
+        (TOPIC, encode({"seq": 1, "ts": "2026-09-01T00:00:00Z", "metrics": {"a": 1}}), models.TS_TOO_OLD),
         (TOPIC, encode({"seq": 1, "ts": "2026-11-22T08:00:00Z", "metrics": {"a": 1}, "device_id": "X"}),
-         payloads.DEVICE_MISMATCH),
-        (TOPIC, b"[1, 2]", payloads.INVALID_PAYLOAD),
-        (TOPIC, b" " * (payloads.MAX_PAYLOAD_BYTES + 1), payloads.OVERSIZED),
-        ("careloop/v1/devices/bad id/telemetry", b"{}", payloads.BAD_TOPIC),
-        ("careloop/v1/devices/RH-1/status", b"maybe", payloads.BAD_STATUS),
-        ("careloop/v1/devices/RH-1/events", encode({"seq": 1, "ts": "2026-11-22T08:00:00Z"}), payloads.INVALID_PAYLOAD),
+         models.DEVICE_MISMATCH),
+        (TOPIC, b"[1, 2]", models.INVALID_PAYLOAD),
+        (TOPIC, b" " * (models.MAX_PAYLOAD_BYTES + 1), models.OVERSIZED),
+        ("careloop/v1/devices/bad id/telemetry", b"{}", models.BAD_TOPIC),
+        ("careloop/v1/devices/RH-1/status", b"maybe", models.BAD_STATUS),
+        ("careloop/v1/devices/RH-1/events", encode({"seq": 1, "ts": "2026-11-22T08:00:00Z"}), models.INVALID_PAYLOAD),
     ],
 )
 def test_each_kind_of_bad_input_has_its_own_reason(topic: str, payload: bytes, reason: str) -> None:
@@ -84,7 +84,7 @@ def test_metric_unknown_to_the_model_or_out_of_range_is_rejected() -> None:
     too_high = parse_message(TOPIC, encode({"seq": 1, "ts": NOW.isoformat(), "metrics": {"fan_current_a": 99}}), NOW)
     with pytest.raises(Rejected) as rejected:
         check_against_model(too_high.readings[0], model)
-    assert rejected.value.reason == payloads.OUT_OF_RANGE
+    assert rejected.value.reason == models.OUT_OF_RANGE
 
 
 @given(st.binary(max_size=300))
@@ -92,7 +92,7 @@ def test_arbitrary_bytes_never_raise_anything_but_rejected(payload: bytes) -> No
     try:
         parse_message(TOPIC, payload, NOW)
     except Rejected as rejected:
-        assert rejected.reason in {payloads.INVALID_JSON, payloads.INVALID_PAYLOAD, payloads.NON_FINITE}
+        assert rejected.reason in {models.INVALID_JSON, models.INVALID_PAYLOAD, models.NON_FINITE}
 
 
 json_values = st.recursive(

@@ -87,12 +87,12 @@ def test_seq_has_no_gaps_when_offline_spells_fit_in_the_buffer(history: list[Mes
 
 
 def test_messages_are_accepted_by_the_ingesters_parser(history: list[Message]) -> None:
-    payloads = pytest.importorskip("ingest.payloads")
+    ingest_models = pytest.importorskip("ingest.models")
     for message in history[::7]:
-        parsed = payloads.parse_message(message.topic, message.encode(), HISTORY_END)
+        parsed = ingest_models.parse_message(message.topic, message.encode(), HISTORY_END)
         assert not parsed.rejected
         for reading in parsed.readings:
-            payloads.check_against_model(reading, MODEL_OF[reading.device_id])
+            ingest_models.check_against_model(reading, MODEL_OF[reading.device_id])
 
 
 def test_format_ts_is_utc_with_milliseconds() -> None:
