@@ -19,12 +19,12 @@ demo: install
 
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-cache
 
 bench-ingest: install
 	$(BIN)/careloop bench ingest
@@ -36,4 +36,4 @@ bench-detection: install
 	$(BIN)/careloop bench detection
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache .grimp_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache
