@@ -58,14 +58,10 @@ def customer_360(customer_id: RowId, conn: Conn, _role: Role) -> Customer360:
 @router.post(
     "/customers/{customer_id}/consents", dependencies=[require("dispatcher", "marketer")], responses=answers(403, 404)
 )
-def record_consents(customer_id: RowId, changes: list[ConsentChange], conn: Conn) -> list[Consent]:
-    """Consents given or withdrawn, and how ('web form', 'hotline call', 'unsubscribe link'): the contact policy
+def record_consent(customer_id: RowId, change: ConsentChange, conn: Conn) -> list[Consent]:
+    """A consent given or withdrawn, and how ('web form', 'hotline call', 'unsubscribe link'): the contact policy
     follows the latest of each purpose and channel; every change is kept in the history. Answers the consents now."""
-    now = dt.datetime.now(dt.UTC)
-    consents: list[Consent] = []
-    for change in changes:
-        consents = service.record_consent(conn, customer_id, change, at=now)
-    return consents if changes else service.get_customer(conn, customer_id).consents
+    return service.record_consent(conn, customer_id, change, at=dt.datetime.now(dt.UTC))
 
 
 @router.get("/customers/{customer_id}/consents/history", responses=answers(404))

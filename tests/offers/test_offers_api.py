@@ -93,8 +93,8 @@ def test_consents_keep_their_history_and_the_360_view_shows_the_whole_picture(cl
                         key="api:360", now=dt.datetime.now(dt.UTC))
     conn.commit()
     marketer = token(database, "marketer")
-    withdrawn = client.post(f"/customers/{owner.id}/consents", headers=marketer, json=[
-        {"purpose": "marketing", "channel": "email", "granted": False, "source": "unsubscribe link"}])
+    withdrawn = client.post(f"/customers/{owner.id}/consents", headers=marketer, json={
+        "purpose": "marketing", "channel": "email", "granted": False, "source": "unsubscribe link"})
     assert withdrawn.status_code == 200
     assert {"purpose": "marketing", "channel": "email", "granted": False} in withdrawn.json()
     history = client.get(f"/customers/{owner.id}/consents/history", headers=marketer).json()["items"]
