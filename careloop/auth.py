@@ -6,10 +6,10 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
-from careloop.db import execute, fetch_one
+from careloop.db import Connection, execute, fetch_one
 
+# The roles a token may grant, here alone: the CLI offers these and the API checks against them.
 ROLES = ("admin", "dispatcher", "marketer", "technician")
 
 
@@ -27,7 +27,7 @@ class Caller:
     technician_id: int | None = None
 
 
-def create_token(conn: Any, *, role: str, name: str, technician_id: int | None = None) -> str:
+def create_token(conn: Connection, *, role: str, name: str, technician_id: int | None = None) -> str:
     """A new random token with `role`; only its hash is stored, so show it to the user once. A technician's token
     names the technician it belongs to (one that names none sees no orders)."""
     if role not in ROLES:
@@ -43,7 +43,7 @@ def create_token(conn: Any, *, role: str, name: str, technician_id: int | None =
     return token
 
 
-def caller_of_token(conn: Any, token: str, *, admin_token: str | None) -> Caller | None:
+def caller_of_token(conn: Connection, token: str, *, admin_token: str | None) -> Caller | None:
     """Who a bearer token speaks for, or None when it is unknown."""
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
         return Caller(role="admin", name="admin")
@@ -52,7 +52,7 @@ def caller_of_token(conn: Any, token: str, *, admin_token: str | None) -> Caller
     return Caller(**row) if row is not None else None
 
 
-def role_of_token(conn: Any, token: str, *, admin_token: str | None) -> str | None:
+def role_of_token(conn: Connection, token: str, *, admin_token: str | None) -> str | None:
     """The role a bearer token grants, or None when it is unknown."""
     caller = caller_of_token(conn, token, admin_token=admin_token)
     return caller.role if caller is not None else None

@@ -433,7 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(handler=cmd_simulate)
 
     token = commands.add_parser("token", help="create an API token with a role and print it")
-    token.add_argument("--role", required=True, choices=["admin", "dispatcher", "marketer", "technician"])
+    from careloop.auth import ROLES  # the roles a token may grant are auth's to list
+
+    token.add_argument("--role", required=True, choices=ROLES)
     token.add_argument("--name", default="cli", help="who or what the token is for (kept in order histories)")
     token.add_argument(
         "--technician-id", type=int, default=None, help="with --role technician: the technician (GET /technicians)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from careloop.db import Connection
 from customers import service as customers_service
 from customers.models import CustomerCreate
 from devices import service as devices_service
@@ -13,7 +14,7 @@ from devices.models import DeviceCreate
 _serial = itertools.count(1)
 
 
-def make_customer(conn: Any, **overrides: Any):
+def make_customer(conn: Connection, **overrides: Any):
     fields = {
         "name": "Li Na",
         "phone": "+86 138 0000 0000",
@@ -27,7 +28,7 @@ def make_customer(conn: Any, **overrides: Any):
     return customers_service.create_customer(conn, CustomerCreate.model_validate(fields))
 
 
-def make_device(conn: Any, **overrides: Any):
+def make_device(conn: Connection, **overrides: Any):
     fields = {"id": f"RH-{next(_serial):06d}", "model": "RH-900", "purchased_on": "2021-03-01", "region": "east"}
     fields.update(overrides)
     return devices_service.register_device(conn, DeviceCreate.model_validate(fields))

@@ -12,7 +12,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from psycopg2.extras import execute_values
 
-from careloop.db import execute, fetch_all
+from careloop.db import Connection, execute, fetch_all
 from careloop.mqtt import events_topic, status_topic, telemetry_topic
 from devices.catalog import load_catalog
 from ingest.service import InboundMessage, ingest_batch
@@ -83,14 +83,14 @@ def _events(rng: np.random.Generator, model: str) -> list[Event]:
     return sorted(events, key=lambda event: event.ts)
 
 
-def random_fleet(conn: Any, seed: int) -> list[DeviceHistory]:
+def random_fleet(conn: Connection, seed: int) -> list[DeviceHistory]:
     """Devices of three models with random readings and events, stored; the last device has no data."""
     histories = random_histories(conn, seed)
     store_history(conn, histories)
     return histories
 
 
-def random_histories(conn: Any, seed: int) -> list[DeviceHistory]:
+def random_histories(conn: Connection, seed: int) -> list[DeviceHistory]:
     """Devices of three models, registered, with random readings and events (not stored)."""
     rng = np.random.default_rng(seed)
     with_birthday = make_customer(conn, birthday="1975-02-28")
@@ -115,7 +115,7 @@ def random_histories(conn: Any, seed: int) -> list[DeviceHistory]:
     return histories
 
 
-def store_history(conn: Any, histories: list[DeviceHistory]) -> None:
+def store_history(conn: Connection, histories: list[DeviceHistory]) -> None:
     """Readings and events as stored rows, seq in list order (the ingester would reject old ts: no ingest here)."""
     telemetry, events = [], []
     for history in histories:
@@ -258,7 +258,7 @@ def _message(topic: str, payload: dict | str, received_at: dt.datetime = LIVE_NO
     return InboundMessage(topic=topic, payload=body, received_at=received_at)
 
 
-def live_fleet(conn: Any) -> list[DeviceHistory]:
+def live_fleet(conn: Connection) -> list[DeviceHistory]:
     """Four devices: three sent their recent history through the ingester (device_state is filled), one nothing."""
     rng = np.random.default_rng(7)
     histories = [DeviceHistory(device_id, model) for device_id, model in
