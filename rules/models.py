@@ -20,11 +20,9 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
-    SerializerFunctionWrapHandler,
     Tag,
     ValidationError,
     create_model,
-    model_serializer,
     model_validator,
 )
 
@@ -326,19 +324,16 @@ class RuleRead(StoredRule):
 class DetectionAction(BaseModel):
     """One action of a detection's rule, waiting for the service that carries it out (or done, with what it made)."""
 
+    model_config = ConfigDict(extra="allow")  # as stored: a service may keep more with the action it carried out
+
     action: str
     params: dict[str, Any]
     key: str = Field(description="idempotency key: a retry finds the order or call task already made")
     status: Literal["pending", "done"]
-    result: dict[str, Any] | None = Field(default=None, description="what it made; absent while pending")
-
-    @model_serializer(mode="wrap")
-    def _absent_while_pending(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Stored actions gain `result` when carried out; the answer keeps that shape.
-        data = handler(self)
-        if self.result is None:
-            data.pop("result", None)
-        return data
+    # Stored actions gain `result` when carried out; the answer keeps that shape.
+    result: dict[str, Any] | None = Field(
+        default=None, exclude_if=lambda result: result is None, description="what it made; absent while pending"
+    )
 
 
 class DetectionRead(BaseModel):
