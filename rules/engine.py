@@ -242,7 +242,8 @@ class Engine:
                     log.exception("listening for ingest batches failed; retrying in 5 s")
                     stop.wait(5)
         finally:
-            scheduler.shutdown(wait=True)
+            if scheduler.running:  # a scheduler that ended by itself is already down; its error is the one to see
+                scheduler.shutdown(wait=True)
             log.info("engine stopped")
 
     def _check_scheduler(self) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from careloop.db import Database, fetch_all
 from careloop.mqtt import events_topic, telemetry_topic
-from rules.engine import Engine, Schedule
+from rules.engine import Engine, EssentialThreadDied, Schedule
 from rules.service import create_rule
 from tests.factories import make_device
 from tests.helpers import event, inbound, publish_all, reading, store, wait_until
@@ -383,3 +383,24 @@ def test_a_whole_fleet_run_reads_detection_state_again_when_another_run_changed_
     early_done.clear()
     Engine(database, clock=lambda: start + dt.timedelta(hours=4)).sweep()
     assert reads == ["read"]
+
+
+def test_an_engine_whose_scheduler_thread_ends_stops_serving_with_an_error(database, database_url) -> None:
+    """Up but running no scheduled rule is the worst state: serve raises, and `careloop engine` exits 1 on it."""
+    engine = Engine(database, schedule=Schedule(sweep_s=3600, window_s=3600, baselines_s=3600, trends_s=3600))
+    stop, failures = threading.Event(), []
+
+    def serve() -> None:
+        try:
+            engine.serve(stop, database_url=database_url, poll_s=0.05)
+        except EssentialThreadDied as error:
+            failures.append(error)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert engine.listening.wait(timeout=10)
+    engine._scheduler.shutdown(wait=False)  # the scheduler's thread ends without anyone stopping the engine
+    thread.join(timeout=10)
+    stop.set()
+    assert not thread.is_alive() and len(failures) == 1
+    assert "scheduler thread has ended" in str(failures[0])
