@@ -86,4 +86,5 @@ def moment_in_range(moment: dt.datetime) -> dt.datetime:
 
 Moment = Annotated[dt.datetime, AfterValidator(moment_in_range)]
 Offset = Annotated[int, Query(ge=0, le=BIGINT_MAX, description="how many items to skip")]
+Limit = Annotated[int, Query(ge=1, le=1000, description="how many items at most")]
 RowId = Annotated[int, Path(ge=BIGINT_MIN, le=BIGINT_MAX)]

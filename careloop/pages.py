@@ -7,6 +7,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from careloop.errors import NotFound
+
 T = TypeVar("T")
 U = TypeVar("U")
 
@@ -16,6 +18,12 @@ class Page(BaseModel, Generic[T]):
 
     items: list[T]
     total: int
+
+    def one(self, missing: str) -> T:
+        """The item of a page looked up by its id; NotFound (a 404 saying `missing`) when there is none."""
+        if not self.items:
+            raise NotFound(missing)
+        return self.items[0]
 
     def map(self, read: Callable[[T], U]) -> Page[U]:
         """The same page with each item read into another shape (a stored row into what the API answers)."""

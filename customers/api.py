@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from careloop.deps import Conn, Offset, Role, RowId, require
+from careloop.deps import Conn, Limit, Offset, Role, RowId, require
 from careloop.errors import EVERY_ROUTE, answers
 from careloop.pages import Page, whole
 from customers import service
@@ -38,7 +38,7 @@ def list_customers(
     conn: Conn,
     _role: Role,
     q: Annotated[str | None, Query(max_length=100, description="part of a name, email or phone")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[CustomerRead]:
     return service.list_customers(conn, q=q, limit=limit, offset=offset)

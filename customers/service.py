@@ -44,10 +44,7 @@ def create_customer(conn: Connection, customer: CustomerCreate) -> CustomerRead:
 
 
 def get_customer(conn: Connection, customer_id: int) -> CustomerRead:
-    found = repo.list_customers(conn, customer_id=customer_id, limit=1).items
-    if not found:
-        raise NotFound(f"no customer {customer_id}")
-    return found[0]
+    return repo.list_customers(conn, customer_id=customer_id, limit=1).one(f"no customer {customer_id}")
 
 
 def list_customers(conn: Connection, *, q: str | None, limit: int, offset: int) -> Page[CustomerRead]:

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 
 from careloop.db import BIGINT_MAX, BIGINT_MIN
-from careloop.deps import Conn, Moment, Offset, Role, require
+from careloop.deps import Conn, Limit, Moment, Offset, Role, require
 from careloop.durations import Duration
 from careloop.errors import EVERY_ROUTE, answers
 from careloop.pages import Page, whole
@@ -40,7 +40,7 @@ def list_devices(
     owner: Annotated[int | None, Query(ge=BIGINT_MIN, le=BIGINT_MAX)] = None,
     online: bool | None = None,
     q: Annotated[str | None, Query(max_length=64)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[DeviceRead]:
     return service.list_devices(

@@ -9,7 +9,7 @@ import psycopg2.errors
 
 from careloop.db import Connection, savepoint
 from careloop.durations import Duration
-from careloop.errors import Conflict, InvalidInput, NotFound
+from careloop.errors import Conflict, InvalidInput
 from careloop.pages import Page
 from devices import repo
 from devices.catalog import get_model, load_catalog
@@ -47,10 +47,7 @@ def register_device(conn: Any, device: DeviceCreate) -> DeviceRead:
 
 
 def get_device(conn: Connection, device_id: str) -> DeviceRead:
-    found = repo.list_devices(conn, device_id=device_id, limit=1).items
-    if not found:
-        raise NotFound(f"no device {device_id}")
-    return found[0]
+    return repo.list_devices(conn, device_id=device_id, limit=1).one(f"no device {device_id}")
 
 
 def list_devices(conn: Connection, *, limit: int, offset: int, **filters: Any) -> Page[DeviceRead]:

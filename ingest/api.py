@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Query
-
-from careloop.deps import EARLIEST_MOMENT, Conn, Moment, Offset, Role
+from careloop.deps import EARLIEST_MOMENT, Conn, Limit, Moment, Offset, Role
 from careloop.errors import EVERY_ROUTE
 from careloop.pages import Page
 from ingest import service
@@ -20,7 +18,7 @@ def list_quarantine(
     conn: Conn,
     _role: Role,
     reason: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[QuarantinedMessage]:
     """Rejected messages, newest first, with topic, reason, detail and the (truncated) payload."""

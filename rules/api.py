@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, AwareDatetime
 
-from careloop.deps import Conn, Offset, Role, RowId, moment_in_range, require
+from careloop.deps import Conn, Limit, Offset, Role, RowId, moment_in_range, require
 from careloop.errors import EVERY_ROUTE, answers
 from careloop.pages import Page
 from rules import service
@@ -78,7 +78,7 @@ def list_rules(
     conn: Conn,
     _role: Role,
     enabled: bool | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    limit: Limit = 1000,
     offset: Offset = 0,
 ) -> Page[StoredRule]:
     return service.list_rules(conn, enabled=enabled, limit=limit, offset=offset)
@@ -118,7 +118,7 @@ def list_detections(
     device_id: str | None = None,
     status: DetectionStatus | None = None,
     rule_id: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[DetectionRead]:
     """What rules found, newest first, each with its explanation and the actions waiting on it."""

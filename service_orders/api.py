@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from careloop.deps import Caller, Conn, Offset, RowId, require
+from careloop.deps import Caller, Conn, Limit, Offset, RowId, require
 from careloop.errors import EVERY_ROUTE, NotFound, answers
 from careloop.pages import Page
 from service_orders import service
@@ -31,7 +31,6 @@ from service_orders.models import (
 )
 
 router = APIRouter(tags=["service orders"], responses=EVERY_ROUTE)
-Limit = Annotated[int, Query(ge=1, le=1000)]
 Name = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9 _.:-]+$")]
 StatusFilter = Literal["open", "new", "scheduled", "assigned", "in_progress", "completed", "cancelled"]
 DISPATCH = require("dispatcher")

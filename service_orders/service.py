@@ -114,10 +114,8 @@ def open_order_for_detection(
 
 
 def get_order(conn: Connection, order_id: int, *, now: dt.datetime, actor: Actor | None = None) -> OrderDetail:
-    found = repo.list_orders(conn, now=now, order_id=order_id, limit=1, technician_id=_technician_scope(actor)).items
-    if not found:
-        raise NotFound(f"no service order {order_id}")
-    order = _order_read(found[0], now)
+    page = repo.list_orders(conn, now=now, order_id=order_id, limit=1, technician_id=_technician_scope(actor))
+    order = _order_read(page.one(f"no service order {order_id}"), now)
     history = repo.order_history(conn, order_id=order_id)
     return OrderDetail(**order.model_dump(), history=history, allowed_transitions=list(TRANSITIONS[order.status]))
 
@@ -188,10 +186,7 @@ def create_technician(conn: Connection, technician: TechnicianCreate) -> Technic
 
 
 def get_technician(conn: Connection, technician_id: int) -> TechnicianRead:
-    found = repo.list_technicians(conn, technician_id=technician_id, limit=1).items
-    if not found:
-        raise NotFound(f"no technician {technician_id}")
-    return found[0]
+    return repo.list_technicians(conn, technician_id=technician_id, limit=1).one(f"no technician {technician_id}")
 
 
 def list_technicians(conn: Connection, *, limit: int = 100, offset: int = 0, **filters: Any) -> Page[TechnicianRead]:
@@ -386,10 +381,8 @@ def _script(name: str | None, appliance: str, model: str, reason: str, order_id:
 
 
 def get_call_task(conn: Connection, task_id: int, *, actor: Actor | None = None) -> CallTaskRead:
-    found = repo.list_call_tasks(conn, task_id=task_id, limit=1, technician_id=_technician_scope(actor)).items
-    if not found:
-        raise NotFound(f"no call task {task_id}")
-    return found[0]
+    page = repo.list_call_tasks(conn, task_id=task_id, limit=1, technician_id=_technician_scope(actor))
+    return page.one(f"no call task {task_id}")
 
 
 def list_call_tasks(
