@@ -15,88 +15,35 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from bench.fixtures import register_devices, temporary_database
+from bench.fixtures import jobs_run_since, register_devices, temporary_database
+from bench.replay import Fault, Replay, collect_faults, fault_codes_of
 from careloop.db import Database, fetch_all
 from careloop.demo import register_fleet
 from careloop.mqtt import events_topic, make_connection
 from careloop.runtime import resolve_services
 from careloop.settings import get_settings
-from ingest.service import InboundMessage, ingest_batch
 from ingest.subscriber import Ingester, forget_session
-from rules.conditions import walk_conditions
 from rules.engine import Engine, Schedule
 from rules.evaluation import active_rules
 from rules.service import load_builtin_catalog
-from simulators.faults import FaultRecord
 from simulators.fleet import make_fleet
 from simulators.simulation import Simulation
 
 
-def fault_codes_of(condition) -> set[str]:
-    """The fault codes a rule's condition watches (empty for rules without a `fault` condition)."""
-    return {code for leaf in walk_conditions(condition) if leaf.kind.name == "fault" for code in leaf.spec.codes or []}
-
-
-@dataclass
-class Fault:
-    device_id: str
-    kind: str
-    code: str
-    started_at: dt.datetime
-    cleared_at: dt.datetime | None
-
-
-def _instant(text: str | None) -> dt.datetime | None:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
-
-
-def collect_faults(records: list[FaultRecord], faults: dict[tuple[str, str, str], Fault]) -> None:
-    for record in records:
-        key = (record.device_id, record.fault_code, record.started_at)
-        fault = faults.setdefault(
-            key,
-            Fault(record.device_id, record.kind, record.fault_code, _instant(record.started_at), None),
-        )
-        fault.cleared_at = _instant(record.cleared_at) or fault.cleared_at
-
-
 def replay(database: Database, fleet, *, start: dt.datetime, days: float, step_s: int, faults: str, seed: int):
     """Run the fleet's history through ingest and the engine on a simulated clock; answers the ground truth."""
-    clock = {"now": start}
-    engine = Engine(database, clock=lambda: clock["now"])
     simulation = Simulation(fleet, seed=seed, start=start, faults=faults)
     truth: dict[tuple[str, str, str], Fault] = {}
-    steps = int(days * 86400 // step_s)
-    sweep_every = max(1, 900 // step_s)
-    window_every = max(1, 3600 // step_s)
-    baselines_every = max(1, 86400 // step_s)
-    for step in tqdm(range(steps), desc="replaying history", unit="step"):
-        moment = start + dt.timedelta(seconds=step * step_s)
-        clock["now"] = moment
-        messages = [
-            InboundMessage(
-                message.topic,
-                message.payload.encode() if isinstance(message.payload, str) else json.dumps(message.payload).encode(),
-                moment,
-            )
-            for message in simulation.iter_step(moment, step_s)
-        ]
-        collect_faults(simulation.take_fault_transitions(), truth)
-        with database.transaction() as conn:
-            outcome = ingest_batch(conn, messages, now=moment)
-        engine.evaluate_batch(sorted(outcome.devices | outcome.status_devices))
-        if step % baselines_every == baselines_every - 1:
-            engine.learn_baselines()
-        if step % window_every == window_every - 1:
-            engine.learn_trends()
-            engine.window()
-        elif step % sweep_every == sweep_every - 1:
-            engine.sweep()
-    return list(truth.values()), start + dt.timedelta(seconds=steps * step_s)
+    finished = Replay(database, simulation, start=start).run(
+        start,
+        int(days * 86400 // step_s),
+        step_s,
+        after_step=lambda _moment: collect_faults(simulation.take_fault_transitions(), truth),
+    )
+    return list(truth.values()), finished
 
 
 def score(truth: list[Fault], detections: list[dict], codes_of_rule: dict[str, set[str]], end: dt.datetime):
@@ -158,7 +105,7 @@ def measure_live_latency(database: Database, database_url: str, mqtt_url: str, c
     engine.listening.wait(timeout=10)
     # The engine runs its scheduled jobs once at start; time the live path after them, not behind them.
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not {"sweep", "window"} <= _jobs_run_since(database, started_at):
+    while time.monotonic() < deadline and not {"sweep", "window"} <= jobs_run_since(database, started_at):
         time.sleep(0.2)
     published: dict[str, float] = {}
     connection = make_connection(mqtt_url, f"bench-publisher-{uuid.uuid4().hex[:8]}")
@@ -187,11 +134,6 @@ def measure_live_latency(database: Database, database_url: str, mqtt_url: str, c
     ingester.stop()
     forget_session(mqtt_url, ingester.name)
     return [opened[device] - published[device] for device in devices if device in opened]
-
-
-def _jobs_run_since(database: Database, since: dt.datetime) -> set[str]:
-    with database.connection() as conn:
-        return {row["job"] for row in fetch_all(conn, "SELECT job FROM engine_jobs WHERE last_run_at >= %s", (since,))}
 
 
 def bench_detection(args: argparse.Namespace) -> int:

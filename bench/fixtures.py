@@ -1,7 +1,9 @@
-"""What the benchmarks set up before they measure: a database of their own, and devices registered in it."""
+"""What the benchmarks set up before they measure: a database of their own, devices registered in it; and when
+a serving engine's jobs have run."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -10,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg2
 from psycopg2 import sql
 
-from careloop.db import Connection, ensure_database, migrate
+from careloop.db import Connection, Database, ensure_database, fetch_all, migrate
 from devices import service as devices_service
 from devices.models import DeviceCreate
 
@@ -37,3 +39,9 @@ def register_devices(conn: Connection, device_ids: Iterable[str], *, model: str 
     """Register devices of one model, with no owner, as POST /devices does; the caller commits."""
     for device_id in device_ids:
         devices_service.register_device(conn, DeviceCreate(id=device_id, model=model))
+
+
+def jobs_run_since(database: Database, since: dt.datetime) -> set[str]:
+    """The engine jobs (its own and the domains') that have run since a moment, as engine_jobs records them."""
+    with database.connection() as conn:
+        return {row["job"] for row in fetch_all(conn, "SELECT job FROM engine_jobs WHERE last_run_at >= %s", (since,))}

@@ -296,6 +296,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from bench.offers import bench_offers
 
         return bench_offers(args)
+    if args.bench == "proactive":
+        from bench.proactive import bench_proactive
+
+        return bench_proactive(args)
     raise SystemExit(f"careloop bench: no benchmark {args.bench!r}")
 
 
@@ -490,6 +494,36 @@ def build_parser() -> argparse.ArgumentParser:
     offers_bench.add_argument("--customers", type=int, default=10_000, help="simulated customers (default 10000)")
     offers_bench.add_argument("--days", type=int, default=365, help="simulated days (default 365)")
     offers_bench.add_argument("--seed", type=int, default=10, help="seed of the customers and their responses")
+    proactive_bench = benches.add_parser(
+        "proactive",
+        help="weeks of a fleet with sudden and gradual faults: does our call reach the owner before they call us",
+    )
+    proactive_bench.add_argument("--devices", type=int, default=300, help="simulated devices (default 300)")
+    proactive_bench.add_argument("--days", type=float, default=28, help="simulated days scored (default 28)")
+    proactive_bench.add_argument("--step", type=int, default=900, help="seconds between engine ticks (default 900)")
+    proactive_bench.add_argument(
+        "--history-days", type=float, default=7, help="days of hourly telemetry ingested before the engine starts"
+    )
+    proactive_bench.add_argument(
+        "--warmup-days", type=float, default=2, help="days the engine runs before the scored ones (default 2)"
+    )
+    proactive_bench.add_argument("--faults", default="all:0.02", help="sudden fault spec as for simulate")
+    proactive_bench.add_argument("--seed", type=int, default=11)
+    proactive_bench.add_argument(
+        "--ahead-days", type=float, default=14, help="a call up to this long before a failure is about it (default 14)"
+    )
+    proactive_bench.add_argument(
+        "--owner-median-h", type=float, default=6, help="the owner's median delay before calling us, in waking hours"
+    )
+    proactive_bench.add_argument(
+        "--dispatcher-median-min", type=float, default=30, help="a dispatcher's median delay before calling (minutes)"
+    )
+    proactive_bench.add_argument(
+        "--live-faults", type=int, default=100, help="faults published over MQTT to time the live path (default 100)"
+    )
+    proactive_bench.add_argument(
+        "--live-rate", type=float, default=100, help="background telemetry messages per second while timing"
+    )
     bench.set_defaults(handler=cmd_bench)
     return parser
 

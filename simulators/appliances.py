@@ -8,13 +8,18 @@ is pure: randomness comes only from the Generator passed in.
 Fouling is one number in [0, 1] per device whatever the kind (grease in a hood's filter, dirt in
 an air conditioner's filter, scale in a water heater, debris in a dishwasher's drain, soiling of
 an oven's cavity); the owner's cleaning resets it. Wear (an oven element's ageing) is not reset.
+
+Each kind names its `gradual_failure`: the worsening quantity that ends in a failure its owner notices, and
+the level where that happens. The level is derived from the kind's own `measure`, by one rule for every
+kind: the appliance does its job at half its clean rate (half the airflow, half the heating or draining
+rate). faults.py records each crossing of that level as ground truth.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -37,6 +42,17 @@ class Inputs:
     @property
     def size(self) -> int:
         return len(self.run_hours)
+
+
+@dataclass(frozen=True)
+class GradualFailure:
+    """A slowly worsening quantity of a kind and the level where its owner notices the appliance failing."""
+
+    part: str  # what wears out or clogs, as a word for tables: grease_filter, scale, ...
+    quantity: Literal["fouling", "wear"]  # fouling is reset by the owner's cleaning; wear never is
+    level: float  # the quantity at which the appliance does its job at half its clean rate
+    symptom: str  # what the owner notices then
+    metrics: frozenset[str]  # the readings that move with the quantity
 
 
 def _noisy(rng: np.random.Generator, base: np.ndarray | float, relative: float, size: int) -> np.ndarray:
@@ -63,6 +79,7 @@ class KindPhysics:
     maintenance_detail: ClassVar[str]
     # Fault codes that change telemetry; the others (a lamp, a door lock) show only as an event.
     signature_codes: ClassVar[frozenset[str]] = frozenset()
+    gradual_failure: ClassVar[GradualFailure | None] = None
 
     def season(self, day_of_year: int) -> float:
         """Multiplier of the usage profile for the time of year."""
@@ -100,6 +117,14 @@ class RangeHood(KindPhysics):
     running_metrics = frozenset({"fan_current_a", "fan_speed_rpm", "airflow_m3h"})
     maintenance_detail = "owner cleaned the grease filter"
     signature_codes = frozenset({"E21", "E31"})
+    # airflow = clean airflow * (1 - 0.65 * grease): half of it at grease 0.5 / 0.65 = 0.77
+    gradual_failure = GradualFailure(
+        part="grease_filter",
+        quantity="fouling",
+        level=0.5 / 0.65,
+        symptom="the hood no longer clears the cooking fumes",
+        metrics=frozenset({"grease_load_pct", "airflow_m3h", "fan_speed_rpm", "fan_current_a"}),
+    )
 
     def measure(self, model: ApplianceModel, inputs: Inputs, rng: np.random.Generator) -> Metrics:
         n, grease = inputs.size, inputs.fouling
@@ -145,6 +170,14 @@ class Oven(KindPhysics):
     maintenance_detail = "owner cleaned the oven cavity"
     signature_codes = frozenset({"F12", "F25"})
     setpoints = np.array([160.0, 180.0, 200.0, 220.0, 250.0])
+    # heat rate = 12 degC/min * (1 - wear): half of it at wear 0.5 (decades of use for most ovens)
+    gradual_failure = GradualFailure(
+        part="heating_element",
+        quantity="wear",
+        level=0.5,
+        symptom="preheating takes twice as long",
+        metrics=frozenset({"heat_rate_c_per_min", "element_current_a"}),
+    )
 
     def measure(self, model: ApplianceModel, inputs: Inputs, rng: np.random.Generator) -> Metrics:
         n, running = inputs.size, inputs.running
@@ -188,6 +221,14 @@ class Dishwasher(KindPhysics):
     maintenance_detail = "owner cleaned the drain filter"
     signature_codes = frozenset({"E15", "E24", "E09"})
     wash_temperatures = np.array([45.0, 55.0, 65.0])
+    # drain time = 40 s * (1 + 4 * clog^2): the sump drains at half its clean rate (80 s) at clog 0.5
+    gradual_failure = GradualFailure(
+        part="drain_filter",
+        quantity="fouling",
+        level=0.5,
+        symptom="dirty water is slow to drain and food debris stays behind",
+        metrics=frozenset({"drain_time_s"}),
+    )
 
     def measure(self, model: ApplianceModel, inputs: Inputs, rng: np.random.Generator) -> Metrics:
         n, running, clog = inputs.size, inputs.running, inputs.fouling
@@ -235,6 +276,15 @@ class WaterHeater(KindPhysics):
     running_metrics = frozenset({"power_kw"})
     maintenance_detail = "owner had the tank descaled"
     signature_codes = frozenset({"E03", "E05", "E07"})
+    # heating time = 55 min * (1 + 1.6 * scale^1.3): twice as long (half the heating rate) at
+    # scale = (1 / 1.6)^(1 / 1.3) = 0.70
+    gradual_failure = GradualFailure(
+        part="scale",
+        quantity="fouling",
+        level=(1 / 1.6) ** (1 / 1.3),
+        symptom="the tank reheats so slowly that the shower runs cold",
+        metrics=frozenset({"scale_index", "heating_time_min"}),
+    )
 
     def measure(self, model: ApplianceModel, inputs: Inputs, rng: np.random.Generator) -> Metrics:
         n, scale = inputs.size, inputs.fouling
@@ -281,6 +331,16 @@ class AirConditioner(KindPhysics):
     )
     maintenance_detail = "owner cleaned the air filter"
     signature_codes = frozenset({"P4", "F1", "E1"})
+    # filter_dp is the filter's pressure drop at nominal airflow, 30 Pa clean + 260 Pa * dirt^1.5. Against the
+    # indoor fan's roughly constant pressure the airflow falls as 1/sqrt(resistance): half the air once the
+    # resistance is 4x a clean filter's (120 Pa), at dirt = (90 / 260)^(2 / 3) = 0.49
+    gradual_failure = GradualFailure(
+        part="air_filter",
+        quantity="fouling",
+        level=(90 / 260) ** (2 / 3),
+        symptom="the unit blows half the air and the room no longer cools or heats",
+        metrics=frozenset({"filter_dp_pa", "compressor_current_a", "refrigerant_pressure_kpa"}),
+    )
 
     def season(self, day_of_year: int) -> float:
         # Cooling peaks in July, heating in January; spring and autumn need little of either.

@@ -21,7 +21,7 @@ import numpy as np
 
 from devices.catalog import load_catalog
 from devices.models import ApplianceModel
-from simulators.appliances import PHYSICS_BY_KIND, Inputs, KindPhysics
+from simulators.appliances import PHYSICS_BY_KIND, GradualFailure, Inputs, KindPhysics
 from simulators.clock import HOUR_S, chance_within
 from simulators.faults import ShownFaults
 from simulators.wire import DeviceEvent
@@ -179,6 +179,40 @@ class ApplianceStates:
         hours_since_cleaning = np.minimum(self.run_hours, rng.uniform(0.0, 1.1, n) * interval)
         self.fouling = np.minimum(hours_since_cleaning * self._fouling_rate * self.fouling_factor, 1.0)
         self.wear = self.run_hours * self._wear_rate * self.wear_factor
+        # The past that explains this state, for last_cleanings(): no random draw, so the streams are unchanged.
+        self._hours_since_cleaning = hours_since_cleaning
+        self._age_days = age_days
+        self._run_hours_per_day = daily_hours * self.usage_factor
+        self._gradual = [PHYSICS_BY_KIND[group.model.kind].gradual_failure for group in self.groups]
+        self._worn_not_fouled = np.array(
+            [failure is not None and failure.quantity == "wear" for failure in self._gradual]
+        )[self.group_of]
+
+    def last_cleanings(self, start: dt.datetime) -> list[tuple[int, dt.datetime, float]]:
+        """(position, when, run hours then) of each owner's last cleaning before `start`, as the initial state
+        has it (hours of use since then, at the owner's usual daily hours); devices never cleaned are left out."""
+        cleaned = np.nonzero(self._hours_since_cleaning < self.run_hours)[0]
+        days_ago = np.minimum(
+            self._hours_since_cleaning[cleaned] / np.maximum(self._run_hours_per_day[cleaned], 1e-9),
+            self._age_days[cleaned],  # never before its purchase
+        )
+        return [
+            (position, start - dt.timedelta(days=days), hours)
+            for position, days, hours in zip(
+                cleaned.tolist(),
+                days_ago.tolist(),
+                (self.run_hours[cleaned] - self._hours_since_cleaning[cleaned]).tolist(),
+                strict=True,
+            )
+        ]
+
+    def gradual_failure(self, position: int) -> GradualFailure | None:
+        """The gradual failure the device's kind comes to (appliances.py)."""
+        return self._gradual[self.group_of[position]]
+
+    def worsening(self, idx: np.ndarray) -> np.ndarray:
+        """The quantity of each device that its gradual failure follows: wear or fouling, by kind."""
+        return np.where(self._worn_not_fouled[idx], self.wear[idx], self.fouling[idx])
 
     @property
     def models(self) -> list[ApplianceModel]:

@@ -31,6 +31,9 @@ fields, `cleared_at` set). Both times are the `ts` of the device's `fault` / `fa
 A fault still open when the simulation stops keeps only its start line. `load_ground_truth()`
 merges the lines of one fault (key: device_id, fault_code, started_at; a clear line wins over the
 start line), so a crash never loses a fault that started nor shows a cleared one as open.
+
+The same file holds the gradual failures (failures.py: a filter clogging, scale building up, past the
+level its owner notices), lines of their own shape that `load_ground_truth()` skips.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Protocol
 
 import numpy as np
 
@@ -328,15 +332,21 @@ class InjectedFaults:
         self.blocks_use[position] = model.fault_codes[fault.code].severity == "critical"
 
 
+class GroundTruthRecord(Protocol):
+    """A line of ground truth: an injected fault's (FaultRecord) or a gradual failure's (failures.py)."""
+
+    def to_json_line(self) -> str: ...
+
+
 class GroundTruthWriter:
-    """Appends fault records to a JSON-lines file, flushing each so a crash loses nothing written."""
+    """Appends ground truth records to a JSON-lines file, flushing each so a crash loses nothing written."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._file = path.open("a", encoding="utf-8")
 
-    def write(self, records: Iterable[FaultRecord]) -> int:
+    def write(self, records: Iterable[GroundTruthRecord]) -> int:
         """Write the records; returns how many."""
         count = 0
         for record in records:
@@ -366,6 +376,8 @@ def load_ground_truth(path: Path) -> list[dict]:
             if not line.strip():
                 continue
             record = json.loads(line)
+            if "fault_code" not in record:
+                continue  # a gradual failure's line (failures.py)
             key = (record["device_id"], record["fault_code"], record["started_at"])
             faults[key] = record if key not in faults or record["cleared_at"] else faults[key]
     return list(faults.values())

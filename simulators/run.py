@@ -274,7 +274,7 @@ def run_simulation(
                     summary.faults_cleared += sum(record.cleared_at is not None for record in records)
                     _log_fault_records(records)
                     if writer is not None:
-                        writer.write(records)
+                        writer.write([*records, *simulation.take_failure_transitions()])
                 if progress and now >= next_progress:
                     next_progress = now + PROGRESS_EVERY_S
                     _log_progress(simulation, summary)
@@ -308,7 +308,7 @@ def generate_history(
 ) -> Iterator[Message]:
     """Messages of the whole fleet stepped every step_seconds from start until before end, no MQTT.
 
-    Each `Message` unpacks as `(topic, payload)`. Fault ground truth goes to ground_truth_path.
+    Each `Message` unpacks as `(topic, payload)`. Ground truth (faults, gradual failures) goes to ground_truth_path.
     """
     if step_seconds <= 0:
         raise ValueError(f"step_seconds must be positive, not {step_seconds}")
@@ -320,7 +320,7 @@ def generate_history(
         moment = start
         while moment < end:
             yield from simulation.iter_step(moment, step_seconds)
-            records = simulation.take_fault_transitions()
+            records = [*simulation.take_fault_transitions(), *simulation.take_failure_transitions()]
             if writer is not None:
                 writer.write(records)
             moment += step

@@ -11,9 +11,13 @@ In one step, for each device stepped, in this order:
 1. its first step ever publishes retained `online` on its status topic;
 2. if its offline spell is over: `online`, its buffered readings, its held-back events;
 3. it may go offline: retained `offline`;
-4. physics: run hours, fouling and wear grow; the owner may clean (`maintenance_done`); an
-   injected fault past its repair time clears (`fault_cleared`); a new fault may start (`fault`);
+4. physics: run hours, fouling and wear grow (a gradual failure is recorded where one crosses the
+   level its owner notices, failures.py); the owner may clean (`maintenance_done`); an injected
+   fault past its repair time clears (`fault_cleared`); a new fault may start (`fault`);
 5. one telemetry reading, or into the buffer while offline.
+
+`past_cleanings()`, called before the first step, gives the messages of each owner's last cleaning
+before the start, so that a history ingested from them counts usage from where the state says.
 
 Every telemetry reading and event takes its device's next `seq`; status messages carry none.
 `now` drives the physics; `stamp` (default `now`) is what goes into `ts`, so a run faster than real
@@ -31,6 +35,7 @@ import numpy as np
 
 from simulators.clock import as_utc
 from simulators.device import ApplianceStates, Measurement, MetricSet, SimDevice
+from simulators.failures import FailureRecord, GradualFailures
 from simulators.faults import MEDIAN_REPAIR_S, FaultRecord, FaultSpec, InjectedFaults, parse_fault_spec
 from simulators.offline import DEFAULT_BUFFER_LIMIT, DEFAULT_OFFLINE_PER_DAY, OfflineSpells
 from simulators.state import SavedDevice
@@ -71,6 +76,18 @@ class Simulation:
             rng,
         )
         self.seq = np.zeros(len(self.devices), dtype=np.int64)  # the last seq each device used
+        self.start = as_utc(start)
+        since: list[str | None] = [None] * len(self.devices)
+        for position, moment, _run_hours in self.appliances.last_cleanings(self.start):
+            since[position] = format_ts(moment)
+        everyone = np.arange(len(self.devices))
+        self.failures = GradualFailures(
+            [device.device_id for device in self.devices],
+            self.appliances.models,
+            self.appliances.group_of,
+            self.appliances.worsening(everyone),
+            since,
+        )
 
     # --- public ---------------------------------------------------------------------------------
 
@@ -113,8 +130,12 @@ class Simulation:
         self.offline_spells.announce_first_steps(idx, out)
         self.offline_spells.end_due_spells(idx, t, out)
         self.offline_spells.start_random_spells(idx, t, elapsed, out)
+        before = self.appliances.worsening(idx)
         running = self.appliances.advance(idx, now, elapsed, usable=~self.faults.blocks_use[idx])
-        self._send_events(self.appliances.clean(idx, elapsed), ts, out)
+        self.failures.observe(idx, before, self.appliances.worsening(idx), ts)
+        cleanings = self.appliances.clean(idx, elapsed)
+        self.failures.cleaned([event.position for event in cleanings], ts)
+        self._send_events(cleanings, ts, out)
         self._send_events(self.faults.clear_due(idx, t, ts), ts, out)
         self._send_events(self.faults.start_random(idx, t, elapsed, ts), ts, out)
         yield from out
@@ -149,6 +170,35 @@ class Simulation:
     def open_faults(self) -> list[FaultRecord]:
         """Ground-truth records of the faults open now."""
         return self.faults.open_records()
+
+    def take_failure_transitions(self) -> list[FailureRecord]:
+        """Ground-truth records of gradual failures that happened or were cleaned since the last call."""
+        return self.failures.take_transitions()
+
+    def open_failures(self) -> list[FailureRecord]:
+        """Ground-truth records of the devices past their gradual failure's level now."""
+        return self.failures.open_records()
+
+    def past_cleanings(self) -> list[Message]:
+        """Each owner's last cleaning before the start, as the device reported it then: a `run_hours` reading
+        and a `maintenance_done` event stamped at that moment (weeks or months ago), oldest first.
+
+        Call it before the first step: the messages take each device's first seqs."""
+        if self.seq.any():
+            raise RuntimeError("past cleanings come before the first step: their seqs are the devices' first")
+        cleanings = sorted(self.appliances.last_cleanings(self.start), key=lambda cleaning: cleaning[1])
+        out: list[Message] = []
+        for position, moment, run_hours in cleanings:
+            ts = format_ts(moment)
+            detail = self.appliances.groups[self.appliances.group_of[position]].physics.maintenance_detail
+            out.extend(
+                self.topics.telemetry_messages([position], [int(self.seq[position]) + 1], [[round(run_hours, 2)]],
+                                               ("run_hours",), ts)
+            )
+            event = DeviceEvent(position, "maintenance_done", None, detail)
+            out.append(self.topics.event_message(event, int(self.seq[position]) + 2, ts))
+            self.seq[position] += 2
+        return out
 
     def open_fault_code(self, device_id: str) -> str | None:
         return self.faults.open_code(self._index[device_id])
@@ -198,6 +248,7 @@ class Simulation:
             self.seq[position] = saved.seq
             if saved.fault is not None:
                 self.faults.reopen(position, saved.fault)
+            self.failures.restart(position, float(self.appliances.worsening(np.array([position]))[0]))
             restored += 1
         return restored
 
