@@ -275,10 +275,18 @@ class Database:
                 return
         _close_quietly(conn)
 
+    def _transaction_deadline(self, conn: psycopg2.extensions.connection) -> AbstractContextManager[_Deadline | None]:
+        # A server that stops answering in the middle of a transaction (a frozen backend, a stalled proxy) fires
+        # none of its own timeouts: the whole transaction gets the slot wait, after which its socket is cut.
+        if self._watchdog is None or self._slot_wait_s is None:
+            return nullcontext(None)
+        return self._watchdog.deadline(conn, self._slot_wait_s)
+
     @contextmanager
     def transaction(self) -> Iterator[psycopg2.extensions.connection]:
-        """A connection inside one transaction: committed when the block ends, rolled back on error."""
-        with self.connection() as conn:
+        """A connection inside one transaction: committed when the block ends, rolled back on error. With
+        limits, a transaction that outlasts connect + statement timeout fails with an OperationalError."""
+        with self.connection() as conn, self._transaction_deadline(conn):
             try:
                 yield conn
                 conn.commit()

@@ -419,3 +419,29 @@ def test_careloop_api_starts_with_the_database_down_and_serves_once_it_is_back(a
         assert answer.status_code == 503 and time.monotonic() - started < FAST_ENOUGH_S, answer.text
         time.sleep(0.1)
     assert httpx.get(f"{api_process}/health", timeout=30).json()["database"]["ok"] is True
+
+
+def test_a_server_that_freezes_in_the_middle_of_a_transaction_fails_it_within_the_limits(database_url: str) -> None:
+    """A hung backend fires none of its own timeouts; the transaction's socket is cut at connect + statement
+    timeout, and the API's handler gets an OperationalError (its 503)."""
+    database = Database(database_url, max_connections=1,
+                        limits=SessionLimits(connect_timeout_s=2, statement_timeout_s=1, lock_timeout_s=1))
+    backend = None
+    try:
+        started = time.monotonic()
+        with pytest.raises(psycopg2.OperationalError), database.transaction() as conn:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                backend = cursor.fetchone()[0]
+                try:
+                    os.kill(backend, signal.SIGSTOP)  # the server process stops answering mid-transaction
+                except (ProcessLookupError, PermissionError) as error:
+                    backend = None
+                    pytest.skip(f"the database's backend process cannot be frozen from here: {error}")
+                cursor.execute("SELECT 1")
+        elapsed = time.monotonic() - started
+        assert elapsed < 5, f"the frozen transaction took {elapsed:.1f}s to fail"
+    finally:
+        if backend is not None:
+            os.kill(backend, signal.SIGCONT)
+        database.close()
