@@ -429,16 +429,15 @@ def test_a_server_that_freezes_in_the_middle_of_a_transaction_fails_it_within_th
     backend = None
     try:
         started = time.monotonic()
-        with pytest.raises(psycopg2.OperationalError), database.transaction() as conn:
-            with conn.cursor() as cursor:
-                cursor.execute("SELECT pg_backend_pid()")
-                backend = cursor.fetchone()[0]
-                try:
-                    os.kill(backend, signal.SIGSTOP)  # the server process stops answering mid-transaction
-                except (ProcessLookupError, PermissionError) as error:
-                    backend = None
-                    pytest.skip(f"the database's backend process cannot be frozen from here: {error}")
-                cursor.execute("SELECT 1")
+        with pytest.raises(psycopg2.OperationalError), database.transaction() as conn, conn.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            backend = cursor.fetchone()[0]
+            try:
+                os.kill(backend, signal.SIGSTOP)  # the server process stops answering mid-transaction
+            except (ProcessLookupError, PermissionError) as error:
+                backend = None
+                pytest.skip(f"the database's backend process cannot be frozen from here: {error}")
+            cursor.execute("SELECT 1")
         elapsed = time.monotonic() - started
         assert elapsed < 5, f"the frozen transaction took {elapsed:.1f}s to fail"
     finally:
