@@ -241,7 +241,12 @@ def parse_timestamp(value: str | int | float, now: dt.datetime) -> dt.datetime:
             ts = dt.datetime.fromtimestamp(value / 1000, tz=dt.UTC)
         except (OverflowError, OSError, ValueError):
             raise Rejected(INVALID_PAYLOAD, f"ts: {_shorten(value)} is out of range for epoch milliseconds") from None
-    ts = ts.astimezone(dt.UTC)
+    try:
+        ts = ts.astimezone(dt.UTC)
+    except OverflowError:  # 9999-12-31 at -14:00 or 0001-01-01 at +14:00: beyond the calendar in UTC
+        late = ts.year > now.year
+        raise Rejected(TS_IN_FUTURE if late else TS_TOO_OLD,
+                       f"ts {ts.isoformat()} is {'far in the future' if late else 'far in the past'}") from None
     if ts > now + MAX_FUTURE:
         raise Rejected(TS_IN_FUTURE, f"ts {ts.isoformat()} is more than 5 minutes ahead of {now.isoformat()}")
     if ts < now - MAX_AGE:

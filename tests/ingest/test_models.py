@@ -112,3 +112,10 @@ def test_arbitrary_documents_are_accepted_or_rejected_with_a_reason(document: di
             assert rejected.reason and rejected.detail
         else:
             assert message.readings or message.event or message.rejected
+
+
+@pytest.mark.parametrize(("ts", "reason"), [("9999-12-31T23:59:59-14:00", models.TS_IN_FUTURE),
+                                            ("0001-01-01T00:00:00+14:00", models.TS_TOO_OLD)])
+def test_a_time_beyond_the_calendar_in_utc_is_out_of_the_window_not_a_defect(ts: str, reason: str) -> None:
+    assert reason_of(TOPIC, encode({"seq": 1, "ts": ts, "metrics": {"run_hours": 1}})) == reason
+
