@@ -23,6 +23,21 @@ def get_model(code: str) -> ApplianceModel | None:
     return load_catalog().get(code)
 
 
+@functools.cache
+def skills() -> frozenset[str]:
+    """The technician skills the catalog's maintenance and fault codes call for."""
+    catalog = load_catalog().values()
+    return frozenset({model.maintenance.skill for model in catalog if model.maintenance} |
+                     {fault.skill for model in catalog for fault in model.fault_codes.values()})
+
+
+def known_skill(skill: str) -> str:
+    """A pydantic validator: a skill the catalog knows (a typo would give an order no technician can take)."""
+    if skill not in skills():
+        raise ValueError(f"unknown skill {skill!r}; the catalog's skills: {', '.join(sorted(skills()))}")
+    return skill
+
+
 def kinds() -> list[str]:
     return sorted({model.kind for model in load_catalog().values()})
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, NamedTuple, Union
 
 import yaml
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -27,7 +28,7 @@ from pydantic import (
 )
 
 from careloop.durations import Duration, DurationField
-from devices.catalog import load_catalog
+from devices.catalog import known_skill, load_catalog
 from devices.models import ApplianceModel, Severity
 from rules.catalog_checks import catalog_errors
 from rules.conditions import COMBINATIONS, CONDITION_KINDS
@@ -39,6 +40,7 @@ from rules.specs import (
     RuleError,
     RuleId,
     Slug,
+    require_positive,
     rule_error,
 )
 
@@ -118,10 +120,15 @@ AnyCondition.model_rebuild()
 
 
 class OpenServiceOrderSpec(Document):
-    type: Slug = "repair"
+    type: Literal["repair", "maintenance", "inspection", "installation"] = "repair"
     priority: Literal["low", "normal", "high", "urgent"] = "normal"
     sla: DurationField = Duration(72 * 3600)
-    skill: Slug
+    skill: Annotated[Slug, AfterValidator(known_skill)]
+
+    @model_validator(mode="after")
+    def _sla_ahead(self) -> OpenServiceOrderSpec:
+        require_positive(self.sla, "sla")
+        return self
 
 
 class CallCustomerSpec(Document):

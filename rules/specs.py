@@ -33,7 +33,8 @@ class Document(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
-def _require_positive(value: Duration, field: str) -> None:
+def require_positive(value: Duration, field: str) -> None:
+    """Refuse a zero duration where one would mean `never` or `at once`."""
     if value.seconds <= 0:
         raise ValueError(f"`{field}` must be longer than 0s")
 
@@ -94,7 +95,7 @@ class ElapsedSpec(Document):
 
     @model_validator(mode="after")
     def _positive(self) -> ElapsedSpec:
-        _require_positive(self.at_least, "at_least")
+        require_positive(self.at_least, "at_least")
         return self
 
 
@@ -121,7 +122,7 @@ class CountSpec(Document):
 
     @model_validator(mode="after")
     def _positive(self) -> CountSpec:
-        _require_positive(self.within, "within")
+        require_positive(self.within, "within")
         return self
 
 
@@ -132,7 +133,7 @@ class OfflineSpec(Document):
 
     @model_validator(mode="after")
     def _positive(self) -> OfflineSpec:
-        _require_positive(self.for_, "for")
+        require_positive(self.for_, "for")
         return self
 
 
@@ -158,7 +159,7 @@ class TrendSpec(Document):
 
     @model_validator(mode="after")
     def _positive(self) -> TrendSpec:
-        _require_positive(self.over, "over")
+        require_positive(self.over, "over")
         return self
 
 

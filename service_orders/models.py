@@ -7,9 +7,10 @@ import zoneinfo
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from careloop.durations import Duration, DurationField
+from devices.catalog import known_skill
 from devices.models import DEVICE_ID_PATTERN
 
 OrderType = Literal["repair", "maintenance", "inspection", "installation"]
@@ -31,6 +32,7 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "cancelled": (),
 }
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+Skill = Annotated[Slug, AfterValidator(known_skill)]
 Text = Annotated[str, Field(min_length=1, max_length=2000)]
 
 
@@ -53,9 +55,16 @@ class OrderOpen(BaseModel):
     device_id: Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
     type: OrderType = "repair"
     priority: Priority = "normal"
-    skill: Slug
+    skill: Skill
     reason: Text
     sla: DurationField = Duration(72 * 3600)
+
+    @field_validator("sla")
+    @classmethod
+    def _sla_ahead(cls, sla: Duration) -> Duration:
+        if sla.seconds <= 0:
+            raise ValueError("must be longer than 0s: an order would be born overdue")
+        return sla
     source: Literal["hotline", "dispatcher"] = "hotline"
 
 
@@ -179,7 +188,7 @@ class TechnicianCreate(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     phone: Annotated[str, Field(pattern=r"^\+?[0-9 ()-]{5,32}$")] | None = None
     email: Annotated[str, Field(max_length=200)] | None = None
-    skills: list[Slug] = Field(min_length=1, max_length=20)
+    skills: list[Skill] = Field(min_length=1, max_length=20)
     region: Annotated[str, Field(min_length=1, max_length=64)]
     timezone: str = "UTC"
     work_start: dt.time = dt.time(8, 0)

@@ -46,6 +46,8 @@ DUE_SOON_AT_MOST = dt.timedelta(hours=4)  # ... or less than this
 ESCALATE_EVERY = dt.timedelta(hours=4)  # an overdue order is escalated again after this long
 VERIFY_WITHIN = dt.timedelta(hours=24)  # the fault must clear within this after the visit
 REOPENED_SLA = dt.timedelta(hours=24)
+BOOKING_HORIZON = dt.timedelta(days=365)  # a visit booked further ahead is a typing mistake
+CALL_BACK_HORIZON = dt.timedelta(days=30)
 
 
 def fault_class(order_type: str, skill: str) -> str:
@@ -242,6 +244,8 @@ def assign(conn: Connection, order_id: int, assignment: Assignment, *, actor: Ac
     booked = repo.bookings(conn, technician_id=technician.id, since=now, except_order=order_id)
     hours = _hours(technician)
     if assignment.start is not None and assignment.end is not None:
+        if assignment.start > now + BOOKING_HORIZON:
+            raise InvalidInput("start", f"must be within {BOOKING_HORIZON.days} days from now")
         problem = why_not(hours, booked, assignment.start, assignment.end)
         if problem is None and assignment.start < now:
             problem = "the window has already begun"
@@ -407,6 +411,8 @@ def record_call_outcome(
         retry_at = now + dt.timedelta(hours=2)
     if retry_at is not None and retry_at < now:
         raise InvalidInput("retry_at", "must not be in the past")
+    if retry_at is not None and retry_at > now + CALL_BACK_HORIZON:
+        raise InvalidInput("retry_at", f"must be within {CALL_BACK_HORIZON.days} days from now")
     status = "open" if record.outcome in ("no_answer", "call_back") else "done"
     repo.record_call_outcome(conn, task_id=task_id, outcome=record.outcome, status=status,
                              retry_at=retry_at if status == "open" else None, notes=record.notes)

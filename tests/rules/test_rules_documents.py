@@ -411,3 +411,12 @@ def test_generated_documents_round_trip_through_dict_json_and_yaml(document: dic
 def test_rule_json_schema_is_available_for_the_api() -> None:
     schema = Rule.model_json_schema(by_alias=True)
     assert "when" in schema["properties"] and "cooldown" in schema["properties"]
+
+
+def test_an_order_action_needs_a_skill_the_catalog_knows_and_a_real_sla() -> None:
+    document = {"id": "odd", "when": {"fault": {}},
+                "then": [{"open_service_order": {"skill": "astrology", "sla": "0s"}}]}
+    with pytest.raises(RuleError) as error:
+        parse_rule(document)
+    messages = " ".join(e["msg"] for e in error.value.errors)
+    assert "unknown skill 'astrology'" in messages

@@ -142,3 +142,21 @@ def test_a_call_without_consent_is_blocked_and_says_why(conn) -> None:
                                   order_id=None, now=dt.datetime.now(dt.UTC))
     assert task.status == "blocked" and task.policy_reason == "no consent to service calls; the order stands"
     assert task.reason == "Your range hood: fan stopped."
+
+
+def test_impossible_orders_windows_and_call_backs_are_refused_naming_the_field(client, conn, database) -> None:
+    device = make_device(conn)
+    conn.commit()
+    dispatcher = token(database, "dispatcher", "Zhang Wei")
+    born_overdue = client.post("/service-orders", headers=dispatcher,
+                               json={"device_id": device.id, "skill": "motor", "reason": "x", "sla": "0s"})
+    assert born_overdue.status_code == 422 and "sla" in born_overdue.text
+    no_such_skill = client.post("/technicians", headers=dispatcher,
+                                json={"name": "X", "skills": ["astrology"], "region": "east"})
+    assert no_such_skill.status_code == 422 and "unknown skill 'astrology'" in no_such_skill.text
+    order = client.post("/service-orders", headers=dispatcher,
+                        json={"device_id": device.id, "skill": "motor", "reason": "noise"}).json()
+    fitter = technician(client, dispatcher, "Liu Yang")
+    far = client.post(f"/service-orders/{order['id']}/assign", headers=dispatcher, json={
+        "technician_id": fitter, "start": "9999-12-31T10:00:00Z", "end": "9999-12-31T12:00:00Z"})
+    assert far.status_code == 422 and "start" in far.text
