@@ -425,7 +425,9 @@ def create_app(database: Database, *, admin_token: str | None, mqtt_url: str | N
                 processes = [process.as_dict() for process in process_health(conn, utc_now())]
             db_state = {"ok": True, "detail": "connected"}
         except psycopg2.Error as error:
-            db_state = {"ok": False, "detail": str(error).strip().splitlines()[0]}
+            # /health answers anyone: the reason (host, port, user) goes to the log, not to the caller
+            log.warning("health: the database is unavailable: %s", _first_line(error))
+            db_state = {"ok": False, "detail": "not answering"}
         broker_state = app.state.broker.check()
         fresh = not any(process["stale"] for process in processes)
         status = "ok" if db_state["ok"] and broker_state["ok"] and fresh else "degraded"
@@ -449,10 +451,23 @@ def create_app(database: Database, *, admin_token: str | None, mqtt_url: str | N
     return app
 
 
-def database_unavailable(_request: Request, error: Exception) -> JSONResponse:
+def database_unavailable(request: Request, error: Exception) -> JSONResponse:
+    # The caller learns what happened and when to try again; where the database is (host, port, user) is for the log.
+    log.warning("%s %s: database unavailable: %s", request.method, request.url.path, _first_line(error))
     return JSONResponse(
-        {"detail": f"database unavailable: {_first_line(error)}"}, status_code=503, headers={"Retry-After": "2"}
+        {"detail": f"database unavailable: {_outage(error)}; try again in a few seconds"},
+        status_code=503,
+        headers={"Retry-After": "2"},
     )
+
+
+def _outage(error: Exception) -> str:
+    """What kept the database from answering, in words that name no host, port or user."""
+    if isinstance(error, psycopg2.errors.LockNotAvailable):
+        return "a row it needed stayed locked past the lock timeout"
+    if isinstance(error, psycopg2.errors.QueryCanceled):
+        return "the statement ran past the statement timeout"
+    return "it did not answer"
 
 
 def _first_line(error: BaseException) -> str:
