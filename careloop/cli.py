@@ -270,7 +270,9 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from careloop.demo import run_demo
 
-    return run_demo(devices=args.devices, rate=args.rate, seed=args.seed)
+    return run_demo(
+        devices=args.devices, rate=args.rate, seed=args.seed, api_port=args.api_port, dashboard_port=args.dashboard_port
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -322,6 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--devices", type=int, default=200, help="size of the demo fleet (default 200)")
     demo.add_argument("--rate", type=float, default=0.1, help="messages per device per second (default 0.1)")
     demo.add_argument("--seed", type=int, default=7, help="seed of the demo fleet and its physics")
+    demo.add_argument("--api-port", type=int, default=8000, help="port of the API on 127.0.0.1 (default 8000)")
+    demo.add_argument(
+        "--dashboard-port", type=int, default=8501, help="port of the dashboard on 127.0.0.1 (default 8501)"
+    )
     demo.set_defaults(handler=cmd_demo)
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date (idempotent)")

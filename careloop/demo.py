@@ -146,6 +146,12 @@ def _spawn(arguments: list[str], env: dict[str, str]) -> subprocess.Popen:
 
 
 def run_demo(*, devices: int, rate: float, seed: int, api_port: int = 8000, dashboard_port: int = 8501) -> int:
+    taken = [f"{what} port {port}" for what, port in (("API", api_port), ("dashboard", dashboard_port))
+             if embedded.free_port(port) != port]
+    if taken:
+        print(f"careloop demo: {' and '.join(taken)} in use; choose others with --api-port / --dashboard-port",
+              file=sys.stderr)
+        return 1
     settings = get_settings()
     home = Path(settings.home)
     urls = resolve_services(settings)
@@ -205,10 +211,12 @@ def run_demo(*, devices: int, rate: float, seed: int, api_port: int = 8000, dash
         "Ctrl-C stops everything; the data stays under CARELOOP_HOME for the next run.\n",
         flush=True,
     )
+    failed = []
     while not stop.wait(timeout=1):
         for name, child in children.items():
             if child.poll() is not None:
                 log.error("%s exited with %s; stopping the demo", name, child.returncode)
+                failed.append(name)
                 stop.set()
     # The simulator first, so the ingester can store what is already on its way.
     for name in ("simulator", "engine", "ingest", "api", "dashboard"):
@@ -219,6 +227,9 @@ def run_demo(*, devices: int, rate: float, seed: int, api_port: int = 8000, dash
                 child.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 child.kill()
+    if failed:
+        print(f"CareLoop demo stopped: {', '.join(failed)} failed (its log lines above say why).", file=sys.stderr)
+        return 1
     print("CareLoop demo stopped.")
     return 0
 
