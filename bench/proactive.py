@@ -305,10 +305,14 @@ def score(
     begin, end = scored
     rows: list[Row] = []
     row_of: dict[str, Row] = {}  # by fault code, and by kind for its gradual failure
+    cooldown_of: dict[str, dt.timedelta] = {}  # by fault code: the longest of its rules'
     for code in sorted({code for device in fleet for code in catalog[device.model].fault_codes}):
         devices = frozenset(d.device_id for d in fleet if code in catalog[d.model].fault_codes)
         model = next(catalog[d.model] for d in fleet if d.device_id in devices)
         watching = [rule for rule in rules if code in fault_codes_of(rule.compiled.rule.when)]
+        cooldown_of[code] = dt.timedelta(
+            seconds=max((rule.compiled.rule.cooldown.seconds for rule in watching), default=0)
+        )
         row_of[code] = Row(
             "sudden",
             f"{code} {model.kind} {model.fault_codes[code].meaning}",
@@ -342,8 +346,17 @@ def score(
     for order in orders:
         orders_of[order.device_id].append(order)
 
-    def our_call(device_id: str, row: Row, since: dt.datetime, noticed: dt.datetime, owner_calls: dt.datetime) -> str:
-        """FIRST when a call about it reached the owner before they called us; else why not."""
+    def our_call(
+        device_id: str,
+        row: Row,
+        since: dt.datetime,
+        noticed: dt.datetime,
+        owner_calls: dt.datetime,
+        *,
+        cooling_down: bool = False,
+    ) -> str:
+        """FIRST when a call about it reached the owner before they called us; else why not (`cooling_down`: the
+        same fault on the device was repaired within its rules' cooldown, which holds a new detection back)."""
         made = sorted(
             (
                 call
@@ -353,7 +366,9 @@ def score(
             key=lambda call: reach[call.id] or forever,
         )
         if not made:
-            return "no call before the owner's" if row.calling else "its rules make no call"
+            if not row.calling:
+                return "its rules make no call"
+            return "no call: the rule's cooldown after the last one" if cooling_down else "no call before the owner's"
         best = made[0]
         reached = reach[best.id]
         if reached is None:
@@ -373,11 +388,19 @@ def score(
         key=lambda f: (f.failed_at, f.device_id),
     )
     owner_delays = iter(behaviour.owner_delays_h(len(sudden) + len(gradual)))
+    repaired: dict[tuple[str, str], list[dt.datetime]] = defaultdict(list)
+    for fault in faults:
+        if fault.cleared_at is not None:
+            repaired[(fault.device_id, fault.code)].append(fault.cleared_at)
     for fault in sudden:
         row = row_of[fault.code]
         owner_calls = after_waking_hours(fault.started_at, next(owner_delays), zones[fault.device_id])
         since = fault.started_at - dt.timedelta(seconds=1)
-        row.judge(our_call(fault.device_id, row, since, fault.started_at, owner_calls))
+        cooling_down = any(
+            fault.started_at - cooldown_of[fault.code] <= cleared <= fault.started_at
+            for cleared in repaired[(fault.device_id, fault.code)]
+        )
+        row.judge(our_call(fault.device_id, row, since, fault.started_at, owner_calls, cooling_down=cooling_down))
     for failure in gradual:
         assert failure.failed_at is not None
         row = row_of[failure.kind]
@@ -723,8 +746,8 @@ class ProactiveReport:
 
     def table(self) -> list[str]:
         out = [
-            f"{'sort':<8} {'fault':<40} {'faults':>6} {'first':>5} {'share':>5} {'≥90%':>4}  {'order ahead p50':>15} "
-            f"{'≥3 d':>5} {'≥80%':>4}  {'calls':>5} {'false/1000 dd':>13}"
+            f"{'sort':<8} {'fault':<40} {'faults':>6} {'first':>5} {'share':>5} {'≥90%':>4}  {'orders':>6} "
+            f"{'ahead p50':>9} {'≥3 d':>5} {'≥80%':>4}  {'calls':>5} {'false/1000 dd':>13}"
         ]
         totals = [self.total("sudden"), self.total("sudden", calling=True), self.total("gradual")]
         for row in [*self.scores.rows, *totals]:
@@ -733,11 +756,15 @@ class ProactiveReport:
             out.append(
                 f"{row.sort:<8} {row.label[:40]:<40} {row.faults:>6} {row.first:>5} {_share(row.first_share):>5} "
                 f"{_mark(row.first_share, FIRST_TARGET) if row.calling else 'none':>4}  "
-                f"{_days(row.lead_median) if gradual else MISSING:>15} "
+                f"{len(row.leads_days) if gradual else MISSING:>6} {_days(row.lead_median) if gradual else MISSING:>9} "
                 f"{_share(row.ahead_share) if gradual else MISSING:>5} "
                 f"{_mark(row.ahead_share, AHEAD_TARGET) if gradual else MISSING:>4}  "
                 f"{row.calls:>5} {1000 * row.false_calls / (devices * self.days):>13.2f}"
             )
+        out.append(
+            "first: our call reached the owner before they called us; orders: gradual failures with an order opened "
+            "(or joined) about them before the owner called; ahead: days from that order to the failure"
+        )
         out.append("")
         for sort in ("sudden", "gradual"):
             missed = self.total(sort).missed

@@ -513,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     proactive_bench.add_argument(
         "--warmup-days", type=float, default=2, help="days the engine runs before the scored ones (default 2)"
     )
-    proactive_bench.add_argument("--faults", default="all:0.02", help="sudden fault spec as for simulate")
+    proactive_bench.add_argument("--faults", default="all:0.05", help="sudden fault spec as for simulate (all:0.05)")
     proactive_bench.add_argument("--seed", type=int, default=11)
     proactive_bench.add_argument(
         "--ahead-days", type=float, default=14, help="a call up to this long before a failure is about it (default 14)"

@@ -126,3 +126,15 @@ def test_calls_with_nothing_wrong_around_them_are_false() -> None:
     assert dict(scores.false_by_rule) == {"hood-grease-filling-up": 1, "oven-cavity-overheat": 1}
     assert (row(scores, "range_hood grease_filter").calls, row(scores, "range_hood grease_filter").false_calls) == (
         3, 1)  # fmt: skip
+
+
+def test_a_fault_without_a_call_says_whether_its_rules_cooldown_held_the_detection_back() -> None:
+    repaired = Fault(OVEN.device_id, "oven", "F12", local(9, 10), local(10, 12))
+    again = Fault(OVEN.device_id, "oven", "F12", local(10, 20), None)
+    lone = Fault(HOOD.device_id, "range_hood", "E21", local(10, 20), None)
+    lamp = Fault(HOOD.device_id, "range_hood", "E41", local(12, 20), None)  # its rule orders but never calls
+    scores = judge(faults=[repaired, again, lone, lamp], scored_days=(10, 30))
+    assert dict(row(scores, "F12").missed) == {"no call: the rule's cooldown after the last one": 1}
+    assert row(scores, "F12").faults == 1  # the first one started before the scored days
+    assert dict(row(scores, "E21").missed) == {"no call before the owner's": 1}
+    assert dict(row(scores, "E41").missed) == {"its rules make no call": 1}
