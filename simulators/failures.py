@@ -31,6 +31,7 @@ import numpy as np
 
 from devices.models import ApplianceModel
 from simulators.appliances import PHYSICS_BY_KIND, GradualFailure
+from simulators.faults import merged_records
 
 
 @dataclass(frozen=True)
@@ -131,14 +132,4 @@ class GradualFailures:
 
 def load_gradual_failures(path: Path) -> list[dict]:
     """One dict per gradual failure in a ground truth file, its lines merged, in the order they happened."""
-    failures: dict[tuple[str, str, str], dict] = {}
-    with path.open(encoding="utf-8") as lines:
-        for line in lines:
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            if "part" not in record:
-                continue  # an injected fault's line (faults.py)
-            key = (record["device_id"], record["part"], record["failed_at"])
-            failures[key] = record if key not in failures or record["cleaned_at"] else failures[key]
-    return list(failures.values())
+    return merged_records(path, key=("device_id", "part", "failed_at"), closed="cleaned_at")

@@ -368,16 +368,24 @@ class GroundTruthWriter:
         self.close()
 
 
-def load_ground_truth(path: Path) -> list[dict]:
-    """One dict per injected fault, start and clear lines merged, in the order the faults started."""
-    faults: dict[tuple[str, str, str], dict] = {}
+def merged_records(path: Path, *, key: tuple[str, str, str], closed: str) -> list[dict]:
+    """The records of a ground truth file that carry every `key` field, one per key, its lines merged (the line
+    with `closed` set wins over the opening one), in the order they opened. Faults and gradual failures share
+    the file; each reads its own lines by its own key."""
+    records: dict[tuple, dict] = {}
     with path.open(encoding="utf-8") as lines:
         for line in lines:
             if not line.strip():
                 continue
             record = json.loads(line)
-            if "fault_code" not in record:
-                continue  # a gradual failure's line (failures.py)
-            key = (record["device_id"], record["fault_code"], record["started_at"])
-            faults[key] = record if key not in faults or record["cleared_at"] else faults[key]
-    return list(faults.values())
+            if any(field not in record for field in key):
+                continue  # the other kind's line
+            record_key = tuple(record[field] for field in key)
+            if record_key not in records or record[closed]:
+                records[record_key] = record
+    return list(records.values())
+
+
+def load_ground_truth(path: Path) -> list[dict]:
+    """One dict per injected fault, start and clear lines merged, in the order the faults started."""
+    return merged_records(path, key=("device_id", "fault_code", "started_at"), closed="cleared_at")
