@@ -167,8 +167,7 @@ def _store_batch(conn: Connection, messages: Sequence[InboundMessage], now: dt.d
         earliest_readings=_earliest_readings(stored_telemetry),
     )
     repo.insert_quarantine(conn, rows=quarantine)
-    for row in quarantine:
-        log.info("quarantined %s from %s: %s", row.reason, row.device_id or row.topic, row.detail)
+    _log_quarantined(quarantine)
 
     outcome.readings_stored = len(stored_telemetry)
     outcome.readings_duplicate = len(telemetry_rows) - len(stored_telemetry)
@@ -178,6 +177,20 @@ def _store_batch(conn: Connection, messages: Sequence[InboundMessage], now: dt.d
     # Delivered to listeners (the rule engine) only if this transaction commits.
     notify_changed_devices(conn, device_ids=sorted(outcome.devices | outcome.status_devices))
     return outcome
+
+
+def _log_quarantined(rows: list[QuarantineRow]) -> None:
+    """One line per reason and batch, naming its first message: a flood of bad messages must not become a flood
+    of log lines (a full log pipe stops the process that writes it). Every message is in the quarantine table."""
+    first: dict[str, QuarantineRow] = {}
+    counts: Counter[str] = Counter()
+    for row in rows:
+        first.setdefault(row.reason, row)
+        counts[row.reason] += 1
+        log.debug("quarantined %s from %s: %s", row.reason, row.device_id or row.topic, row.detail)
+    for reason, row in first.items():
+        others = f" and {counts[reason] - 1} more" if counts[reason] > 1 else ""
+        log.info("quarantined %s from %s: %s%s", reason, row.device_id or row.topic, row.detail, others)
 
 
 def record_service_event(conn: Connection, *, device_id: str, event_type: str, at: dt.datetime, number: int) -> bool:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from careloop.mqtt import make_connection
 from ingest.service import BatchOutcome, InboundMessage, ingest_batch
@@ -33,13 +37,28 @@ def publish_all(mqtt_url: str, messages: Iterable[tuple[str, bytes | dict | str]
     return len(infos)
 
 
-def wait_until(condition: Callable[[], bool], *, timeout_s: float = 20, what: str = "condition") -> None:
+def wait_until(
+    condition: Callable[[], bool], *, timeout_s: float = 20, what: str = "condition",
+    log: Path | None = None,
+) -> None:
+    """`log`: a process's log whose end the failure shows, so a timeout says what the process was doing."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+    tail = f"\n--- end of {log} ---\n{log.read_text(errors='replace')[-3000:]}" if log and log.exists() else ""
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}{tail}")
+
+
+def start_careloop(
+    arguments: list[str], *, env: dict[str, str], log: Path, cwd: Path | None = None
+) -> subprocess.Popen:
+    """`careloop ARGUMENTS` as a process whose stderr goes to `log`: a file never fills up as an unread pipe does
+    (a process writing to a full pipe blocks, whatever else it was doing)."""
+    with open(log, "a") as stderr:
+        return subprocess.Popen([sys.executable, "-m", "careloop.cli", *arguments], env={**os.environ, **env},
+                                cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
 
 
 def reading(seq: int, *, at: dt.datetime | None = None, **metrics: float) -> dict:

@@ -9,7 +9,6 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from fastapi.testclient import TestClient
 
 from careloop.app import create_app
 from careloop.db import Database, DatabaseUnavailable, SessionLimits
+from tests.helpers import start_careloop
 
 pytestmark = pytest.mark.integration
 ADMIN_TOKEN = "admin-token-for-tests"
@@ -380,21 +380,18 @@ def api_process(tmp_path, proxy: Proxy, database_url: str) -> Iterator[str]:
     """`careloop api` started while its database (behind the proxy) is down; answers its base URL."""
     port = free_port()
     environment = {
-        **os.environ,
         "CARELOOP_DATABASE_URL": with_port(database_url, "127.0.0.1", proxy.port),
         "CARELOOP_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}",
         "CARELOOP_ADMIN_TOKEN": ADMIN_TOKEN,
         "CARELOOP_HOME": str(tmp_path / "home"),
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "careloop.cli", "api", "--port", str(port)],
-        cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
+    log = tmp_path / "api.log"
+    process = start_careloop(["api", "--port", str(port)], env=environment, log=log, cwd=tmp_path)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
-            assert process.poll() is None, process.stdout.read().decode() if process.stdout else "exited"
+            assert process.poll() is None, log.read_text(errors="replace")
             try:
                 httpx.get(f"{base}/openapi.json", timeout=2)
                 break

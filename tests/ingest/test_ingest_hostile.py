@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
+import logging
 import signal
-import subprocess
-import sys
 import uuid
 
 import pytest
@@ -20,7 +18,7 @@ from ingest.models import MAX_SEQ
 from ingest.service import InboundMessage, prune_quarantine
 from ingest.subscriber import forget_session
 from tests.factories import make_customer, make_device
-from tests.helpers import inbound, publish_all, reading, store, wait_until
+from tests.helpers import inbound, publish_all, reading, start_careloop, store, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -217,13 +215,15 @@ def test_quarantine_retention_drops_old_and_excess_rows(conn, database) -> None:
     assert left == [4, 5, 6, 7]
 
 
-def test_an_ingester_whose_writer_dies_exits_non_zero_with_the_traceback(conn, database, database_url, mqtt_url):
+def test_an_ingester_whose_writer_dies_exits_non_zero_with_the_traceback(
+    conn, database, database_url, mqtt_url, tmp_path
+):
     device = make_device(conn)
     conn.commit()
     name = f"test-death-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "CARELOOP_DATABASE_URL": database_url, "CARELOOP_MQTT_URL": mqtt_url}
-    command = [sys.executable, "-m", "careloop.cli", "ingest", "--name", name, "--share-group", name]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "ingest.log"
+    process = start_careloop(["ingest", "--name", name, "--share-group", name],
+                             env={"CARELOOP_DATABASE_URL": database_url, "CARELOOP_MQTT_URL": mqtt_url}, log=log)
     try:
         first = (telemetry_topic(device.id), reading(1))
 
@@ -232,19 +232,19 @@ def test_an_ingester_whose_writer_dies_exits_non_zero_with_the_traceback(conn, d
             publish_all(mqtt_url, [first])
             return count(database, "SELECT count(*) FROM telemetry") == 1
 
-        wait_until(stored_once_subscribed, timeout_s=30, what="a reading")
+        wait_until(stored_once_subscribed, timeout_s=30, what="a reading", log=log)
         # With no quarantine to write to, a bad message cannot be kept anywhere: the writer cannot go on.
         with database.transaction() as admin:
             admin.cursor().execute("DROP TABLE quarantine")
         publish_all(mqtt_url, [(telemetry_topic(device.id), b"{not json")])
         code = process.wait(timeout=30)
-        stderr = process.stderr.read()
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
         forget_session(mqtt_url, name)
     assert code == 1
+    stderr = log.read_text()
     assert "Traceback" in stderr and "UndefinedTable" in stderr
     assert "essential thread" in stderr
 
@@ -271,3 +271,20 @@ def test_an_event_with_nul_is_kept_out_of_events(database, conn) -> None:
     outcome = store(database, [inbound(events_topic(device.id), payload, now)], now=now)
     assert outcome.quarantined == {"invalid_payload": 1}
     assert count(database, "SELECT count(*) FROM events") == 0
+
+
+def test_a_flood_of_bad_messages_logs_one_line_per_reason_and_batch_and_keeps_every_message(
+    database, conn, caplog
+) -> None:
+    device = make_device(conn)
+    conn.commit()
+    now = dt.datetime.now(dt.UTC)
+    junk = [InboundMessage(telemetry_topic(device.id), b"{not json %d" % n, now) for n in range(200)]
+    unknown = [inbound(telemetry_topic(f"nobody-{n}"), reading(n + 1), now) for n in range(200)]
+    with caplog.at_level(logging.INFO, logger="careloop.ingest"):
+        outcome = store(database, junk + unknown, now=now)
+    assert outcome.quarantined == {"invalid_json": 200, "unknown_device": 200}
+    lines = [record.getMessage() for record in caplog.records if record.levelno >= logging.INFO]
+    assert len(lines) == 2, lines
+    assert any("invalid_json" in line and "and 199 more" in line for line in lines)
+    assert count(database, "SELECT count(*) FROM quarantine") == 400

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 
@@ -16,7 +14,7 @@ from careloop.db import Database, fetch_all, fetch_value
 from careloop.mqtt import events_topic, status_topic, telemetry_topic
 from ingest.subscriber import forget_session
 from tests.factories import make_device
-from tests.helpers import publish_all, reading, wait_until
+from tests.helpers import publish_all, reading, start_careloop, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -142,7 +140,7 @@ def _rows(database: Database, query: str) -> list[tuple]:
 
 
 def test_an_ingester_killed_mid_stream_and_restarted_loses_nothing_and_stores_nothing_twice(
-    conn, database, database_url, mqtt_url, mqtt_broker
+    conn, database, database_url, mqtt_url, mqtt_broker, tmp_path
 ) -> None:
     if mqtt_broker[1] == "amqtt":
         pytest.skip(
@@ -153,12 +151,11 @@ def test_an_ingester_killed_mid_stream_and_restarted_loses_nothing_and_stores_no
     devices = [make_device(conn) for _ in range(5)]
     conn.commit()
     name = f"test-kill-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "CARELOOP_DATABASE_URL": database_url, "CARELOOP_MQTT_URL": mqtt_url}
-    command = [sys.executable, "-m", "careloop.cli", "ingest", "--name", name, "--share-group", name,
-               "--batch-size", "50"]
+    log = tmp_path / "ingest.log"
 
     def start() -> subprocess.Popen:
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        process = start_careloop(["ingest", "--name", name, "--share-group", name, "--batch-size", "50"],
+                                 env={"CARELOOP_DATABASE_URL": database_url, "CARELOOP_MQTT_URL": mqtt_url}, log=log)
         time.sleep(2.0)  # connect and subscribe
         return process
 
@@ -167,13 +164,13 @@ def test_an_ingester_killed_mid_stream_and_restarted_loses_nothing_and_stores_no
         total = 600
         messages = [(telemetry_topic(devices[i % 5].id), reading(i // 5 + 1, run_hours=float(i))) for i in range(total)]
         publish_all(mqtt_url, messages[:200])
-        wait_until(lambda: count(database, "SELECT count(*) FROM telemetry") > 0, what="some readings stored")
+        wait_until(lambda: count(database, "SELECT count(*) FROM telemetry") > 0, what="some readings stored", log=log)
         process.send_signal(signal.SIGKILL)  # no chance to finish the batch in hand
         process.wait(timeout=10)
         publish_all(mqtt_url, messages[200:])  # queued by the broker for the ingester's session
         process = start()
         wait_until(lambda: count(database, "SELECT count(*) FROM telemetry") == total, timeout_s=60,
-                   what=f"all {total} readings")
+                   what=f"all {total} readings", log=log)
         time.sleep(0.5)
         assert count(database, "SELECT count(*) FROM telemetry") == total
         assert count(database, "SELECT count(DISTINCT (device_id, seq)) FROM telemetry") == total

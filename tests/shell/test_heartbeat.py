@@ -26,7 +26,7 @@ from careloop.mqtt import telemetry_topic
 from ingest.subscriber import forget_session
 from rules.engine import Engine, EssentialThreadDied, Schedule
 from tests.factories import make_device
-from tests.helpers import publish_all, reading, wait_until
+from tests.helpers import publish_all, reading, start_careloop, wait_until
 
 pytestmark = pytest.mark.integration
 ADMIN = "admin-token-for-tests"
@@ -253,30 +253,29 @@ def test_an_engine_starting_on_a_host_forgets_the_rows_of_dead_engines_there(dat
 
 
 def test_careloop_ingest_serves_metrics_writes_its_heartbeat_and_forgets_it_on_sigterm(
-    conn, database, database_url, mqtt_url
+    conn, database, database_url, mqtt_url, tmp_path
 ) -> None:
     device = make_device(conn)
     conn.commit()
     name = f"test-cli-{uuid.uuid4().hex[:8]}"
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
-    env = {**os.environ, "CARELOOP_DATABASE_URL": database_url, "CARELOOP_MQTT_URL": mqtt_url}
-    command = [sys.executable, "-m", "careloop.cli", "ingest", "--name", name, "--share-group", name,
-               "--metrics-port", str(port)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "ingest.log"
+    process = start_careloop(["ingest", "--name", name, "--share-group", name, "--metrics-port", str(port)],
+                             env={"CARELOOP_DATABASE_URL": database_url, "CARELOOP_MQTT_URL": mqtt_url}, log=log)
     try:
         def heartbeat_rows() -> list[dict]:
             with database.connection() as check:
                 return fetch_all(check, "SELECT process, details, last_commit_at FROM process_heartbeats")
 
         wait_until(lambda: [row["process"] for row in heartbeat_rows()] == [f"ingest:{name}"],
-                   what="the ingester's heartbeat row")
-        wait_until(lambda: metrics.check(url) is None, what="the metrics endpoint")
+                   what="the ingester's heartbeat row", log=log)
+        wait_until(lambda: metrics.check(url) is None, what="the metrics endpoint", log=log)
         time.sleep(1.0)  # the ingester subscribes after connecting
         publish_all(mqtt_url, [(telemetry_topic(device.id), reading(seq)) for seq in (1, 2)])
         # Readings, not messages: the broker's retained status messages count as messages too.
         wait_until(lambda: metrics.scrape(url).get("careloop_ingest_readings_total") == 2,
-                   what="two readings counted on the endpoint")
+                   what="two readings counted on the endpoint", log=log)
         samples = metrics.scrape(url)
         assert samples["careloop_ingest_messages_total"] >= 2
         assert 0 <= samples["careloop_heartbeat_age_seconds"] < 30
