@@ -10,6 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from careloop import metrics
+from careloop.db import Database, fetch_all
 from careloop.mqtt import telemetry_topic
 from rules.engine import Engine, Schedule
 from rules.service import create_rule
@@ -48,35 +49,36 @@ def scrape(url: str) -> dict[str, float]:
 
 
 def test_the_metrics_endpoint_counts_messages_readings_duplicates_and_quarantines(
-    conn, mqtt_url, run_ingester, endpoint
+    conn, database, mqtt_url, run_ingester, endpoint
 ) -> None:
     device = make_device(conn)
     conn.commit()
-    ingester = run_ingester()
-    time.sleep(0.5)  # the broker's retained status messages of other tests' devices arrive on subscribing
-    messages_before = ingester.totals.messages
+    run_ingester()
     before = scrape(endpoint)
 
+    def grew(name: str) -> float:
+        return scrape(endpoint).get(name, 0) - before.get(name, 0)
+
+    # What other runs publish on a shared broker reaches this ingester too: only this device's outcomes are exact.
     topic = telemetry_topic(device.id)
     sent = [(topic, reading(seq, fan_current_a=0.5, run_hours=float(seq))) for seq in range(1, 5)]
     publish_all(mqtt_url, sent)
-    wait_until(lambda: ingester.totals.messages == messages_before + 4, what="four messages stored")
+    wait_until(lambda: grew("careloop_ingest_readings_total") == 8, what="four readings of two metrics stored")
     publish_all(mqtt_url, [sent[0], sent[1], (topic, b"\xff not json"), (topic, {"seq": 9, "metrics": {}})])
-    wait_until(lambda: ingester.totals.messages == messages_before + 8, what="the redeliveries and the bad ones")
+    own_quarantine = f"SELECT reason FROM quarantine WHERE topic = '{topic}' ORDER BY reason"
+    wait_until(lambda: _reasons(database, own_quarantine) == ["invalid_json", "invalid_payload"],
+               what="the two bad messages quarantined")
+    wait_until(lambda: grew('careloop_ingest_duplicates_total{kind="reading"}') == 4,
+               what="the two redelivered messages of two metrics counted as duplicates")
 
     after = scrape(endpoint)
-
-    def grew(name: str) -> float:
-        return after.get(name, 0) - before.get(name, 0)
-
-    assert grew("careloop_ingest_messages_total") == 8
-    assert grew("careloop_ingest_readings_total") == 8  # four messages of two metrics
-    assert grew('careloop_ingest_duplicates_total{kind="reading"}') == 4  # two redelivered messages of two
+    assert grew("careloop_ingest_messages_total") >= 8
+    assert grew("careloop_ingest_readings_total") == 8
     assert grew('careloop_ingest_duplicates_total{kind="event"}') == 0
-    assert grew('careloop_ingest_quarantined_total{reason="invalid_json"}') == 1
-    assert grew('careloop_ingest_quarantined_total{reason="invalid_payload"}') == 1
-    assert grew("careloop_ingest_batch_seconds_count") >= 2  # at least one batch per publish
-    assert grew("careloop_ingest_batch_seconds_sum") > 0
+    assert grew('careloop_ingest_quarantined_total{reason="invalid_json"}') >= 1
+    assert grew('careloop_ingest_quarantined_total{reason="invalid_payload"}') >= 1
+    assert after["careloop_ingest_batch_seconds_count"] - before.get("careloop_ingest_batch_seconds_count", 0) >= 2
+    assert after["careloop_ingest_batch_seconds_sum"] > before.get("careloop_ingest_batch_seconds_sum", 0)
     assert after["careloop_ingest_queue_depth"] == 0
     assert 0 <= after["careloop_ingest_lag_seconds"] < 5
     assert abs(after["careloop_ingest_last_commit_timestamp_seconds"] - time.time()) < 10
@@ -102,3 +104,8 @@ def test_the_metrics_endpoint_counts_engine_jobs_and_the_detections_they_open(co
     assert grew('careloop_engine_job_seconds_count{job="batch"}') == 1
     assert grew('careloop_engine_job_seconds_count{job="sweep"}') == 1
     assert abs(after['careloop_engine_job_last_run_timestamp_seconds{job="sweep"}'] - time.time()) < 10
+
+
+def _reasons(database: Database, query: str) -> list[str]:
+    with database.connection() as check:
+        return [row["reason"] for row in fetch_all(check, query)]

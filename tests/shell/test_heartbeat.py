@@ -67,11 +67,15 @@ def test_a_running_ingesters_heartbeat_shows_in_health_with_its_last_commit_and_
         topic = telemetry_topic(device.id)
         sent = [(topic, reading(seq, fan_current_a=0.5, run_hours=float(seq))) for seq in (1, 2, 3)]
         publish_all(mqtt_url, sent)
-        wait_until(lambda: ingester.totals.messages == base.messages + 3, what="three messages stored")
+        # What other runs publish on a shared broker reaches this ingester too: only this device's counts are exact.
+        wait_until(lambda: ingester.totals.readings_stored == base.readings_stored + 6, what="three messages stored")
         publish_all(mqtt_url, [sent[0], (telemetry_topic(device.id), b"{not json")])  # a redelivery, a bad message
-        wait_until(lambda: ingester.totals.messages == base.messages + 5, what="the redelivery and the bad message")
+        wait_until(lambda: ingester.totals.readings_duplicate == base.readings_duplicate + 2
+                   and ingester.totals.quarantined.get("invalid_json", 0) >= base.quarantined["invalid_json"] + 1,
+                   what="the redelivery and the bad message")
         wait_until(
-            lambda: processes(client)[f"ingest:{name}"]["details"].get("messages") == base.messages + 5,
+            lambda: processes(client)[f"ingest:{name}"]["details"].get("duplicates")
+            == base.readings_duplicate + base.events_duplicate + 2,
             what="a heartbeat written after the last batch",
         )
         answer = client.get("/health").json()
@@ -79,11 +83,11 @@ def test_a_running_ingesters_heartbeat_shows_in_health_with_its_last_commit_and_
         assert answer["status"] == "ok"
         assert process["kind"] == "ingest" and process["pid"] == os.getpid() and process["stale"] is False
         details = process["details"]
-        assert details["messages"] == base.messages + 5
+        assert details["messages"] >= base.messages + 5
         assert details["readings"] == base.readings_stored + 6  # three messages of two metrics
         assert details["events"] == base.events_stored
         assert details["duplicates"] == base.readings_duplicate + base.events_duplicate + 2
-        assert details["quarantined"].get("invalid_json", 0) == base.quarantined["invalid_json"] + 1
+        assert details["quarantined"].get("invalid_json", 0) >= base.quarantined["invalid_json"] + 1
         committed = dt.datetime.fromisoformat(process["last_commit_at"])
         assert dt.timedelta(0) <= dt.datetime.now(dt.UTC) - committed < dt.timedelta(seconds=10)
         assert 0 <= process["lag_s"] < 5
