@@ -71,10 +71,8 @@ class Tally:
 
 
 def bench_offers(args: argparse.Namespace) -> int:
-    try:
-        from aiosmtpd.controller import Controller
-    except ImportError:
-        raise SystemExit("careloop bench offers needs aiosmtpd (pip install -e '.[dev]')") from None
+    from aiosmtpd.controller import Controller
+
     urls = resolve_services(get_settings(), need_broker=False)
     rng = random.Random(args.seed)
     print(f"careloop bench offers: {args.customers:,} customers, {args.days} simulated days, holdout "

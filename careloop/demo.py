@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
 import os
 import subprocess
@@ -113,21 +115,58 @@ def load_rule_catalog(database_url: str) -> str:
 
 
 def _admin_token(database_url: str, home: Path) -> str:
-    """CARELOOP_ADMIN_TOKEN when set, else the demo's own token kept under CARELOOP_HOME."""
+    """CARELOOP_ADMIN_TOKEN when set, else the demo's own admin token kept under CARELOOP_HOME."""
     settings = get_settings()
     if settings.admin_token is not None:
         return settings.admin_token.get_secret_value()
-    token_file = home / "admin.token"
-    if token_file.exists():
-        return token_file.read_text().strip()
+    return demo_logins(database_url, home)["admin"]
+
+
+# One sign-in per role, so each can be tried in the dashboard and from curl.
+DEMO_PEOPLE = {"admin": "demo", "dispatcher": "Dee Dispatcher", "marketer": "Max Marketer",
+               "technician": DEMO_NAMES[0]}
+
+
+def demo_logins(database_url: str, home: Path) -> dict[str, str]:
+    """A token per role (the technician's is the first demo technician's), made once and kept in
+    CARELOOP_HOME/logins.json, readable by its owner alone."""
+    logins_file = home / "logins.json"
+    logins = json.loads(logins_file.read_text()) if logins_file.exists() else {}
+    if "admin" not in logins and (home / "admin.token").exists():  # a home from before there were roles
+        logins["admin"] = (home / "admin.token").read_text().strip()
+    missing = [role for role in DEMO_PEOPLE if role not in logins]
+    if not missing:
+        return logins
     database = Database(database_url, max_connections=1)
-    with database.transaction() as conn:
-        token = create_token(conn, role="admin", name="demo")
-    database.close()
-    token_file.parent.mkdir(parents=True, exist_ok=True)
-    token_file.write_text(token)
-    token_file.chmod(0o600)
-    return token
+    try:
+        with database.transaction() as conn:
+            technician = fetch_all(conn, "SELECT id FROM technicians WHERE name = %s ORDER BY id LIMIT 1",
+                                   (DEMO_PEOPLE["technician"],))
+            for role in missing:
+                if role == "technician" and not technician:
+                    continue
+                logins[role] = create_token(conn, role=role, name=DEMO_PEOPLE[role],
+                                            technician_id=technician[0]["id"] if role == "technician" else None)
+    finally:
+        database.close()
+    logins_file.parent.mkdir(parents=True, exist_ok=True)
+    logins_file.touch(mode=0o600)
+    logins_file.write_text(json.dumps(logins, indent=2))
+    return logins
+
+
+def start_mailbox(home: Path):
+    """An SMTP server on loopback that keeps every e-mail in CARELOOP_HOME/mail (a Maildir), so offers the engine
+    sends in the demo arrive somewhere to read; answers (server, smtp URL). aiosmtpd is the standard asyncio
+    SMTP server, the one the offers tests deliver to."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Mailbox
+
+    home.mkdir(parents=True, exist_ok=True)  # Maildir makes mail/ with its new, cur and tmp itself
+    port = embedded.free_port(None)
+    server = Controller(Mailbox(home / "mail"), hostname="127.0.0.1", port=port)
+    server.start()
+    return server, f"smtp://127.0.0.1:{port}"
 
 
 def _fallback_broker_warning(home: Path) -> str:
@@ -162,6 +201,9 @@ def run_demo(*, devices: int, rate: float, seed: int, api_port: int = 8000, dash
     register_fleet(urls.database_url, fleet, seed=seed)
     seed_technicians(urls.database_url)
     token = _admin_token(urls.database_url, home)
+    logins = {**demo_logins(urls.database_url, home), "admin": token}
+    given_smtp = os.environ.get("CARELOOP_SMTP_URL")
+    mailbox, smtp_url = (None, given_smtp) if given_smtp else start_mailbox(home)
 
     env: dict[str, Any] = {
         **os.environ,
@@ -169,10 +211,13 @@ def run_demo(*, devices: int, rate: float, seed: int, api_port: int = 8000, dash
         "CARELOOP_MQTT_URL": urls.mqtt_url,
         "CARELOOP_API_URL": f"http://127.0.0.1:{api_port}",
         "CARELOOP_API_TOKEN": token,
+        "CARELOOP_SMTP_URL": smtp_url,
     }
     stop = stop_event_on_signals()
+    ingester = f"demo-{hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:8]}"
     children = {
-        "ingest": _spawn(["ingest", "--name", "demo-ingest"], env),
+        # Named after its home: two demos on one broker neither take each other's session nor split the messages.
+        "ingest": _spawn(["ingest", "--name", ingester, "--share-group", ingester], env),
         "api": _spawn(["api", "--port", str(api_port)], env),
         "dashboard": _spawn(["dashboard", "--port", str(dashboard_port)], env),
         "simulator": _spawn(
@@ -203,7 +248,10 @@ def run_demo(*, devices: int, rate: float, seed: int, api_port: int = 8000, dash
         f"  dashboard  http://127.0.0.1:{dashboard_port}\n"
         f"  broker     {urls.mqtt_url}\n"
         f"{_fallback_broker_warning(home)}"
-        f"  admin token: {token}\n"
+        f"  e-mails    {'kept in ' + str(home / 'mail') + ' (a Maildir)' if mailbox else smtp_url}\n"
+        "  sign in (dashboard and API) as:\n"
+        + "".join(f"    {role:<11} {DEMO_PEOPLE[role]:<16} {logins[role]}\n" for role in DEMO_PEOPLE if role in logins)
+        + f"  admin token: {token}\n"
         f"  try: curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{api_port}/fleet/summary\n"
         f"       curl -H 'Authorization: Bearer {token}' 'http://127.0.0.1:{api_port}/detections?status=open'\n"
         f"       curl -H 'Authorization: Bearer {token}' 'http://127.0.0.1:{api_port}/service-orders?status=open'\n"
@@ -227,6 +275,8 @@ def run_demo(*, devices: int, rate: float, seed: int, api_port: int = 8000, dash
                 child.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 child.kill()
+    if mailbox is not None:
+        mailbox.stop()
     if failed:
         print(f"CareLoop demo stopped: {', '.join(failed)} failed (its log lines above say why).", file=sys.stderr)
         return 1

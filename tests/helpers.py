@@ -52,13 +52,15 @@ def wait_until(
 
 
 def start_careloop(
-    arguments: list[str], *, env: dict[str, str], log: Path, cwd: Path | None = None
+    arguments: list[str], *, env: dict[str, str | None], log: Path, cwd: Path | None = None
 ) -> subprocess.Popen:
-    """`careloop ARGUMENTS` as a process whose stderr goes to `log`: a file never fills up as an unread pipe does
-    (a process writing to a full pipe blocks, whatever else it was doing)."""
-    with open(log, "a") as stderr:
-        return subprocess.Popen([sys.executable, "-m", "careloop.cli", *arguments], env={**os.environ, **env},
-                                cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+    """`careloop ARGUMENTS` as a process whose output goes to `log`: a file never fills up as an unread pipe does
+    (a process writing to a full pipe blocks, whatever else it was doing). A None in `env` unsets the variable."""
+    environment = {**os.environ, **env}
+    with open(log, "a") as output:
+        return subprocess.Popen([sys.executable, "-m", "careloop.cli", *arguments],
+                                env={name: value for name, value in environment.items() if value is not None},
+                                cwd=cwd, stdout=output, stderr=subprocess.STDOUT, text=True)
 
 
 def reading(seq: int, *, at: dt.datetime | None = None, **metrics: float) -> dict:

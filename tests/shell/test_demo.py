@@ -1,0 +1,55 @@
+"""`careloop demo` as a newcomer runs it: everything starts, a sign-in per role works, offers have a mailbox."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import httpx
+import pytest
+
+from careloop.embedded import free_port
+from tests.helpers import start_careloop, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def test_careloop_demo_prints_a_working_sign_in_per_role_and_keeps_mail_in_its_home(
+    database_url, mqtt_url, tmp_path
+) -> None:
+    home = tmp_path / "home"
+    log = tmp_path / "demo.log"
+    api_port, dashboard_port = free_port(), free_port()
+    env = {"CARELOOP_DATABASE_URL": database_url, "CARELOOP_MQTT_URL": mqtt_url, "CARELOOP_HOME": str(home),
+           "CARELOOP_ADMIN_TOKEN": None, "CARELOOP_SMTP_URL": None}
+    process = start_careloop(["demo", "--devices", "10", "--api-port", str(api_port),
+                              "--dashboard-port", str(dashboard_port)], env=env, log=log)
+    try:
+        wait_until(lambda: (home / "logins.json").exists(), timeout_s=90, what="the demo's logins", log=log)
+        logins = json.loads((home / "logins.json").read_text())
+        assert set(logins) == {"admin", "dispatcher", "marketer", "technician"}
+        assert (home / "logins.json").stat().st_mode & 0o077 == 0, "only its owner may read the logins"
+        base = f"http://127.0.0.1:{api_port}"
+
+        def answers(path: str, token: str) -> int | None:
+            try:
+                return httpx.get(base + path, headers={"Authorization": f"Bearer {token}"}, timeout=5).status_code
+            except httpx.TransportError:
+                return None
+
+        wait_until(lambda: answers("/fleet/summary", logins["admin"]) == 200, timeout_s=60, what="the API",
+                   log=log)
+        assert answers("/service-orders", logins["dispatcher"]) == 200
+        assert answers("/offer-templates", logins["marketer"]) == 200
+        assert answers("/service-orders", logins["technician"]) == 200
+        assert answers("/service-orders", "not-a-token") == 401
+        assert (home / "mail" / "new").is_dir(), "the demo's mailbox is a Maildir under CARELOOP_HOME"
+        printed = log.read_text()
+        for role in logins:
+            assert f"    {role}" in printed and logins[role] in printed, f"no sign-in printed for {role}"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0, log.read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
