@@ -13,17 +13,17 @@ st.set_page_config(page_title="CareLoop", page_icon=":material/home_repair_servi
 # place here once their endpoints exist.
 PAGES = {
     "Fleet": [
-        st.Page("pages/fleet.py", title="Fleet health", icon=":material/monitor_heart:", default=True),
-        st.Page("pages/device.py", title="Device drill-down", icon=":material/kitchen:"),
-        st.Page("pages/quarantine.py", title="Ingest quarantine", icon=":material/report:"),
+        st.Page("views/fleet.py", title="Fleet health", icon=":material/monitor_heart:", default=True),
+        st.Page("views/device.py", title="Device drill-down", icon=":material/kitchen:"),
+        st.Page("views/quarantine.py", title="Ingest quarantine", icon=":material/report:"),
     ],
     "Customers": [
-        st.Page("pages/customers.py", title="Customers", icon=":material/groups:"),
+        st.Page("views/customers.py", title="Customers", icon=":material/groups:"),
     ],
     "Service": [
         # First under Service: the queue is where a dispatcher works.
-        st.Page("pages/dispatch.py", title="Dispatch board", icon=":material/assignment_ind:"),
-        st.Page("pages/detections.py", title="Detections", icon=":material/notification_important:"),
+        st.Page("views/dispatch.py", title="Dispatch board", icon=":material/assignment_ind:"),
+        st.Page("views/detections.py", title="Detections", icon=":material/notification_important:"),
     ],
 }
 

@@ -187,8 +187,7 @@ def test_a_dispatcher_assigns_an_order_and_records_a_call_on_the_dispatch_board(
 
     with running_dashboard(api_url, dispatcher, tmp_path) as dashboard_url:
         page = browser.new_page(viewport={"width": 1440, "height": 900})
-        # In from the front door, then by the sidebar, as a dispatcher does. (A fresh Streamlit server whose first
-        # visit is a deep link runs that page from the legacy pages/ directory, without app.py's frame.)
+        # In from the front door, then by the sidebar, as a dispatcher does.
         page.goto(dashboard_url)
         page.get_by_role("link", name="Dispatch board").click()
         page.get_by_role("heading", name=f"Order #{order_id}").first.wait_for(timeout=60_000)

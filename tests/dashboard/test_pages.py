@@ -11,10 +11,10 @@ from dashboard_fake_api import TOKEN, FakeApi, proposals_for
 from streamlit.testing.v1 import AppTest
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
-PAGES = ["pages/fleet.py", "pages/device.py", "pages/customers.py", "pages/quarantine.py", "pages/detections.py",
-         "pages/dispatch.py"]
-DETECTIONS = "pages/detections.py"
-DISPATCH = "pages/dispatch.py"
+PAGES = ["views/fleet.py", "views/device.py", "views/customers.py", "views/quarantine.py", "views/detections.py",
+         "views/dispatch.py"]
+DETECTIONS = "views/detections.py"
+DISPATCH = "views/dispatch.py"
 
 
 def open_page(page: str, **query_params: str) -> AppTest:
@@ -47,7 +47,7 @@ def choose(at: AppTest, label: str, option: str) -> AppTest:
 
 
 def test_fleet_page_shows_health_badges_counts_and_online_share_chart(fake_api: FakeApi) -> None:
-    at = open_page("pages/fleet.py")
+    at = open_page("views/fleet.py")
 
     assert at.title[0].value == "Fleet health"
     assert ":green-badge[" in text_of(at) and "API ok" in text_of(at)
@@ -63,7 +63,7 @@ def test_fleet_page_shows_health_badges_counts_and_online_share_chart(fake_api: 
 
 
 def test_device_page_opens_linked_device_with_latest_values_and_metric_charts(fake_api: FakeApi) -> None:
-    at = open_page("pages/device.py", device="RH-000123")
+    at = open_page("views/device.py", device="RH-000123")
 
     assert at.header[0].value == "RH-000123"
     values = metric_values(at)
@@ -80,7 +80,7 @@ def test_device_page_opens_linked_device_with_latest_values_and_metric_charts(fa
 
 
 def test_device_page_search_narrows_choice_and_bucket_is_sent(fake_api: FakeApi) -> None:
-    at = open_page("pages/device.py")
+    at = open_page("views/device.py")
     at.text_input[0].input("OV").run()
 
     device_box = next(box for box in at.selectbox if box.label == "Device")
@@ -97,14 +97,14 @@ def test_device_page_search_narrows_choice_and_bucket_is_sent(fake_api: FakeApi)
 
 
 def test_device_page_warns_about_an_unknown_device(fake_api: FakeApi) -> None:
-    at = open_page("pages/device.py", device="NOPE-1")
+    at = open_page("views/device.py", device="NOPE-1")
 
     assert at.warning[0].value == "There is no device 'NOPE-1'."
     assert not at.error
 
 
 def test_customers_page_shows_the_360_view(fake_api: FakeApi) -> None:
-    at = open_page("pages/customers.py")
+    at = open_page("views/customers.py")
 
     assert at.header[0].value == "Li Wei"
     values = metric_values(at)
@@ -120,7 +120,7 @@ def test_customers_page_shows_the_360_view(fake_api: FakeApi) -> None:
 
 
 def test_quarantine_page_charts_reasons_and_filters_messages(fake_api: FakeApi) -> None:
-    at = open_page("pages/quarantine.py")
+    at = open_page("views/quarantine.py")
 
     assert metric_values(at)["Quarantined"] == "4"
     assert len(charts(at)) == 1
@@ -203,7 +203,7 @@ def test_detections_page_explains_the_selected_detection(fake_api: FakeApi) -> N
     assert list(at.dataframe[1].value["action"]) == ["offer"]
     assert [link.proto.query_string for link in at.page_link] == ["device=RH-000123", "customer=7"]
     # Only open detections can be acknowledged.
-    assert not at.button
+    assert not at.main.button
     assert at.query_params["detection"] == "2"
     assert not at.error
 
@@ -243,7 +243,7 @@ def test_acknowledge_posts_and_the_listing_shows_the_new_status(fake_api: FakeAp
     values = metric_values(at)
     assert (values["Open"], values["Acknowledged"], values["Critical open"]) == ("0", "2", "0")
     assert values["Acknowledged by"].startswith("dispatcher, ")
-    assert not at.button
+    assert not at.main.button
 
 
 def test_acknowledged_detection_leaves_the_default_open_list(fake_api: FakeApi) -> None:
@@ -295,7 +295,7 @@ def test_refused_token_shows_an_error_naming_url_and_status(
 
 def test_missing_token_says_none_is_configured(fake_api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CARELOOP_API_TOKEN")
-    at = open_page("pages/quarantine.py")
+    at = open_page("views/quarantine.py")
 
     assert "no token is configured" in at.error[0].value
     assert fake_api.requests[-1][2] is None
@@ -306,7 +306,7 @@ def test_admin_token_is_used_when_no_api_token_is_set(
 ) -> None:
     monkeypatch.delenv("CARELOOP_API_TOKEN")
     monkeypatch.setenv("CARELOOP_ADMIN_TOKEN", TOKEN)
-    at = open_page("pages/quarantine.py")
+    at = open_page("views/quarantine.py")
 
     assert not at.error
     assert fake_api.requests[-1][2] == f"Bearer {TOKEN}"
@@ -319,7 +319,7 @@ def test_unreachable_api_shows_an_error_naming_the_url(
         probe.bind(("127.0.0.1", 0))
         free_port = probe.getsockname()[1]
     monkeypatch.setenv("CARELOOP_API_URL", f"http://127.0.0.1:{free_port}")
-    at = open_page("pages/fleet.py")
+    at = open_page("views/fleet.py")
 
     message = at.error[0].value
     assert f"Cannot reach the CareLoop API at http://127.0.0.1:{free_port}/health" in message
@@ -328,7 +328,7 @@ def test_unreachable_api_shows_an_error_naming_the_url(
 
 def test_server_error_shows_status_and_detail(fake_api: FakeApi) -> None:
     fake_api.status_override = 500
-    at = open_page("pages/customers.py")
+    at = open_page("views/customers.py")
 
     assert at.error[0].value == (
         f"The CareLoop API at {fake_api.url}/customers answered 500 Internal Server Error: simulated failure"

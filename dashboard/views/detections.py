@@ -140,10 +140,10 @@ with st.container(horizontal=True):
 
 with st.container(horizontal=True, vertical_alignment="center"):
     if device_id:
-        st.page_link("pages/device.py", label=f"Device {device_id}", icon=":material/kitchen:",
+        st.page_link("views/device.py", label=f"Device {device_id}", icon=":material/kitchen:",
                      query_params={"device": device_id})
     if detection.get("owner_id") is not None:
-        st.page_link("pages/customers.py", label=f"Owner: customer {detection['owner_id']}", icon=":material/person:",
+        st.page_link("views/customers.py", label=f"Owner: customer {detection['owner_id']}", icon=":material/person:",
                      query_params={"customer": str(detection["owner_id"])})
     if detection.get("status") == "open" and st.button(
         "Acknowledge", type="primary", icon=":material/done:", key=f"acknowledge_{chosen}",

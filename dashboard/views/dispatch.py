@@ -495,7 +495,7 @@ def show_order(order_id: str) -> None:
     left, right = st.columns(2)
     with left:
         st.markdown(f"**Device** {plain(order.get('device_id'))} · **Reason** {plain(order.get('reason'))}")
-        st.page_link("pages/device.py", label=f"Device {order.get('device_id')}", icon=":material/kitchen:",
+        st.page_link("views/device.py", label=f"Device {order.get('device_id')}", icon=":material/kitchen:",
                      query_params={"device": str(order.get("device_id"))})
     with right:
         if order.get("customer_id") is None:
@@ -503,7 +503,7 @@ def show_order(order_id: str) -> None:
         else:
             st.markdown(f"**Owner** {plain(order.get('customer_name') or 'no name')} · "
                         f"**Phone** {plain(order.get('customer_phone') or 'none on record')}")
-            st.page_link("pages/customers.py", label=f"{order.get('customer_name') or 'Customer'}'s page",
+            st.page_link("views/customers.py", label=f"{order.get('customer_name') or 'Customer'}'s page",
                          icon=":material/person:",
                          query_params={"customer": str(order["customer_id"])})
 
@@ -512,7 +512,7 @@ def show_order(order_id: str) -> None:
         show_explanation(order["explanation"])
         with st.container(horizontal=True):
             for detection_id in order.get("detection_ids") or []:
-                st.page_link("pages/detections.py", label=f"Detection #{detection_id}",
+                st.page_link("views/detections.py", label=f"Detection #{detection_id}",
                              icon=":material/notification_important:", query_params={"detection": str(detection_id)})
     else:
         st.caption(f"Opened by hand ({order.get('source')}): {plain(order.get('reason'))}")

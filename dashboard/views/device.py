@@ -85,7 +85,7 @@ with st.container(horizontal=True):
     st.metric("Purchased", device.get("purchased_on") or "–", border=True)
 
 if device.get("owner") is not None:
-    st.page_link("pages/customers.py", label=f"Owner: customer {device['owner']}", icon=":material/person:",
+    st.page_link("views/customers.py", label=f"Owner: customer {device['owner']}", icon=":material/person:",
                  query_params={"customer": str(device["owner"])})
 
 st.subheader("Latest values")

@@ -71,4 +71,4 @@ else:
     )
 
 if summary.get("quarantined_24h"):
-    st.page_link("pages/quarantine.py", label="Why were messages quarantined?", icon=":material/report:")
+    st.page_link("views/quarantine.py", label="Why were messages quarantined?", icon=":material/report:")

@@ -104,7 +104,7 @@ else:
                  column_config={"online": st.column_config.CheckboxColumn("online")})
     with st.container(horizontal=True):
         for device in devices:
-            st.page_link("pages/device.py", label=device["id"], icon=":material/kitchen:",
+            st.page_link("views/device.py", label=device["id"], icon=":material/kitchen:",
                          query_params={"device": device["id"]})
 
 for key, value in view.items():
