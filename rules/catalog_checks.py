@@ -1,9 +1,10 @@
 """Checks of a structurally valid rule against the appliance models it applies to: metrics they report,
-counters, levels they can reach, fault codes they know. Each mistake is located in the document."""
+counters, levels they can reach, fault codes they know; and against the offer templates its `offer` actions
+name. Each mistake is located in the document."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal
 
 from devices.models import ApplianceModel
@@ -105,6 +106,23 @@ def _unreachable_level(
                     [*loc, field or side],
                     f"`{field or side}` {level:g} can never be crossed: {metric} on {model.code} "
                     f"ranges {spec.min:g}..{spec.max:g} {spec.unit}",
+                )
+            )
+    return problems
+
+
+def offer_template_errors(then: Sequence[Any], known_templates: Collection[str]) -> list[dict[str, Any]]:
+    """`offer` actions naming a template that does not exist: the rule would fire and offer nothing, silently.
+    Templates are data (marketers add them), so the caller reads the codes known now from the database."""
+    problems = []
+    for index, action in enumerate(then):
+        offer = getattr(action, "offer", None)
+        if offer is not None and offer.template not in known_templates:
+            known = ", ".join(sorted(known_templates)) or "none"
+            problems.append(
+                rule_error(
+                    ["then", index, "offer", "template"],
+                    f"unknown offer template {offer.template!r}; known: {known} (GET /offer-templates)",
                 )
             )
     return problems

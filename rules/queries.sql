@@ -157,3 +157,7 @@ ON CONFLICT (model, metric) DO UPDATE SET
     spread     = excluded.spread,
     samples    = excluded.samples,
     learned_at = excluded.learned_at
+
+-- name: offer_template_codes --
+-- The offer templates a rule's `offer` action may name (the offers domain owns them; read here to check rules).
+SELECT code FROM offer_templates

@@ -172,3 +172,7 @@ def upsert_baselines(conn: Connection, *, baselines: Sequence[ModelBaseline], le
         with conn.cursor() as cursor:
             execute_values(cursor, QUERIES["upsert_baselines"], [(*baseline, learned_at) for baseline in baselines],
                            page_size=len(baselines))
+
+
+def offer_template_codes(conn: Connection) -> set[str]:
+    return {row["code"] for row in fetch_all(conn, QUERIES["offer_template_codes"])}

@@ -10,6 +10,7 @@ from careloop.errors import Conflict, InvalidInput, NotFound
 from careloop.pages import Page, whole
 from rules import repo
 from rules.builtin import load_builtin_rules
+from rules.catalog_checks import offer_template_errors
 from rules.conditions import compile_rule
 from rules.evaluation import backtest_stored
 from rules.models import (
@@ -26,20 +27,26 @@ from rules.models import (
 )
 
 
-def validate(source: str | bytes | dict) -> Rule:
-    """The rule document parsed and checked against the models catalog; RuleError lists every mistake."""
-    return parse_rule(source)
+def validate(source: str | bytes | dict, conn: Connection | None = None) -> Rule:
+    """The rule document parsed and checked against the models catalog and, given a connection, against the offer
+    templates stored; RuleError lists every mistake."""
+    rule = parse_rule(source)
+    if conn is not None:
+        problems = offer_template_errors(rule.then, repo.offer_template_codes(conn))
+        if problems:
+            raise RuleError(problems)
+    return rule
 
 
 def create_rule(conn: Connection, source: str | bytes | dict, *, builtin: bool = False) -> RuleRead:
-    rule = validate(source)
+    rule = validate(source, conn)
     if not repo.insert_rule(conn, rule_id=rule.id, document=rule.to_document(), enabled=rule.enabled, builtin=builtin):
         raise Conflict(f"rule {rule.id} already exists; PUT /rules/{rule.id} changes it")
     return get_rule(conn, rule.id)
 
 
 def update_rule(conn: Connection, rule_id: str, source: str | bytes | dict) -> RuleRead:
-    rule = validate(source)
+    rule = validate(source, conn)
     if rule.id != rule_id:
         raise InvalidInput("id", f"the document's id {rule.id!r} is not the rule's id {rule_id!r}")
     if repo.update_rule(conn, rule_id=rule_id, document=rule.to_document(), enabled=rule.enabled) is None:

@@ -85,16 +85,19 @@ def test_a_code_redeems_once_for_its_owner_over_http(client, conn, database) -> 
     assert (row["key"], row["issued"], row["redeemed"], row["revenue"]) == ("member-cleaning", 2, 1, "80.00")
 
 
-def test_consents_keep_their_history_and_the_360_view_shows_the_whole_picture(client, conn, database) -> None:
+def test_only_the_hotline_records_consents_and_purchases_and_the_360_view_shows_the_whole_picture(
+    client, conn, database
+) -> None:
     owner = make_customer(conn, email="owner@example.com", timezone="UTC",
                           consents=[{"purpose": "marketing", "channel": "email", "granted": True}])
     hood = make_device(conn, owner=owner.id)
     service.issue_offer(conn, template_code="member-cleaning", customer_id=owner.id, device_id=hood.id,
                         key="api:360", now=dt.datetime.now(dt.UTC))
     conn.commit()
-    marketer = token(database, "marketer")
-    withdrawn = client.post(f"/customers/{owner.id}/consents", headers=marketer, json={
-        "purpose": "marketing", "channel": "email", "granted": False, "source": "unsubscribe link"})
+    marketer, desk = token(database, "marketer"), token(database, "dispatcher")
+    withdrawal = {"purpose": "marketing", "channel": "email", "granted": False, "source": "unsubscribe link"}
+    assert client.post(f"/customers/{owner.id}/consents", headers=marketer, json=withdrawal).status_code == 403
+    withdrawn = client.post(f"/customers/{owner.id}/consents", headers=desk, json=withdrawal)
     assert withdrawn.status_code == 200
     assert {"purpose": "marketing", "channel": "email", "granted": False} in withdrawn.json()
     history = client.get(f"/customers/{owner.id}/consents/history", headers=marketer).json()["items"]
@@ -107,8 +110,9 @@ def test_consents_keep_their_history_and_the_360_view_shows_the_whole_picture(cl
     membership = client.get(f"/customers/{owner.id}/membership", headers=marketer).json()
     assert membership["tier"]["name"] == "basic" and membership["points_balance"] == 0
     purchase = {"amount": "1200", "key": "shop-order-1"}
-    assert client.post(f"/customers/{owner.id}/purchases", json=purchase, headers=marketer).status_code == 200
-    bought = client.post(f"/customers/{owner.id}/purchases", json=purchase, headers=marketer).json()  # once
+    assert client.post(f"/customers/{owner.id}/purchases", json=purchase, headers=marketer).status_code == 403
+    assert client.post(f"/customers/{owner.id}/purchases", json=purchase, headers=desk).status_code == 200
+    bought = client.post(f"/customers/{owner.id}/purchases", json=purchase, headers=desk).json()  # once
     assert bought["tier"]["name"] == "silver" and bought["points_balance"] == 1200
     assert client.post(f"/customers/{owner.id}/points/spend", headers=marketer,
                        json={"points": 200, "reason": "gift", "key": "k1"}).json()["points_balance"] == 1000
@@ -128,3 +132,17 @@ def test_only_an_admin_registers_webhooks_and_the_secret_is_shown_once(client, d
     assert created.status_code == 201 and len(created.json()["secret"]) > 30
     [listed] = client.get("/webhooks", headers=ADMIN).json()["items"]
     assert "secret" not in listed and listed["events"] == ["offer.sms"]
+
+
+def test_a_rule_offering_an_unknown_template_is_refused_naming_the_field(client, database) -> None:
+    rule = {"id": "hood-offer-typo", "applies_to": {"kind": "range_hood"},
+            "when": {"fault": {"codes": ["E21"]}}, "then": [{"offer": {"template": "nope"}}]}
+    refused = client.post("/rules", json=rule, headers=ADMIN)
+    assert refused.status_code == 422
+    [problem] = refused.json()["detail"]
+    assert problem["loc"] == ["then", 0, "offer", "template"] and "unknown offer template 'nope'" in problem["msg"]
+    assert client.post("/offer-templates", json=TEMPLATE, headers=ADMIN).status_code == 201
+    accepted = client.post("/rules", json={**rule, "then": [{"offer": {"template": TEMPLATE["code"]}}]}, headers=ADMIN)
+    assert accepted.status_code == 201
+    changed = client.put(f"/rules/{rule['id']}", json=rule, headers=ADMIN)
+    assert changed.status_code == 422 and changed.json()["detail"][0]["loc"] == ["then", 0, "offer", "template"]
