@@ -6,34 +6,56 @@ import streamlit as st
 
 from dashboard.client import load_api_settings
 from dashboard.data import clear_cache
+from dashboard.session import current_user, pages_for, sign_out
 
 st.set_page_config(page_title="CareLoop", page_icon=":material/home_repair_service:", layout="wide")
 
-# Paths are relative to this file. Later pages (Marketing: offers; rules) get their own page files and a
-# place here once their endpoints exist.
+# Every page, by its file under views/ (paths are relative to this file): its title, icon and sidebar group.
 PAGES = {
-    "Fleet": [
-        st.Page("views/fleet.py", title="Fleet health", icon=":material/monitor_heart:", default=True),
-        st.Page("views/device.py", title="Device drill-down", icon=":material/kitchen:"),
-        st.Page("views/quarantine.py", title="Ingest quarantine", icon=":material/report:"),
-    ],
-    "Customers": [
-        st.Page("views/customers.py", title="Customers", icon=":material/groups:"),
-    ],
-    "Service": [
-        # First under Service: the queue is where a dispatcher works.
-        st.Page("views/dispatch.py", title="Dispatch board", icon=":material/assignment_ind:"),
-        st.Page("views/detections.py", title="Detections", icon=":material/notification_important:"),
-    ],
+    "fleet": ("Fleet", "Fleet health", ":material/monitor_heart:"),
+    "device": ("Fleet", "Device drill-down", ":material/kitchen:"),
+    "quarantine": ("Fleet", "Ingest quarantine", ":material/report:"),
+    "customers": ("Customers", "Customer 360", ":material/groups:"),
+    "dispatch": ("Service", "Dispatch board", ":material/assignment_ind:"),
+    "detections": ("Service", "Detections", ":material/notification_important:"),
+    "offers": ("Marketing", "Offers and campaigns", ":material/sell:"),
+    "rules": ("Rules", "Rules", ":material/rule:"),
 }
 
-page = st.navigation(PAGES)
 
-# The sidebar is drawn before the page runs so it stays visible when a page stops on an API error.
-with st.sidebar:
-    settings = load_api_settings()
-    st.caption(f"API: `{settings.base_url}`" + ("" if settings.token else " · no token set"))
-    if st.button("Refresh", icon=":material/refresh:", help="Read everything from the API again"):
-        clear_cache()
+def navigation_for(role: str) -> dict[str, list[st.Page]]:
+    """The role's pages in their groups; the first is where the person lands."""
+    groups: dict[str, list[st.Page]] = {}
+    for position, name in enumerate(pages_for(role)):
+        group, title, icon = PAGES[name]
+        if name == "dispatch" and role == "technician":
+            title = "My orders"
+        page = st.Page(f"views/{name}.py", title=title, icon=icon, default=position == 0)
+        groups.setdefault(group, []).append(page)
+    return groups
+
+
+user = current_user()
+if user is None:
+    # Signed out, the sign-in page is all there is: no page reads the API without a person's own token.
+    page = st.navigation([st.Page("views/sign_in.py", title="Sign in", icon=":material/login:", default=True)],
+                         position="hidden")
+else:
+    page = st.navigation(navigation_for(user.role))
+    # The sidebar is drawn before the page runs so it stays visible when a page stops on an API error.
+    with st.sidebar:
+        if message := st.session_state.pop("signed_in_message", None):
+            st.toast(message, icon=":material/waving_hand:")
+        st.markdown(f"**{user.name}**")
+        st.badge(user.role, icon=":material/badge:", color="violet")
+        if not user.told_by_api:
+            st.caption("The API does not say whose token this is; the role is the one its reads allow.")
+        with st.container(horizontal=True):
+            if st.button("Refresh", icon=":material/refresh:", help="Read everything from the API again"):
+                clear_cache()
+            if st.button("Sign out", icon=":material/logout:", key="sign_out"):
+                sign_out()
+                st.rerun()
+        st.caption(f"API: `{load_api_settings().base_url}`")
 
 page.run()

@@ -13,7 +13,9 @@ import httpx
 from dotenv import dotenv_values
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
-TOKEN_VARIABLES = ("CARELOOP_API_TOKEN", "CARELOOP_ADMIN_TOKEN")
+# A developer's shortcut, never a default: with it set, the sign-in page offers a button that signs in with it.
+# Nobody is signed in by the environment alone (an admin token there would make everyone who opens the page admin).
+DEV_TOKEN_VARIABLE = "CARELOOP_DASHBOARD_DEV_TOKEN"
 
 
 class ApiError(Exception):
@@ -30,11 +32,11 @@ class ApiError(Exception):
 @dataclass(frozen=True)
 class ApiSettings:
     base_url: str
-    token: str | None
+    dev_token: str | None = None
 
 
 def load_api_settings(env_file: Path | str = ".env") -> ApiSettings:
-    """Where the API is and which token to send: the environment first, then `.env`."""
+    """Where the API is, and the developer's token if one is set: the environment first, then `.env`."""
     file_values = dotenv_values(env_file) if Path(env_file).is_file() else {}
 
     def lookup(name: str) -> str | None:
@@ -42,8 +44,7 @@ def load_api_settings(env_file: Path | str = ".env") -> ApiSettings:
         return value.strip() if value and value.strip() else None
 
     base_url = (lookup("CARELOOP_API_URL") or DEFAULT_API_URL).rstrip("/")
-    token = next((value for name in TOKEN_VARIABLES if (value := lookup(name))), None)
-    return ApiSettings(base_url=base_url, token=token)
+    return ApiSettings(base_url=base_url, dev_token=lookup(DEV_TOKEN_VARIABLE))
 
 
 def _detail(response: httpx.Response) -> str:
@@ -91,6 +92,10 @@ class ApiClient:
         """POST (a JSON body, if any) and return the JSON answer; raises ApiError like `get`."""
         return self._request("POST", path, json=body)
 
+    def put(self, path: str, body: Any) -> Any:
+        """PUT a JSON body and return the JSON answer; raises ApiError like `get`."""
+        return self._request("PUT", path, json=body)
+
     def _request(
         self,
         method: str,
@@ -121,12 +126,12 @@ class ApiClient:
             ) from None
         if response.status_code in (401, 403):
             if not self.has_token:
-                hint = "no token is configured; set CARELOOP_API_TOKEN (or CARELOOP_ADMIN_TOKEN)."
+                hint = "you are not signed in; sign in with your token."
             elif response.status_code == 403:
                 # 403 is the API knowing who we are and saying no: the role, not the token, is the problem.
-                hint = "the token's role may not do this; use a token of a role that may."
+                hint = "your role may not do this; sign in with a token of a role that may."
             else:
-                hint = "the token was refused; check CARELOOP_API_TOKEN (or CARELOOP_ADMIN_TOKEN)."
+                hint = "the API does not accept your token (revoked or mistyped); sign out and in again."
             raise ApiError(
                 f"The CareLoop API at {url} answered {response.status_code} "
                 f"{response.reason_phrase}: {hint} ({_detail(response)})",
@@ -152,7 +157,11 @@ class ApiClient:
                 status=response.status_code,
             ) from None
 
-    # One method per endpoint the dashboard uses; later pages (offers, rules) add theirs here once they exist.
+    # One method per endpoint the dashboard uses.
+
+    def whoami(self) -> dict[str, Any]:
+        """Who the token speaks for: {"role", "name", "technician_id"}; a 404 where the API does not tell."""
+        return self.get("/whoami")
 
     def health(self) -> dict[str, Any]:
         # A degraded API may say so with a 503; its body is still the answer we want to show.
@@ -190,6 +199,43 @@ class ApiClient:
     def rules(self, **filters: Any) -> dict[str, Any]:
         """Filters: enabled, limit, offset."""
         return self.get("/rules", filters)
+
+    def rule(self, rule_id: str) -> dict[str, Any]:
+        """A rule with every version of it."""
+        return self.get(f"/rules/{quote(rule_id, safe='')}")
+
+    def update_rule(self, rule_id: str, document: dict[str, Any]) -> dict[str, Any]:
+        """Replace a rule's document (its `enabled` switches it); a document the API refuses is a 422 listing why."""
+        return self.put(f"/rules/{quote(rule_id, safe='')}", document)
+
+    def backtest_rule(self, rule_id: str, *, start: str, end: str, step: str) -> dict[str, Any]:
+        """What the rule would have opened and cleared from `start` to `end` (ISO 8601), evaluated every `step`."""
+        return self.post(f"/rules/{quote(rule_id, safe='')}/backtest", {"start": start, "end": end, "step": step})
+
+    def engine_jobs(self) -> dict[str, Any]:
+        return self.get("/engine/jobs")
+
+    # ------------------------------------------------------------ offers
+
+    def offer_templates(self, **filters: Any) -> dict[str, Any]:
+        """Filters: active, limit, offset."""
+        return self.get("/offer-templates", filters)
+
+    def update_offer_template(self, code: str, template: dict[str, Any]) -> dict[str, Any]:
+        """Replace a template (marketers); offers issued before keep their value and words."""
+        return self.put(f"/offer-templates/{quote(code, safe='')}", template)
+
+    def offers(self, **filters: Any) -> dict[str, Any]:
+        """Filters: customer_id, status, template, rule_id, device_id, limit, offset. Newest first."""
+        return self.get("/offers", filters)
+
+    def offers_report(self, **filters: Any) -> dict[str, Any]:
+        """Filters: group_by (template, rule, segment), since, until."""
+        return self.get("/reports/offers", filters)
+
+    def outbox(self, **filters: Any) -> dict[str, Any]:
+        """Filters: status (pending, sent, dead), offer_id, limit, offset."""
+        return self.get("/outbox", filters)
 
     def detections(self, **filters: Any) -> dict[str, Any]:
         """Filters: device_id, status (open, acknowledged, cleared), rule_id, limit, offset. Newest first."""

@@ -7,6 +7,7 @@ from typing import Any, NoReturn
 import streamlit as st
 
 from dashboard.client import ApiClient, ApiError, load_api_settings
+from dashboard.session import current_token
 
 # Short enough that a dispatcher sees a fault within seconds, long enough that several people
 # looking at the same page share one request.
@@ -20,9 +21,8 @@ def _client_for(base_url: str, token: str | None) -> ApiClient:
 
 
 def get_client() -> ApiClient:
-    """The shared client for the API the environment points at."""
-    settings = load_api_settings()
-    return _client_for(settings.base_url, settings.token)
+    """The shared client for the API the environment points at, sending the signed-in person's token."""
+    return _client_for(load_api_settings().base_url, current_token())
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
@@ -36,8 +36,8 @@ def fetch(method: str, *args: Any, **kwargs: Any) -> Any:
     """Call `ApiClient.<method>` through the cache; raises ApiError."""
     if not callable(getattr(ApiClient, method, None)):
         raise AttributeError(f"ApiClient has no method {method!r}")
-    settings = load_api_settings()
-    return _cached_call(settings.base_url, settings.token, method, args, tuple(sorted(kwargs.items())))
+    # The token is part of the key: one person's answers (a technician's own orders) never reach another.
+    return _cached_call(load_api_settings().base_url, current_token(), method, args, tuple(sorted(kwargs.items())))
 
 
 def change(method: str, *args: Any, **kwargs: Any) -> Any:

@@ -9,6 +9,7 @@ import streamlit as st
 
 from dashboard.client import ApiError
 from dashboard.data import change, fetch, fetch_or_stop, show_api_error, stop_with
+from dashboard.session import can
 from dashboard.ui import linked_id, parse_ts, plain, reason_of, remember_choice, show_explanation, time_ago
 
 STATUSES = ["open", "acknowledged", "cleared"]
@@ -145,7 +146,7 @@ with st.container(horizontal=True, vertical_alignment="center"):
     if detection.get("owner_id") is not None:
         st.page_link("views/customers.py", label=f"Owner: customer {detection['owner_id']}", icon=":material/person:",
                      query_params={"customer": str(detection["owner_id"])})
-    if detection.get("status") == "open" and st.button(
+    if detection.get("status") == "open" and can("acknowledge_detections") and st.button(
         "Acknowledge", type="primary", icon=":material/done:", key=f"acknowledge_{chosen}",
         help="Say you have seen it. It stays listed as acknowledged until the rule stops holding, then clears.",
     ):

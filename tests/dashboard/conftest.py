@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
-from dashboard_fake_api import TOKEN, FakeApi, running_fake_api
+from dashboard_fake_api import FakeApi, running_fake_api
 
 
 @pytest.fixture
@@ -17,8 +17,8 @@ def fake_api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeAp
         # No .env of the developer's may leak into the test.
         monkeypatch.chdir(tmp_path)
         monkeypatch.setenv("CARELOOP_API_URL", api.url)
-        monkeypatch.setenv("CARELOOP_API_TOKEN", TOKEN)
-        monkeypatch.delenv("CARELOOP_ADMIN_TOKEN", raising=False)
+        for variable in ("CARELOOP_API_TOKEN", "CARELOOP_ADMIN_TOKEN", "CARELOOP_DASHBOARD_DEV_TOKEN"):
+            monkeypatch.delenv(variable, raising=False)
         st.cache_data.clear()
         st.cache_resource.clear()
         yield api

@@ -265,6 +265,8 @@ class FakeApi:
     status_override: int | None = None
     # The role the token stands for; the API lets only some roles acknowledge.
     role: str = "dispatcher"
+    # False: answer /whoami 404, as an API from before it existed does.
+    whoami: bool = True
     # Each test gets its own copy, as acknowledging changes them.
     detections: list[dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(DETECTIONS))
     orders: list[dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(ORDERS))
@@ -296,6 +298,13 @@ class FakeApi:
         if authorization != f"Bearer {TOKEN}":
             return 401, {"detail": "invalid or missing token"}
         parts = path.strip("/").split("/")
+        if path == "/whoami" and self.whoami:
+            return 200, {"role": self.role, "name": "Zhang Wei", "technician_id": None}
+        allowed = {"/webhooks": ("admin",), "/offer-templates": ("admin", "dispatcher", "marketer")}
+        if path in allowed:
+            if self.role not in allowed[path]:
+                return 403, {"detail": f"role {self.role!r} may not do this"}
+            return 200, {"items": [], "total": 0}
         if method == "POST":
             if path in self.refuse:
                 return 409, {"detail": self.refuse[path]}

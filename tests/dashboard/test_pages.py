@@ -10,16 +10,27 @@ import pytest
 from dashboard_fake_api import TOKEN, FakeApi, proposals_for
 from streamlit.testing.v1 import AppTest
 
+from dashboard.session import USER_KEY
+
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 PAGES = ["views/fleet.py", "views/device.py", "views/customers.py", "views/quarantine.py", "views/detections.py",
          "views/dispatch.py"]
+NAMES = {"admin": "admin", "dispatcher": "Zhang Wei", "marketer": "Max Marketer", "technician": "Liu Yang"}
 DETECTIONS = "views/detections.py"
 DISPATCH = "views/dispatch.py"
 
 
-def open_page(page: str, **query_params: str) -> AppTest:
-    """Run the app from its entry file, then show `page` (a path relative to app.py)."""
+def signed_in(role: str = "admin", token: str = TOKEN) -> AppTest:
+    """The app with a person of `role` signed in (as the sign-in form leaves them), not yet run."""
     at = AppTest.from_file(APP, default_timeout=30)
+    at.session_state[USER_KEY] = {"token": token, "role": role, "name": NAMES[role], "technician_id": None,
+                                  "told_by_api": True}
+    return at
+
+
+def open_page(page: str, *, role: str = "admin", token: str = TOKEN, **query_params: str) -> AppTest:
+    """Run the app from its entry file, signed in as `role`, then show `page` (a path relative to app.py)."""
+    at = signed_in(role, token)
     at.run()
     at.query_params.update(query_params)
     at.switch_page(page).run()
@@ -256,15 +267,25 @@ def test_acknowledged_detection_leaves_the_default_open_list(fake_api: FakeApi) 
     assert metric_values(at)["Open"] == "0"
 
 
-def test_acknowledge_refused_for_the_role_shows_the_api_error(fake_api: FakeApi) -> None:
+def test_a_marketer_is_offered_no_acknowledge_button(fake_api: FakeApi) -> None:
     fake_api.role = "marketer"
-    at = open_page(DETECTIONS)
+    at = open_page(DETECTIONS, role="marketer")
+
+    assert at.dataframe[0].value.set_index("id").loc[3, "status"] == "open"
+    assert not at.main.button
+    assert not fake_api.asked("/detections/3/acknowledge", method="POST")
+
+
+def test_acknowledge_refused_by_the_api_shows_its_reason(fake_api: FakeApi) -> None:
+    # The dashboard thinks the role may; the API, which decides, says no (a role changed since sign-in).
+    fake_api.role = "marketer"
+    at = open_page(DETECTIONS, role="dispatcher")
     at.button(key="acknowledge_3").click().run()
 
     assert not at.exception
     message = at.error[0].value
     assert f"{fake_api.url}/detections/3/acknowledge answered 403 Forbidden" in message
-    assert "the token's role may not do this" in message and "role 'marketer' may not do this" in message
+    assert "your role may not do this" in message and "role 'marketer' may not do this" in message
     assert not at.success
     assert fake_api.detection("3")["status"] == "open"
 
@@ -280,36 +301,75 @@ def test_detections_page_shows_a_server_error_instead_of_a_traceback(fake_api: F
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_refused_token_shows_an_error_naming_url_and_status(
-    fake_api: FakeApi, monkeypatch: pytest.MonkeyPatch, page: str
-) -> None:
-    monkeypatch.setenv("CARELOOP_API_TOKEN", "wrong-token")
-    at = open_page(page)
+def test_a_token_the_api_no_longer_accepts_shows_an_error_naming_url_and_status(fake_api: FakeApi, page: str) -> None:
+    at = open_page(page, token="revoked-token")
 
     assert len(at.error) == 1
     message = at.error[0].value
     assert f"{fake_api.url}/" in message
     assert "401 Unauthorized" in message
-    assert "the token was refused" in message and "CARELOOP_API_TOKEN" in message
+    assert "the API does not accept your token" in message and "sign out and in again" in message
 
 
-def test_missing_token_says_none_is_configured(fake_api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CARELOOP_API_TOKEN")
-    at = open_page("views/quarantine.py")
+def test_signed_out_the_sign_in_form_is_all_there_is(fake_api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tokens in the environment sign nobody in: whoever opens the page sees the sign-in form.
+    monkeypatch.setenv("CARELOOP_API_TOKEN", TOKEN)
+    monkeypatch.setenv("CARELOOP_ADMIN_TOKEN", TOKEN)
+    at = AppTest.from_file(APP, default_timeout=30).run()
 
-    assert "no token is configured" in at.error[0].value
-    assert fake_api.requests[-1][2] is None
+    assert at.title[0].value == "Sign in to CareLoop"
+    assert at.text_input(key="sign_in_token").proto.type == at.text_input(key="sign_in_token").proto.PASSWORD
+    assert not [b for b in at.button if b.key == "dev_sign_in"]
+    assert not at.sidebar.button
+    # Nothing but the health check may have been asked; nothing was asked with a token.
+    assert all(authorization is None for _path, _query, authorization, _method in fake_api.requests)
 
 
-def test_admin_token_is_used_when_no_api_token_is_set(
+def test_signing_in_with_a_token_shows_who_and_the_role(fake_api: FakeApi) -> None:
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    at.text_input(key="sign_in_token").input(f"  {TOKEN} ")
+    at.button[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+
+    assert at.title[0].value == "Fleet health"
+    assert "**Zhang Wei**" in [m.value for m in at.sidebar.markdown]
+    assert fake_api.asked("/whoami")
+    assert fake_api.requests[-1][2] == f"Bearer {TOKEN}"
+
+    at.button(key="sign_out").click().run()
+    assert at.title[0].value == "Sign in to CareLoop"
+
+
+def test_a_token_the_api_does_not_know_is_refused_at_sign_in(fake_api: FakeApi) -> None:
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    at.text_input(key="sign_in_token").input("cl_disp_typo")
+    at.button[0].click().run()
+
+    assert at.error[0].value.startswith("The API does not know this token")
+    assert at.title[0].value == "Sign in to CareLoop"
+
+
+def test_the_developer_token_is_a_labelled_button_not_a_default(
     fake_api: FakeApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("CARELOOP_API_TOKEN")
-    monkeypatch.setenv("CARELOOP_ADMIN_TOKEN", TOKEN)
-    at = open_page("views/quarantine.py")
+    monkeypatch.setenv("CARELOOP_DASHBOARD_DEV_TOKEN", TOKEN)
+    at = AppTest.from_file(APP, default_timeout=30).run()
 
-    assert not at.error
-    assert fake_api.requests[-1][2] == f"Bearer {TOKEN}"
+    assert at.title[0].value == "Sign in to CareLoop"
+    assert "CARELOOP_DASHBOARD_DEV_TOKEN" in text_of(at)
+    at.button(key="dev_sign_in").click().run()
+    assert at.title[0].value == "Fleet health"
+
+
+def test_without_whoami_the_role_is_found_by_what_the_token_may_read(fake_api: FakeApi) -> None:
+    fake_api.whoami = False
+    fake_api.role = "dispatcher"
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    at.text_input(key="sign_in_token").input(TOKEN)
+    at.button[0].click().run()
+
+    assert at.session_state[USER_KEY]["role"] == "dispatcher"
+    assert not at.session_state[USER_KEY]["told_by_api"]
 
 
 def test_unreachable_api_shows_an_error_naming_the_url(

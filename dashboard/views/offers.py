@@ -1,0 +1,5 @@
+"""offers."""
+
+import streamlit as st
+
+st.title("offers")

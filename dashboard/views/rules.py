@@ -1,0 +1,5 @@
+"""rules."""
+
+import streamlit as st
+
+st.title("rules")
