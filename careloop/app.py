@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import logging
@@ -10,24 +11,28 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 import psycopg2
 import yaml
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, QueryParams
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from careloop import __version__
+from careloop import __version__, auth
 from careloop.db import Database
-from careloop.errors import DomainError
+from careloop.deps import ApiLimits, Authorized, Caller, Conn, ExpensiveWork, RowId
+from careloop.durations import Duration, DurationField
+from careloop.errors import EVERY_ROUTE, DomainError, answers
 from careloop.fleet import router as fleet_router
 from careloop.heartbeat import process_health, utc_now
 from careloop.mqtt import make_connection
+from careloop.pages import Page, whole
 from customers.api import router as customers_router
 from devices.api import router as devices_router
 from ingest.api import router as ingest_router
@@ -384,7 +389,93 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def create_app(database: Database, *, admin_token: str | None, mqtt_url: str | None) -> FastAPI:
+# --- who am I, and the tokens ------------------------------------------------------------------------------------
+
+access_router = APIRouter(tags=["access"], responses=EVERY_ROUTE)
+
+
+class WhoAmI(BaseModel):
+    """What the presented token grants: its role, the person or system it names, for a technician which one,
+    and when it expires (null for the bootstrap admin token)."""
+
+    role: str
+    name: str
+    technician_id: int | None
+    expires_at: dt.datetime | None
+
+
+class TokenRead(BaseModel):
+    """A token as listed: never the token itself, only its first characters (`prefix`)."""
+
+    id: int
+    prefix: str | None
+    role: str
+    name: str
+    technician_id: int | None
+    created_at: dt.datetime
+    created_by: str | None
+    expires_at: dt.datetime
+    revoked_at: dt.datetime | None
+    revoked_by: str | None
+
+
+class TokenCreate(BaseModel):
+    role: Literal["admin", "dispatcher", "marketer", "technician"]
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$")
+    technician_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
+    expires_in: DurationField = Duration(int(auth.DEFAULT_TOKEN_LIFETIME.total_seconds()))
+
+
+class TokenCreated(TokenRead):
+    """A new token: `token` is shown this once."""
+
+    token: str
+
+
+@access_router.get("/whoami")
+def whoami(caller: Caller) -> WhoAmI:
+    """Who the token speaks for: role, name, technician, expiry."""
+    return WhoAmI(role=caller.role, name=caller.name, technician_id=caller.technician_id,
+                  expires_at=caller.expires_at)
+
+
+@access_router.get("/tokens", responses=answers(403))
+def list_tokens(conn: Conn, revoked: bool = True) -> Page[TokenRead]:
+    """Every token issued, newest first, with its role, name, expiry and revocation; never the token itself.
+    `revoked=false` leaves revoked ones out."""
+    return whole([TokenRead(**vars(info)) for info in auth.list_tokens(conn, include_revoked=revoked)])
+
+
+@access_router.post("/tokens", status_code=201, responses=answers(403, 422))
+def create_token(request: TokenCreate, conn: Conn, caller: Caller) -> TokenCreated:
+    """Issue a token (shown once, in `token`); it expires after `expires_in` (default 90d, at most 3650d)."""
+    try:
+        token = auth.create_token(conn, role=request.role, name=request.name, technician_id=request.technician_id,
+                                  expires_in=dt.timedelta(seconds=request.expires_in.seconds),
+                                  created_by=caller.name)
+    except ValueError as error:
+        field = "technician_id" if "technician" in str(error) else "expires_in"
+        raise HTTPException(422, f"{field}: {error}") from None
+    info = next(info for info in auth.list_tokens(conn) if info.prefix == token[: auth.PREFIX_LENGTH])
+    return TokenCreated(**vars(info), token=token)
+
+
+@access_router.delete("/tokens/{token_id}", responses=answers(403, 404))
+def revoke_token(token_id: RowId, conn: Conn, caller: Caller) -> TokenRead:
+    """Revoke a token at once: its next request is a 401 saying it was revoked. Revoking twice changes nothing."""
+    try:
+        return TokenRead(**vars(auth.revoke_token(conn, token_id, by=caller.name)))
+    except LookupError:
+        raise HTTPException(404, f"no token {token_id}") from None
+
+
+def create_app(
+    database: Database,
+    *,
+    admin_token: str | None,
+    mqtt_url: str | None,
+    limits: ApiLimits | None = None,
+) -> FastAPI:
     app = FastAPI(
         title="CareLoop API",
         version=__version__,
@@ -394,6 +485,12 @@ def create_app(database: Database, *, admin_token: str | None, mqtt_url: str | N
     app.state.database = database
     app.state.admin_token = admin_token
     app.state.broker = BrokerProbe(mqtt_url)
+    app.state.limits = limits or ApiLimits()
+    app.state.backtests = ExpensiveWork(
+        database.dsn if database is not None else "",
+        per_role=app.state.limits.backtests_per_role,
+        timeout_s=app.state.limits.backtest_timeout_s,
+    )
 
     @app.exception_handler(DomainError)
     async def domain_error(_request: Request, error: DomainError) -> JSONResponse:
@@ -444,9 +541,10 @@ def create_app(database: Database, *, admin_token: str | None, mqtt_url: str | N
 
     app.add_exception_handler(RuleError, rule_error_response)
 
-    for router in (fleet_router, devices_router, customers_router, ingest_router, rules_router, service_orders_router,
-                   offers_router):
-        app.include_router(router)
+    # Every router's routes pass the permission table (careloop.auth.PERMISSIONS): one place says who may do what.
+    for router in (access_router, fleet_router, devices_router, customers_router, ingest_router, rules_router,
+                   service_orders_router, offers_router):
+        app.include_router(router, dependencies=[Authorized])
     app.add_middleware(InputGuard, api=app)
     return app
 

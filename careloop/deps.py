@@ -4,19 +4,28 @@ need, so an out-of-range value is a 422 naming the parameter."""
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import datetime as dt
-from collections.abc import Iterator
-from typing import Annotated
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Annotated, TypeVar
 
+import anyio
+import psycopg2
 from fastapi import Depends, HTTPException, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator
 
 from careloop.auth import Caller as CallerIdentity
-from careloop.auth import caller_of_token
-from careloop.db import BIGINT_MAX, BIGINT_MIN, Connection
+from careloop.auth import TokenRefused, access_to, caller_of_token, refusal, technician_may_see
+from careloop.db import BIGINT_MAX, BIGINT_MIN, Connection, Database, SessionLimits
 
 bearer = HTTPBearer(auto_error=False)
+T = TypeVar("T")
 
 
 def get_conn(request: Request) -> Iterator[Connection]:
@@ -30,22 +39,209 @@ def get_conn(request: Request) -> Iterator[Connection]:
 Conn = Annotated[Connection, Depends(get_conn, scope="function")]
 
 
+# --- limits -----------------------------------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """At most `events` per `per_s` seconds for each key (a client address, a token), counted over a sliding
+    window; what a key did longer ago is forgotten. Bounded in memory: past `max_keys` the quietest keys go."""
+
+    def __init__(self, events: int, per_s: float, *, max_keys: int = 10_000) -> None:
+        self.events = events
+        self.per_s = per_s
+        self.max_keys = max_keys
+        self._seen: dict[str, collections.deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: str, now: float) -> collections.deque[float]:
+        times = self._seen.setdefault(key, collections.deque())
+        while times and times[0] <= now - self.per_s:
+            times.popleft()
+        return times
+
+    def retry_after(self, key: str) -> int | None:
+        """Seconds until `key` may act again, or None when it may now (nothing is counted)."""
+        now = time.monotonic()
+        with self._lock:
+            times = self._recent(key, now)
+            if len(times) < self.events:
+                return None
+            return max(1, math.ceil(times[0] + self.per_s - now))
+
+    def hit(self, key: str) -> int | None:
+        """Count one event for `key`; answers retry_after when it went over the limit, else None."""
+        now = time.monotonic()
+        with self._lock:
+            if len(self._seen) >= self.max_keys and key not in self._seen:
+                quietest = min(self._seen, key=lambda other: self._seen[other][-1] if self._seen[other] else 0)
+                del self._seen[quietest]
+            times = self._recent(key, now)
+            if len(times) >= self.events:
+                return max(1, math.ceil(times[0] + self.per_s - now))
+            times.append(now)
+            return None
+
+
+def too_many(what: str, retry_after: int) -> HTTPException:
+    return HTTPException(
+        429, f"too many {what}; try again in {retry_after}s", headers={"Retry-After": str(retry_after)}
+    )
+
+
+class ExpensiveWork:
+    """Work too heavy for the request path (backtests): at most `per_role` at once for each role, refused with a
+    429 beyond that; run on threads and database connections of its own, each transaction under a statement
+    timeout, so however many arrive, /health and every other request keep their threads and connections."""
+
+    def __init__(self, dsn: str, *, per_role: int = 2, timeout_s: float = 30, what: str = "backtests") -> None:
+        self.per_role = per_role
+        self.timeout_s = timeout_s
+        self.what = what
+        self._running: dict[str, int] = collections.defaultdict(int)
+        self._lock = threading.Lock()
+        self._threads = anyio.CapacityLimiter(per_role * 2)
+        self._dsn = dsn
+        self._database: Database | None = None
+
+    @property
+    def database(self) -> Database:
+        with self._lock:
+            if self._database is None:
+                limits = SessionLimits(statement_timeout_s=self.timeout_s)
+                self._database = Database(self._dsn, max_connections=self.per_role * 2, limits=limits)
+            return self._database
+
+    @contextlib.contextmanager
+    def slot(self, role: str) -> Iterator[None]:
+        """A place for one more of the role's runs, or a 429 when it has `per_role` running."""
+        with self._lock:
+            if self._running[role] >= self.per_role:
+                raise HTTPException(
+                    429,
+                    f"{self.per_role} {self.what} of role {role!r} are running, the most at once; try again when "
+                    "one has finished",
+                    headers={"Retry-After": "5"},
+                )
+            self._running[role] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running[role] -= 1
+
+    async def run(self, role: str, work: Callable[[Connection], T]) -> T:
+        """`work` in one transaction of its own pool, on a thread of its own, within the role's share."""
+        with self.slot(role):
+            return await anyio.to_thread.run_sync(self._in_transaction, work, limiter=self._threads)
+
+    def _in_transaction(self, work: Callable[[Connection], T]) -> T:
+        try:
+            with self.database.transaction() as conn:
+                return work(conn)
+        except psycopg2.errors.QueryCanceled:
+            raise HTTPException(
+                422, f"ran past the time limit of {self.timeout_s:g}s for {self.what}; take a shorter range or a "
+                "longer step",
+            ) from None
+
+    def close(self) -> None:
+        if self._database is not None:
+            self._database.close()
+
+
+@dataclass
+class ApiLimits:
+    """What the API bounds per client: authentication failures per address, coupon redemptions per token and
+    address, and expensive work (backtests) per role. One per app, in `app.state.limits`."""
+
+    auth_failures_per_minute: int = 20
+    redemptions_per_minute: int = 30
+    backtests_per_role: int = 2
+    backtest_timeout_s: float = 30
+    auth_failures: RateLimiter = field(init=False)
+    rates: dict[str, RateLimiter] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.auth_failures = RateLimiter(self.auth_failures_per_minute, 60)
+        # the named limits the permission table puts on operations (careloop.auth.Access.rate)
+        self.rates = {"redeem": RateLimiter(self.redemptions_per_minute, 60)}
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+# --- who is calling, and may they -------------------------------------------------------------------------------
+
+
 def get_caller(
-    request: Request, conn: Conn, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> CallerIdentity:
+    """The caller a bearer token speaks for. Looked up in a short transaction of its own, so a request refused
+    here (or one that then waits on other work) holds no connection. An address that sent too many refused
+    tokens is refused for a while (429), whatever it sends."""
     if credentials is None:
         raise HTTPException(
             401,
             "missing bearer token: send 'Authorization: Bearer <token>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    caller = caller_of_token(conn, credentials.credentials, admin_token=request.app.state.admin_token)
+    failures: RateLimiter = request.app.state.limits.auth_failures
+    address = client_address(request)
+    retry_after = failures.retry_after(address)
+    if retry_after is not None:
+        raise too_many("refused tokens from this address", retry_after)
+    try:
+        with request.app.state.database.transaction() as conn:
+            caller = caller_of_token(conn, credentials.credentials, admin_token=request.app.state.admin_token)
+    except TokenRefused as refused:
+        failures.hit(address)
+        raise HTTPException(401, str(refused), headers={"WWW-Authenticate": "Bearer"}) from None
     if caller is None:
-        raise HTTPException(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
+        failures.hit(address)
+        raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
     return caller
 
 
 Caller = Annotated[CallerIdentity, Depends(get_caller)]
+
+# The path parameter that names the object a technician's scope checks.
+SCOPE_PARAMETERS = {"device": "device_id", "detection": "detection_id", "customer": "customer_id",
+                    "technician": "technician_id"}
+
+
+def authorize(request: Request, caller: Caller) -> CallerIdentity:
+    """The permission table (careloop.auth.PERMISSIONS), enforced for every route the app includes: the role
+    may do this (else 403 naming the roles that may), a technician's path names an object of theirs (else 404,
+    as for an id that does not exist), and the operation's rate limit holds (else 429)."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", request.url.path)
+    access = access_to(request.method, path)
+    if access is None:
+        # Fail closed: an operation nobody wrote into the table is nobody's.
+        raise HTTPException(403, f"{request.method} {path} is not in the permission table; nobody may call it")
+    if not access.admits(caller.role):
+        raise HTTPException(403, refusal(caller.role, access))
+    if caller.role == "technician" and access.technician is not None:
+        parameter = SCOPE_PARAMETERS.get(access.technician)
+        value = request.path_params.get(parameter) if parameter else None
+        if parameter is None:
+            allowed = caller.technician_id is not None or request.method == "GET"
+        else:
+            with request.app.state.database.transaction() as conn:
+                allowed = technician_may_see(conn, caller, access.technician, str(value))
+        if not allowed:
+            thing = access.technician if parameter else "such thing"
+            raise HTTPException(404, f"no {thing} {value}" if parameter else f"no {thing} for this token")
+    if access.rate is not None:
+        key = f"{caller.token_id or caller.name}@{client_address(request)}"
+        retry_after = request.app.state.limits.rates[access.rate].hit(key)
+        if retry_after is not None:
+            raise too_many(f"{access.rate} requests", retry_after)
+    return caller
+
+
+Authorized = Depends(authorize)
 
 
 def get_role(caller: Caller) -> str:
@@ -56,7 +252,8 @@ Role = Annotated[str, Depends(get_role)]
 
 
 def require(*roles: str):
-    """A dependency that admits the given roles (admin always)."""
+    """A dependency that admits the given roles (admin always). The permission table (careloop.auth) is what
+    decides; this only repeats it on routes that say so themselves."""
 
     def check(role: Role) -> str:
         if role != "admin" and role not in roles:
@@ -66,6 +263,13 @@ def require(*roles: str):
         return role
 
     return Depends(check)
+
+
+def get_backtests(request: Request) -> ExpensiveWork:
+    return request.app.state.backtests
+
+
+Backtests = Annotated[ExpensiveWork, Depends(get_backtests)]
 
 
 # Wide enough for any appliance's history and any plan, and far enough from Python's years 1 and 9999 that the

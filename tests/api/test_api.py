@@ -57,7 +57,8 @@ def test_roles_limit_writes(client, database) -> None:
     assert client.get("/models", headers=technician).status_code == 200
     refused = client.post("/customers", json=CUSTOMER, headers=technician)
     assert refused.status_code == 403 and "technician" in refused.json()["detail"]
-    assert client.post("/customers", json=CUSTOMER, headers=token_for(database, "marketer")).status_code == 201
+    assert client.post("/customers", json=CUSTOMER, headers=token_for(database, "marketer")).status_code == 403
+    assert client.post("/customers", json=CUSTOMER, headers=token_for(database, "dispatcher")).status_code == 201
 
 
 def test_models_list_every_kind_with_metrics(client, admin) -> None:
