@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
 
-from careloop.deps import Conn, Moment, Offset, require
+from careloop.deps import Conn, Moment, Offset, RowId, require
 from careloop.errors import EVERY_ROUTE, ErrorMessage, answers
 from careloop.pages import Page
 from offers import service
@@ -21,11 +21,13 @@ from offers.models import (
     OffersReport,
     OfferStatus,
     OutboxRead,
+    OutboxStatus,
     Redemption,
     TemplateCreate,
     TemplateRead,
     WebhookCreate,
     WebhookCreated,
+    WebhookDeleted,
     WebhookRead,
 )
 
@@ -117,22 +119,33 @@ def offers_report(
 def create_webhook(webhook: WebhookCreate, conn: Conn) -> WebhookCreated:
     """Register an endpoint for offer events (offer.issued, offer.redeemed, offer.expired) or as the text-message
     gateway (offer.sms). Each body is signed: X-CareLoop-Signature `t=<unix time>,v1=<hex HMAC-SHA256 of
-    "<t>.<body>">` with the secret answered here once; Idempotency-Key is the same on every retry."""
+    "<t>.<body>">` with the secret answered here once; Idempotency-Key is the same on every retry. A URL whose
+    host is (or resolves to) a loopback, link-local or private address is a 422, unless the API runs with
+    CARELOOP_WEBHOOK_PRIVATE_NETWORKS=true (a receiver on premise)."""
     return service.create_webhook(conn, webhook)
 
 
 @router.get("/webhooks", dependencies=[require()], responses=answers(403))
 def list_webhooks(conn: Conn, limit: Limit = 100, offset: Offset = 0) -> Page[WebhookRead]:
+    """Endpoints not deleted; their URLs without credentials (shown as ***), never their secrets."""
     return service.list_webhooks(conn, limit=limit, offset=offset)
+
+
+@router.delete("/webhooks/{endpoint_id}", dependencies=[require()], responses=answers(403, 404))
+def delete_webhook(endpoint_id: RowId, conn: Conn) -> WebhookDeleted:
+    """Delete an endpoint: messages to it not yet sent are cancelled, each with the reason (GET /outbox shows
+    them). Deleting it again answers the same."""
+    return service.delete_webhook(conn, endpoint_id, now=now())
 
 
 @router.get("/outbox", dependencies=[MARKETING], responses=answers(403))
 def list_outbox(
     conn: Conn,
-    status: Literal["pending", "sent", "dead"] | None = None,
+    status: OutboxStatus | None = None,
     offer_id: CustomerId = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[OutboxRead]:
-    """Messages waiting, sent or given up on, with their attempts and last error: why a customer got nothing."""
+    """Messages waiting, sent, given up on or cancelled, with their attempts, last error and why cancelled: why a
+    customer got nothing. Addresses and URLs are masked."""
     return service.list_outbox(conn, status=status, offer_id=offer_id, limit=limit, offset=offset)

@@ -19,8 +19,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import ipaddress
 import logging
 import smtplib
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parseaddr
@@ -46,7 +48,9 @@ CUSTOMER_EVENTS = ("offer.email", "offer.sms")  # the offer's own message: sendi
 
 class OfferDeliverySettings(BaseSettings):
     """Where offers go out: CARELOOP_SMTP_URL (smtp://user:pass@host:port, or smtps:// for TLS from the start),
-    CARELOOP_MAIL_FROM, CARELOOP_WEBHOOK_TIMEOUT_S."""
+    CARELOOP_MAIL_FROM, CARELOOP_WEBHOOK_TIMEOUT_S; CARELOOP_WEBHOOK_PRIVATE_NETWORKS=true lets webhooks go to
+    receivers on loopback, link-local and private addresses (on premise); CARELOOP_PUBLIC_URL is where customers
+    reach the API (their unsubscribe links)."""
 
     model_config = SettingsConfigDict(env_prefix="CARELOOP_", env_file=".env", extra="ignore")
 
@@ -54,11 +58,40 @@ class OfferDeliverySettings(BaseSettings):
     mail_from: str = "CareLoop <offers@careloop.example>"
     webhook_timeout_s: float = 10
     smtp_timeout_s: float = 10
+    webhook_private_networks: bool = False
+    public_url: str = "http://127.0.0.1:8000"
 
 
 @functools.cache
 def delivery_settings() -> OfferDeliverySettings:
     return OfferDeliverySettings()
+
+
+def private_address(url: str) -> str | None:
+    """Why a webhook must not be called at `url` from here, or None: its host resolves (now) to an address that is
+    not on the public internet (loopback, link-local such as a cloud's metadata service, private, reserved), where
+    a webhook would let whoever registers it reach our own network. Resolved, so a public name for a private
+    address is refused too; delivery asks again before each send, against a name that changed meanwhile."""
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host:
+        return "it names no host"
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, ValueError, UnicodeError) as error:
+        return f"its host {host} does not resolve ({error})"
+    for *_rest, address in found:
+        ip = ipaddress.ip_address(str(address[0]).split("%")[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if ip.is_global and not ip.is_multicast:
+            continue
+        kind = ("a loopback" if ip.is_loopback else "a link-local" if ip.is_link_local
+                else "a private" if ip.is_private else "a multicast" if ip.is_multicast else "a non-public")
+        return f"its host {host} is {ip}, {kind} address" if host.strip("[]") == str(ip) else \
+            f"its host {host} resolves to {ip}, {kind} address"
+    return None
 
 
 class ChannelDown(Exception):
@@ -129,6 +162,12 @@ class Transports:
                 self._smtp = None
 
     def _post_webhook(self, message: Row) -> None:
+        if not (message.get("private_network") or delivery_settings().webhook_private_networks):
+            refused = private_address(message["destination"])
+            if refused is not None and "does not resolve" in refused:
+                raise ChannelDown(f"webhook: {refused}")
+            if refused is not None:
+                raise MessageRefused(f"not sent: {refused}, and webhooks go to public receivers only")
         body: str = message["body"]
         timestamp = int(message["created_at"].timestamp())  # part of the message: a retry signs the same bytes
         headers = {

@@ -17,6 +17,7 @@ import zoneinfo
 from decimal import Decimal
 from email.message import EmailMessage
 from email.utils import format_datetime
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 PLACEHOLDERS = frozenset({"name", "appliance", "age", "value", "expires", "code", "reason", "reason_lower"})
 CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford's base 32: no I, L, O, U to misread
@@ -124,3 +125,35 @@ def verify_signature(secret: str, header: str, body: str) -> bool:
     except (KeyError, ValueError):
         return False
     return hmac.compare_digest(expected, header)
+
+
+MASK = "***"
+
+
+def masked_url(url: str) -> str:
+    """A URL as lists show it: no password, no query value, no path segment that looks like a key (long, or with
+    digits and letters mixed), since receivers often take their credentials there (`/services/T0/B0/<key>`)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        netloc = host + (f":{parts.port}" if parts.port else "")
+    except ValueError:  # a port that is no number: nothing of it is worth showing
+        netloc = host
+    if parts.username or parts.password:
+        netloc = f"{MASK}@{netloc}"
+    path = "/".join(MASK if _looks_like_a_key(segment) else segment for segment in parts.path.split("/"))
+    query = "&".join(f"{name}={MASK}" for name, _value in parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit((parts.scheme, netloc, path, query, ""))
+
+
+def _looks_like_a_key(segment: str) -> bool:
+    return len(segment) >= 24 or (len(segment) >= 8 and any(c.isdigit() for c in segment)
+                                   and any(c.isalpha() for c in segment))
+
+
+def masked_address(address: str) -> str:
+    """An e-mail address as lists show it: `w***@example.com`."""
+    local, at, domain = address.partition("@")
+    return f"{local[:1]}{MASK}{at}{domain}" if at else MASK

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from customers.membership import TIER_NAMES
-from offers.messages import check_placeholders
+from offers.messages import check_placeholders, masked_address, masked_url
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 Category = Literal["service", "sales", "care"]
@@ -124,38 +124,64 @@ class WebhookCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    url: AnyHttpUrl
+    url: AnyHttpUrl = Field(description="a public receiver: one on a loopback, link-local or private address is "
+                            "refused unless CARELOOP_WEBHOOK_PRIVATE_NETWORKS=true (on premise)")
     events: list[WebhookEvent] = Field(min_length=1)
 
 
 class WebhookRead(BaseModel):
     id: int
     name: str
-    url: str
+    url: str = Field(description="without its credentials: password, query values and key-like path segments "
+                     "are shown as ***")
     events: list[str]
     active: bool
+    private_network: bool = Field(description="registered where private receivers are allowed (on premise)")
     created_at: dt.datetime
+
+    @field_validator("url")
+    @classmethod
+    def _masked(cls, url: str) -> str:
+        return masked_url(url)
+
+
+class WebhookDeleted(BaseModel):
+    id: int
+    deleted_at: dt.datetime
+    cancelled_messages: int = Field(description="messages to it not yet sent, now cancelled with the reason")
 
 
 class WebhookCreated(WebhookRead):
     secret: str = Field(description="signs every body (HMAC-SHA256, X-CareLoop-Signature); shown only now")
 
 
+OutboxStatus = Literal["pending", "sent", "dead", "cancelled"]
+
+
 class OutboxRead(BaseModel):
     id: int
     offer_id: int | None
     transport: Literal["smtp", "webhook"]
-    destination: str
+    destination: str = Field(description="masked: the e-mail address's first letter and domain, or the webhook's "
+                             "URL without its credentials")
     event: str
     idempotency_key: str
     subject: str | None
-    status: Literal["pending", "sent", "dead"]
+    status: OutboxStatus
     not_before: dt.datetime
     next_attempt_at: dt.datetime
     attempts: int
     last_error: str | None
     sent_at: dt.datetime | None
+    cancelled_at: dt.datetime | None = None
+    cancel_reason: str | None = Field(default=None, description="why it will never be sent")
     created_at: dt.datetime
+
+    @model_validator(mode="after")
+    def _masked(self) -> OutboxRead:
+        self.destination = (masked_url(self.destination) if self.transport == "webhook"
+                            else masked_address(self.destination))
+        return self
 
 
 class ReportRow(BaseModel):

@@ -117,18 +117,33 @@ WHERE id = %(offer_id)s AND status = 'issued'
 -- name: endpoints_for_event --
 -- Active webhook endpoints that asked for an event, oldest first.
 SELECT id, name, url, secret FROM webhook_endpoints
-WHERE active AND %(event)s = ANY(events) ORDER BY id
+WHERE active AND deleted_at IS NULL AND %(event)s = ANY(events) ORDER BY id
 
 -- name: insert_endpoint --
 -- Register a webhook endpoint; answers its id.
-INSERT INTO webhook_endpoints (name, url, secret, events) VALUES (%(name)s, %(url)s, %(secret)s, %(events)s)
+INSERT INTO webhook_endpoints (name, url, secret, events, private_network)
+VALUES (%(name)s, %(url)s, %(secret)s, %(events)s, %(private_network)s)
 RETURNING id
 
 -- name: list_endpoints --
--- Webhook endpoints (without their secrets); `total` counts them.
-SELECT id, name, url, events, active, created_at, count(*) OVER () AS total FROM webhook_endpoints
-WHERE (%(endpoint_id)s::bigint IS NULL OR id = %(endpoint_id)s)
+-- Webhook endpoints not deleted (without their secrets); `total` counts them.
+SELECT id, name, url, events, active, private_network, created_at, count(*) OVER () AS total
+FROM webhook_endpoints
+WHERE deleted_at IS NULL AND (%(endpoint_id)s::bigint IS NULL OR id = %(endpoint_id)s)
 ORDER BY id LIMIT %(limit)s OFFSET %(offset)s
+
+-- name: delete_endpoint --
+-- Delete a webhook endpoint: it stays as a record of where messages went, inactive and without its secret.
+-- Answers its name and when it was deleted (also when it was deleted before); nothing when there is no such id.
+UPDATE webhook_endpoints SET active = false, secret = '', deleted_at = coalesce(deleted_at, %(at)s)
+WHERE id = %(endpoint_id)s
+RETURNING name, deleted_at
+
+-- name: cancel_endpoint_messages --
+-- The messages to an endpoint not yet sent: cancelled, saying why; answers each one's offer and event.
+UPDATE outbox SET status = 'cancelled', cancelled_at = %(at)s, cancel_reason = %(reason)s
+WHERE endpoint_id = %(endpoint_id)s AND status = 'pending'
+RETURNING offer_id, event
 
 -- name: insert_message --
 -- Put a rendered message in the outbox, once per idempotency key.
@@ -157,7 +172,9 @@ FROM ranked r
 WHERE o.id = r.id AND r.place <= %(per_channel)s
 RETURNING o.id, o.offer_id, o.transport, o.endpoint_id, o.destination, o.event, o.idempotency_key, o.subject,
           o.body, o.attempts, o.created_at,
-          (SELECT e.secret FROM webhook_endpoints e WHERE e.id = o.endpoint_id) AS secret
+          (SELECT e.secret FROM webhook_endpoints e WHERE e.id = o.endpoint_id) AS secret,
+          coalesce((SELECT e.private_network FROM webhook_endpoints e WHERE e.id = o.endpoint_id), false)
+              AS private_network
 
 -- name: mark_sent --
 -- A message sent.
@@ -182,7 +199,7 @@ WHERE offer_id = %(offer_id)s AND status = 'pending' AND event IN ('offer.email'
 -- name: list_outbox --
 -- The outbox, newest first, filtered; `total` counts all matches.
 SELECT id, offer_id, transport, destination, event, idempotency_key, subject, status, not_before, next_attempt_at,
-       attempts, last_error, sent_at, created_at, count(*) OVER () AS total
+       attempts, last_error, sent_at, cancelled_at, cancel_reason, created_at, count(*) OVER () AS total
 FROM outbox
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(offer_id)s::bigint IS NULL OR offer_id = %(offer_id)s)

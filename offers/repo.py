@@ -110,9 +110,20 @@ def endpoints_for_event(conn: Connection, *, event: str) -> list[Row]:
     return fetch_all(conn, QUERIES["endpoints_for_event"], {"event": event})
 
 
-def insert_endpoint(conn: Connection, *, name: str, url: str, secret: str, events: list[str]) -> int:
+def insert_endpoint(
+    conn: Connection, *, name: str, url: str, secret: str, events: list[str], private_network: bool
+) -> int:
     return int(fetch_value(conn, QUERIES["insert_endpoint"], {"name": name, "url": url, "secret": secret,
-                                                               "events": events}))
+                                                               "events": events, "private_network": private_network}))
+
+
+def delete_endpoint(conn: Connection, *, endpoint_id: int, at: dt.datetime) -> Row | None:
+    return fetch_one(conn, QUERIES["delete_endpoint"], {"endpoint_id": endpoint_id, "at": at})
+
+
+def cancel_endpoint_messages(conn: Connection, *, endpoint_id: int, reason: str, at: dt.datetime) -> list[Row]:
+    return fetch_all(conn, QUERIES["cancel_endpoint_messages"], {"endpoint_id": endpoint_id, "reason": reason,
+                                                                  "at": at})
 
 
 def list_endpoints(

@@ -26,7 +26,7 @@ from customers.models import CustomerRead
 from devices import service as devices_service
 from devices.models import DeviceRead
 from offers import repo
-from offers.delivery import delivery_settings
+from offers.delivery import delivery_settings, private_address
 from offers.messages import (
     age_words,
     coupon_code,
@@ -48,6 +48,7 @@ from offers.models import (
     TemplateRead,
     WebhookCreate,
     WebhookCreated,
+    WebhookDeleted,
     WebhookRead,
 )
 from offers.report import CONFIDENCE, METHOD, uplift
@@ -444,11 +445,39 @@ def expire_due(conn: Connection, *, now: dt.datetime, limit: int = 1000) -> dict
 # ---------------------------------------------------------------- webhooks and the outbox
 
 
-def create_webhook(conn: Connection, webhook: WebhookCreate) -> WebhookCreated:
+def create_webhook(
+    conn: Connection, webhook: WebhookCreate, *, allow_private_network: bool | None = None
+) -> WebhookCreated:
+    """Register an endpoint with a fresh secret (answered once). A receiver on a loopback, link-local or private
+    address is refused unless allowed: by `allow_private_network`, else CARELOOP_WEBHOOK_PRIVATE_NETWORKS."""
+    url = str(webhook.url)
+    private = (delivery_settings().webhook_private_networks if allow_private_network is None
+               else allow_private_network)
+    if not private:
+        refused = private_address(url)
+        if refused is not None:
+            raise InvalidInput("url", f"{refused}: webhooks go to public receivers only (for one on premise, set "
+                                      "CARELOOP_WEBHOOK_PRIVATE_NETWORKS=true where the API runs)")
     secret = secrets.token_urlsafe(32)
-    endpoint_id = repo.insert_endpoint(conn, name=webhook.name, url=str(webhook.url), secret=secret,
-                                       events=list(webhook.events))
+    endpoint_id = repo.insert_endpoint(conn, name=webhook.name, url=url, secret=secret,
+                                       events=list(webhook.events), private_network=private)
     return WebhookCreated(**get_webhook(conn, endpoint_id).model_dump(), secret=secret)
+
+
+def delete_webhook(conn: Connection, endpoint_id: int, *, now: dt.datetime) -> WebhookDeleted:
+    """Delete an endpoint: nothing more goes to it; the messages to it not yet sent are cancelled with the reason
+    (an offer whose text message it was to carry says it could not be delivered). Deleting it again answers the
+    same; an id never registered is a 404."""
+    deleted = repo.delete_endpoint(conn, endpoint_id=endpoint_id, at=now)
+    if deleted is None:
+        raise NotFound(f"no webhook endpoint {endpoint_id}")
+    reason = f"webhook endpoint {endpoint_id} ({deleted['name']}) was deleted before it was sent"
+    cancelled = repo.cancel_endpoint_messages(conn, endpoint_id=endpoint_id, reason=reason, at=now)
+    for message in cancelled:
+        if message["offer_id"] is not None and message["event"] == "offer.sms":
+            repo.undeliverable(conn, offer_id=message["offer_id"], status_reason=f"not delivered: {reason}")
+    log.info("webhook endpoint %d deleted; %d pending messages cancelled", endpoint_id, len(cancelled))
+    return WebhookDeleted(id=endpoint_id, deleted_at=deleted["deleted_at"], cancelled_messages=len(cancelled))
 
 
 def get_webhook(conn: Connection, endpoint_id: int) -> WebhookRead:

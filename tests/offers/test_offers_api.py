@@ -126,12 +126,38 @@ def test_only_the_hotline_records_consents_and_purchases_and_the_360_view_shows_
 
 
 def test_only_an_admin_registers_webhooks_and_the_secret_is_shown_once(client, database) -> None:
-    body = {"name": "sms gateway", "url": "http://127.0.0.1:9/sms", "events": ["offer.sms"]}
+    body = {"name": "sms gateway", "url": "http://93.184.216.34/sms", "events": ["offer.sms"]}
     assert client.post("/webhooks", json=body, headers=token(database, "marketer")).status_code == 403
     created = client.post("/webhooks", json=body, headers=ADMIN)
     assert created.status_code == 201 and len(created.json()["secret"]) > 30
     [listed] = client.get("/webhooks", headers=ADMIN).json()["items"]
-    assert "secret" not in listed and listed["events"] == ["offer.sms"]
+    assert "secret" not in listed and listed["events"] == ["offer.sms"] and listed["private_network"] is False
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:9/sms", "http://localhost:8080/hooks", "http://169.254.169.254/latest/meta-data/",
+    "http://10.1.2.3/hooks", "http://192.168.0.10/hooks", "http://[::1]/hooks", "http://[::ffff:127.0.0.1]/hooks",
+    "http://0.0.0.0/hooks",
+])
+def test_webhooks_to_loopback_link_local_or_private_addresses_are_refused_naming_the_url(client, url) -> None:
+    refused = client.post("/webhooks", json={"name": "inside", "url": url, "events": ["offer.issued"]},
+                          headers=ADMIN)
+    assert refused.status_code == 422
+    assert refused.json()["detail"].startswith("url: its host") and "public receivers only" in refused.json()["detail"]
+
+
+def test_a_private_receiver_is_allowed_where_the_setting_says_so(client, monkeypatch) -> None:
+    from offers.delivery import delivery_settings
+
+    monkeypatch.setenv("CARELOOP_WEBHOOK_PRIVATE_NETWORKS", "true")
+    delivery_settings.cache_clear()
+    try:
+        created = client.post("/webhooks", json={"name": "on premise", "url": "http://10.1.2.3/hooks",
+                                                 "events": ["offer.issued"]}, headers=ADMIN)
+    finally:
+        monkeypatch.undo()
+        delivery_settings.cache_clear()
+    assert created.status_code == 201 and created.json()["private_network"] is True
 
 
 def test_a_rule_offering_an_unknown_template_is_refused_naming_the_field(client, database) -> None:
