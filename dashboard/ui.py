@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import pandas as pd
 import streamlit as st
 
+from dashboard.session import current_user, pages_for
+
 
 def parse_ts(value: str | None) -> datetime | None:
     """An ISO 8601 timestamp from the API as an aware datetime, or None."""
@@ -161,3 +163,11 @@ def show_explanation(explanation: Any) -> None:
         st.caption(f"Evaluated at {explanation['at']}.")
     if isinstance(explanation.get("condition"), dict):
         show_condition(explanation["condition"])
+
+
+def link_to(view: str, *, label: str, icon: str | None = None, query_params: dict[str, str] | None = None) -> None:
+    """A link to the page views/<view>.py, drawn only when the signed-in person's role has that page."""
+    user = current_user()
+    if user is None or view not in pages_for(user.role):
+        return
+    st.page_link(f"views/{view}.py", label=label, icon=icon, query_params=query_params)

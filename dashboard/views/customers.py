@@ -9,7 +9,7 @@ import streamlit as st
 
 from dashboard.client import ApiError
 from dashboard.data import fetch, fetch_or_stop, stop_with
-from dashboard.ui import frame, linked_id, remember_choice, time_ago
+from dashboard.ui import frame, link_to, linked_id, remember_choice, time_ago
 
 SEARCH_LIMIT = 50
 # Sections of the 360 view drawn explicitly; any other list the API adds later (orders, offers,
@@ -104,7 +104,7 @@ else:
                  column_config={"online": st.column_config.CheckboxColumn("online")})
     with st.container(horizontal=True):
         for device in devices:
-            st.page_link("views/device.py", label=device["id"], icon=":material/kitchen:",
+            link_to("device", label=device["id"], icon=":material/kitchen:",
                          query_params={"device": device["id"]})
 
 for key, value in view.items():

@@ -10,7 +10,7 @@ import streamlit as st
 from dashboard.client import ApiError
 from dashboard.data import change, fetch, fetch_or_stop, show_api_error, stop_with
 from dashboard.session import can
-from dashboard.ui import linked_id, parse_ts, plain, reason_of, remember_choice, show_explanation, time_ago
+from dashboard.ui import link_to, linked_id, parse_ts, plain, reason_of, remember_choice, show_explanation, time_ago
 
 STATUSES = ["open", "acknowledged", "cleared"]
 SEVERITIES = ["critical", "warning", "info"]
@@ -141,10 +141,10 @@ with st.container(horizontal=True):
 
 with st.container(horizontal=True, vertical_alignment="center"):
     if device_id:
-        st.page_link("views/device.py", label=f"Device {device_id}", icon=":material/kitchen:",
+        link_to("device", label=f"Device {device_id}", icon=":material/kitchen:",
                      query_params={"device": device_id})
     if detection.get("owner_id") is not None:
-        st.page_link("views/customers.py", label=f"Owner: customer {detection['owner_id']}", icon=":material/person:",
+        link_to("customers", label=f"Owner: customer {detection['owner_id']}", icon=":material/person:",
                      query_params={"customer": str(detection["owner_id"])})
     if detection.get("status") == "open" and can("acknowledge_detections") and st.button(
         "Acknowledge", type="primary", icon=":material/done:", key=f"acknowledge_{chosen}",

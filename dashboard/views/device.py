@@ -10,7 +10,7 @@ import streamlit as st
 
 from dashboard.client import ApiError
 from dashboard.data import fetch, fetch_or_stop, stop_with
-from dashboard.ui import format_value, linked_id, remember_choice, time_ago
+from dashboard.ui import format_value, link_to, linked_id, remember_choice, time_ago
 
 RANGES = {"1 h": timedelta(hours=1), "6 h": timedelta(hours=6), "24 h": timedelta(days=1),
           "7 d": timedelta(days=7), "30 d": timedelta(days=30)}
@@ -85,7 +85,7 @@ with st.container(horizontal=True):
     st.metric("Purchased", device.get("purchased_on") or "–", border=True)
 
 if device.get("owner") is not None:
-    st.page_link("views/customers.py", label=f"Owner: customer {device['owner']}", icon=":material/person:",
+    link_to("customers", label=f"Owner: customer {device['owner']}", icon=":material/person:",
                  query_params={"customer": str(device["owner"])})
 
 st.subheader("Latest values")

@@ -13,8 +13,10 @@ import streamlit as st
 
 from dashboard.client import ApiError
 from dashboard.data import change, fetch, fetch_or_stop, show_api_error, stop_with
+from dashboard.session import can, current_user
 from dashboard.ui import (
     format_value,
+    link_to,
     linked_id,
     local_time,
     parse_ts,
@@ -130,12 +132,17 @@ def done(message: str) -> None:
 # ---------------------------------------------------------------- the queue
 
 
-st.title("Dispatch board")
+user = current_user()
+technician_view = user is not None and user.role == "technician"
+st.title("My orders" if technician_view else "Dispatch board")
+if technician_view:
+    st.caption("The orders assigned to you, most urgent first.")
 if message := st.session_state.pop(DONE_KEY, None):
     st.success(message, icon=":material/check_circle:")
 
 zone = viewer_zone()
-technician_list, technicians_refused = read_or_none("technicians", limit=1000)
+technician_list, technicians_refused = (read_or_none("technicians", limit=1000) if can("assign_orders")
+                                        else (None, None))
 technicians: dict[int, dict[str, Any]] = {t["id"]: t for t in (technician_list or {}).get("items", [])}
 every_open = fetch_or_stop("service_orders", status="open", limit=QUEUE_LIMIT).get("items", [])
 regions = sorted({str(o["region"]) for o in every_open if o.get("region")}
@@ -495,7 +502,7 @@ def show_order(order_id: str) -> None:
     left, right = st.columns(2)
     with left:
         st.markdown(f"**Device** {plain(order.get('device_id'))} · **Reason** {plain(order.get('reason'))}")
-        st.page_link("views/device.py", label=f"Device {order.get('device_id')}", icon=":material/kitchen:",
+        link_to("device", label=f"Device {order.get('device_id')}", icon=":material/kitchen:",
                      query_params={"device": str(order.get("device_id"))})
     with right:
         if order.get("customer_id") is None:
@@ -503,7 +510,7 @@ def show_order(order_id: str) -> None:
         else:
             st.markdown(f"**Owner** {plain(order.get('customer_name') or 'no name')} · "
                         f"**Phone** {plain(order.get('customer_phone') or 'none on record')}")
-            st.page_link("views/customers.py", label=f"{order.get('customer_name') or 'Customer'}'s page",
+            link_to("customers", label=f"{order.get('customer_name') or 'Customer'}'s page",
                          icon=":material/person:",
                          query_params={"customer": str(order["customer_id"])})
 
@@ -512,7 +519,7 @@ def show_order(order_id: str) -> None:
         show_explanation(order["explanation"])
         with st.container(horizontal=True):
             for detection_id in order.get("detection_ids") or []:
-                st.page_link("views/detections.py", label=f"Detection #{detection_id}",
+                link_to("detections", label=f"Detection #{detection_id}",
                              icon=":material/notification_important:", query_params={"detection": str(detection_id)})
     else:
         st.caption(f"Opened by hand ({order.get('source')}): {plain(order.get('reason'))}")
@@ -521,11 +528,15 @@ def show_order(order_id: str) -> None:
     telemetry_around(order, models)
 
     if order.get("status") not in ("completed", "cancelled"):
-        st.subheader("Technician")
-        assign_controls(order)
-        st.subheader("Move it along")
-        lifecycle_controls(order)
-        if "completed" in (order.get("allowed_transitions") or []):
+        if can("assign_orders"):
+            st.subheader("Technician")
+            assign_controls(order)
+        if can("move_orders"):
+            st.subheader("Move it along")
+            lifecycle_controls(order)
+        if not can("move_orders"):
+            st.caption("Your role reads orders; dispatchers and technicians change them.")
+        elif "completed" in (order.get("allowed_transitions") or []):
             st.subheader("Complete the visit")
             completion_form(order)
         elif not order.get("allowed_transitions"):
@@ -603,17 +614,23 @@ def show_call(task: dict[str, Any]) -> None:
                 record_call(task, "call_back", retry_at=retry.isoformat(), notes=notes)
 
 
-st.divider()
-st.subheader("Work a call")
-if calls_refused:
-    st.caption(f"Call tasks are not shown: {calls_refused}.")
-elif not open_calls:
-    st.caption("No open calls for these filters.")
-else:
-    calls_by_id = {str(t["id"]): t for t in open_calls}
-    chosen_call = st.selectbox("Open a call", list(calls_by_id), key="call_choice",
-                               format_func=lambda key: call_label(calls_by_id[key]))
-    show_call(calls_by_id[chosen_call])
+def work_a_call() -> None:
+    """The call picker and the call's script and outcome buttons (dispatchers make the calls)."""
+    st.divider()
+    st.subheader("Work a call")
+    if calls_refused:
+        st.caption(f"Call tasks are not shown: {calls_refused}.")
+    elif not open_calls:
+        st.caption("No open calls for these filters.")
+    else:
+        calls_by_id = {str(t["id"]): t for t in open_calls}
+        chosen_call = st.selectbox("Open a call", list(calls_by_id), key="call_choice",
+                                   format_func=lambda key: call_label(calls_by_id[key]))
+        show_call(calls_by_id[chosen_call])
+
+
+if can("work_calls"):
+    work_a_call()
 
 if not calls_refused:
     blocked, _ = read_or_none("call_tasks", status="blocked", region=order_filters["region"], limit=QUEUE_LIMIT)

@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.data import fetch_or_stop
+from dashboard.ui import link_to
 
 st.title("Fleet health")
 
@@ -71,4 +72,4 @@ else:
     )
 
 if summary.get("quarantined_24h"):
-    st.page_link("views/quarantine.py", label="Why were messages quarantined?", icon=":material/report:")
+    link_to("quarantine", label="Why were messages quarantined?", icon=":material/report:")

@@ -622,15 +622,33 @@ def test_a_call_back_is_recorded_for_the_chosen_time(fake_api: FakeApi) -> None:
     assert list(calls_table(at)["call"]) == ["#32", "#31"]
 
 
-def test_a_marketer_reads_the_queue_but_gets_no_assignment_controls_or_calls(fake_api: FakeApi) -> None:
+def test_a_marketer_has_no_dispatch_board(fake_api: FakeApi) -> None:
     fake_api.role = "marketer"
-    at = open_page(DISPATCH)
+    at = signed_in("marketer").run()
 
-    assert list(orders_table(at)["order"]) == ["#21", "#23", "#22"]
-    assert "No proposals: role 'marketer' may not do this" in text_of(at)
-    assert "Call tasks are not shown: role 'marketer' may not do this" in text_of(at)
+    # The page is not in a marketer's navigation at all: there is nothing to switch to.
+    with pytest.raises(ValueError, match="Could not find a navigation page"):
+        at.switch_page(DISPATCH)
+    assert not fake_api.asked("/service-orders")
+    assert not {b.label for b in at.button} & {"Assign with this window", "Assign, soonest free window", "Reached"}
+
+
+def test_a_dispatcher_sees_the_board_a_technician_their_orders_without_assigning_or_calling(
+    fake_api: FakeApi,
+) -> None:
+    at = open_page(DISPATCH, role="dispatcher")
+    assert at.title[0].value == "Dispatch board"
+    assert {"Assign with this window", "Reached"} <= {b.label for b in at.button}
+
+    fake_api.role = "technician"
+    asked_for_technicians = len(fake_api.asked("/technicians"))
+    at = open_page(DISPATCH, role="technician")
+    assert at.title[0].value == "My orders"
+    at.selectbox(key="order_choice").select("23").run()
     labels = {b.label for b in at.button}
-    assert not labels & {"Assign with this window", "Assign, soonest free window", "Reached"}
+    assert "Start work" in labels
+    assert not labels & {"Assign with this window", "Assign, soonest free window", "Reached", "Call back then"}
+    assert len(fake_api.asked("/technicians")) == asked_for_technicians
     assert not at.error
 
 
