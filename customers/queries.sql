@@ -176,3 +176,17 @@ WHERE customer_id = %(customer_id)s ORDER BY decided_at DESC, id DESC LIMIT %(li
 -- A customer's spend entries, newest first.
 SELECT amount, source, at FROM spend_ledger WHERE customer_id = %(customer_id)s
 ORDER BY at DESC, id DESC LIMIT %(limit)s
+
+-- name: unsubscribe_token --
+-- The customer's unsubscribe token, made now when they have none (a retry keeps the first); none when erased.
+UPDATE customers SET unsubscribe_token = coalesce(unsubscribe_token, %(token)s)
+WHERE id = %(customer_id)s AND erased_at IS NULL
+RETURNING unsubscribe_token
+
+-- name: customer_by_unsubscribe_token --
+-- Whose unsubscribe token this is.
+SELECT id FROM customers WHERE unsubscribe_token = %(token)s
+
+-- name: marketing_consents --
+-- The customer's marketing consent as it stands on each channel (a channel never asked about is absent).
+SELECT channel, granted FROM customer_consents WHERE customer_id = %(customer_id)s AND purpose = 'marketing'

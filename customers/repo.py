@@ -174,3 +174,16 @@ def customer_contacts(conn: Connection, *, customer_id: int, limit: int = 100) -
 
 def customer_spend(conn: Connection, *, customer_id: int, limit: int = 100) -> list[dict[str, Any]]:
     return fetch_all(conn, QUERIES["customer_spend"], {"customer_id": customer_id, "limit": limit})
+
+
+def unsubscribe_token(conn: Connection, *, customer_id: int, token: str) -> str | None:
+    return fetch_value(conn, QUERIES["unsubscribe_token"], {"customer_id": customer_id, "token": token})
+
+
+def customer_by_unsubscribe_token(conn: Connection, *, token: str) -> int | None:
+    return fetch_value(conn, QUERIES["customer_by_unsubscribe_token"], {"token": token})
+
+
+def marketing_consents(conn: Connection, *, customer_id: int) -> dict[str, bool]:
+    rows = fetch_all(conn, QUERIES["marketing_consents"], {"customer_id": customer_id})
+    return {row["channel"]: row["granted"] for row in rows}

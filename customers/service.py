@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from decimal import Decimal
-from typing import Any
+from typing import Any, get_args
 
 from careloop.db import Connection
 from careloop.errors import Conflict, NotFound
@@ -33,6 +34,8 @@ from customers.models import (
 from customers.segments import CustomerValue, device_segments, segment_customers
 from devices import service as devices_service
 from devices.models import DeviceRead
+
+CHANNELS: tuple[str, ...] = get_args(Channel)
 
 
 def create_customer(conn: Connection, customer: CustomerCreate) -> CustomerRead:
@@ -105,6 +108,34 @@ def record_consent(conn: Connection, customer_id: int, change: ConsentChange, *,
         raise NotFound(f"no customer {customer_id}")
     repo.record_consent(conn, customer_id=customer_id, at=at, **change.model_dump())
     return get_customer(conn, customer_id).consents
+
+
+def object_to_marketing(
+    conn: Connection, customer_id: int, *, source: str, note: str | None = None, at: dt.datetime
+) -> bool:
+    """The customer objects to marketing: it is withdrawn on every channel at once (each kept in the consent
+    history with when and how), whatever they had given. Answers whether anything changed: objecting again (a
+    second click of the link) records nothing more."""
+    if not repo.lock_customer(conn, customer_id=customer_id):
+        raise NotFound(f"no customer {customer_id}")
+    standing = repo.marketing_consents(conn, customer_id=customer_id)
+    changed = False
+    for channel in CHANNELS:
+        if standing.get(channel) is False:
+            continue
+        repo.record_consent(conn, customer_id=customer_id, purpose="marketing", channel=channel, granted=False,
+                            source=source, note=note or "objection to all marketing", at=at)
+        changed = True
+    return changed
+
+
+def unsubscribe_token(conn: Connection, customer_id: int) -> str | None:
+    """The customer's own unguessable unsubscribe token (made once; None for an erased customer)."""
+    return repo.unsubscribe_token(conn, customer_id=customer_id, token=secrets.token_urlsafe(24))
+
+
+def customer_by_unsubscribe_token(conn: Connection, token: str) -> int | None:
+    return repo.customer_by_unsubscribe_token(conn, token=token)
 
 
 def consent_history(conn: Connection, customer_id: int) -> list[ConsentRecord]:

@@ -11,12 +11,16 @@ import datetime as dt
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
+from fastapi.responses import HTMLResponse
 
 from careloop.deps import Conn, Moment, Offset, RowId, require
 from careloop.errors import EVERY_ROUTE, ErrorMessage, answers
 from careloop.pages import Page
-from offers import service
+from customers import service as customers_service
+from offers import flows, service
 from offers.models import (
+    MarketingObjection,
+    ObjectionRead,
     OfferRead,
     OffersReport,
     OfferStatus,
@@ -32,6 +36,9 @@ from offers.models import (
 )
 
 router = APIRouter(tags=["offers"], responses=EVERY_ROUTE)
+# What a customer reaches from an e-mail, without a bearer token: their unguessable unsubscribe token is the key.
+public_router = APIRouter(tags=["offers"])
+UnsubscribeToken = Annotated[str, Path(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Code = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 _-]+$")]
 TemplateCode = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
@@ -149,3 +156,45 @@ def list_outbox(
     """Messages waiting, sent, given up on or cancelled, with their attempts, last error and why cancelled: why a
     customer got nothing. Addresses and URLs are masked."""
     return service.list_outbox(conn, status=status, offer_id=offer_id, limit=limit, offset=offset)
+
+
+@router.post("/customers/{customer_id}/marketing-objection", dependencies=[require("dispatcher")],
+             responses=answers(403, 404), tags=["customers"])
+def object_to_marketing(customer_id: RowId, objection: MarketingObjection, conn: Conn) -> ObjectionRead:
+    """The customer objects to marketing (told to the hotline): all of it stops at once, on every channel; their
+    offers not yet in their hands are blocked and messages not yet sent cancelled, each saying why. The consent
+    history keeps when and how. Recording it again changes nothing."""
+    return flows.object_to_marketing(conn, customer_id, source=objection.source, note=objection.note, at=now())
+
+
+PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>CareLoop</title>
+<meta name="viewport" content="width=device-width"></head>
+<body style="font-family:sans-serif;max-width:36em;margin:3em auto">{body}</body></html>"""
+
+
+def _page(body: str, status_code: int = 200) -> HTMLResponse:
+    return HTMLResponse(PAGE.format(body=body), status_code=status_code, headers={"Cache-Control": "no-store"})
+
+
+UNKNOWN_LINK = "<p>This link is not known to us (any more). If you still receive offers, tell our hotline.</p>"
+
+
+@public_router.get("/unsubscribe/{token}", response_class=HTMLResponse, responses={404: {"description": "unknown"}})
+def unsubscribe_page(token: UnsubscribeToken, conn: Conn) -> HTMLResponse:
+    """The page an e-mail's unsubscribe link opens: one button. Opening it changes nothing (mail scanners open
+    links); the button (a POST, as mail clients' one-click unsubscribe sends) records the objection."""
+    if customers_service.customer_by_unsubscribe_token(conn, token) is None:
+        return _page(UNKNOWN_LINK, 404)
+    return _page('<p>Receive no more offers from CareLoop, on any channel?</p><form method="post">'
+                 '<button type="submit">Unsubscribe</button></form>')
+
+
+@public_router.post("/unsubscribe/{token}", response_class=HTMLResponse, responses={404: {"description": "unknown"}})
+def unsubscribe(token: UnsubscribeToken, conn: Conn) -> HTMLResponse:
+    """Record the objection to marketing of the link's customer (source: unsubscribe link); again, nothing more."""
+    customer_id = customers_service.customer_by_unsubscribe_token(conn, token)
+    if customer_id is None:
+        return _page(UNKNOWN_LINK, 404)
+    flows.object_to_marketing(conn, customer_id, source="unsubscribe link", at=now())
+    return _page("<p>Done: you will receive no more offers from CareLoop. Service calls about your appliances "
+                 "continue as you agreed.</p>")

@@ -219,6 +219,8 @@ def deliver_due(
     own = transports is None
     transports = transports or Transports.from_settings()
     counts = {"sent": 0, "retrying": 0, "dead": 0, "put_back": 0}
+    # a consent withdrawn since the message was written stops it here, whichever way it was withdrawn
+    counts["withdrawn"] = repo.cancel_unconsented(conn, now=now)
     claimed = repo.claim_due(conn, now=now, lease_until=now + LEASE, per_channel=per_channel, scan=per_channel * 20)
     conn.commit()
     down: dict[tuple[str, int | None], str] = {}

@@ -1,4 +1,4 @@
-"""What crosses domains: a detection's `offer` action carried out.
+"""What crosses domains: a detection's `offer` action carried out; a customer's objection to marketing.
 
 The relay takes the detections whose `offer` actions are pending (locked, so a second engine skips them), issues
 each through offers.service, keyed by the action's key (or, for a birthday, by customer and year, so an owner of
@@ -12,7 +12,9 @@ import datetime as dt
 import logging
 
 from careloop.db import Connection
+from customers import service as customers_service
 from offers import service
+from offers.models import ObjectionRead
 from rules import service as rules_service
 
 log = logging.getLogger("careloop.offers")
@@ -34,3 +36,19 @@ def carry_out_offer_actions(conn: Connection, *, now: dt.datetime, limit: int = 
     if counts["detections"]:
         log.info("carried out offer actions: %s", counts)
     return counts
+
+
+def object_to_marketing(
+    conn: Connection, customer_id: int, *, source: str, note: str | None = None, at: dt.datetime
+) -> ObjectionRead:
+    """A customer's objection to marketing stops all of it at once: consent withdrawn on every channel (kept in
+    the history with when and how, by customers/), their offers not yet in their hands blocked and messages not
+    yet sent cancelled, saying why. Objecting again changes nothing more."""
+    changed = customers_service.object_to_marketing(conn, customer_id, source=source, note=note, at=at)
+    reason = f"the customer objected to marketing on {at:%Y-%m-%d %H:%M} UTC ({source})"
+    stopped = service.stop_marketing(conn, customer_id, reason=reason, at=at)
+    history = customers_service.consent_history(conn, customer_id)
+    since = next((record.at for record in history if record.purpose == "marketing" and not record.granted), at)
+    log.info("customer %d objected to marketing (%s)%s", customer_id, source, "" if changed else ": again")
+    return ObjectionRead(customer_id=customer_id, objected_at=since, recorded_now=changed,
+                         consents=customers_service.get_customer(conn, customer_id).consents, **stopped)

@@ -95,18 +95,24 @@ def owner_words(
 
 
 def email_message(
-    *, message_id: str, sent_from: str, to: str, subject: str, text: str, date: dt.datetime
+    *, message_id: str, sent_from: str, to: str, subject: str, text: str, date: dt.datetime,
+    unsubscribe_url: str | None = None,
 ) -> str:
-    """The whole e-mail as it goes over SMTP, rendered once: a retry sends these very bytes."""
+    """The whole e-mail as it goes over SMTP, rendered once: a retry sends these very bytes. With an unsubscribe
+    link, mail clients offer it too (List-Unsubscribe, one click: RFC 8058)."""
     mail = EmailMessage()
     mail["Message-ID"] = message_id
     mail["Date"] = format_datetime(date.astimezone(dt.UTC))
     mail["From"] = sent_from
     mail["To"] = to
     mail["Subject"] = subject
+    stop = "Reply STOP, or tell our hotline, and we will not write again."
+    if unsubscribe_url is not None:
+        mail["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+        mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        stop = f"To receive no more offers from us, on any channel: {unsubscribe_url}"
     mail.set_content(
-        f"{text}\n\n--\nYou receive this because you agreed to hear from CareLoop by e-mail. "
-        "Reply STOP, or tell our hotline, and we will not write again.\n"
+        f"{text}\n\n--\nYou receive this because you agreed to hear from CareLoop by e-mail. {stop}\n"
     )
     return mail.as_string()
 

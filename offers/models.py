@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from customers.membership import TIER_NAMES
+from customers.models import Consent
 from offers.messages import check_placeholders, masked_address, masked_url
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
@@ -182,6 +183,25 @@ class OutboxRead(BaseModel):
         self.destination = (masked_url(self.destination) if self.transport == "webhook"
                             else masked_address(self.destination))
         return self
+
+
+class MarketingObjection(BaseModel):
+    """A customer's objection to marketing, told to the hotline (or however it came)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Annotated[str, Field(min_length=1, max_length=100)] = Field(
+        default="hotline call", description="how it came: 'hotline call', 'letter', ...")
+    note: Annotated[str, Field(max_length=500)] | None = None
+
+
+class ObjectionRead(BaseModel):
+    customer_id: int
+    objected_at: dt.datetime = Field(description="when marketing was last withdrawn")
+    recorded_now: bool = Field(description="false when the customer had objected already: nothing changed")
+    consents: list[Consent]
+    offers_blocked: int
+    messages_cancelled: int
 
 
 class ReportRow(BaseModel):

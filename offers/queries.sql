@@ -250,3 +250,35 @@ SELECT CASE %(group_by)s WHEN 'template' THEN template WHEN 'rule' THEN coalesce
 FROM scored
 GROUP BY 1
 ORDER BY 1
+
+-- name: cancel_customer_messages --
+-- A customer's offer messages not yet sent (e-mail, text message): cancelled, saying why; answers their offers.
+UPDATE outbox m SET status = 'cancelled', cancelled_at = %(at)s, cancel_reason = %(reason)s
+FROM offers o
+WHERE m.offer_id = o.id AND o.customer_id = %(customer_id)s AND m.status = 'pending'
+  AND m.event IN ('offer.email', 'offer.sms')
+RETURNING m.offer_id
+
+-- name: block_customer_offers --
+-- A customer's offers not yet in their hands (held, or issued and not delivered): blocked, saying why.
+UPDATE offers SET status = 'blocked', status_reason = %(reason)s, updated_at = now()
+WHERE customer_id = %(customer_id)s AND status IN ('held', 'issued')
+RETURNING id
+
+-- name: cancel_unconsented --
+-- Offer messages not yet sent whose customer has since withdrawn consent to marketing on their channel (the
+-- consents as customers/ keeps them, read right before sending): cancelled, saying when and how it was withdrawn;
+-- their offers, not yet delivered, are blocked with the same words.
+WITH cancelled AS (
+    UPDATE outbox m SET status = 'cancelled', cancelled_at = %(now)s,
+           cancel_reason = format('consent to marketing by %%s withdrawn on %%s UTC (%%s)', cc.channel,
+                                  to_char(cc.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), cc.source)
+    FROM offers o, customer_consents cc
+    WHERE m.offer_id = o.id AND m.status = 'pending' AND m.event IN ('offer.email', 'offer.sms')
+      AND cc.customer_id = o.customer_id AND cc.purpose = 'marketing' AND cc.channel = o.channel AND NOT cc.granted
+    RETURNING m.offer_id, m.cancel_reason
+)
+UPDATE offers o SET status = 'blocked', status_reason = 'not sent: ' || c.cancel_reason, updated_at = now()
+FROM cancelled c
+WHERE o.id = c.offer_id AND o.status = 'issued'
+RETURNING o.id

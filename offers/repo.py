@@ -176,3 +176,17 @@ def report(
     conn: Connection, *, group_by: str, since: dt.datetime | None, until: dt.datetime | None
 ) -> list[Row]:
     return fetch_all(conn, QUERIES["report"], {"group_by": group_by, "since": since, "until": until})
+
+
+def cancel_customer_messages(conn: Connection, *, customer_id: int, reason: str, at: dt.datetime) -> int:
+    return len(fetch_all(conn, QUERIES["cancel_customer_messages"], {"customer_id": customer_id, "reason": reason,
+                                                                     "at": at}))
+
+
+def block_customer_offers(conn: Connection, *, customer_id: int, reason: str) -> int:
+    return len(fetch_all(conn, QUERIES["block_customer_offers"], {"customer_id": customer_id, "reason": reason}))
+
+
+def cancel_unconsented(conn: Connection, *, now: dt.datetime) -> int:
+    """How many offers were blocked because their customer withdrew consent before the message went out."""
+    return len(fetch_all(conn, QUERIES["cancel_unconsented"], {"now": now}))

@@ -314,11 +314,13 @@ def _write_messages(
         settings = delivery_settings()
         domain = parseaddr(settings.mail_from)[1].rpartition("@")[2] or "careloop.example"
         message_id = f"<offer-{offer.id}-{secrets.token_hex(8)}@{domain}>"
+        token = customers_service.unsubscribe_token(conn, customer.id)
+        unsubscribe = f"{settings.public_url.rstrip('/')}/unsubscribe/{token}" if token else None
         repo.insert_message(conn, message={
             "offer_id": offer.id, "transport": "smtp", "endpoint_id": None, "destination": customer.email,
             "event": "offer.email", "idempotency_key": message_id, "subject": subject,
             "body": email_message(message_id=message_id, sent_from=settings.mail_from, to=str(customer.email),
-                                  subject=subject, text=text, date=offer.send_at),
+                                  subject=subject, text=text, date=offer.send_at, unsubscribe_url=unsubscribe),
             "not_before": offer.send_at, "created_at": now,
         })
     elif offer.channel == "sms":
@@ -377,6 +379,16 @@ def release_held(conn: Connection, *, now: dt.datetime, limit: int = 500) -> dic
         counts["released" if status != "held" else "still_held"] += 1
         log.info("held offer %d (%s): %s", row["id"], row["template"], status)
     return counts
+
+
+def stop_marketing(conn: Connection, customer_id: int, *, reason: str, at: dt.datetime) -> dict[str, int]:
+    """Nothing more reaches the customer: their offers not yet in their hands are blocked and their messages not
+    yet sent are cancelled, both saying why (an objection to marketing, an erasure)."""
+    messages = repo.cancel_customer_messages(conn, customer_id=customer_id, reason=reason, at=at)
+    offers = repo.block_customer_offers(conn, customer_id=customer_id, reason=reason)
+    log.info("marketing to customer %d stopped: %d offers blocked, %d messages cancelled", customer_id, offers,
+             messages)
+    return {"offers_blocked": offers, "messages_cancelled": messages}
 
 
 # ---------------------------------------------------------------- reading

@@ -114,3 +114,18 @@ def transports(smtp_server) -> Iterator[Transports]:
                          smtp_timeout_s=3)
     yield senders
     senders.close()
+
+
+@pytest.fixture
+def offers_client(database, mqtt_url, offer_operations):
+    """The API as `careloop api` serves it, admin token `admin-token-for-offer-tests`; with the unsubscribe pages
+    (offers.api.public_router, answered without a bearer token) where the app does not include them yet."""
+    from fastapi.testclient import TestClient
+
+    from careloop.app import create_app
+    from offers.api import public_router
+
+    app = create_app(database, admin_token="admin-token-for-offer-tests", mqtt_url=mqtt_url)
+    if not any(getattr(route, "path", None) == "/unsubscribe/{token}" for route in app.routes):
+        app.include_router(public_router)
+    return TestClient(app)
