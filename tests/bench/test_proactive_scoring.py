@@ -54,13 +54,14 @@ def test_the_rules_about_a_hoods_grease_watch_its_readings_or_count_from_its_cle
     assert not any(rule.startswith(("oven", "heater", "ac-", "dishwasher")) for rule in about)
 
 
-def judge(*, faults=(), failures=(), calls=(), orders=(), scored_days=(1, 30), behaviour=Behaviour(seed=1)):
+def judge(*, faults=(), failures=(), calls=(), orders=(), scored_days=(1, 30), behaviour=Behaviour(seed=1),
+          rules=RULES):
     return score(
         faults=list(faults),
         failures=list(failures),
         calls=list(calls),
         orders=list(orders),
-        rules=RULES,
+        rules=rules,
         fleet=[HOOD, OVEN],
         zones={HOOD.device_id: NEW_YORK, OVEN.device_id: NEW_YORK},
         scored=(local(scored_days[0], 0), local(scored_days[1], 0)),
@@ -132,8 +133,13 @@ def test_a_fault_without_a_call_says_whether_its_rules_cooldown_held_the_detecti
     repaired = Fault(OVEN.device_id, "oven", "F12", local(9, 10), local(10, 12))
     again = Fault(OVEN.device_id, "oven", "F12", local(10, 20), None)
     lone = Fault(HOOD.device_id, "range_hood", "E21", local(10, 20), None)
-    lamp = Fault(HOOD.device_id, "range_hood", "E41", local(12, 20), None)  # its rule orders but never calls
-    scores = judge(faults=[repaired, again, lone, lamp], scored_days=(10, 30))
+    lamp = Fault(HOOD.device_id, "range_hood", "E41", local(12, 20), None)
+    ordering_only = [  # the lamp's rule as one that orders but never calls
+        ActiveRule(compile_rule(rule.model_copy(update={"then": rule.then[:1]}) if rule.id == "hood-lamp-failure"
+                                else rule), 1)
+        for rule in load_builtin_rules()
+    ]
+    scores = judge(faults=[repaired, again, lone, lamp], scored_days=(10, 30), rules=ordering_only)
     assert dict(row(scores, "F12").missed) == {"no call: the rule's cooldown after the last one": 1}
     assert row(scores, "F12").faults == 1  # the first one started before the scored days
     assert dict(row(scores, "E21").missed) == {"no call before the owner's": 1}
