@@ -60,12 +60,16 @@ def decide_contact(
     now: dt.datetime,
     contacts_last_day: int,
     contacts_last_week: int,
+    channel_last_day: int = 0,
+    channel_last_week: int = 0,
 ) -> ContactDecision:
-    """Whether and from when a contact may be made; `consents` maps (purpose, channel) to granted."""
+    """Whether and from when a contact may be made; `consents` maps (purpose, channel) to granted. The caps count
+    the contacts of the purpose lately on all channels (`contacts_*`) and on this one (`channel_*`)."""
     words = f"{purpose} {CHANNEL_WORDS[channel]}"
     if not consents.get((purpose, channel), False):
         return ContactDecision(False, f"no consent to {words}")
-    recent = RecentContacts(contacts_last_day, contacts_last_week)
+    recent = RecentContacts(contacts_last_day, contacts_last_week, {channel: channel_last_day},
+                            {channel: channel_last_week})
     return _scheduled(purpose, channel, f"consent to {words}", timezone=timezone, now=now, recent=recent)
 
 

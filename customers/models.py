@@ -82,12 +82,14 @@ class Customer360(BaseModel):
 @dataclass(frozen=True)
 class ContactFacts:
     """What the contact policy weighs about a customer: consents, time zone, and the contacts of one purpose
-    allowed lately."""
+    allowed lately, on all channels and on the one asked about."""
 
     timezone: str
     consents: dict[tuple[str, str], bool]  # (purpose, channel) -> granted
     contacts_last_day: int
     contacts_last_week: int
+    channel_last_day: int = 0
+    channel_last_week: int = 0
 
 
 # ---------------------------------------------------------------- consents over time, the offer gate's facts

@@ -29,15 +29,24 @@ ORDER BY c.id
 LIMIT %(limit)s OFFSET %(offset)s
 
 -- name: contact_facts --
--- What the contact policy weighs for a customer: consents, time zone, and the contacts of a purpose lately.
+-- What the contact policy weighs for a customer: consents, time zone, and the contacts of a purpose lately, on all
+-- channels and on one.
 SELECT c.timezone,
        coalesce((SELECT jsonb_agg(jsonb_build_array(cc.purpose, cc.channel, cc.granted))
                  FROM customer_consents cc WHERE cc.customer_id = c.id), '[]'::jsonb) AS consents,
-       (SELECT count(*) FROM contact_decisions d WHERE d.customer_id = c.id AND d.purpose = %(purpose)s
-          AND d.allowed AND d.decided_at > %(now)s - interval '1 day') AS last_day,
-       (SELECT count(*) FROM contact_decisions d WHERE d.customer_id = c.id AND d.purpose = %(purpose)s
-          AND d.allowed AND d.decided_at > %(now)s - interval '7 days') AS last_week
-FROM customers c WHERE c.id = %(customer_id)s
+       recent.last_day, recent.last_week, recent.channel_last_day, recent.channel_last_week
+FROM customers c
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE d.decided_at > %(now)s - interval '1 day') AS last_day,
+           count(*) AS last_week,
+           count(*) FILTER (WHERE d.decided_at > %(now)s - interval '1 day' AND d.channel = %(channel)s)
+               AS channel_last_day,
+           count(*) FILTER (WHERE d.channel = %(channel)s) AS channel_last_week
+    FROM contact_decisions d
+    WHERE d.customer_id = c.id AND d.purpose = %(purpose)s AND d.allowed
+      AND d.decided_at > %(now)s - interval '7 days'
+) recent
+WHERE c.id = %(customer_id)s
 
 -- name: record_contact_decision --
 -- Keep the policy's decision about one contact; the same subject and channel is decided once.

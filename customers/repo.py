@@ -52,8 +52,11 @@ def list_customers(
     return paginate(rows, CustomerRead.model_validate)
 
 
-def contact_facts(conn: Connection, *, customer_id: int, purpose: str, now: dt.datetime) -> ContactFacts | None:
-    row = fetch_one(conn, QUERIES["contact_facts"], {"customer_id": customer_id, "purpose": purpose, "now": now})
+def contact_facts(
+    conn: Connection, *, customer_id: int, purpose: str, channel: str, now: dt.datetime
+) -> ContactFacts | None:
+    row = fetch_one(conn, QUERIES["contact_facts"], {"customer_id": customer_id, "purpose": purpose,
+                                                      "channel": channel, "now": now})
     if row is None:
         return None
     return ContactFacts(
@@ -61,6 +64,8 @@ def contact_facts(conn: Connection, *, customer_id: int, purpose: str, now: dt.d
         consents={(purpose, channel): granted for purpose, channel, granted in row["consents"]},
         contacts_last_day=row["last_day"],
         contacts_last_week=row["last_week"],
+        channel_last_day=row["channel_last_day"],
+        channel_last_week=row["channel_last_week"],
     )
 
 

@@ -72,7 +72,7 @@ def decide_contact(
     kept = repo.contact_decision(conn, subject=subject, channel=channel)
     if kept is not None:
         return kept
-    facts = repo.contact_facts(conn, customer_id=customer_id, purpose=purpose, now=now)
+    facts = repo.contact_facts(conn, customer_id=customer_id, purpose=purpose, channel=channel, now=now)
     if facts is None:
         raise NotFound(f"no customer {customer_id}")
     decision = decide_contact_now(
@@ -83,6 +83,8 @@ def decide_contact(
         now=now,
         contacts_last_day=facts.contacts_last_day,
         contacts_last_week=facts.contacts_last_week,
+        channel_last_day=facts.channel_last_day,
+        channel_last_week=facts.channel_last_week,
     )
     repo.record_contact_decision(conn, decision={
         "customer_id": customer_id, "purpose": purpose, "channel": channel, "subject": subject,

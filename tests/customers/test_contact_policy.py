@@ -13,9 +13,11 @@ from customers.contact_policy import QUIET_FROM, QUIET_UNTIL, decide_contact, ne
 SERVICE_PHONE = {("service", "phone"): True}
 
 
-def decide(now: dt.datetime, *, consents=SERVICE_PHONE, timezone="Asia/Shanghai", day=0, week=0, purpose="service"):
+def decide(now: dt.datetime, *, consents=SERVICE_PHONE, timezone="Asia/Shanghai", day=0, week=0, purpose="service",
+           channel_day=0, channel_week=0):
     return decide_contact(purpose=purpose, channel="phone", consents=consents, timezone=timezone, now=now,
-                          contacts_last_day=day, contacts_last_week=week)
+                          contacts_last_day=day, contacts_last_week=week, channel_last_day=channel_day,
+                          channel_last_week=channel_week)
 
 
 def test_no_consent_means_no_call_and_says_so() -> None:
@@ -42,6 +44,16 @@ def test_frequency_caps_push_the_next_contact_later() -> None:
     now = dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.UTC)
     assert decide(now, day=3).not_before >= now + dt.timedelta(days=1)
     assert decide(now, week=10).not_before >= now + dt.timedelta(days=7)
+
+
+def test_service_calls_keep_to_their_per_channel_caps_too() -> None:
+    now = dt.datetime(2026, 11, 30, 3, 0, tzinfo=dt.UTC)  # 11:00 in Shanghai
+    assert decide(now, day=2, channel_day=1).not_before == now
+    two_calls = decide(now, day=2, channel_day=2)
+    assert two_calls.not_before >= now + dt.timedelta(days=1)
+    assert "2 service calls today, the most we make in a day: from tomorrow" in two_calls.reason
+    a_week = decide(now, day=0, week=7, channel_week=7)
+    assert a_week.not_before >= now + dt.timedelta(days=7) and "7 service calls this week" in a_week.reason
 
 
 @given(st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2100, 1, 1), timezones=st.just(dt.UTC)),
