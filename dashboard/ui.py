@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.session import current_user, pages_for
+from dashboard.words import reason_words, value_words, with_unit
 
 
 def parse_ts(value: str | None) -> datetime | None:
@@ -122,47 +123,68 @@ def plain(text: Any) -> str:
 
 
 def reason_of(explanation: Any) -> str:
-    return str(explanation.get("reason") or "") if isinstance(explanation, dict) else ""
+    """An explanation's reason in words ('6.9 years since purchase', not '2.52e+03d')."""
+    return reason_words(str(explanation.get("reason") or "")) if isinstance(explanation, dict) else ""
 
 
-def described(detail: Any) -> str:
-    """A condition's detail (a level, a window, a list of codes) as short text."""
-    if isinstance(detail, list):
-        return ", ".join(map(str, detail)) or "none"
-    return format_value(detail)
+def described(detail: Any, unit: str | None = None) -> str:
+    """A condition's detail (a level, a window, a list of codes) as short text, spans and instants in words."""
+    return value_words(detail, unit)
 
 
-def show_condition(node: dict[str, Any]) -> None:
+# Details of a condition that are levels of its metric, so they carry its unit.
+LEVEL_KEYS = {"above", "below", "at_least", "at_most", "clear_above", "clear_below", "target", "level"}
+
+
+def node_reason(node: dict[str, Any], units: dict[str, str]) -> str:
+    """A condition's reason in words, with its metric's unit after the metric's values."""
+    unit = units.get(str(node.get("metric") or ""))
+    return with_unit(reason_words(str(node.get("reason") or "")), unit)
+
+
+def show_condition(node: dict[str, Any], units: dict[str, str] | None = None) -> None:
     """One condition of an explanation: its kind, met or not, why, its details and values; then its children."""
+    units = units or {}
+    unit = units.get(str(node.get("metric") or ""))
     kind = node.get("condition") or node.get("kind") or "condition"
     verdict = ":green[met]" if node.get("met") else ":red[not met]"
     with st.container(border=True):
-        st.markdown(f"**{plain(kind)}** · {verdict}  \n{plain(node.get('reason') or '')}")
+        st.markdown(f"**{plain(kind)}** · {verdict}  \n{plain(node_reason(node, units))}")
         details = {key: value for key, value in node.items() if key not in DRAWN_KEYS}
         if details:
             st.caption(" · ".join(
-                f"{plain(key.replace('_', ' '))}: {plain(described(value))}" for key, value in details.items()
+                f"{plain(key.replace('_', ' '))}: {plain(described(value, unit if key in LEVEL_KEYS else None))}"
+                for key, value in details.items()
             ))
         values = node.get("values")
         if isinstance(values, dict) and values:
             # Formatted as text: the values mix numbers, instants, flags and nothing at all.
-            st.table(pd.DataFrame({"value": [format_value(v) for v in values.values()]},
-                                  index=pd.Index(list(values), name=str(kind))))
+            st.table(pd.DataFrame(
+                {"value": [value_words(v, unit if isinstance(v, int | float) and not isinstance(v, bool) else None)
+                           for v in values.values()]},
+                index=pd.Index([key.replace("_", " ") for key in values], name=str(kind))))
         for child in node.get("conditions") or []:
             if isinstance(child, dict):
-                show_condition(child)
+                show_condition(child, units)
 
 
-def show_explanation(explanation: Any) -> None:
-    """Why the rule held (or stopped holding): the reason in words, then the condition tree."""
+def show_explanation(explanation: Any, units: dict[str, str] | None = None) -> None:
+    """Why the rule held (or stopped holding): the reason in words, then the condition tree. `units` names each
+    metric's unit (from the model's catalog), so values read '2.6 A'."""
     if not isinstance(explanation, dict) or not explanation:
         st.caption("The engine recorded no explanation.")
         return
     st.markdown(f"**{plain(reason_of(explanation) or 'no reason given')}**")
     if explanation.get("at"):
-        st.caption(f"Evaluated at {explanation['at']}.")
+        st.caption(f"Evaluated at {plain(value_words(explanation['at']))}.")
     if isinstance(explanation.get("condition"), dict):
-        show_condition(explanation["condition"])
+        show_condition(explanation["condition"], units)
+
+
+def metric_units(models: dict[str, dict[str, Any]], model: Any) -> dict[str, str]:
+    """Each metric's unit for a model code, from the /models catalog keyed by code."""
+    metrics = (models.get(str(model)) or {}).get("metrics") or {}
+    return {name: str(spec.get("unit") or "") for name, spec in metrics.items() if isinstance(spec, dict)}
 
 
 def link_to(view: str, *, label: str, icon: str | None = None, query_params: dict[str, str] | None = None) -> None:

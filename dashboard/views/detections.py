@@ -10,7 +10,17 @@ import streamlit as st
 from dashboard.client import ApiError
 from dashboard.data import change, fetch, fetch_or_stop, show_api_error, stop_with
 from dashboard.session import can
-from dashboard.ui import link_to, linked_id, parse_ts, plain, reason_of, remember_choice, show_explanation, time_ago
+from dashboard.ui import (
+    link_to,
+    linked_id,
+    metric_units,
+    parse_ts,
+    plain,
+    reason_of,
+    remember_choice,
+    show_explanation,
+    time_ago,
+)
 
 STATUSES = ["open", "acknowledged", "cleared"]
 SEVERITIES = ["critical", "warning", "info"]
@@ -164,11 +174,13 @@ with st.container(horizontal=True, vertical_alignment="center"):
             st.rerun()
 
 st.subheader("Why it opened")
-show_explanation(detection.get("explanation"))
+models = {m["code"]: m for m in fetch_or_stop("models").get("items", [])}
+units = metric_units(models, detection.get("model"))
+show_explanation(detection.get("explanation"), units)
 
 if detection.get("status") == "cleared":
     st.subheader("Why it cleared")
-    show_explanation(detection.get("clear_explanation"))
+    show_explanation(detection.get("clear_explanation"), units)
 
 st.subheader("Actions")
 actions = [a for a in detection.get("actions") or [] if isinstance(a, dict)]

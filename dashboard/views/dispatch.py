@@ -19,6 +19,7 @@ from dashboard.ui import (
     link_to,
     linked_id,
     local_time,
+    metric_units,
     parse_ts,
     plain,
     remember_choice,
@@ -516,7 +517,7 @@ def show_order(order_id: str) -> None:
 
     st.subheader("Why it opened")
     if order.get("explanation"):
-        show_explanation(order["explanation"])
+        show_explanation(order["explanation"], metric_units(models, order["explanation"].get("model")))
         with st.container(horizontal=True):
             for detection_id in order.get("detection_ids") or []:
                 link_to("detections", label=f"Detection #{detection_id}",

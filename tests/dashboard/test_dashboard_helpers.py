@@ -15,27 +15,26 @@ from dashboard.ui import duration_text, format_value, time_ago, time_left
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    for name in ("CARELOOP_API_URL", "CARELOOP_API_TOKEN", "CARELOOP_ADMIN_TOKEN"):
+    for name in ("CARELOOP_API_URL", "CARELOOP_API_TOKEN", "CARELOOP_ADMIN_TOKEN", "CARELOOP_DASHBOARD_DEV_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
-def test_settings_default_to_local_api_without_token(clean_env: Path) -> None:
+def test_settings_default_to_local_api_without_a_developer_token(clean_env: Path) -> None:
     settings = load_api_settings()
-    assert (settings.base_url, settings.token) == (DEFAULT_API_URL, None)
+    assert (settings.base_url, settings.dev_token) == (DEFAULT_API_URL, None)
 
 
-def test_api_token_wins_over_admin_token_and_environment_over_dotenv(
+def test_api_and_admin_tokens_in_the_environment_are_not_the_dashboards(
     clean_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (clean_env / ".env").write_text("CARELOOP_API_URL=http://api.example:9000/\nCARELOOP_ADMIN_TOKEN=from-file\n")
-    assert load_api_settings() == ApiSettings("http://api.example:9000", "from-file")
-
-    monkeypatch.setenv("CARELOOP_ADMIN_TOKEN", "admin-env")
-    assert load_api_settings().token == "admin-env"
     monkeypatch.setenv("CARELOOP_API_TOKEN", "api-env")
-    assert load_api_settings().token == "api-env"
+    assert load_api_settings() == ApiSettings("http://api.example:9000", None)
+
+    monkeypatch.setenv("CARELOOP_DASHBOARD_DEV_TOKEN", "dev-env")
+    assert load_api_settings().dev_token == "dev-env"
 
 
 def test_url_without_scheme_is_refused_naming_the_variable() -> None:
@@ -58,7 +57,7 @@ def test_post_sends_the_token_and_returns_the_answer() -> None:
 
 def test_forbidden_post_blames_the_role_not_the_token() -> None:
     transport = httpx.MockTransport(lambda _: httpx.Response(403, json={"detail": "role 'marketer' may not do this"}))
-    with pytest.raises(ApiError, match="403 Forbidden: the token's role may not do this") as raised:
+    with pytest.raises(ApiError, match="403 Forbidden: your role may not do this") as raised:
         ApiClient("http://api", "token", transport=transport).acknowledge_detection(3)
     assert raised.value.status == 403
     assert "role 'marketer' may not do this" in str(raised.value)

@@ -204,12 +204,13 @@ def test_detections_page_explains_the_selected_detection(fake_api: FakeApi) -> N
     assert "Grease filter due for cleaning after 180 running hours (RH-900)" in text
     # The reason in words, then every condition of the tree with its verdict and its own reason.
     assert "**all 2 conditions hold**" in text
-    assert "**usage** · :green[met]  \nrun hours grew by 212.4 since new, at least 180" in text
-    assert "**threshold** · :green[met]  \nfan current is 2.6, above 2" in text
+    # Values carry their metric's unit (from the model's catalog).
+    assert "**usage** · :green[met]  \nrun hours grew by 212.4 h since new, at least 180 h" in text
+    assert "**threshold** · :green[met]  \nfan current is 2.6 A, above 2 A" in text
     usage_values, threshold_values = (table.value for table in at.table)
-    assert usage_values.loc["current", "value"] == "812.4"
-    assert usage_values.loc["since_at", "value"] == "–"
-    assert threshold_values.loc["latest", "value"] == "2.6"
+    assert usage_values.loc["current", "value"] == "812.4 h"
+    assert usage_values.loc["since at", "value"] == "–"
+    assert threshold_values.loc["latest", "value"] == "2.6 A"
     assert metric_values(at)["Acknowledged by"] == "dispatcher, 4 h ago"
     assert list(at.dataframe[1].value["action"]) == ["offer"]
     assert [link.proto.query_string for link in at.page_link] == ["device=RH-000123", "customer=7"]
@@ -225,8 +226,10 @@ def test_detections_page_opens_a_linked_detection_even_outside_the_filters(fake_
     assert at.header[0].value == "#1 · oven-offline"
     assert fake_api.asked("/detections/1")
     text = text_of(at)
-    assert "**offline** · :green[met]  \noffline for 26h (since yesterday)" in text
-    assert "**offline** · :red[not met]  \nonline, last seen 1m ago, less than 1d" in text
+    # Spans in words, in their largest sensible unit.
+    assert "**offline** · :green[met]  \noffline for 1.1 days (since yesterday)" in text
+    assert "**offline** · :red[not met]  \nonline, last seen 1 minute ago, less than 1 day" in text
+    assert "for: 1 day" in text
     assert metric_values(at)["Cleared"] == "1 d ago"
     assert "The rule asks for no action." in text
 
