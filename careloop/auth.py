@@ -203,11 +203,15 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("PATCH", "/customers/{customer_id}"): _access(D),
     ("DELETE", "/customers/{customer_id}"): ADMIN,
     ("GET", "/customers/{customer_id}/360"): _access(D, M),
-    ("POST", "/customers/{customer_id}/consents"): _access(D, M),
+    ("POST", "/customers/{customer_id}/consents"): _access(D),
+    ("POST", "/customers/{customer_id}/marketing-objection"): _access(D),
     ("GET", "/customers/{customer_id}/consents/history"): _access(D, M),
     ("GET", "/customers/{customer_id}/membership"): _access(D, M),
     ("POST", "/customers/{customer_id}/points/spend"): _access(D, M),
-    ("POST", "/customers/{customer_id}/purchases"): _access(D, M),
+    ("POST", "/customers/{customer_id}/purchases"): _access(D),
+    # the page an e-mail's unsubscribe link opens: its token is the customer's unsubscribe token, not a bearer
+    ("GET", "/unsubscribe/{token}"): PUBLIC,
+    ("POST", "/unsubscribe/{token}"): PUBLIC,
     # rules (what a marketer's and a dispatcher's rules may do is checked on the document: rules/api.py)
     ("GET", "/rules"): _access(D, M),
     ("POST", "/rules"): _access(D, M),
@@ -243,6 +247,7 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("GET", "/outbox"): _access(M),
     ("POST", "/webhooks"): ADMIN,
     ("GET", "/webhooks"): ADMIN,
+    ("DELETE", "/webhooks/{endpoint_id}"): ADMIN,
 }
 
 

@@ -177,9 +177,13 @@ def client_address(request: Request) -> str:
 def get_caller(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> CallerIdentity:
-    """The caller a bearer token speaks for. Looked up in a short transaction of its own, so a request refused
-    here (or one that then waits on other work) holds no connection. An address that sent too many refused
-    tokens is refused for a while (429), whatever it sends."""
+    """The caller a bearer token speaks for (once per request: authorize() may have looked it up already).
+    Looked up in a short transaction of its own, so a request refused here (or one that then waits on other work)
+    holds no connection. An address that sent too many refused tokens is refused for a while (429), whatever it
+    sends."""
+    known = getattr(request.state, "caller", None)
+    if known is not None:
+        return known
     if credentials is None:
         raise HTTPException(
             401,
@@ -200,6 +204,7 @@ def get_caller(
     if caller is None:
         failures.hit(address)
         raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
+    request.state.caller = caller
     return caller
 
 
@@ -210,16 +215,22 @@ SCOPE_PARAMETERS = {"device": "device_id", "detection": "detection_id", "custome
                     "technician": "technician_id"}
 
 
-def authorize(request: Request, caller: Caller) -> CallerIdentity:
-    """The permission table (careloop.auth.PERMISSIONS), enforced for every route the app includes: the role
-    may do this (else 403 naming the roles that may), a technician's path names an object of theirs (else 404,
-    as for an id that does not exist), and the operation's rate limit holds (else 429)."""
+def authorize(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> CallerIdentity | None:
+    """The permission table (careloop.auth.PERMISSIONS), enforced for every route the app includes: a token
+    (unless the operation is public), a role that may do this (else 403 naming the roles that may), a path that
+    names an object of the technician's for a technician (else 404, as for an id that does not exist), and the
+    operation's rate limit (else 429)."""
     route = request.scope.get("route")
     path = getattr(route, "path", request.url.path)
     access = access_to(request.method, path)
     if access is None:
         # Fail closed: an operation nobody wrote into the table is nobody's.
         raise HTTPException(403, f"{request.method} {path} is not in the permission table; nobody may call it")
+    if access.public:
+        return None
+    caller = get_caller(request, credentials)
     if not access.admits(caller.role):
         raise HTTPException(403, refusal(caller.role, access))
     if caller.role == "technician" and access.technician is not None:

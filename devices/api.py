@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
+from careloop.auth import technician_device_ids
 from careloop.db import BIGINT_MAX, BIGINT_MIN
-from careloop.deps import Conn, Limit, Moment, Offset, Role, require
+from careloop.deps import Caller, Conn, Limit, Moment, Offset
 from careloop.durations import Duration
 from careloop.errors import EVERY_ROUTE, answers
 from careloop.pages import Page, whole
@@ -20,12 +21,12 @@ DeviceId = Annotated[str, Query(pattern=DEVICE_ID_PATTERN)]
 
 
 @router.get("/models")
-def list_models(_role: Role) -> Page[ApplianceModel]:
+def list_models() -> Page[ApplianceModel]:
     """The appliance models known, with their metrics, fault codes, life and maintenance interval."""
     return whole(list(load_catalog().values()))
 
 
-@router.post("/devices", status_code=201, dependencies=[require("dispatcher")], responses=answers(403, 409))
+@router.post("/devices", status_code=201, responses=answers(403, 409))
 def create_device(device: DeviceCreate, conn: Conn) -> DeviceRead:
     return service.register_device(conn, device)
 
@@ -33,7 +34,7 @@ def create_device(device: DeviceCreate, conn: Conn) -> DeviceRead:
 @router.get("/devices")
 def list_devices(
     conn: Conn,
-    _role: Role,
+    caller: Caller,
     kind: str | None = None,
     model: str | None = None,
     region: str | None = None,
@@ -43,6 +44,10 @@ def list_devices(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[DeviceRead]:
+    """Devices, filtered; a technician's token lists only the devices of orders assigned to them."""
+    if caller.role == "technician":
+        return technicians_devices(conn, caller, kind=kind, model=model, region=region, owner=owner, online=online,
+                                   q=q, limit=limit, offset=offset)
     return service.list_devices(
         conn,
         kind=kind,
@@ -57,7 +62,7 @@ def list_devices(
 
 
 @router.get("/devices/{device_id}", responses=answers(404))
-def get_device(device_id: str, conn: Conn, _role: Role) -> DeviceRead:
+def get_device(device_id: str, conn: Conn) -> DeviceRead:
     return service.get_device(conn, device_id)
 
 
@@ -65,7 +70,6 @@ def get_device(device_id: str, conn: Conn, _role: Role) -> DeviceRead:
 def device_telemetry(
     device_id: str,
     conn: Conn,
-    _role: Role,
     since: Moment | None = None,
     until: Moment | None = None,
     metric: str | None = None,
@@ -83,3 +87,18 @@ def device_telemetry(
         conn, device_id, since=since, until=until, metric=metric, bucket=bucket_size, limit=limit
     )
     return TelemetrySeries(items=points)
+
+
+def technicians_devices(
+    conn: Conn, caller: Caller, *, kind: str | None, model: str | None, region: str | None, owner: int | None,
+    online: bool | None, q: str | None, limit: int, offset: int,
+) -> Page[DeviceRead]:
+    """The devices of a technician's orders (a handful), with the list's filters applied to them."""
+    wanted = {"kind": kind, "model": model, "region": region, "owner": owner, "online": online}
+    devices = [service.get_device(conn, device_id) for device_id in technician_device_ids(conn, caller.technician_id)]
+    devices = [
+        device for device in devices
+        if all(value is None or getattr(device, name) == value for name, value in wanted.items())
+        and (q is None or q.lower() in device.id.lower())
+    ]
+    return Page[DeviceRead](items=devices[offset : offset + limit], total=len(devices))

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, AwareDatetime
+from pydantic import AfterValidator, AwareDatetime, model_validator
 
-from careloop.deps import Conn, Limit, Offset, Role, RowId, moment_in_range, require
-from careloop.errors import EVERY_ROUTE, answers
+from careloop.auth import technician_device_ids
+from careloop.deps import Backtests, Caller, Conn, Limit, Offset, RowId, moment_in_range
+from careloop.errors import EVERY_ROUTE, ErrorMessage, answers
 from careloop.pages import Page
 from rules import service
+from rules.lifecycle import MAX_BACKTEST_WINDOW
 from rules.models import (
     BacktestRequest,
     BacktestResult,
     DetectionRead,
     EngineJobRead,
+    Rule,
     RuleError,
     RuleRead,
     StoredRule,
 )
+from rules.specs import document_size_errors, rule_size_errors
 
 router = APIRouter(tags=["rules"], responses=EVERY_ROUTE)
 # The body is read by hand (JSON or YAML); this tells OpenAPI what it may be.
@@ -51,32 +56,85 @@ RuleDocument = Annotated[str | bytes, Depends(rule_document)]
 
 
 class BacktestWindow(BacktestRequest):
-    """BacktestRequest with `start` and `end` in the range every API moment keeps to (careloop.deps)."""
+    """BacktestRequest with `start` and `end` in the range every API moment keeps to (careloop.deps), at most
+    MAX_BACKTEST_WINDOW apart."""
 
     start: Annotated[AwareDatetime, AfterValidator(moment_in_range)]
     end: Annotated[AwareDatetime, AfterValidator(moment_in_range)]
+
+    @model_validator(mode="after")
+    def _window_bounded(self) -> BacktestWindow:
+        if self.end - self.start > MAX_BACKTEST_WINDOW:
+            raise ValueError(
+                f"from start to end is {(self.end - self.start).days} days; a backtest covers at most "
+                f"{MAX_BACKTEST_WINDOW.days} days (MAX_BACKTEST_WINDOW)"
+            )
+        return self
+
+
+# --- who may write which rule ------------------------------------------------------------------------------------
+# The permission table admits dispatchers and marketers to POST and PUT /rules; what a rule does decides which of
+# them may write it. A marketing rule's actions are all offers: the marketers'. Every other rule (one that opens
+# service orders, calls customers, or only records detections) is a fault or maintenance rule: the dispatchers'.
+
+SERVICE_ACTIONS = ("open_service_order", "call_customer")
+
+
+def action_kinds(then: Iterable[Any]) -> list[str]:
+    """The kinds of a rule's actions, from the parsed rule's actions or a stored document's `then`."""
+    return [next(iter(action)) if isinstance(action, dict) else next(iter(type(action).model_fields))
+            for action in then]
+
+
+def is_marketing_rule(kinds: list[str]) -> bool:
+    return bool(kinds) and all(kind == "offer" for kind in kinds)
+
+
+def may_write_rule(role: str, rule_id: str, kinds: list[str], *, stored: bool = False) -> None:
+    """403, saying why, when the role may not write a rule with these actions (`stored`: as it is now)."""
+    which = f"rule {rule_id} as stored" if stored else f"rule {rule_id}"
+    if role == "marketer" and not is_marketing_rule(kinds):
+        does = ", ".join(sorted({kind for kind in kinds if kind != "offer"})) or "no action but a detection"
+        raise HTTPException(
+            403,
+            f"{which} is a fault or maintenance rule ({does}): a marketer may write only rules whose actions "
+            "are all offers; a dispatcher or an admin may change this one",
+        )
+    if role == "dispatcher" and is_marketing_rule(kinds):
+        raise HTTPException(
+            403, f"{which} is a marketing rule (all its actions are offers): a marketer or an admin may change it"
+        )
+
+
+def checked_rule(document: str | bytes, caller: Caller) -> Rule:
+    """The document validated, within the size limits (422 naming the limit), and one the caller may write."""
+    size = len(document.encode() if isinstance(document, str) else document)
+    errors = document_size_errors(size)
+    if errors:
+        raise RuleError(errors)
+    rule = service.validate(document)
+    errors = rule_size_errors(rule.when, rule.then)
+    if errors:
+        raise RuleError(errors)
+    may_write_rule(caller.role, rule.id, action_kinds(rule.then))
+    return rule
 
 
 def rule_error_response(_request: Request, error: RuleError) -> JSONResponse:
     return JSONResponse({"detail": error.errors}, status_code=422)
 
 
-@router.post(
-    "/rules",
-    status_code=201,
-    dependencies=[require("dispatcher", "marketer")],
-    openapi_extra=RULE_BODY_DOC,
-    responses=answers(403, 409),
-)
-def create_rule(document: RuleDocument, conn: Conn) -> RuleRead:
-    """Validate and store a new rule; every mistake is listed with the field it is in."""
+@router.post("/rules", status_code=201, openapi_extra=RULE_BODY_DOC, responses=answers(403, 409))
+def create_rule(document: RuleDocument, conn: Conn, caller: Caller) -> RuleRead:
+    """Validate and store a new rule; every mistake is listed with the field it is in. A marketer writes rules
+    whose actions are all offers; a dispatcher every other rule (403 saying why)."""
+    checked_rule(document, caller)
     return service.create_rule(conn, document)
 
 
 @router.get("/rules")
 def list_rules(
     conn: Conn,
-    _role: Role,
     enabled: bool | None = None,
     limit: Limit = 1000,
     offset: Offset = 0,
@@ -85,27 +143,30 @@ def list_rules(
 
 
 @router.get("/rules/{rule_id}", responses=answers(404))
-def get_rule(rule_id: str, conn: Conn, _role: Role) -> RuleRead:
+def get_rule(rule_id: str, conn: Conn) -> RuleRead:
     """A rule with every earlier version of it."""
     return service.get_rule(conn, rule_id)
 
 
-@router.put(
-    "/rules/{rule_id}",
-    dependencies=[require("dispatcher", "marketer")],
-    openapi_extra=RULE_BODY_DOC,
-    responses=answers(403, 404),
-)
-def update_rule(rule_id: str, document: RuleDocument, conn: Conn) -> RuleRead:
-    """Replace a rule's document (set `enabled: false` to disable it); the previous version is kept."""
+@router.put("/rules/{rule_id}", openapi_extra=RULE_BODY_DOC, responses=answers(403, 404))
+def update_rule(rule_id: str, document: RuleDocument, conn: Conn, caller: Caller) -> RuleRead:
+    """Replace a rule's document (set `enabled: false` to disable it); the previous version is kept. Who may
+    change a rule depends on what it does, as stored and as sent (see POST /rules)."""
+    checked_rule(document, caller)
+    may_write_rule(caller.role, rule_id, action_kinds(service.get_rule(conn, rule_id).document.get("then", [])),
+                   stored=True)
     return service.update_rule(conn, rule_id, document)
 
 
-@router.post("/rules/{rule_id}/backtest", responses=answers(404))
-def backtest_rule(rule_id: str, request: BacktestWindow, conn: Conn, _role: Role) -> BacktestResult:
-    """Replay the rule over stored history from `start` to `end`, every `step` (default 1h): what it would
-    have opened and cleared, and when. Nothing is opened."""
-    return service.backtest_rule(conn, rule_id, request)
+TOO_MANY = {429: {"model": ErrorMessage, "description": "Too many running at once for the role; see Retry-After"}}
+
+
+@router.post("/rules/{rule_id}/backtest", responses={**answers(404), **TOO_MANY})
+async def backtest_rule(rule_id: str, request: BacktestWindow, caller: Caller, backtests: Backtests) -> BacktestResult:
+    """Replay the rule over stored history from `start` to `end` (at most a year apart), every `step` (default
+    1h): what it would have opened and cleared, and when. Nothing is opened. A few run at once per role (429
+    beyond), each under a time limit (422 past it), on connections of their own."""
+    return await backtests.run(caller.role, lambda conn: service.backtest_rule(conn, rule_id, request))
 
 
 DetectionStatus = Literal["open", "acknowledged", "cleared"]
@@ -114,36 +175,47 @@ DetectionStatus = Literal["open", "acknowledged", "cleared"]
 @router.get("/detections", tags=["detections"])
 def list_detections(
     conn: Conn,
-    _role: Role,
+    caller: Caller,
     device_id: str | None = None,
     status: DetectionStatus | None = None,
     rule_id: str | None = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[DetectionRead]:
-    """What rules found, newest first, each with its explanation and the actions waiting on it."""
-    return service.list_detections(
-        conn, device_id=device_id, status=status, rule_id=rule_id, limit=limit, offset=offset
-    )
+    """What rules found, newest first, each with its explanation and the actions waiting on it. A technician's
+    token sees only the detections of devices on orders assigned to them."""
+    if caller.role != "technician":
+        return service.list_detections(
+            conn, device_id=device_id, status=status, rule_id=rule_id, limit=limit, offset=offset
+        )
+    devices = technician_device_ids(conn, caller.technician_id)
+    if device_id is not None:
+        devices = [device for device in devices if device == device_id]
+    # A technician has the devices of a handful of orders: each one's newest detections, merged, are enough to
+    # answer any page of theirs.
+    found: list[DetectionRead] = []
+    total = 0
+    for device in devices:
+        page = service.list_detections(conn, device_id=device, status=status, rule_id=rule_id,
+                                       limit=offset + limit, offset=0)
+        found += page.items
+        total += page.total
+    found.sort(key=lambda detection: (detection.opened_at, detection.id), reverse=True)
+    return Page[DetectionRead](items=found[offset : offset + limit], total=total)
 
 
 @router.get("/detections/{detection_id}", tags=["detections"], responses=answers(404))
-def get_detection(detection_id: RowId, conn: Conn, _role: Role) -> DetectionRead:
+def get_detection(detection_id: RowId, conn: Conn) -> DetectionRead:
     return service.get_detection(conn, detection_id)
 
 
-@router.post(
-    "/detections/{detection_id}/acknowledge",
-    tags=["detections"],
-    dependencies=[require("dispatcher", "technician")],
-    responses=answers(403, 404, 409),
-)
-def acknowledge_detection(detection_id: RowId, conn: Conn, role: Role) -> DetectionRead:
-    """Say a person has seen it; it stays until the rule stops holding, then clears."""
-    return service.acknowledge_detection(conn, detection_id, by=role)
+@router.post("/detections/{detection_id}/acknowledge", tags=["detections"], responses=answers(403, 404, 409))
+def acknowledge_detection(detection_id: RowId, conn: Conn, caller: Caller) -> DetectionRead:
+    """Say a person has seen it (their name is kept); it stays until the rule stops holding, then clears."""
+    return service.acknowledge_detection(conn, detection_id, by=caller.name)
 
 
 @router.get("/engine/jobs", tags=["detections"])
-def engine_jobs(conn: Conn, _role: Role) -> Page[EngineJobRead]:
+def engine_jobs(conn: Conn) -> Page[EngineJobRead]:
     """When each engine job last ran over the fleet, how long it took, and what it opened and cleared."""
     return service.engine_jobs(conn)

@@ -18,6 +18,7 @@ yields the same key: store it with ON CONFLICT DO NOTHING and the detection's ac
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -154,6 +155,10 @@ def state_arrays(
 
 
 # ---------------------------------------------------------------- backtests
+
+# The longest stretch of history one backtest replays: a year and a day (a yearly rule's whole cycle). Its steps
+# are bounded too (rules.models.MAX_BACKTEST_STEPS), and the API runs it under a time limit.
+MAX_BACKTEST_WINDOW = dt.timedelta(days=366)
 
 FactsAt = Callable[[np.datetime64, frozenset[Requirement]], FleetFacts]
 

@@ -234,3 +234,46 @@ class RuleError(ValueError):
 def rule_error(loc: list[str | int], msg: str) -> dict[str, Any]:
     """One located mistake in a rule document."""
     return {"loc": loc, "msg": msg}
+
+
+# ---------------------------------------------------------------- size limits
+
+# How large a rule document may be. The catalog's largest rule has 4 conditions nested 2 deep and 3 actions;
+# these leave room for anything a person writes while keeping compilation and every evaluation cheap.
+MAX_RULE_BYTES = 16_384  # the document as sent, JSON or YAML
+MAX_RULE_CONDITIONS = 32  # conditions in `when`, `all` and `any` included
+MAX_RULE_DEPTH = 6  # `all`/`any` nested in one another
+MAX_RULE_ACTIONS = 10  # entries in `then`
+
+
+def document_size_errors(size_bytes: int) -> list[dict[str, Any]]:
+    """A document larger than MAX_RULE_BYTES, named as the limit it passes."""
+    if size_bytes <= MAX_RULE_BYTES:
+        return []
+    return [rule_error([], f"the document is {size_bytes} bytes; at most {MAX_RULE_BYTES} (MAX_RULE_BYTES)")]
+
+
+def rule_size_errors(when: BaseModel, then: list[Any]) -> list[dict[str, Any]]:
+    """Conditions, nesting and actions beyond the limits above, each named with the limit and where it is."""
+    errors: list[dict[str, Any]] = []
+    conditions = 0
+    deepest: tuple[int, list[str | int]] = (0, ["when"])
+    pending: list[tuple[BaseModel, int, list[str | int]]] = [(when, 1, ["when"])]
+    while pending:
+        condition, depth, loc = pending.pop()
+        conditions += 1
+        kind = condition_kind(condition)
+        if kind in ("all", "any"):
+            if depth > deepest[0]:
+                deepest = (depth, loc)
+            pending.extend((child, depth + 1, [*loc, kind, index])
+                           for index, child in enumerate(condition_spec(condition)))
+    if conditions > MAX_RULE_CONDITIONS:
+        errors.append(rule_error(["when"], f"{conditions} conditions; at most {MAX_RULE_CONDITIONS} "
+                                           "(MAX_RULE_CONDITIONS)"))
+    if deepest[0] > MAX_RULE_DEPTH:
+        errors.append(rule_error(deepest[1], f"`all`/`any` nested {deepest[0]} deep; at most {MAX_RULE_DEPTH} "
+                                             "(MAX_RULE_DEPTH)"))
+    if len(then) > MAX_RULE_ACTIONS:
+        errors.append(rule_error(["then"], f"{len(then)} actions; at most {MAX_RULE_ACTIONS} (MAX_RULE_ACTIONS)"))
+    return errors

@@ -32,9 +32,9 @@ def client(database) -> TestClient:
     return TestClient(create_app(database, admin_token="admin-token-for-tests", mqtt_url=None))
 
 
-def headers_for(database, role: str) -> dict:
+def headers_for(database, role: str, name: str = "test") -> dict:
     with database.transaction() as conn:
-        return {"Authorization": f"Bearer {create_token(conn, role=role, name='test')}"}
+        return {"Authorization": f"Bearer {create_token(conn, role=role, name=name)}"}
 
 
 def store_events(database, device_id: str, events: list[tuple[dt.datetime, str]]) -> None:
@@ -65,11 +65,11 @@ def test_detections_are_listed_explained_and_acknowledged(client, database, conn
     assert detection["actions"][0]["status"] == "pending"
     assert client.get("/detections", params={"device_id": quiet.id}, headers=ADMIN).json()["total"] == 0
 
-    marketer, dispatcher = headers_for(database, "marketer"), headers_for(database, "dispatcher")
+    marketer, dispatcher = headers_for(database, "marketer"), headers_for(database, "dispatcher", "Zhang Wei")
     assert client.post(f"/detections/{detection['id']}/acknowledge", headers=marketer).status_code == 403
     acknowledged = client.post(f"/detections/{detection['id']}/acknowledge", headers=dispatcher)
     assert acknowledged.status_code == 200, acknowledged.text
-    assert acknowledged.json()["status"] == "acknowledged" and acknowledged.json()["acknowledged_by"] == "dispatcher"
+    assert acknowledged.json()["status"] == "acknowledged" and acknowledged.json()["acknowledged_by"] == "Zhang Wei"
     assert client.get("/detections", params={"status": "acknowledged"}, headers=ADMIN).json()["total"] == 1
     # Acknowledged is still open for the engine: the next sweep opens no second one.
     Engine(database).sweep()
