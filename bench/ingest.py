@@ -1,7 +1,10 @@
 """`careloop bench ingest`: MQTT publish-to-commit throughput of the real ingester, against the raw limits.
 
 Three figures for the same messages: one paho client draining the broker (no database), a COPY of the same rows
-into telemetry (no broker), and publish → ingester → commit. A figure, never a pass or fail."""
+into telemetry (no broker), and publish → ingester → commit. `--mode drain` (the default) queues the messages in
+the receivers' persistent sessions first and times the draining alone, so the publishers, which share the
+machine's cores, are not in the figure; `--mode live` publishes while the ingesters run. A figure, never a pass
+or fail."""
 
 from __future__ import annotations
 
@@ -130,9 +133,55 @@ def _stalled(count: int, last: tuple[int, float]) -> tuple[int, float] | None:
 # --- the three measurements ---------------------------------------------------------------------
 
 
-def measure_broker_drain(mqtt_url: str, messages: int, publishers: int, devices: list[str]) -> Figure:
-    """One paho client draining the broker, no database: the ceiling the broker and paho set."""
-    connection = make_connection(mqtt_url, f"bench-drain-{uuid.uuid4().hex[:8]}", receive_maximum=2000)
+def _subscribe_and_leave(mqtt_url: str, client_id: str, topic: str) -> None:
+    """A persistent session subscribed to `topic`, left without its client: the broker queues for it."""
+    connection = make_connection(mqtt_url, client_id, session_expiry_s=600)
+    subscribed = threading.Event()
+    connection.client.on_subscribe = lambda *_args: subscribed.set()
+    connection.client.on_connect = lambda client, *_args: client.subscribe(topic, qos=1)
+    connection.connect()
+    connection.client.loop_start()
+    if not subscribed.wait(timeout=10):
+        raise SystemExit(f"careloop bench ingest: the broker did not confirm the subscription of {client_id}")
+    connection.client.disconnect()
+    connection.client.loop_stop()
+
+
+def _forget(mqtt_url: str, client_id: str) -> None:
+    """End a persistent session: connect with a clean start and leave."""
+    connection = make_connection(mqtt_url, client_id)
+    connected = threading.Event()
+    connection.client.on_connect = lambda *_args: connected.set()
+    connection.connect()
+    connection.client.loop_start()
+    connected.wait(timeout=5)
+    connection.client.disconnect()
+    connection.client.loop_stop()
+
+
+def _wait_published(processes: list) -> None:
+    for process in processes:
+        process.join()
+
+
+def _queue_while_away(mqtt_url: str, messages: int, publishers: int, devices: list[str], raw: bool) -> None:
+    """Publish every message while the receiving sessions are away: the broker queues them all."""
+    go, processes = _publish(mqtt_url, messages, publishers, devices, dt.datetime.now(dt.UTC), raw=raw)
+    with tqdm(total=publishers, desc="queueing in the broker", unit="publisher", leave=False) as bar:
+        go.set()
+        for process in processes:
+            process.join()
+            bar.update(1)
+
+
+def measure_broker_drain(mqtt_url: str, messages: int, publishers: int, devices: list[str], *, drain: bool) -> Figure:
+    """One paho client draining the broker, no database: the ceiling the broker and paho set. `drain`: the
+    messages wait in its persistent session first, so the publishers' work is not in the figure."""
+    client_id = f"bench-drain-{uuid.uuid4().hex[:8]}"
+    if drain:
+        _subscribe_and_leave(mqtt_url, client_id, f"{RAW_TOPIC_ROOT}/+/telemetry")
+        _queue_while_away(mqtt_url, messages, publishers, devices, raw=True)
+    connection = make_connection(mqtt_url, client_id, receive_maximum=2000, session_expiry_s=600 if drain else 0)
     received = 0
     done = threading.Event()
     subscribed = threading.Event()
@@ -146,12 +195,18 @@ def measure_broker_drain(mqtt_url: str, messages: int, publishers: int, devices:
     connection.client.on_message = on_message
     connection.client.on_subscribe = lambda *_args: subscribed.set()
     connection.client.on_connect = lambda client, *_args: client.subscribe(f"{RAW_TOPIC_ROOT}/+/telemetry", qos=1)
-    connection.connect()
-    connection.client.loop_start()
-    subscribed.wait(timeout=10)
-    go, processes = _publish(mqtt_url, messages, publishers, devices, dt.datetime.now(dt.UTC), raw=True)
-    started = time.perf_counter()
-    go.set()
+    processes: list = []
+    if drain:
+        started = time.perf_counter()
+        connection.connect()
+        connection.client.loop_start()
+    else:
+        connection.connect()
+        connection.client.loop_start()
+        subscribed.wait(timeout=10)
+        go, processes = _publish(mqtt_url, messages, publishers, devices, dt.datetime.now(dt.UTC), raw=True)
+        started = time.perf_counter()
+        go.set()
     last_progress = (0, time.perf_counter())
     with tqdm(total=messages, desc="broker drain", unit="msg", leave=False) as bar:
         while not done.wait(timeout=0.2):
@@ -161,12 +216,13 @@ def measure_broker_drain(mqtt_url: str, messages: int, publishers: int, devices:
                 break
     seconds = time.perf_counter() - started - (STALL_S if last_progress is None else 0)
     if received < messages:
-        print(f"broker drain: the broker dropped {messages - received:,} of {messages:,} messages for an online "
-              "client (its max_queued_messages limit; deploy/mosquitto.conf sets none)")
-    for process in processes:
-        process.join()
+        print(f"broker drain: the broker dropped {messages - received:,} of {messages:,} messages queued for a "
+              "client (its max_queued_messages limit, 1000 by default; deploy/mosquitto.conf sets none)")
+    _wait_published(processes)
     connection.client.disconnect()
     connection.client.loop_stop()
+    if drain:
+        _forget(mqtt_url, client_id)
     return Figure("broker drain (paho, no database)", seconds, received, received * METRICS_PER_MESSAGE)
 
 
@@ -195,20 +251,37 @@ def measure_copy(database_url: str, messages: int, devices: list[str]) -> Figure
 
 
 def measure_ingest(
-    database_url: str, mqtt_url: str, messages: int, publishers: int, devices: list[str], ingesters: int
+    database_url: str, mqtt_url: str, messages: int, publishers: int, devices: list[str], ingesters: int,
+    *, drain: bool,
 ) -> tuple[Figure, int]:
-    """Publish over MQTT, ingest, commit: first publish to last commit."""
+    """Publish over MQTT, ingest, commit. Live: first publish to last commit, publishers running beside the
+    ingesters. Drain: the messages wait in the ingesters' sessions first; from the ingesters' start to the last
+    commit, what the ingesters alone can do."""
     database = Database(database_url, max_connections=ingesters + 2)
     group = f"bench-{uuid.uuid4().hex[:8]}"
-    running = [Ingester(database, mqtt_url, name=f"{group}-{n}", share_group=group) for n in range(ingesters)]
+
+    def start_ingesters() -> list[Ingester]:
+        started = [Ingester(database, mqtt_url, name=f"{group}-{n}", share_group=group) for n in range(ingesters)]
+        for ingester in started:
+            ingester.start()
+        return started
+
+    running = start_ingesters()
     for ingester in running:
-        ingester.start()
         ingester.connected.wait(timeout=10)
-    time.sleep(0.5)
+    time.sleep(0.5)  # the SUBACKs: the sessions hold the shared subscription from here on
     expected_rows = messages * METRICS_PER_MESSAGE
-    go, processes = _publish(mqtt_url, messages, publishers, devices, dt.datetime.now(dt.UTC), raw=False)
-    started = time.perf_counter()
-    go.set()
+    processes: list = []
+    if drain:
+        for ingester in running:
+            ingester.stop()
+        _queue_while_away(mqtt_url, messages, publishers, devices, raw=False)
+        started = time.perf_counter()
+        running = start_ingesters()
+    else:
+        go, processes = _publish(mqtt_url, messages, publishers, devices, dt.datetime.now(dt.UTC), raw=False)
+        started = time.perf_counter()
+        go.set()
     stored = 0
     last_progress = (0, time.perf_counter())
     with tqdm(total=expected_rows, desc="publish → commit", unit="row", leave=False) as bar:
@@ -220,15 +293,14 @@ def measure_ingest(
     seconds = time.perf_counter() - started
     if last_progress is None:
         seconds -= STALL_S
-    for process in processes:
-        process.join()
+    _wait_published(processes)
     for ingester in running:
         ingester.stop()
         forget_session(mqtt_url, ingester.name)
     with database.connection() as conn:
         rows = int(fetch_value(conn, "SELECT count(*) FROM telemetry"))
     database.close()
-    name = f"MQTT → {ingesters} ingester(s) → commit"
+    name = f"MQTT → {ingesters} ingester(s) → commit{' (drain)' if drain else ''}"
     return Figure(name, seconds, messages, stored), rows
 
 
@@ -241,14 +313,16 @@ def bench_ingest(args: argparse.Namespace) -> int:
         with conn:
             register_devices(conn, devices)
         conn.close()
+        draining = args.mode == "drain"
         print(
-            f"careloop bench ingest: {args.messages:,} messages x {METRICS_PER_MESSAGE} metrics from "
+            f"careloop bench ingest ({args.mode}): {args.messages:,} messages x {METRICS_PER_MESSAGE} metrics from "
             f"{args.publishers} publisher processes, {args.devices} devices, {args.ingesters} ingester(s)"
+            + ("; queued in the broker first, then drained" if draining else "; published while ingesting")
         )
-        drain = measure_broker_drain(urls.mqtt_url, args.messages, args.publishers, devices)
+        drain = measure_broker_drain(urls.mqtt_url, args.messages, args.publishers, devices, drain=draining)
         copy = measure_copy(database_url, args.messages, devices)
         ingest, stored = measure_ingest(
-            database_url, urls.mqtt_url, args.messages, args.publishers, devices, args.ingesters
+            database_url, urls.mqtt_url, args.messages, args.publishers, devices, args.ingesters, drain=draining
         )
     print(f"{'measurement':<40} {'seconds':>8} {'messages/s':>12} {'readings/s':>12}")
     for figure in (drain, copy, ingest):

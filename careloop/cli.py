@@ -459,6 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
     ingest_bench.add_argument("--publishers", type=int, default=4, help="publishing processes")
     ingest_bench.add_argument("--devices", type=int, default=400, help="distinct devices")
     ingest_bench.add_argument("--ingesters", type=int, default=1, help="ingesters sharing the subscription")
+    ingest_bench.add_argument(
+        "--mode", choices=("drain", "live"), default="drain",
+        help="drain (default): queue every message in the broker first, then time the ingesters emptying it; "
+             "live: publish while the ingesters run",
+    )
     engine_bench = benches.add_parser(
         "engine", help="time of one scheduled evaluation of the built-in catalog over large generated fleets"
     )
