@@ -18,6 +18,8 @@ from customers.models import (
     Customer360,
     CustomerCreate,
     CustomerRead,
+    CustomerUpdate,
+    ErasureRead,
     MembershipRead,
     PointsSpendRequest,
     PurchaseRecord,
@@ -50,6 +52,21 @@ def list_customers(
 @router.get("/customers/{customer_id}", responses=answers(404))
 def get_customer(customer_id: RowId, conn: Conn, _role: Role) -> CustomerRead:
     return service.get_customer(conn, customer_id)
+
+
+@router.patch("/customers/{customer_id}", dependencies=[HOTLINE], responses=answers(403, 404, 409))
+def update_customer(customer_id: RowId, update: CustomerUpdate, conn: Conn) -> CustomerRead:
+    """Correct a customer: only the fields given change (null clears phone, e-mail, birthday, region or preferred
+    channel); a bad value is a 422 naming the field. An erased customer is a 409."""
+    return service.update_customer(conn, customer_id, update)
+
+
+@router.delete("/customers/{customer_id}", dependencies=[require()], responses=answers(403, 404))
+def erase_customer(customer_id: RowId, conn: Conn) -> ErasureRead:
+    """Erase the person everywhere CareLoop wrote them (profile, consents and their history, messages, call tasks,
+    quarantined messages mentioning them); their appliances are owned by nobody, their telemetry stays. Orders,
+    offers and spend keep counting, against an anonymous stub. Erasing again answers the same, touching nothing."""
+    return service.erase_customer(conn, customer_id, at=dt.datetime.now(dt.UTC))
 
 
 @router.get("/customers/{customer_id}/360", responses=answers(404))

@@ -53,6 +53,27 @@ class CustomerCreate(BaseModel):
         return value
 
 
+class CustomerUpdate(CustomerCreate):
+    """A correction: only the fields given change (null clears phone, e-mail, birthday, region or the preferred
+    channel; name and time zone cannot be cleared). Consents change through POST /customers/{id}/consents."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)  # type: ignore[assignment]
+    timezone: str | None = Field(default=None, max_length=64)  # type: ignore[assignment]
+    consents: None = Field(default=None, exclude=True, description="not here: POST /customers/{id}/consents")
+
+    @field_validator("name", "timezone", mode="before")
+    @classmethod
+    def _not_cleared(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("cannot be cleared (null); give a value")
+        return value
+
+    @field_validator("consents", mode="before")
+    @classmethod
+    def _not_here(cls, value: object) -> object:
+        raise ValueError("consents change through POST /customers/{id}/consents, with how they were given")
+
+
 class CustomerRead(BaseModel):
     id: int
     name: str
@@ -64,6 +85,18 @@ class CustomerRead(BaseModel):
     preferred_channel: Channel | None
     created_at: dt.datetime
     consents: list[Consent]
+    erased_at: dt.datetime | None = Field(default=None, description="set once the person was erased: an anonymous "
+                                          "stub remains, which orders and offers still count")
+
+
+class ErasureRead(BaseModel):
+    """What erasing a person touched, place by place (rows); nothing more when they were erased before."""
+
+    customer_id: int
+    erased_at: dt.datetime
+    erased_now: bool
+    touched: dict[str, int] = Field(description="rows per place: devices (now owned by nobody), consents, outbox, "
+                                    "offers, call_tasks, order_texts, quarantine, points, profile")
 
 
 class Customer360(BaseModel):

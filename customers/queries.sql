@@ -25,6 +25,7 @@ FROM customers c
 WHERE (%(customer_id)s::bigint IS NULL OR c.id = %(customer_id)s)
   AND (%(q)s::text IS NULL OR c.name ILIKE '%%' || %(q)s || '%%' OR c.email ILIKE '%%' || %(q)s || '%%'
        OR c.phone LIKE '%%' || %(q)s || '%%')
+  AND (%(customer_id)s::bigint IS NOT NULL OR c.erased_at IS NULL)  -- the erased are found by id alone
 ORDER BY c.id
 LIMIT %(limit)s OFFSET %(offset)s
 
@@ -199,3 +200,93 @@ SELECT id FROM customers WHERE unsubscribe_token = %(token)s
 -- name: marketing_consents --
 -- The customer's marketing consent as it stands on each channel (a channel never asked about is absent).
 SELECT channel, granted FROM customer_consents WHERE customer_id = %(customer_id)s AND purpose = 'marketing'
+
+-- name: update_customer --
+-- Correct a customer's profile: each field given (`set_<field>` true) takes its new value; answers the id, none
+-- when there is no such customer or they were erased.
+UPDATE customers SET
+    name = CASE WHEN %(set_name)s THEN %(name)s ELSE name END,
+    phone = CASE WHEN %(set_phone)s THEN %(phone)s ELSE phone END,
+    email = CASE WHEN %(set_email)s THEN %(email)s ELSE email END,
+    birthday = CASE WHEN %(set_birthday)s THEN %(birthday)s::date ELSE birthday END,
+    timezone = CASE WHEN %(set_timezone)s THEN %(timezone)s ELSE timezone END,
+    region = CASE WHEN %(set_region)s THEN %(region)s ELSE region END,
+    preferred_channel = CASE WHEN %(set_preferred_channel)s THEN %(preferred_channel)s ELSE preferred_channel END
+WHERE id = %(customer_id)s AND erased_at IS NULL
+RETURNING id
+
+-- name: customer_erased_at --
+-- When a customer was erased (NULL: not erased); no row: no such customer.
+SELECT erased_at FROM customers WHERE id = %(customer_id)s FOR UPDATE
+
+-- Erasure: every place the product writes a person, in one transaction. Customers sit below the domains that copy
+-- a person's contact details (offers' outbox, service orders' call tasks), so the list of those places is kept
+-- here, in one file, rather than spread where nobody would see a new copy missing from it. What stays is
+-- anonymous: the customer's id as a stub (erased_at set) that orders, offers, spend and segments still count.
+
+-- name: erase_devices --
+-- The person's appliances are no longer theirs: their telemetry stays, owned by nobody.
+UPDATE devices SET owner_id = NULL WHERE owner_id = %(customer_id)s
+
+-- name: erase_consents --
+-- Consents as they stand and their history.
+WITH history AS (DELETE FROM consent_history WHERE customer_id = %(customer_id)s)
+DELETE FROM customer_consents WHERE customer_id = %(customer_id)s
+
+-- name: erase_outbox --
+-- The messages of the person's offers: addresses, subjects and bodies gone; those not yet sent never will be.
+UPDATE outbox m SET destination = 'erased', subject = NULL, body = '', last_error = NULL,
+       status = CASE WHEN m.status = 'pending' THEN 'cancelled' ELSE m.status END,
+       cancelled_at = CASE WHEN m.status = 'pending' THEN %(at)s ELSE m.cancelled_at END,
+       cancel_reason = CASE WHEN m.status = 'pending' THEN 'the customer was erased' ELSE m.cancel_reason END
+FROM offers o
+WHERE m.offer_id = o.id AND o.customer_id = %(customer_id)s
+
+-- name: erase_offers --
+-- The person's offers keep their template, status, value, dates and segment (the conversion report counts them);
+-- their reason in the owner's words goes; those not yet in their hands are blocked.
+UPDATE offers SET reason = 'erased', updated_at = %(at)s,
+       status = CASE WHEN status IN ('held', 'issued') THEN 'blocked' ELSE status END,
+       status_reason = CASE WHEN status IN ('held', 'issued') THEN 'the customer was erased' ELSE status_reason END
+WHERE customer_id = %(customer_id)s
+
+-- name: erase_call_tasks --
+-- Call tasks: no number, no script (it greets them by name), no notes; an open one can no longer be made.
+UPDATE call_tasks SET phone = NULL, script = 'erased', notes = NULL, updated_at = %(at)s,
+       status = CASE WHEN status = 'open' THEN 'blocked' ELSE status END,
+       policy_reason = CASE WHEN status = 'open' THEN 'the customer was erased' ELSE policy_reason END
+WHERE customer_id = %(customer_id)s
+
+-- name: erase_order_texts --
+-- Service orders stay (their statistics); their e-mail address or phone number, where a text quotes it, goes.
+WITH orders AS (
+    UPDATE service_orders SET
+        reason = replace(replace(reason, %(email)s, '[erased]'), %(phone)s, '[erased]'),
+        outcome = replace(replace(outcome, %(email)s, '[erased]'), %(phone)s, '[erased]'),
+        explanation = replace(replace(explanation::text, %(email)s, '[erased]'), %(phone)s, '[erased]')::jsonb
+    WHERE customer_id = %(customer_id)s
+    RETURNING id
+)
+UPDATE service_order_history h
+SET detail = replace(replace(h.detail::text, %(email)s, '[erased]'), %(phone)s, '[erased]')::jsonb
+FROM orders WHERE h.order_id = orders.id
+
+-- name: erase_quarantine --
+-- Bad messages kept in quarantine that mention the person's e-mail address or phone number (as written, or its
+-- digits alone), in their text or their raw bytes.
+DELETE FROM quarantine q
+WHERE EXISTS (
+    SELECT 1 FROM unnest(%(marks)s::text[]) AS mark (text)
+    WHERE strpos(lower(q.payload), lower(mark.text)) > 0 OR strpos(lower(q.detail), lower(mark.text)) > 0
+       OR position(convert_to(mark.text, 'UTF8') IN coalesce(q.payload_raw, ''::bytea)) > 0
+)
+
+-- name: erase_points --
+-- Points spent keep their amounts; the reason (free text) goes.
+UPDATE points_spent SET reason = 'erased' WHERE customer_id = %(customer_id)s
+
+-- name: erase_profile --
+-- The profile: an anonymous stub with its id, so what refers to it still counts.
+UPDATE customers SET name = 'erased customer', phone = NULL, email = NULL, birthday = NULL, timezone = 'UTC',
+       region = NULL, preferred_channel = NULL, unsubscribe_token = NULL, erased_at = %(at)s
+WHERE id = %(customer_id)s

@@ -192,3 +192,37 @@ def customer_by_unsubscribe_token(conn: Connection, *, token: str) -> int | None
 def marketing_consents(conn: Connection, *, customer_id: int) -> dict[str, bool]:
     rows = fetch_all(conn, QUERIES["marketing_consents"], {"customer_id": customer_id})
     return {row["channel"]: row["granted"] for row in rows}
+
+
+def update_customer(conn: Connection, *, customer_id: int, changes: dict[str, Any]) -> bool:
+    """Whether a customer (not erased) took the changes; fields absent from `changes` keep their value."""
+    params: dict[str, Any] = {"customer_id": customer_id}
+    for name in UPDATABLE:
+        params[f"set_{name}"] = name in changes
+        params[name] = changes.get(name)
+    return fetch_value(conn, QUERIES["update_customer"], params) is not None
+
+
+UPDATABLE = ("name", "phone", "email", "birthday", "timezone", "region", "preferred_channel")
+
+
+def customer_erased_at(conn: Connection, *, customer_id: int) -> tuple[bool, dt.datetime | None]:
+    """(whether the customer exists, when they were erased), the row locked."""
+    row = fetch_one(conn, QUERIES["customer_erased_at"], {"customer_id": customer_id})
+    return (row is not None, row["erased_at"] if row is not None else None)
+
+
+ERASURE_STEPS = ("erase_devices", "erase_consents", "erase_outbox", "erase_offers", "erase_call_tasks",
+                 "erase_order_texts", "erase_quarantine", "erase_points", "erase_profile")
+
+
+def erase_customer(conn: Connection, *, customer_id: int, email: str, phone: str, marks: list[str],
+                   at: dt.datetime) -> dict[str, int]:
+    """Run every erasure step (customers/queries.sql); answers the rows each touched."""
+    params = {"customer_id": customer_id, "email": email, "phone": phone, "marks": marks, "at": at}
+    touched = {}
+    with conn.cursor() as cursor:
+        for step in ERASURE_STEPS:
+            cursor.execute(QUERIES[step], params)
+            touched[step.removeprefix("erase_")] = max(cursor.rowcount, 0)
+    return touched

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import secrets
 from decimal import Decimal
 from typing import Any, get_args
@@ -23,6 +24,8 @@ from customers.models import (
     Customer360,
     CustomerCreate,
     CustomerRead,
+    CustomerUpdate,
+    ErasureRead,
     MembershipRead,
     PointsLotRead,
     PointsSpendRequest,
@@ -36,6 +39,7 @@ from devices import service as devices_service
 from devices.models import DeviceRead
 
 CHANNELS: tuple[str, ...] = get_args(Channel)
+log = logging.getLogger("careloop.customers")
 
 
 def create_customer(conn: Connection, customer: CustomerCreate) -> CustomerRead:
@@ -44,6 +48,38 @@ def create_customer(conn: Connection, customer: CustomerCreate) -> CustomerRead:
     for consent in customer.consents:
         repo.upsert_consent(conn, customer_id=customer_id, **consent.model_dump())
     return get_customer(conn, customer_id)
+
+
+def update_customer(conn: Connection, customer_id: int, update: CustomerUpdate) -> CustomerRead:
+    """Correct the fields given; an erased customer cannot be corrected (409)."""
+    changes = update.model_dump(exclude_unset=True, exclude={"consents"})
+    if not repo.update_customer(conn, customer_id=customer_id, changes=changes):
+        exists, erased_at = repo.customer_erased_at(conn, customer_id=customer_id)
+        if not exists:
+            raise NotFound(f"no customer {customer_id}")
+        raise Conflict(f"customer {customer_id} was erased on {erased_at:%Y-%m-%d}: there is no one to correct")
+    return get_customer(conn, customer_id)
+
+
+def erase_customer(conn: Connection, customer_id: int, *, at: dt.datetime) -> ErasureRead:
+    """Erase the person everywhere the product wrote them (customers/queries.sql lists each place): profile,
+    consents and their history, their offers' messages, call tasks, texts of their orders that quote their
+    e-mail or phone, quarantined messages that mention them; their appliances are owned by nobody. An anonymous
+    stub keeps the id, so orders, offers, spend and segments still count. Erasing again changes nothing."""
+    exists, erased_at = repo.customer_erased_at(conn, customer_id=customer_id)
+    if not exists:
+        raise NotFound(f"no customer {customer_id}")
+    if erased_at is not None:
+        return ErasureRead(customer_id=customer_id, erased_at=erased_at, erased_now=False, touched={})
+    customer = get_customer(conn, customer_id)
+    phone = customer.phone or ""
+    digits = "".join(c for c in phone if c.isdigit())
+    marks = [mark for mark in (customer.email, phone, digits) if mark and len(mark) >= 5]
+    # `replace(text, '', ...)` changes nothing: an absent e-mail or phone quotes nothing to erase
+    touched = repo.erase_customer(conn, customer_id=customer_id, email=customer.email or "", phone=phone,
+                                  marks=marks, at=at)
+    log.info("customer %d erased: %s", customer_id, touched)
+    return ErasureRead(customer_id=customer_id, erased_at=at, erased_now=True, touched=touched)
 
 
 def get_customer(conn: Connection, customer_id: int) -> CustomerRead:

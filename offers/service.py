@@ -135,6 +135,8 @@ def issue_offer(
         return IssueOutcome("skipped", f"no active offer template {template_code}")
     template = found[0]
     customer = customers_service.get_customer(conn, customer_id)
+    if customer.erased_at is not None:
+        return IssueOutcome("skipped", "the customer was erased")
     device = devices_service.get_device(conn, device_id) if device_id is not None else None
     issue_key, earliest = key, None
     if template.occasion == "birthday":
