@@ -7,6 +7,8 @@ import streamlit as st
 from dashboard.client import load_api_settings
 from dashboard.data import clear_cache
 from dashboard.session import current_user, pages_for, sign_out
+from dashboard.ui import seconds_until
+from dashboard.words import duration_words
 
 st.set_page_config(page_title="CareLoop", page_icon=":material/home_repair_service:", layout="wide")
 
@@ -48,6 +50,8 @@ else:
             st.toast(message, icon=":material/waving_hand:")
         st.markdown(f"**{user.name}**")
         st.badge(user.role, icon=":material/badge:", color="violet")
+        if user.expires_at and (left := seconds_until(user.expires_at)) is not None:
+            st.caption(f"Your token expires in {duration_words(left)}." if left > 0 else "Your token has expired.")
         if not user.told_by_api:
             st.caption("The API does not say whose token this is; the role is the one its reads allow.")
         with st.container(horizontal=True):

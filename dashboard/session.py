@@ -25,12 +25,13 @@ ABILITIES: dict[str, frozenset[str]] = {
     "switch_rules": frozenset({"admin", "dispatcher", "marketer"}),
 }
 
-# The pages each role finds in the sidebar, by their file under views/. A technician works their own orders;
-# a marketer has no dispatch board.
+# The pages each role finds in the sidebar, by their file under views/, as the API's permission table lets the
+# role read them. A technician works their own orders (and sees their devices and detections); a marketer has no
+# dispatch board, and reads neither devices nor detections.
 PAGES_BY_ROLE: dict[str, tuple[str, ...]] = {
     "admin": ("fleet", "device", "quarantine", "customers", "dispatch", "detections", "offers", "rules"),
-    "dispatcher": ("fleet", "device", "quarantine", "customers", "dispatch", "detections", "offers", "rules"),
-    "marketer": ("fleet", "device", "customers", "detections", "offers", "rules"),
+    "dispatcher": ("dispatch", "fleet", "device", "quarantine", "customers", "detections", "offers", "rules"),
+    "marketer": ("offers", "customers", "rules", "fleet"),
     "technician": ("dispatch", "device", "detections"),
 }
 
@@ -41,6 +42,7 @@ class User:
     role: str
     name: str
     technician_id: int | None = None
+    expires_at: str | None = None
     # False when the API could not say who the token is (no /whoami) and the role was found by what it may read.
     told_by_api: bool = True
 
@@ -66,7 +68,7 @@ def can(ability: str) -> bool:
 
 
 def pages_for(role: str) -> tuple[str, ...]:
-    return PAGES_BY_ROLE.get(role, ("fleet", "device", "detections"))
+    return PAGES_BY_ROLE.get(role, ("fleet",))
 
 
 def sign_out() -> None:
@@ -90,7 +92,7 @@ def role_by_what_it_may_read(client: ApiClient) -> str:
         return "admin"
     if _answers(client, "/technicians", {"limit": 1}):
         return "dispatcher"
-    if _answers(client, "/offer-templates", {"limit": 1}):
+    if _answers(client, "/reports/offers"):
         return "marketer"
     if _answers(client, "/call-tasks", {"limit": 1}):
         return "technician"
@@ -114,7 +116,8 @@ def identify(base_url: str, token: str) -> User:
         role = str(who.get("role") or "reader")
         technician = who.get("technician_id")
         return User(token=token, role=role, name=str(who.get("name") or role),
-                    technician_id=int(technician) if technician is not None else None)
+                    technician_id=int(technician) if technician is not None else None,
+                    expires_at=who.get("expires_at"))
     finally:
         client.close()
 

@@ -39,6 +39,12 @@ def time_ago(value: str | None, *, now: datetime | None = None) -> str:
     return f"{seconds} s ago"
 
 
+def seconds_until(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds from now to an instant the API sent (negative once it has passed), or None."""
+    moment = parse_ts(value)
+    return None if moment is None else (moment - (now or datetime.now(UTC))).total_seconds()
+
+
 def format_value(value: Any, unit: str | None = None) -> str:
     """A metric value with its unit, rounded for reading."""
     if isinstance(value, bool) or value is None:

@@ -300,7 +300,7 @@ class FakeApi:
         parts = path.strip("/").split("/")
         if path == "/whoami" and self.whoami:
             return 200, {"role": self.role, "name": "Zhang Wei", "technician_id": None}
-        allowed = {"/webhooks": ("admin",), "/offer-templates": ("admin", "dispatcher", "marketer")}
+        allowed = {"/webhooks": ("admin",), "/reports/offers": ("admin", "marketer")}
         if path in allowed:
             if self.role not in allowed[path]:
                 return 403, {"detail": f"role {self.role!r} may not do this"}

@@ -24,7 +24,7 @@ def signed_in(role: str = "admin", token: str = TOKEN) -> AppTest:
     """The app with a person of `role` signed in (as the sign-in form leaves them), not yet run."""
     at = AppTest.from_file(APP, default_timeout=30)
     at.session_state[USER_KEY] = {"token": token, "role": role, "name": NAMES[role], "technician_id": None,
-                                  "told_by_api": True}
+                                  "expires_at": None, "told_by_api": True}
     return at
 
 
@@ -270,13 +270,16 @@ def test_acknowledged_detection_leaves_the_default_open_list(fake_api: FakeApi) 
     assert metric_values(at)["Open"] == "0"
 
 
-def test_a_marketer_is_offered_no_acknowledge_button(fake_api: FakeApi) -> None:
+def test_a_marketer_has_no_detections_or_device_pages_which_the_api_does_not_let_them_read(
+    fake_api: FakeApi,
+) -> None:
     fake_api.role = "marketer"
-    at = open_page(DETECTIONS, role="marketer")
+    at = signed_in("marketer").run()
 
-    assert at.dataframe[0].value.set_index("id").loc[3, "status"] == "open"
-    assert not at.main.button
-    assert not fake_api.asked("/detections/3/acknowledge", method="POST")
+    for page in (DETECTIONS, "views/device.py", "views/quarantine.py", DISPATCH):
+        with pytest.raises(ValueError, match="Could not find a navigation page"):
+            at.switch_page(page)
+    assert not fake_api.asked("/detections")
 
 
 def test_acknowledge_refused_by_the_api_shows_its_reason(fake_api: FakeApi) -> None:
@@ -334,7 +337,8 @@ def test_signing_in_with_a_token_shows_who_and_the_role(fake_api: FakeApi) -> No
     at.button[0].click().run()
     assert not at.exception, [e.value for e in at.exception]
 
-    assert at.title[0].value == "Fleet health"
+    # A dispatcher lands on the queue.
+    assert at.title[0].value == "Dispatch board"
     assert "**Zhang Wei**" in [m.value for m in at.sidebar.markdown]
     assert fake_api.asked("/whoami")
     assert fake_api.requests[-1][2] == f"Bearer {TOKEN}"
@@ -361,7 +365,7 @@ def test_the_developer_token_is_a_labelled_button_not_a_default(
     assert at.title[0].value == "Sign in to CareLoop"
     assert "CARELOOP_DASHBOARD_DEV_TOKEN" in text_of(at)
     at.button(key="dev_sign_in").click().run()
-    assert at.title[0].value == "Fleet health"
+    assert at.title[0].value == "Dispatch board"
 
 
 def test_without_whoami_the_role_is_found_by_what_the_token_may_read(fake_api: FakeApi) -> None:
