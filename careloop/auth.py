@@ -140,7 +140,7 @@ def revoke_token(conn: Connection, which: str | int, *, by: str) -> TokenInfo:
 
 # ------------------------------------------------------------------------------------------ the permission table
 
-TechnicianScope = Literal["device", "detection", "customer", "technician", "own"]
+TechnicianScope = Literal["device", "detection", "customer", "order", "technician", "own"]
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ class Access:
     """Who may call one operation.
 
     `roles`: the roles admitted besides admin (who may do everything). `technician`: for a technician, which
-    object the path names that must be theirs (a device or detection of an order assigned to them, a customer of
+    object the path names that must be theirs (an order assigned to them, a device, detection or customer of
     one, themselves), or "own" where the handler or service narrows what it answers to their orders; any other id
     is a 404, never someone else's data. `public`: no token needed. `rate`: the named rate limit that also
     applies (careloop.deps.RATE_LIMITS)."""
@@ -225,11 +225,11 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     # service orders, technicians, calls (a technician's are narrowed to their orders by service_orders/)
     ("GET", "/service-orders"): _access(D, technician="own"),
     ("POST", "/service-orders"): _access(D),
-    ("GET", "/service-orders/{order_id}"): _access(D, technician="own"),
-    ("POST", "/service-orders/{order_id}/status"): _access(D, technician="own"),
+    ("GET", "/service-orders/{order_id}"): _access(D, technician="order"),
+    ("POST", "/service-orders/{order_id}/status"): _access(D, technician="order"),
     ("GET", "/service-orders/{order_id}/proposals"): _access(D),
     ("POST", "/service-orders/{order_id}/assign"): _access(D),
-    ("POST", "/service-orders/{order_id}/complete"): _access(D, technician="own"),
+    ("POST", "/service-orders/{order_id}/complete"): _access(D, technician="order"),
     ("GET", "/technicians"): _access(D),
     ("POST", "/technicians"): _access(D),
     ("GET", "/technicians/{technician_id}"): _access(D, technician="technician"),
@@ -272,7 +272,7 @@ def technician_may_see(conn: Connection, caller: Caller, scope: TechnicianScope,
     if scope == "technician":
         return value == str(caller.technician_id)
     key: str | int = value
-    if scope in ("detection", "customer"):
+    if scope in ("detection", "customer", "order"):
         try:
             key = int(value)
         except ValueError:
@@ -280,7 +280,7 @@ def technician_may_see(conn: Connection, caller: Caller, scope: TechnicianScope,
         if not BIGINT_MIN <= key <= BIGINT_MAX:
             return False
     query = {"device": "technician_has_device", "detection": "technician_has_detection",
-             "customer": "technician_has_customer"}[scope]
+             "customer": "technician_has_customer", "order": "technician_has_order"}[scope]
     return fetch_value(conn, QUERIES[query], {"technician_id": caller.technician_id, "value": key}) is not None
 
 

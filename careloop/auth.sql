@@ -49,3 +49,7 @@ WHERE d.id = %(value)s
 -- name: technician_has_customer --
 -- Whether a customer is the customer of an order assigned to the technician.
 SELECT 1 FROM service_orders WHERE technician_id = %(technician_id)s AND customer_id = %(value)s LIMIT 1
+
+-- name: technician_has_order --
+-- Whether an order is assigned to the technician.
+SELECT 1 FROM service_orders WHERE technician_id = %(technician_id)s AND id = %(value)s

@@ -212,7 +212,7 @@ Caller = Annotated[CallerIdentity, Depends(get_caller)]
 
 # The path parameter that names the object a technician's scope checks.
 SCOPE_PARAMETERS = {"device": "device_id", "detection": "detection_id", "customer": "customer_id",
-                    "technician": "technician_id"}
+                    "order": "order_id", "technician": "technician_id"}
 
 
 def authorize(
