@@ -48,14 +48,25 @@ def load_api_settings(env_file: Path | str = ".env") -> ApiSettings:
 
 
 def _detail(response: httpx.Response) -> str:
-    """The API's `{"detail": ...}` if it sent one, else a short piece of the body."""
+    """The API's `{"detail": ...}` if it sent one (a validation error's list as 'field: why; ...'), else a short
+    piece of the body."""
     try:
         body = response.json()
     except ValueError:
         return response.text[:200].strip()
     if isinstance(body, dict) and "detail" in body:
-        return str(body["detail"])
+        detail = body["detail"]
+        if isinstance(detail, list) and all(isinstance(item, dict) for item in detail):
+            return "; ".join(problem_text(item) for item in detail)
+        return str(detail)
     return str(body)[:200]
+
+
+def problem_text(problem: dict[str, Any]) -> str:
+    """One validation problem: 'then.0.offer.template: field required' (the 'body' prefix left out)."""
+    where = [str(part) for part in problem.get("loc") or [] if part != "body"]
+    message = str(problem.get("msg") or problem.get("message") or problem)
+    return f"{'.'.join(where)}: {message}" if where else message
 
 
 class ApiClient:
