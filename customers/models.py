@@ -179,6 +179,22 @@ class PointsLotRead(BaseModel):
     expires_at: dt.datetime
 
 
+class FreeVisitRead(BaseModel):
+    at: dt.datetime
+    what: str
+
+
+class FreeVisitsRead(BaseModel):
+    """The tier's free cleaning visits in the customer's calendar year (their own time zone), and their use: a
+    member cleaning (or descaling) offer redeemed, or a maintenance order completed as a free visit."""
+
+    year: int
+    allowance: int = Field(description="the tier's free cleaning visits a year")
+    used: int
+    remaining: int
+    visits: list[FreeVisitRead]
+
+
 class MembershipRead(BaseModel):
     customer_id: int
     tier: TierRead
@@ -193,6 +209,7 @@ class MembershipRead(BaseModel):
     points_expiring_soon: int = Field(description="of the balance, what expires within 30 days")
     next_points_expiry: dt.datetime | None
     lots: list[PointsLotRead]
+    free_cleaning_visits: FreeVisitsRead
 
 
 class PointsSpendRequest(BaseModel):

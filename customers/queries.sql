@@ -290,3 +290,22 @@ UPDATE points_spent SET reason = 'erased' WHERE customer_id = %(customer_id)s
 UPDATE customers SET name = 'erased customer', phone = NULL, email = NULL, birthday = NULL, timezone = 'UTC',
        region = NULL, preferred_channel = NULL, unsubscribe_token = NULL, erased_at = %(at)s
 WHERE id = %(customer_id)s
+
+-- name: free_visits_used --
+-- The free cleaning visits a customer used in a span: offers of a free-visit template redeemed (the offers domain
+-- owns them), and maintenance orders completed unpaid (service orders own them) that were not that same visit
+-- (an order for the detection that also brought the redeemed offer). Oldest first.
+WITH redeemed AS (
+    SELECT o.redeemed_at AS at, 'offer ' || t.code || ' redeemed' AS what, o.detection_id
+    FROM offers o JOIN offer_templates t ON t.id = o.template_id
+    WHERE o.customer_id = %(customer_id)s AND t.free_visit AND o.redeemed_at >= %(since)s
+      AND o.redeemed_at < %(until)s
+)
+SELECT at, what FROM redeemed
+UNION ALL
+SELECT so.completed_at, 'maintenance order ' || so.id || ' completed as a free visit'
+FROM service_orders so
+WHERE so.customer_id = %(customer_id)s AND so.type = 'maintenance' AND so.status = 'completed' AND NOT so.paid
+  AND so.completed_at >= %(since)s AND so.completed_at < %(until)s
+  AND NOT EXISTS (SELECT 1 FROM redeemed r WHERE r.detection_id = ANY(so.detection_ids))
+ORDER BY 1

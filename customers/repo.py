@@ -16,6 +16,7 @@ from customers.models import (
     ContactFacts,
     ContactRead,
     CustomerRead,
+    FreeVisitRead,
     OfferContactFacts,
     OfferSummary,
     OrderSummary,
@@ -226,3 +227,10 @@ def erase_customer(conn: Connection, *, customer_id: int, email: str, phone: str
             cursor.execute(QUERIES[step], params)
             touched[step.removeprefix("erase_")] = max(cursor.rowcount, 0)
     return touched
+
+
+def free_visits_used(
+    conn: Connection, *, customer_id: int, since: dt.datetime, until: dt.datetime
+) -> list[FreeVisitRead]:
+    rows = fetch_all(conn, QUERIES["free_visits_used"], {"customer_id": customer_id, "since": since, "until": until})
+    return [FreeVisitRead.model_validate(row) for row in rows]

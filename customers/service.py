@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
+import zoneinfo
 from decimal import Decimal
 from typing import Any, get_args
 
@@ -12,7 +13,7 @@ from careloop.db import Connection
 from careloop.errors import Conflict, NotFound
 from careloop.pages import Page
 from customers import repo
-from customers.contact_policy import ContactDecision, RecentContacts
+from customers.contact_policy import ContactDecision, RecentContacts, local_today
 from customers.contact_policy import decide_contact as decide_contact_now
 from customers.contact_policy import decide_offer_contact as decide_offer_contact_now
 from customers.membership import TIER_WINDOW, TIERS, points_lots, points_state, spend_in_window, tier_for_spend
@@ -26,6 +27,7 @@ from customers.models import (
     CustomerRead,
     CustomerUpdate,
     ErasureRead,
+    FreeVisitsRead,
     MembershipRead,
     PointsLotRead,
     PointsSpendRequest,
@@ -236,6 +238,7 @@ def membership(conn: Connection, customer_id: int, *, now: dt.datetime) -> Membe
     spends = repo.spend_entries(conn, customer_id=customer_id)
     in_window = spend_in_window(spends, now)
     tier = tier_for_spend(in_window)
+    free_visits = _free_visits(conn, customer_id, tier.free_cleaning_visits, now=now)
     higher = [t for t in TIERS if t.min_spend > tier.min_spend]
     points = points_state(points_lots(spends), repo.points_spent(conn, customer_id=customer_id), now)
     return MembershipRead(
@@ -252,7 +255,18 @@ def membership(conn: Connection, customer_id: int, *, now: dt.datetime) -> Membe
         points_expiring_soon=points.expiring_soon,
         next_points_expiry=points.next_expiry,
         lots=[PointsLotRead(**vars(lot)) for lot in points.lots],
+        free_cleaning_visits=free_visits,
     )
+
+
+def _free_visits(conn: Connection, customer_id: int, allowance: int, *, now: dt.datetime) -> FreeVisitsRead:
+    """The free cleaning visits of the customer's calendar year, in their own time zone."""
+    timezone = get_customer(conn, customer_id).timezone
+    year = local_today(now, timezone).year
+    since, until = (dt.datetime(y, 1, 1, tzinfo=zoneinfo.ZoneInfo(timezone)) for y in (year, year + 1))
+    visits = repo.free_visits_used(conn, customer_id=customer_id, since=since, until=until)
+    return FreeVisitsRead(year=year, allowance=allowance, used=len(visits),
+                          remaining=max(allowance - len(visits), 0), visits=visits)
 
 
 def spend_points(

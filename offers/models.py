@@ -59,6 +59,8 @@ class TemplateCreate(BaseModel):
     )
     holdout_share: Share = Decimal(0)
     rule_holdouts: dict[Slug, Share] = Field(default={}, description="a holdout share per rule, over holdout_share")
+    free_visit: bool = Field(default=False, description="redeeming it uses one of the member's free cleaning visits "
+                             "of the year (GET /customers/{id}/membership)")
     active: bool = True
 
     @field_validator("subject", "reason", "message")

@@ -9,10 +9,11 @@ LIMIT %(limit)s OFFSET %(offset)s
 -- name: insert_template --
 -- A new template; nothing is answered when its code is taken.
 INSERT INTO offer_templates (code, name, category, value_kind, value, validity_days, eligibility, channels, subject,
-                             reason, message, occasion, conversion_source, holdout_share, rule_holdouts, active)
+                             reason, message, occasion, conversion_source, holdout_share, rule_holdouts, free_visit,
+                             active)
 VALUES (%(code)s, %(name)s, %(category)s, %(value_kind)s, %(value)s, %(validity_days)s, %(eligibility)s,
         %(channels)s, %(subject)s, %(reason)s, %(message)s, %(occasion)s, %(conversion_source)s, %(holdout_share)s,
-        %(rule_holdouts)s, %(active)s)
+        %(rule_holdouts)s, %(free_visit)s, %(active)s)
 ON CONFLICT (code) DO NOTHING
 RETURNING id
 
@@ -22,7 +23,7 @@ UPDATE offer_templates SET name = %(name)s, category = %(category)s, value_kind 
        validity_days = %(validity_days)s, eligibility = %(eligibility)s, channels = %(channels)s,
        subject = %(subject)s, reason = %(reason)s, message = %(message)s, occasion = %(occasion)s,
        conversion_source = %(conversion_source)s, holdout_share = %(holdout_share)s,
-       rule_holdouts = %(rule_holdouts)s, active = %(active)s, updated_at = now()
+       rule_holdouts = %(rule_holdouts)s, free_visit = %(free_visit)s, active = %(active)s, updated_at = now()
 WHERE code = %(code)s
 RETURNING id
 
