@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from careloop.durations import Duration
 from careloop.settings import ConfigError, get_settings
@@ -24,6 +25,48 @@ def duration(text: str) -> Duration:
     if parsed.seconds <= 0:
         raise ValueError("a duration must be longer than 0s")
     return parsed
+
+
+def at_least(minimum: int):
+    """An argparse type: an integer no smaller than `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 1 to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {value}")
+    return value
+
+
+def metrics_port(text: str) -> int:
+    """An argparse type: a TCP port, or 0 for none."""
+    return 0 if text.strip() == "0" else port(text)
+
+
+class Parser(argparse.ArgumentParser):
+    """Mistakes on the command line are one line naming the command and what is wrong, and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (--help shows the options)\n")
+
+
+class CommandFailed(Exception):
+    """A command cannot do what it was asked; the message is the one line the user sees (exit 1)."""
 
 
 def _services(need_broker: bool = True):
@@ -51,7 +94,7 @@ def _serve_metrics(args: argparse.Namespace, *, process_only: bool = False):
 def add_metrics_options(parser: argparse.ArgumentParser, default_port: int) -> None:
     parser.add_argument(
         "--metrics-port",
-        type=int,
+        type=metrics_port,
         default=default_port,
         help=f"serve Prometheus metrics at /metrics on this port; 0 turns them off (default {default_port})",
     )
@@ -100,7 +143,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         heartbeat=heartbeat,
     )
     heartbeat.start()
-    ingester.start()
+    if not wait_for_broker(urls.mqtt_url, stop, who=args.name):
+        heartbeat.stop()
+        return 0
+    try:
+        ingester.start()
+    except OSError as error:
+        # gone again between the probe and the connect: a fresh start (by the supervisor) waits for it again
+        log.error("%s: the broker refused the connection (%s); exiting so the ingester is restarted", args.name,
+                  error)
+        heartbeat.stop(forget=False)
+        return 1
     log.info("%s: ingesting; Ctrl-C or SIGTERM stops after the batch in hand", args.name)
     ticks = 0
     while not stop.wait(timeout=1):
@@ -130,6 +183,28 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     database.close()
     heartbeat_database.close()
     return 0
+
+
+def wait_for_broker(mqtt_url: str, stop, *, who: str, max_delay_s: float = 30) -> bool:
+    """Wait until the broker accepts connections, saying once per try what is missing and when it tries again;
+    False when stopped first."""
+    import socket
+
+    from careloop.mqtt import BrokerAddress
+
+    address = BrokerAddress.from_url(mqtt_url)
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            socket.create_connection((address.host, address.port), timeout=3).close()
+            return True
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            log.warning("%s: the broker at %s:%d is not reachable (%s); trying again in %gs", who, address.host,
+                        address.port, reason, delay)
+        stop.wait(delay)
+        delay = min(delay * 2, max_delay_s)
+    return False
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
@@ -189,8 +264,12 @@ def cmd_api(args: argparse.Namespace) -> int:
     from careloop.db import Database
 
     settings = get_settings()
-    urls = _services()
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    problem = admin_token_problem(args.host, token)
+    if problem is not None:
+        print(f"careloop api: {problem}", file=sys.stderr)
+        return 2
+    urls = _services()
     # The pool connects on first use, so the API starts (and answers 503) while the database is down; the limits
     # bound every wait on the database so an outage never hangs a request.
     database = Database(urls.database_url, limits=settings.session_limits())
@@ -198,6 +277,28 @@ def cmd_api(args: argparse.Namespace) -> int:
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     database.close()
     return 0
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+DEFAULT_ADMIN_TOKENS = ("change-me", "changeme", "admin", "secret", "password")
+MIN_NETWORK_ADMIN_TOKEN = 24
+
+
+def admin_token_problem(host: str, token: str | None) -> str | None:
+    """Why an API listening on `host` must not start with this admin token, or None. On loopback anything goes
+    (a newcomer's first run); facing a network, the bootstrap admin token must be long and not a default."""
+    if host in LOOPBACK_HOSTS:
+        return None
+    where = f"listening on {host} (not loopback)"
+    if token is None:
+        return (f"{where} needs CARELOOP_ADMIN_TOKEN set to a random secret of at least {MIN_NETWORK_ADMIN_TOKEN} "
+                "characters, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
+    if token.lower() in DEFAULT_ADMIN_TOKENS:
+        return f"{where}: CARELOOP_ADMIN_TOKEN is the default {token!r}; set it to a random secret"
+    if len(token) < MIN_NETWORK_ADMIN_TOKEN:
+        return (f"{where}: CARELOOP_ADMIN_TOKEN is {len(token)} characters; set it to a random secret of at least "
+                f"{MIN_NETWORK_ADMIN_TOKEN}")
+    return None
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -254,17 +355,42 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from careloop.auth import create_token
+    import datetime as dt
+
+    from careloop.auth import create_token, list_tokens, revoke_token
     from careloop.db import Database
 
+    if not (args.list or args.revoke or args.role):
+        print("careloop token: give --role to create a token, --list to list them, or --revoke ID to revoke one",
+              file=sys.stderr)
+        return 2
     database = Database(_services(need_broker=False).database_url, max_connections=1)
     try:
         with database.transaction() as conn:
-            print(create_token(conn, role=args.role, name=args.name, technician_id=args.technician_id))
-    except ValueError as error:
-        print(f"careloop token: {error}", file=sys.stderr)
+            if args.list:
+                print_tokens(list_tokens(conn, include_revoked=args.all))
+            elif args.revoke:
+                revoked = revoke_token(conn, args.revoke, by=args.name)
+                print(f"revoked token {revoked.id} ({revoked.prefix or '?'}..., {revoked.role}, {revoked.name})",
+                      file=sys.stderr)
+            else:
+                print(create_token(conn, role=args.role, name=args.name, technician_id=args.technician_id,
+                                   expires_in=dt.timedelta(seconds=args.expires_in.seconds), created_by="cli"))
+    except (ValueError, LookupError) as error:
+        print(f"careloop token: {str(error).strip(chr(39))}", file=sys.stderr)
         return 2
+    finally:
+        database.close()
     return 0
+
+
+def print_tokens(tokens) -> None:
+    """One token a line: id, prefix, role, name, technician, expiry, revocation; never the token itself."""
+    print(f"{'id':>5}  {'prefix':<14} {'role':<11} {'name':<24} {'tech':>5}  {'expires (UTC)':<16}  revoked")
+    for token in tokens:
+        revoked = f"{token.revoked_at:%Y-%m-%d %H:%M} by {token.revoked_by}" if token.revoked_at else "-"
+        print(f"{token.id:>5}  {(token.prefix or '?') + '...':<14} {token.role:<11} {token.name[:24]:<24} "
+              f"{token.technician_id or '-':>5}  {token.expires_at:%Y-%m-%d %H:%M}  {revoked}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -306,7 +432,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="careloop",
         description="CareLoop: listens to connected appliances over MQTT, stores their telemetry, "
         "finds faults and maintenance windows, and serves dispatchers and marketers. "
@@ -321,12 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="everything on one machine: services, demo fleet, simulator, "
         "ingest, API and dashboard; prints the URLs and an admin token",
     )
-    demo.add_argument("--devices", type=int, default=200, help="size of the demo fleet (default 200)")
+    demo.add_argument("--devices", type=at_least(1), default=200, help="size of the demo fleet (default 200)")
     demo.add_argument("--rate", type=float, default=0.1, help="messages per device per second (default 0.1)")
     demo.add_argument("--seed", type=int, default=7, help="seed of the demo fleet and its physics")
-    demo.add_argument("--api-port", type=int, default=8000, help="port of the API on 127.0.0.1 (default 8000)")
+    demo.add_argument("--api-port", type=port, default=8000, help="port of the API on 127.0.0.1 (default 8000)")
     demo.add_argument(
-        "--dashboard-port", type=int, default=8501, help="port of the dashboard on 127.0.0.1 (default 8501)"
+        "--dashboard-port", type=port, default=8501, help="port of the dashboard on 127.0.0.1 (default 8501)"
     )
     demo.set_defaults(handler=cmd_demo)
 
@@ -348,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="careloop-ingest",
         help="MQTT 5 shared-subscription group; ingesters in one group split the load",
     )
-    ingest.add_argument("--batch-size", type=int, default=1000, help="messages per transaction (default 1000)")
+    ingest.add_argument("--batch-size", type=at_least(1), default=1000, help="messages per transaction (default 1000)")
     ingest.add_argument(
         "--quarantine-retention",
         type=duration,
@@ -357,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument(
         "--quarantine-max-rows",
-        type=int,
+        type=at_least(1),
         default=1_000_000,
         help="quarantine keeps at most this many of the newest rejected messages (default 1,000,000)",
     )
@@ -410,17 +536,20 @@ def build_parser() -> argparse.ArgumentParser:
     engine.set_defaults(handler=cmd_engine)
 
     api = commands.add_parser("api", help="the HTTP API (OpenAPI docs at /docs)")
-    api.add_argument("--host", default="127.0.0.1")
-    api.add_argument("--port", type=int, default=8000)
+    api.add_argument(
+        "--host", default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1); any other needs a strong CARELOOP_ADMIN_TOKEN",
+    )
+    api.add_argument("--port", type=port, default=8000)
     api.set_defaults(handler=cmd_api)
 
     dashboard = commands.add_parser("dashboard", help="the dispatcher dashboard (Streamlit)")
     dashboard.add_argument("--host", default="127.0.0.1")
-    dashboard.add_argument("--port", type=int, default=8501)
+    dashboard.add_argument("--port", type=port, default=8501)
     dashboard.set_defaults(handler=cmd_dashboard)
 
     simulate = commands.add_parser("simulate", help="a fleet of simulated appliances publishing over MQTT")
-    simulate.add_argument("--devices", type=int, required=True, help="how many appliances")
+    simulate.add_argument("--devices", type=at_least(1), required=True, help="how many appliances")
     simulate.add_argument("--rate", type=float, default=0.2, help="messages per device per second (default 0.2)")
     simulate.add_argument(
         "--faults",
@@ -442,14 +571,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_metrics_options(simulate, SIMULATOR_METRICS_PORT)
     simulate.set_defaults(handler=cmd_simulate)
 
-    token = commands.add_parser("token", help="create an API token with a role and print it")
+    token = commands.add_parser(
+        "token", help="create an API token with a role and print it; or list or revoke tokens",
+        description="Creates a token (printed alone on stdout, shown this once) that expires after --expires-in; "
+        "--list shows the tokens without the tokens themselves; --revoke ends one at once.",
+    )
     from careloop.auth import ROLES  # the roles a token may grant are auth's to list
 
-    token.add_argument("--role", required=True, choices=ROLES)
-    token.add_argument("--name", default="cli", help="who or what the token is for (kept in order histories)")
+    token.add_argument("--role", choices=ROLES)
+    token.add_argument("--name", default="cli", help="who or what the token is for (kept in every history it "
+                       "changes); with --revoke, who revokes")
     token.add_argument(
-        "--technician-id", type=int, default=None, help="with --role technician: the technician (GET /technicians)"
+        "--technician-id", type=at_least(1), default=None,
+        help="with --role technician: the technician (GET /technicians)",
     )
+    token.add_argument("--expires-in", type=duration, default=duration("90d"),
+                       help="how long the token is valid, e.g. 30d, 12h (default 90d, at most 3650d)")
+    token.add_argument("--list", action="store_true", help="list the tokens (never the tokens themselves)")
+    token.add_argument("--all", action="store_true", help="with --list: revoked ones too")
+    token.add_argument("--revoke", metavar="ID_OR_PREFIX", help="revoke a token by its id or its first characters")
     token.set_defaults(handler=cmd_token)
 
     bench = commands.add_parser("bench", help="the benchmarks; they print figures and ratios")
@@ -550,10 +690,22 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"careloop: configuration error: {error}", file=sys.stderr)
         return 2
+    import psycopg2
+
     try:
         return args.handler(args)
     except KeyboardInterrupt:
         return 130
+    except CommandFailed as failure:
+        print(f"careloop {args.command}: {failure}", file=sys.stderr)
+        return 1
+    except psycopg2.OperationalError as error:
+        from careloop.settings import redact_url
+
+        reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        where = redact_url(str(get_settings().database_url or "the embedded database"))
+        print(f"careloop {args.command}: the database at {where} did not answer: {reason}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
