@@ -428,6 +428,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from bench.proactive import bench_proactive
 
         return bench_proactive(args)
+    if args.bench == "security":
+        from bench.security import bench_security
+
+        return bench_security(args)
     raise SystemExit(f"careloop bench: no benchmark {args.bench!r}")
 
 
@@ -675,6 +679,20 @@ def build_parser() -> argparse.ArgumentParser:
     proactive_bench.add_argument(
         "--live-rate", type=float, default=100, help="background telemetry messages per second while timing"
     )
+    security_bench = benches.add_parser(
+        "security",
+        help="many backtests at once against a running `careloop api` on loopback: /health's latency meanwhile",
+    )
+    security_bench.add_argument("--concurrency", type=at_least(1), default=50,
+                                help="clients posting backtests at once (default 50)")
+    security_bench.add_argument("--seconds", type=float, default=20, help="how long they post (default 20)")
+    security_bench.add_argument("--quiet-seconds", type=float, default=3,
+                                help="/health measured alone first, for this long (default 3)")
+    security_bench.add_argument("--health-every", type=float, default=0.05,
+                                help="seconds between /health requests (default 0.05)")
+    security_bench.add_argument("--devices", type=at_least(1), default=200, help="devices in the fleet (default 200)")
+    security_bench.add_argument("--days", type=at_least(1), default=7,
+                                help="days of hourly readings each backtest replays (default 7)")
     bench.set_defaults(handler=cmd_bench)
     return parser
 
