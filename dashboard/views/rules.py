@@ -1,5 +1,253 @@
-"""rules."""
+"""Rules: the list with their state and how often each fired; switch one on or off, edit it with the API's
+validation messages, and backtest it over a chosen range with the result drawn before anything changes."""
 
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from typing import Any
+
+import altair as alt
+import pandas as pd
 import streamlit as st
+import yaml
 
-st.title("rules")
+from dashboard.client import ApiError
+from dashboard.data import change, fetch, fetch_or_stop, get_client, show_api_error
+from dashboard.session import can
+from dashboard.ui import plain, time_ago
+from dashboard.words import duration_words, instant_words, plural
+
+STEPS = {"15 minutes": "15m", "1 hour": "1h", "6 hours": "6h", "1 day": "1d"}
+# The API evaluates at most this many steps per backtest; the page says so before asking.
+MAX_STEPS = 2000
+DETECTIONS_COUNTED = 1000
+SAVED_KEY = "rules_saved"
+BACKTEST_KEY = "rules_backtest"
+ALL_STATES = "all rules"
+
+
+def condition_kinds(condition: Any) -> list[str]:
+    """The condition kinds a rule's `when` uses, in order, without repeats: ['all', 'usage', 'threshold']."""
+    kinds: list[str] = []
+    if isinstance(condition, dict):
+        for kind, spec in condition.items():
+            kinds.append(kind)
+            children = spec if isinstance(spec, list) else (spec.get("conditions") if isinstance(spec, dict) else [])
+            for child in children or []:
+                kinds.extend(condition_kinds(child))
+    return list(dict.fromkeys(kinds))
+
+
+def actions_of(document: dict[str, Any]) -> str:
+    names = [next(iter(action)) for action in document.get("then") or [] if isinstance(action, dict) and action]
+    return ", ".join(name.replace("_", " ") for name in names) or "none"
+
+
+def applies_to(document: dict[str, Any]) -> str:
+    target = document.get("applies_to") or {}
+    return ", ".join(f"{value}" for value in target.values()) if isinstance(target, dict) and target else "every device"
+
+
+def fired_counts() -> tuple[Counter[str], str | None]:
+    """Detections per rule among the newest DETECTIONS_COUNTED; a role that may not read detections gets why."""
+    try:
+        listing = fetch("detections", limit=DETECTIONS_COUNTED)
+    except ApiError as error:
+        if error.status == 403:
+            return Counter(), error.detail
+        raise
+    return Counter(str(d.get("rule_id")) for d in listing.get("items") or []), None
+
+
+st.title("Rules")
+if message := st.session_state.pop(SAVED_KEY, None):
+    st.success(message, icon=":material/check_circle:")
+
+rules: list[dict[str, Any]] = fetch_or_stop("rules", limit=1000).get("items", [])
+try:
+    fired, fired_refused = fired_counts()
+except ApiError as error:
+    fired, fired_refused = Counter(), str(error)
+
+with st.container(horizontal=True, vertical_alignment="bottom"):
+    st.metric("Rules", len(rules), border=True)
+    st.metric("Enabled", sum(1 for r in rules if r.get("enabled")), border=True)
+    st.metric("Built in", sum(1 for r in rules if r.get("builtin")), border=True,
+              help="From the catalog that ships with CareLoop (rules/catalog).")
+    state = st.segmented_control("Show", [ALL_STATES, "enabled", "disabled"], default=ALL_STATES, required=True,
+                                 key="rules_state") or ALL_STATES
+
+shown = [r for r in rules if state == ALL_STATES or bool(r.get("enabled")) == (state == "enabled")]
+if not shown:
+    st.info("No rule here yet." if not rules else f"No {state} rule.")
+    st.stop()
+table = pd.DataFrame([
+    {"rule": r["id"], "enabled": bool(r.get("enabled")), "description": (r.get("document") or {}).get("description"),
+     "severity": (r.get("document") or {}).get("severity"), "applies to": applies_to(r.get("document") or {}),
+     "when": ", ".join(condition_kinds((r.get("document") or {}).get("when"))),
+     "then": actions_of(r.get("document") or {}), "fired": fired.get(r["id"], 0), "version": r.get("version"),
+     "changed": time_ago(r.get("updated_at"))}
+    for r in shown
+])
+if fired_refused:
+    table = table.drop(columns=["fired"])
+st.dataframe(table, hide_index=True, column_config={
+    "enabled": st.column_config.CheckboxColumn("enabled"),
+    "description": st.column_config.TextColumn(width="large"),
+    "fired": st.column_config.ProgressColumn(
+        "fired", format="%d", min_value=0, max_value=max(1, max(fired.values(), default=1)),
+        help=f"Detections it opened, among the newest {DETECTIONS_COUNTED:,}."),
+})
+if fired_refused:
+    st.caption(f"How often each fired is not shown: {fired_refused}.")
+
+by_id = {r["id"]: r for r in shown}
+rule_id = st.selectbox("Open a rule", list(by_id), key="rule_choice",
+                       format_func=lambda key: f"{key} · {(by_id[key].get('document') or {}).get('description') or ''}")
+rule = by_id[rule_id]
+document: dict[str, Any] = dict(rule.get("document") or {})
+
+st.header(rule_id)
+with st.container(horizontal=True):
+    st.badge("enabled" if rule.get("enabled") else "disabled", color="green" if rule.get("enabled") else "gray")
+    st.badge(f"version {rule.get('version')}", color="gray")
+    if rule.get("builtin"):
+        st.badge("built in", color="blue")
+    if document.get("severity"):
+        st.badge(str(document["severity"]), color="orange")
+kinds = ", ".join(condition_kinds(document.get("when")))
+st.markdown(f"{plain(document.get('description') or '')}  \n**When** {plain(kinds)} · **then** "
+            f"{plain(actions_of(document))} · **applies to** {plain(applies_to(document))}")
+
+
+def save(new_document: dict[str, Any], done: str) -> None:
+    try:
+        change("update_rule", rule_id, new_document)
+    except ApiError as error:
+        if error.status == 422:
+            st.error(f"Not saved: {error.detail}", icon=":material/edit_off:")
+        else:
+            show_api_error(error)
+        return
+    st.session_state[SAVED_KEY] = done
+    st.rerun()
+
+
+if can("switch_rules"):
+    switched_on = not rule.get("enabled")
+    if st.button("Enable" if switched_on else "Disable", key=f"switch_{rule_id}",
+                 icon=":material/toggle_on:" if switched_on else ":material/toggle_off:",
+                 type="primary" if switched_on else "secondary",
+                 help="The previous version is kept; the engine follows within a minute."):
+        save({**document, "enabled": switched_on},
+             f"Rule {rule_id} is now {'enabled' if switched_on else 'disabled'}.")
+else:
+    st.caption("Your role reads rules; dispatchers and marketers switch them.")
+
+
+# ---------------------------------------------------------------- backtest
+
+
+def draw_backtest(result: dict[str, Any]) -> None:
+    """What the rule would have opened and cleared: counts, opened and cleared per day, each device's span."""
+    transitions = pd.DataFrame(result.get("transitions") or [], columns=["change", "device_id", "opened_at", "at"])
+    with st.container(horizontal=True):
+        st.metric("Would have opened", result.get("opened", 0), border=True)
+        st.metric("Cleared", result.get("cleared", 0), border=True)
+        st.metric("Devices", result.get("devices", 0), border=True)
+    start, end = result.get("start"), result.get("end")
+    st.caption(f"{plain(instant_words(start))} to {plain(instant_words(end))}, evaluated every "
+               f"{duration_words(step_seconds(str(result.get('step'))))} (version {result.get('version')}). "
+               "Nothing was opened.")
+    if transitions.empty:
+        st.info("Over this range the rule would have opened nothing.", icon=":material/search_off:")
+        return
+    transitions["at"] = pd.to_datetime(transitions["at"], utc=True, format="ISO8601")
+    transitions["opened_at"] = pd.to_datetime(transitions["opened_at"], utc=True, format="ISO8601")
+    span_days = (pd.Timestamp(end) - pd.Timestamp(start)).total_seconds() / 86400 if start and end else 1
+    unit = "yearmonthdatehours" if span_days <= 3 else "yearmonthdate"
+    st.altair_chart(alt.Chart(transitions).mark_bar().encode(
+        x=alt.X(f"{unit}(at):T", title=None), y=alt.Y("count():Q", title="detections"),
+        color=alt.Color("change:N", scale=alt.Scale(domain=["opened", "cleared"], range=["#d62728", "#2ca02c"]),
+                        legend=alt.Legend(orient="bottom", title=None)),
+        xOffset="change:N", tooltip=[alt.Tooltip(f"{unit}(at):T", title="when"), "change:N", "count():Q"],
+    ).properties(title="Opened and cleared over the range", height=220))
+    # Each device's detection from its opening to its clearing (or the end of the range, still open).
+    spans = transitions[transitions["change"] == "opened"][["device_id", "opened_at"]].copy()
+    cleared = transitions[transitions["change"] == "cleared"].set_index(["device_id", "opened_at"])["at"]
+    spans["until"] = [cleared.get((row.device_id, row.opened_at), pd.Timestamp(end)) for row in spans.itertuples()]
+    spans["still open"] = [(row.device_id, row.opened_at) not in cleared.index for row in spans.itertuples()]
+    devices = list(dict.fromkeys(spans["device_id"]))[:40]
+    spans = spans[spans["device_id"].isin(devices)]
+    st.altair_chart(alt.Chart(spans).mark_bar(height=10).encode(
+        x=alt.X("opened_at:T", title=None), x2="until:T", y=alt.Y("device_id:N", title=None, sort=devices),
+        color=alt.Color("still open:N", scale=alt.Scale(domain=[True, False], range=["#d62728", "#fd8d3c"]),
+                        legend=alt.Legend(orient="bottom", title="still open at the end")),
+        tooltip=["device_id:N", alt.Tooltip("opened_at:T", format="%d %b %H:%M"),
+                 alt.Tooltip("until:T", format="%d %b %H:%M")],
+    ).properties(title=f"Each device's detection ({plural(len(devices), 'device')} shown)",
+                 height=max(120, 22 * len(devices))))
+
+
+def step_seconds(step: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    try:
+        return int(step[:-1]) * units[step[-1]]
+    except (KeyError, ValueError, IndexError):
+        return 0
+
+
+st.subheader("Backtest")
+st.caption("Replays the stored rule over stored history: what it would have opened and cleared, and when.")
+today = dt.datetime.now(dt.UTC).date()
+with st.form(f"backtest_{rule_id}", border=False), st.container(horizontal=True, vertical_alignment="bottom"):
+    chosen_range = st.date_input("From, to (UTC)", (today - dt.timedelta(days=7), today), max_value=today,
+                                 width=260, key=f"backtest_range_{rule_id}")
+    step_label = st.selectbox("Evaluate every", list(STEPS), index=1, width=160, key=f"backtest_step_{rule_id}")
+    run = st.form_submit_button("Run backtest", type="primary", icon=":material/history:")
+if run:
+    # A range being picked has one date yet: it is a range of that one day.
+    dates = list(chosen_range) if isinstance(chosen_range, tuple | list) else [chosen_range]
+    first, last = dates[0], dates[-1]
+    start = dt.datetime.combine(first, dt.time(0), tzinfo=dt.UTC)
+    end = min(dt.datetime.combine(last, dt.time(0), tzinfo=dt.UTC) + dt.timedelta(days=1), dt.datetime.now(dt.UTC))
+    step = STEPS[step_label]
+    if (end - start).total_seconds() / step_seconds(step) > MAX_STEPS:
+        st.error(f"That is more than {MAX_STEPS:,} evaluations: take a longer step or a shorter range.")
+    else:
+        try:
+            with st.spinner("Replaying history…"):
+                answer = get_client().backtest_rule(rule_id, start=start.isoformat(), end=end.isoformat(), step=step)
+        except ApiError as error:
+            if error.status in (422, 429) and error.detail:
+                st.error(f"Not run: {error.detail}", icon=":material/block:")
+            else:
+                show_api_error(error)
+        else:
+            st.session_state[BACKTEST_KEY] = {"rule": rule_id, "result": answer}
+kept = st.session_state.get(BACKTEST_KEY)
+if kept and kept.get("rule") == rule_id:
+    draw_backtest(kept["result"])
+
+
+# ---------------------------------------------------------------- edit
+
+
+if can("switch_rules"):
+    st.subheader("Edit")
+    with st.form(f"edit_{rule_id}"):
+        text = st.text_area("The rule as YAML", yaml.safe_dump(document, sort_keys=False, allow_unicode=True),
+                            height=320, key=f"rule_text_{rule_id}")
+        if st.form_submit_button("Validate and save", icon=":material/save:"):
+            try:
+                edited = yaml.safe_load(text)
+            except yaml.YAMLError as error:
+                st.error(f"Not saved: this is not YAML ({error}).", icon=":material/edit_off:")
+            else:
+                if not isinstance(edited, dict):
+                    st.error("Not saved: a rule is a mapping (id, when, then, ...).", icon=":material/edit_off:")
+                else:
+                    save(edited, f"Rule {rule_id} is saved as a new version; the previous one is kept.")
+    st.caption("The API checks the document against the models catalog and lists every mistake with the field it "
+               "is in. Backtests replay the saved version.")
