@@ -262,6 +262,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     from careloop.app import create_app
     from careloop.db import Database
+    from careloop.deps import ApiLimits
 
     settings = get_settings()
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
@@ -273,7 +274,13 @@ def cmd_api(args: argparse.Namespace) -> int:
     # The pool connects on first use, so the API starts (and answers 503) while the database is down; the limits
     # bound every wait on the database so an outage never hangs a request.
     database = Database(urls.database_url, limits=settings.session_limits())
-    app = create_app(database, admin_token=token, mqtt_url=urls.mqtt_url)
+    limits = ApiLimits(
+        auth_failures_per_minute=settings.auth_failures_per_minute,
+        redemptions_per_minute=settings.redemptions_per_minute,
+        backtests_per_role=settings.backtests_per_role,
+        backtest_timeout_s=settings.backtest_timeout_s,
+    )
+    app = create_app(database, admin_token=token, mqtt_url=urls.mqtt_url, limits=limits)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     database.close()
     return 0

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     db_statement_timeout_s: float = Field(default=10, ge=0, le=86_400)
     db_lock_timeout_s: float = Field(default=5, ge=0, le=86_400)
     db_idle_in_transaction_timeout_s: float = Field(default=60, ge=0, le=86_400)
+    # What the API bounds per client (careloop.deps.ApiLimits; README, HTTP API: Tokens and limits).
+    auth_failures_per_minute: int = Field(default=20, ge=1, le=100_000)
+    redemptions_per_minute: int = Field(default=30, ge=1, le=100_000)
+    backtests_per_role: int = Field(default=2, ge=1, le=64)
+    backtest_timeout_s: float = Field(default=30, gt=0, le=3600)
 
     @field_validator("database_url")
     @classmethod
