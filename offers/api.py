@@ -36,8 +36,8 @@ from offers.models import (
 )
 
 router = APIRouter(tags=["offers"], responses=EVERY_ROUTE)
-# What a customer reaches from an e-mail, without a bearer token: their unguessable unsubscribe token is the key.
-public_router = APIRouter(tags=["offers"])
+# What a customer reaches from an e-mail needs no bearer token (public in careloop.auth's permission table): their
+# unguessable unsubscribe token is the key.
 UnsubscribeToken = Annotated[str, Path(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Code = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 _-]+$")]
@@ -179,7 +179,7 @@ def _page(body: str, status_code: int = 200) -> HTMLResponse:
 UNKNOWN_LINK = "<p>This link is not known to us (any more). If you still receive offers, tell our hotline.</p>"
 
 
-@public_router.get("/unsubscribe/{token}", response_class=HTMLResponse, responses={404: {"description": "unknown"}})
+@router.get("/unsubscribe/{token}", response_class=HTMLResponse, responses={404: {"description": "unknown"}})
 def unsubscribe_page(token: UnsubscribeToken, conn: Conn) -> HTMLResponse:
     """The page an e-mail's unsubscribe link opens: one button. Opening it changes nothing (mail scanners open
     links); the button (a POST, as mail clients' one-click unsubscribe sends) records the objection."""
@@ -189,7 +189,7 @@ def unsubscribe_page(token: UnsubscribeToken, conn: Conn) -> HTMLResponse:
                  '<button type="submit">Unsubscribe</button></form>')
 
 
-@public_router.post("/unsubscribe/{token}", response_class=HTMLResponse, responses={404: {"description": "unknown"}})
+@router.post("/unsubscribe/{token}", response_class=HTMLResponse, responses={404: {"description": "unknown"}})
 def unsubscribe(token: UnsubscribeToken, conn: Conn) -> HTMLResponse:
     """Record the objection to marketing of the link's customer (source: unsubscribe link); again, nothing more."""
     customer_id = customers_service.customer_by_unsubscribe_token(conn, token)

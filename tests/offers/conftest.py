@@ -13,24 +13,7 @@ from typing import Any
 
 import pytest
 
-from careloop.auth import ADMIN, PERMISSIONS, PUBLIC, Access
 from offers.delivery import Transports
-
-# Operations of offers/ and customers/ that careloop.auth's permission table must list (it refuses what it does
-# not know). Added here only where the table does not list them yet; the table is what decides in the product.
-OPERATIONS = {
-    ("DELETE", "/webhooks/{endpoint_id}"): ADMIN,
-    ("POST", "/customers/{customer_id}/marketing-objection"): Access(roles=frozenset({"dispatcher"})),
-    ("GET", "/unsubscribe/{token}"): PUBLIC,
-    ("POST", "/unsubscribe/{token}"): PUBLIC,
-}
-
-
-@pytest.fixture
-def offer_operations(monkeypatch) -> None:
-    for operation, access in OPERATIONS.items():
-        if operation not in PERMISSIONS:
-            monkeypatch.setitem(PERMISSIONS, operation, access)
 
 
 def free_port() -> int:
@@ -117,15 +100,10 @@ def transports(smtp_server) -> Iterator[Transports]:
 
 
 @pytest.fixture
-def offers_client(database, mqtt_url, offer_operations):
-    """The API as `careloop api` serves it, admin token `admin-token-for-offer-tests`; with the unsubscribe pages
-    (offers.api.public_router, answered without a bearer token) where the app does not include them yet."""
+def offers_client(database, mqtt_url):
+    """The API as `careloop api` serves it, with the admin token `admin-token-for-offer-tests`."""
     from fastapi.testclient import TestClient
 
     from careloop.app import create_app
-    from offers.api import public_router
 
-    app = create_app(database, admin_token="admin-token-for-offer-tests", mqtt_url=mqtt_url)
-    if not any(getattr(route, "path", None) == "/unsubscribe/{token}" for route in app.routes):
-        app.include_router(public_router)
-    return TestClient(app)
+    return TestClient(create_app(database, admin_token="admin-token-for-offer-tests", mqtt_url=mqtt_url))

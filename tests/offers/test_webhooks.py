@@ -26,7 +26,7 @@ SECRET_URL = "https://crm:pa55word@93.184.216.34/services/T000/B000/XXXXXXXXXXXX
 
 
 @pytest.fixture
-def client(database, mqtt_url, offer_operations) -> TestClient:
+def client(database, mqtt_url) -> TestClient:
     return TestClient(create_app(database, admin_token=ADMIN["Authorization"].split()[1], mqtt_url=mqtt_url))
 
 
