@@ -1,30 +1,33 @@
-"""Customers: find one, then see the whole picture (profile, consents, appliances and their health)."""
+"""Customer 360: find a customer, then see the whole picture: tier, points and segment, consents, one timeline,
+appliances with their health, orders, offers and what the contact policy decided."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
 from dashboard.client import ApiError
 from dashboard.data import fetch, fetch_or_stop, stop_with
-from dashboard.ui import frame, link_to, linked_id, remember_choice, time_ago
+from dashboard.session import can
+from dashboard.ui import frame, link_to, linked_id, plain, remember_choice, time_ago
+from dashboard.words import duration_words, instant_words
 
 SEARCH_LIMIT = 50
-# Sections of the 360 view drawn explicitly; any other list the API adds later (orders, offers,
-# contacts) is still shown, as a plain table, until it earns its own layout.
-KNOWN_SECTIONS = {"customer", "devices", "consents"}
 
-st.title("Customers")
+st.title("Customer 360")
 
 linked = linked_id("customer")
 search = st.text_input("Search customers", placeholder="name, phone or email", width=360)
 found = fetch_or_stop("customers", q=search.strip() or None, limit=SEARCH_LIMIT)
 items: list[dict[str, Any]] = found.get("items", [])
 
+contact_details = can("read_contact_details")
 labels = {
-    str(c["id"]): f"{c.get('name') or '(no name)'} · {c.get('phone') or c.get('email') or ''} (#{c['id']})"
+    str(c["id"]): (f"{c.get('name') or '(no name)'} · {c.get('phone') or c.get('email') or ''} (#{c['id']})"
+                   if contact_details else f"{c.get('name') or '(no name)'} · {c.get('region') or ''} (#{c['id']})")
     for c in items
 }
 if linked and linked not in labels:
@@ -34,7 +37,8 @@ if not labels:
     st.stop()
 
 with st.expander(f"{found.get('total', len(items))} customers match", expanded=not linked):
-    st.dataframe(frame(items, ["id", "name", "phone", "email", "region", "timezone", "birthday"]),
+    st.dataframe(frame(items, ["id", "name", *(["phone", "email"] if contact_details else []), "region",
+                               "timezone", "birthday"]),
                  hide_index=True)
 
 ids = list(labels)
@@ -54,25 +58,56 @@ except ApiError as error:
 customer: dict[str, Any] = view.get("customer") or {}
 devices: list[dict[str, Any]] = view.get("devices") or []
 consents: list[dict[str, Any]] = view.get("consents") or customer.get("consents") or []
+membership: dict[str, Any] = view.get("membership") or {}
+segment: dict[str, Any] = view.get("segment") or {}
+orders: list[dict[str, Any]] = view.get("orders") or []
+offers: list[dict[str, Any]] = view.get("offers") or []
 
 st.header(customer.get("name") or f"Customer #{customer_id}")
+tier = (membership.get("tier") or {}).get("name") or customer.get("tier")
 with st.container(horizontal=True):
-    for key, color in (("tier", "violet"), ("segment", "orange"), ("region", "gray"), ("timezone", "gray")):
+    if tier:
+        st.badge(f"{tier} member", color="violet", icon=":material/workspace_premium:")
+    if segment.get("value_segment") or customer.get("segment"):
+        st.badge(str(segment.get("value_segment") or customer.get("segment")), color="orange",
+                 help="Value segment: recency, frequency and monetary scores.")
+    if segment.get("top_revenue"):
+        st.badge("among the 20% who bring 80%", color="green", icon=":material/star:")
+    for device_segment in segment.get("device_segments") or []:
+        st.badge(str(device_segment).replace("_", " "), color="gray")
+    for key in ("region", "timezone"):
         if customer.get(key):
-            st.badge(str(customer[key]), color=color)
+            st.badge(str(customer[key]), color="gray")
+    if customer.get("erased_at"):
+        st.badge("erased", color="red")
 
 online_count = sum(1 for d in devices if d.get("online"))
+open_orders = sum(1 for o in orders if o.get("status") not in ("completed", "cancelled"))
 with st.container(horizontal=True):
-    st.metric("Appliances", len(devices), border=True)
-    st.metric("Online", online_count, border=True)
-    st.metric("Missing seq", sum(int(d.get("missing_seq") or 0) for d in devices), border=True,
-              help="Messages from this customer's appliances that never arrived.")
-    st.metric("Birthday", customer.get("birthday") or "–", border=True)
+    if membership:
+        next_tier = (membership.get("next_tier") or {}).get("name")
+        st.metric("Tier", str(tier or "–"), border=True,
+                  help=(f"{float(membership.get('to_next_tier') or 0):,.2f} more spend reaches {next_tier}."
+                        if next_tier else "The highest tier."))
+        st.metric("Points", f"{int(membership.get('points_balance') or 0):,}", border=True,
+                  help=f"{int(membership.get('points_expiring_soon') or 0):,} of them expire within 30 days.")
+        st.metric(f"Spend, last {duration_words(int(membership.get('window_days') or 365) * 86400)}",
+                  f"{float(membership.get('spend_in_window') or 0):,.2f}", border=True)
+    st.metric("Appliances", len(devices), f"{online_count} online" if devices else None, delta_color="off",
+              border=True)
+    st.metric("Open orders", open_orders, border=True)
+    st.metric("Offers", len(offers), border=True)
+    if customer.get("birthday"):
+        st.metric("Birthday", str(customer["birthday"]), border=True)
 
 left, right = st.columns(2)
 with left:
     st.subheader("Contact")
-    contact = f"**Phone** {customer.get('phone') or '–'}  \n**Email** {customer.get('email') or '–'}"
+    if can("read_contact_details"):
+        contact = (f"**Phone** {plain(customer.get('phone') or '–')}  \n"
+                   f"**Email** {plain(customer.get('email') or '–')}")
+    else:
+        contact = "Phone and e-mail are the hotline's; offers reach the customer through the contact policy."
     if customer.get("preferred_channel"):
         contact += f"  \n**Preferred channel** {customer['preferred_channel']}"
     st.markdown(contact)
@@ -90,6 +125,31 @@ with right:
                 "✅" if consent.get("granted") else "❌"
             )
         st.dataframe(grid)
+    history = view.get("consent_history") or []
+    if history:
+        with st.expander(f"Consent history ({len(history)})"):
+            st.dataframe(pd.DataFrame([
+                {"when": time_ago(h.get("at")), "purpose": h.get("purpose"), "channel": h.get("channel"),
+                 "granted": bool(h.get("granted")), "how": h.get("source") or "–"}
+                for h in history
+            ]), hide_index=True, column_config={"granted": st.column_config.CheckboxColumn("granted")})
+
+timeline: list[dict[str, Any]] = view.get("timeline") or []
+st.subheader("Timeline")
+if not timeline:
+    st.caption("Nothing has happened with this customer yet.")
+else:
+    events = pd.DataFrame([{"at": t.get("at"), "kind": t.get("kind"), "what": t.get("text")} for t in timeline])
+    events["at"] = pd.to_datetime(events["at"], utc=True, format="ISO8601")
+    kinds = list(dict.fromkeys(events["kind"]))
+    st.altair_chart(alt.Chart(events).mark_point(filled=True, size=110).encode(
+        x=alt.X("at:T", title=None), y=alt.Y("kind:N", title=None, sort=kinds),
+        color=alt.Color("kind:N", legend=None), tooltip=[alt.Tooltip("at:T", format="%d %b %Y %H:%M"), "what:N"],
+    ).properties(height=max(90, 38 * len(kinds))))
+    st.dataframe(pd.DataFrame({"when": [time_ago(t.get("at")) for t in timeline],
+                               "kind": [t.get("kind") for t in timeline],
+                               "what": [t.get("text") for t in timeline]}),
+                 hide_index=True, column_config={"what": st.column_config.TextColumn(width="large")})
 
 st.subheader("Appliances")
 if not devices:
@@ -104,13 +164,31 @@ else:
                  column_config={"online": st.column_config.CheckboxColumn("online")})
     with st.container(horizontal=True):
         for device in devices:
-            link_to("device", label=device["id"], icon=":material/kitchen:",
-                         query_params={"device": device["id"]})
+            link_to("device", label=device["id"], icon=":material/kitchen:", query_params={"device": device["id"]})
 
-for key, value in view.items():
-    if key not in KNOWN_SECTIONS and isinstance(value, list):
-        st.subheader(key.replace("_", " ").capitalize())
-        if value:
-            st.dataframe(pd.DataFrame(value), hide_index=True)
-        else:
-            st.caption("None.")
+if orders:
+    st.subheader("Service orders")
+    st.dataframe(pd.DataFrame([
+        {"order": f"#{o.get('id')}", "opened": time_ago(o.get("opened_at")), "device": o.get("device_id"),
+         "type": o.get("type"), "status": str(o.get("status") or "").replace("_", " "), "reason": o.get("reason"),
+         "completed": time_ago(o.get("completed_at")) if o.get("completed_at") else "–"}
+        for o in orders
+    ]), hide_index=True, column_config={"reason": st.column_config.TextColumn(width="large")})
+if offers:
+    st.subheader("Offers")
+    st.dataframe(pd.DataFrame([
+        {"issued": time_ago(o.get("issued_at")), "template": o.get("template"), "status": o.get("status"),
+         "why": o.get("status_reason"), "reason to the owner": o.get("reason"), "channel": o.get("channel") or "–",
+         "expires": instant_words(o["expires_at"]) if o.get("expires_at") else "–"}
+        for o in offers
+    ]), hide_index=True, column_config={"why": st.column_config.TextColumn(width="medium")})
+contacts: list[dict[str, Any]] = view.get("contacts") or []
+if contacts:
+    st.subheader("Contacts the policy decided")
+    st.dataframe(pd.DataFrame([
+        {"when": time_ago(c.get("decided_at")), "purpose": c.get("purpose"), "channel": c.get("channel"),
+         "subject": c.get("subject"),
+         "decision": "held" if c.get("held") else ("allowed" if c.get("allowed") else "refused"),
+         "why": c.get("reason")}
+        for c in contacts
+    ]), hide_index=True, column_config={"why": st.column_config.TextColumn(width="large")})

@@ -120,7 +120,7 @@ def test_customers_page_shows_the_360_view(fake_api: FakeApi) -> None:
     assert at.header[0].value == "Li Wei"
     values = metric_values(at)
     assert values["Appliances"] == "2"
-    assert values["Online"] == "1"
+    assert next(m for m in at.metric if m.label == "Appliances").delta == "1 online"
     consents, appliances = at.dataframe[1].value, at.dataframe[2].value
     assert consents.loc["service", "phone"] == "✅"
     assert consents.loc["marketing", "email"] == "❌"

@@ -254,3 +254,48 @@ def test_an_edit_the_api_refuses_lists_its_mistakes_and_saves_nothing(real_api, 
     assert at.error[0].value.startswith("Not saved: when.birthday.within: ")
     admin = {"Authorization": "Bearer admin-token-for-the-dashboard-tests"}
     assert httpx.get(f"{real_api}/rules/birthday-coupon-soon", headers=admin, timeout=10).json()["version"] == 1
+
+
+# ---------------------------------------------------------------- customer 360
+
+
+def test_customer_360_shows_tier_points_consents_and_one_timeline(real_api, conn, database) -> None:
+    owner = make_customer(conn, name="Rosa Diaz", email="rosa@example.com", timezone="UTC", consents=MARKETING_EMAIL)
+    hood = make_device(conn, owner=owner.id)
+    offers_service.issue_offer(conn, template_code="member-cleaning", customer_id=owner.id, device_id=hood.id,
+                               key="dashboard:360", now=dt.datetime.now(dt.UTC))
+    conn.commit()
+    bought = httpx.post(f"{real_api}/customers/{owner.id}/purchases", json={"amount": "1200", "key": "order-77"},
+                        headers={"Authorization": "Bearer admin-token-for-the-dashboard-tests"}, timeout=10)
+    assert bought.status_code == 200, bought.text
+    at = sign_in(login(database, "dispatcher", "Dee Dispatcher"))
+    at.switch_page(CUSTOMERS).run()
+    at.text_input[0].input("Rosa").run()
+
+    assert at.header[0].value == "Rosa Diaz"
+    values = metric_values(at)
+    assert values["Tier"] == "silver"
+    assert int(values["Points"].replace(",", "")) > 0
+    assert values["Spend, last 1 year"] == "1,200.00"
+    assert values["Offers"] == "1"
+    consents = next(t.value for t in at.dataframe if t.value.index.name == "purpose")
+    assert consents.loc["marketing", "email"] == "✅"
+    timeline = next(t.value for t in at.dataframe if list(t.value.columns) == ["when", "kind", "what"])
+    assert {"offer", "spend"} <= set(timeline["kind"])
+    assert len(charts(at)) == 1
+    assert not at.error
+
+
+def test_a_marketer_finds_customers_without_their_phone_or_links_to_devices(real_api, conn, database) -> None:
+    owner = make_customer(conn, name="Rosa Diaz", email="rosa@example.com", timezone="UTC", consents=MARKETING_EMAIL)
+    make_device(conn, owner=owner.id)
+    conn.commit()
+    at = sign_in(login(database, "marketer", "Max Marketer"))
+    at.switch_page(CUSTOMERS).run()
+
+    assert at.header[0].value == "Rosa Diaz"
+    # Contact details are the hotline's: a marketer's page shows none (whatever the API answers).
+    assert "+86 138 0000 0000" not in text_of(at) and "rosa@example.com" not in text_of(at)
+    # A marketer has no device page, so the appliances are listed without links.
+    assert not at.page_link
+    assert not at.error
