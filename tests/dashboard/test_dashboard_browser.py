@@ -1,5 +1,7 @@
-"""End to end in a real browser: the dashboard, the real API and the real database; a detection acknowledged, an
-order assigned and a call recorded on the dispatch board, with screenshots to look at."""
+"""End to end in a real browser: the dashboard, the real API and the real database. People sign in with their own
+tokens (tokens in the server's environment sign nobody in); a dispatcher acknowledges a detection, assigns an order
+and records a call; a marketer finds no assignment control anywhere. Every page is saved as a screenshot under the
+test's output folder (screenshots/) to look at."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -21,6 +24,8 @@ from careloop.auth import create_token
 from careloop.db import fetch_value
 from careloop.embedded import free_port, wait_for_port
 from careloop.mqtt import events_topic, telemetry_topic
+from offers import service as offers_service
+from offers.models import Redemption
 from rules.engine import Engine
 from rules.service import create_rule
 from service_orders import flows
@@ -80,10 +85,12 @@ def api_url(database) -> str:
 
 
 @contextmanager
-def running_dashboard(api_url: str, token: str, cwd: Path) -> Iterator[str]:
-    """`streamlit run dashboard/app.py` on a port of its own, sending `token` to the API; stopped on exit."""
+def running_dashboard(api_url: str, cwd: Path) -> Iterator[str]:
+    """`streamlit run dashboard/app.py` on a port of its own; stopped on exit. The admin token is in its environment,
+    as `careloop demo` and docker compose put it there: it must sign nobody in."""
     port = free_port(None)
-    env = {**os.environ, "CARELOOP_API_URL": api_url, "CARELOOP_API_TOKEN": token}
+    env = {**os.environ, "CARELOOP_API_URL": api_url, "CARELOOP_API_TOKEN": ADMIN, "CARELOOP_ADMIN_TOKEN": ADMIN}
+    env.pop("CARELOOP_DASHBOARD_DEV_TOKEN", None)
     command = [
         sys.executable,
         "-m",
@@ -94,8 +101,6 @@ def running_dashboard(api_url: str, token: str, cwd: Path) -> Iterator[str]:
         str(port),
         "--server.headless",
         "true",
-        "--browser.gatherUsageStats",
-        "false",
     ]
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -108,7 +113,7 @@ def running_dashboard(api_url: str, token: str, cwd: Path) -> Iterator[str]:
 
 @pytest.fixture
 def dashboard_url(api_url: str, tmp_path: Path) -> Iterator[str]:
-    with running_dashboard(api_url, ADMIN, tmp_path) as url:
+    with running_dashboard(api_url, tmp_path) as url:
         yield url
 
 
@@ -120,20 +125,54 @@ def screenshots(tmp_path: Path) -> Path:
     return folder
 
 
-def test_a_dispatcher_sees_why_a_detection_opened_and_acknowledges_it(
-    conn, database, api_url, dashboard_url, browser
+def sign_in(browser, url: str, token: str, name: str):
+    """A new browser page signed in through the form, as a person does; answers the page."""
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page.goto(url)
+    page.get_by_role("heading", name="Sign in to CareLoop").wait_for(timeout=60_000)
+    page.get_by_label("Your token").fill(token)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    page.get_by_test_id("stSidebar").get_by_text(name, exact=True).wait_for(timeout=60_000)
+    return page
+
+
+def sidebar_pages(page) -> list[str]:
+    """The titles of the pages in the sidebar's navigation."""
+    links = page.get_by_test_id("stSidebarNav").get_by_role("link")
+    # Each link's text is its icon's ligature name, then its title.
+    return [text.strip().splitlines()[-1].strip() for text in links.all_inner_texts()]
+
+
+def go_to(page, title: str) -> None:
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True).click()
+    page.get_by_role("heading", name=title).first.wait_for(timeout=60_000)
+
+
+def test_a_visitor_meets_the_sign_in_form_even_on_a_deep_link_then_a_dispatcher_acknowledges_a_detection(
+    conn, database, api_url, dashboard_url, browser, screenshots
 ) -> None:
     create_rule(conn, FAN_STALL)
     device = make_device(conn)
+    dispatcher = create_token(conn, role="dispatcher", name="Zhang Wei")
     conn.commit()
     now = dt.datetime.now(dt.UTC)
     store(database, [inbound(events_topic(device.id), event(1, at=now, kind="fault", code="E21"), now)], now=now)
     Engine(database).sweep()
 
-    page = browser.new_page()
-    page.goto(f"{dashboard_url}/detections")
+    # The first visit of a fresh server is a deep link: it runs inside app.py's frame, which asks who you are.
+    visitor = browser.new_page(viewport={"width": 1440, "height": 900})
+    visitor.goto(f"{dashboard_url}/detections")
+    visitor.get_by_role("heading", name="Sign in to CareLoop").wait_for(timeout=60_000)
+    assert visitor.get_by_text("open fault E21").count() == 0
+    assert visitor.get_by_label("Your token").get_attribute("type") == "password"
+    # Streamlit's developer toolbar (Deploy, settings) is not offered.
+    assert visitor.get_by_role("button", name="Deploy").count() == 0
+    shoot(visitor, screenshots, "sign-in")
+
+    page = sign_in(browser, dashboard_url, dispatcher, "Zhang Wei")
+    assert page.get_by_test_id("stSidebar").get_by_text("dispatcher").count() > 0
+    go_to(page, "Detections")
     page.get_by_text("open fault E21 (fan motor stall)").first.wait_for(timeout=60_000)
-    assert page.get_by_role("heading", name="Detections").count() > 0
     page.get_by_test_id("stButton").get_by_role("button", name="Acknowledge").click()
     page.get_by_text("is now acknowledged").first.wait_for(timeout=30_000)
     with database.connection() as check:
@@ -155,7 +194,7 @@ def shoot(page, folder: Path, name: str) -> Path:
     return path
 
 
-def test_a_dispatcher_assigns_an_order_and_records_a_call_on_the_dispatch_board(
+def test_a_dispatcher_assigns_an_order_and_records_a_call_and_a_marketer_finds_no_assignment_control(
     conn, database, api_url, browser, tmp_path, screenshots
 ) -> None:
     create_rule(conn, FAN_STALL_WITH_CALL)
@@ -185,24 +224,57 @@ def test_a_dispatcher_assigns_an_order_and_records_a_call_on_the_dispatch_board(
     task_id = fetch_value(conn, "SELECT id FROM call_tasks WHERE device_id = %s", (device.id,))
     assert order_id is not None and task_id is not None
 
-    with running_dashboard(api_url, dispatcher, tmp_path) as dashboard_url:
-        page = browser.new_page(viewport={"width": 1440, "height": 900})
-        # In from the front door, then by the sidebar, as a dispatcher does.
-        page.goto(dashboard_url)
-        page.get_by_role("link", name="Dispatch board").click()
+    # Something for the marketer's pages: trade-in coupons to consenting owners, one redeemed.
+    for number in range(6):
+        fan = make_customer(conn, name=f"Owner {number}", email=f"owner{number}@example.com", timezone="UTC",
+                            consents=[{"purpose": "marketing", "channel": "email", "granted": True}])
+        oven = make_device(conn, owner=fan.id, purchased_on="2016-03-01")
+        issued = offers_service.issue_offer(conn, template_code="trade-in", customer_id=fan.id, device_id=oven.id,
+                                            key=f"browser:trade-in:{number}", now=now).offer
+        if issued is not None and number == 0:
+            offers_service.redeem(conn, issued.code, Redemption(customer_id=fan.id, amount=Decimal("900")), now=now)
+    marketer = create_token(conn, role="marketer", name="Max Marketer")
+    conn.commit()
+
+    with running_dashboard(api_url, tmp_path) as dashboard_url:
+        page = sign_in(browser, dashboard_url, dispatcher, "Zhang Wei")
+        # A dispatcher lands on the queue.
+        page.get_by_role("heading", name="Dispatch board").first.wait_for(timeout=60_000)
         page.get_by_role("heading", name=f"Order #{order_id}").first.wait_for(timeout=60_000)
         page.get_by_text("open fault E21").first.wait_for(timeout=30_000)
         page.locator("[data-testid=stVegaLiteChart]").first.wait_for(timeout=30_000)
         page.get_by_role("heading", name="Call Chen Jie · +86 139 5555 6666").wait_for(timeout=30_000)
-        shoot(page, screenshots, "dispatch-board")
+        shoot(page, screenshots, "dispatcher-dispatch-board")
 
         page.get_by_role("button", name="Assign with this window").click()
         page.get_by_text(f"Order #{order_id} is assigned to Liu Yang").first.wait_for(timeout=30_000)
-        shoot(page, screenshots, "dispatch-board-assigned")
+        shoot(page, screenshots, "dispatcher-dispatch-board-assigned")
 
         page.get_by_role("button", name="Reached").click()
         page.get_by_text(f"Call #{task_id} to Chen Jie: reached; the call is done.").first.wait_for(timeout=30_000)
-        shoot(page, screenshots, "dispatch-board-called")
+        shoot(page, screenshots, "dispatcher-dispatch-board-called")
+
+        # Every other page the dispatcher has, as they see it.
+        titles = sidebar_pages(page)
+        assert titles[0] == "Dispatch board" and {"Offers and campaigns", "Rules", "Customer 360"} <= set(titles)
+        for title in titles[1:]:
+            go_to(page, title)
+            shoot(page, screenshots, "dispatcher-" + title.lower().replace(" ", "-"))
+
+        # A marketer, in a browser of their own: no dispatch board, and no assignment control on any page.
+        page = sign_in(browser, dashboard_url, marketer, "Max Marketer")
+        titles = sidebar_pages(page)
+        assert "Dispatch board" not in titles and "Detections" not in titles
+        assert titles[0] == "Offers and campaigns"
+        for title in titles:
+            go_to(page, title)
+            page.wait_for_function("() => !document.querySelector('[data-stale=true]')", timeout=30_000)
+            assert page.get_by_role("button", name="Assign with this window").count() == 0
+            assert page.get_by_role("button", name="Assign, soonest free window").count() == 0
+            assert page.get_by_text("Book another window").count() == 0
+            shoot(page, screenshots, "marketer-" + title.lower().replace(" ", "-"))
+        page.goto(f"{dashboard_url}/dispatch")
+        page.get_by_role("heading", name="Sign in to CareLoop").wait_for(timeout=60_000)
 
     admin = {"Authorization": f"Bearer {ADMIN}"}
     order = httpx.get(f"{api_url}/service-orders/{order_id}", headers=admin, timeout=10).json()
