@@ -10,13 +10,27 @@ CREATE TEMP TABLE IF NOT EXISTS telemetry_staging (
 COPY telemetry_staging (ts, device_id, metric, value, seq) FROM STDIN
 
 -- name: insert_telemetry_from_staging --
--- Store the staged readings; redelivered ones hit the dedup key and are skipped. Answers the new ones in the
--- staging order (ingest.models.TelemetryRow).
-INSERT INTO telemetry (ts, device_id, metric, value, seq)
-SELECT ts, device_id, metric, value, seq FROM telemetry_staging
-ORDER BY device_id, seq, metric
-ON CONFLICT ON CONSTRAINT telemetry_dedup DO NOTHING
-RETURNING ts, device_id, metric, value, seq
+-- Store the staged readings; redelivered ones hit the dedup key and are skipped. The newest of the new ones per
+-- (device, metric) goes into device_latest in the same statement, so it never travels to Python and back
+-- (a late reading never replaces a newer one). Answers the new ones (ingest.models.TelemetryRow).
+WITH stored AS (
+    INSERT INTO telemetry (ts, device_id, metric, value, seq)
+    SELECT ts, device_id, metric, value, seq FROM telemetry_staging
+    ORDER BY device_id, seq, metric
+    ON CONFLICT ON CONSTRAINT telemetry_dedup DO NOTHING
+    RETURNING ts, device_id, metric, value, seq
+), latest AS (
+    INSERT INTO device_latest AS latest (ts, device_id, metric, value, seq)
+    SELECT DISTINCT ON (device_id, metric) ts, device_id, metric, value, seq
+    FROM stored
+    ORDER BY device_id, metric, ts DESC, seq DESC
+    ON CONFLICT (device_id, metric) DO UPDATE SET
+        value = excluded.value,
+        ts    = excluded.ts,
+        seq   = excluded.seq
+    WHERE (excluded.ts, excluded.seq) > (latest.ts, latest.seq)
+)
+SELECT ts, device_id, metric, value, seq FROM stored
 
 -- name: insert_events --
 -- Store device events; redelivered ones are skipped. Answers the new ones as given (ingest.models.EventRow).
@@ -57,16 +71,6 @@ ON CONFLICT (device_id) DO UPDATE SET
                           excluded.first_seq, excluded.last_seq, excluded.last_seen)
         THEN excluded.seq_count ELSE state.seq_count + excluded.seq_count END,
     updated_at       = now()
-
--- name: upsert_device_latest --
--- The newest reading of each metric per device; a late reading never replaces a newer one.
-INSERT INTO device_latest AS latest (ts, device_id, metric, value, seq)
-VALUES %s
-ON CONFLICT (device_id, metric) DO UPDATE SET
-    value = excluded.value,
-    ts    = excluded.ts,
-    seq   = excluded.seq
-WHERE (excluded.ts, excluded.seq) > (latest.ts, latest.seq)
 
 -- name: record_event_counters --
 -- Refresh event_counters (see its migration) where this batch can have changed them: the (device, event type,

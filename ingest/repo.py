@@ -41,7 +41,8 @@ def stage_readings(conn: Connection, *, rows: Iterable[TelemetryRow]) -> None:
 
 
 def insert_staged_telemetry(conn: Connection) -> list[TelemetryRow]:
-    """Store the staged readings; answers those that were new (a redelivered one is skipped)."""
+    """Store the staged readings, and the newest of each device's metrics in device_latest; answers those that
+    were new (a redelivered one is skipped)."""
     with conn.cursor() as cursor:
         cursor.execute(QUERIES["insert_telemetry_from_staging"])
         return list(map(TelemetryRow._make, cursor.fetchall()))
@@ -60,13 +61,6 @@ def upsert_device_progress(conn: Connection, *, rows: Sequence[DeviceProgress]) 
     if rows:
         with conn.cursor() as cursor:
             execute_values(cursor, QUERIES["upsert_device_progress"], rows, page_size=len(rows))
-
-
-def upsert_device_latest(conn: Connection, *, rows: Sequence[TelemetryRow]) -> None:
-    """The newest reading of each metric per device, at most one row per (device, metric)."""
-    if rows:
-        with conn.cursor() as cursor:
-            execute_values(cursor, QUERIES["upsert_device_latest"], rows, page_size=len(rows))
 
 
 def record_event_counters(

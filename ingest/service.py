@@ -158,9 +158,8 @@ def _store_batch(conn: Connection, messages: Sequence[InboundMessage], now: dt.d
         repo.stage_readings(conn, rows=telemetry_rows)
         stored_telemetry = repo.insert_staged_telemetry(conn)
     stored_events = repo.insert_events(conn, rows=event_rows)
-    # Progress first: its row locks make batches of one device take turns for the rest.
+    # Progress before the event counters: its row locks make batches of one device take turns for them.
     repo.upsert_device_progress(conn, rows=_device_progress(stored_telemetry, stored_events))
-    repo.upsert_device_latest(conn, rows=_newest_readings(stored_telemetry))
     repo.record_event_counters(
         conn,
         events=event_counter_triples((DeviceEventType(row.device_id, row.type) for row in stored_events), models),
@@ -325,16 +324,6 @@ def _device_progress(
             seq_count=len(current), seq_resets=len(runs) - 1,
         ))
     return progress
-
-
-def _newest_readings(stored_telemetry: Sequence[TelemetryRow]) -> list[TelemetryRow]:
-    """Per (device, metric): the newly stored reading newest by (ts, seq), in (device, metric) order."""
-    newest: dict[tuple[str, str], TelemetryRow] = {}
-    for row in stored_telemetry:
-        current = newest.get((row.device_id, row.metric))
-        if current is None or (row.ts, row.seq) > (current.ts, current.seq):
-            newest[(row.device_id, row.metric)] = row
-    return [newest[key] for key in sorted(newest)]
 
 
 def _earliest_readings(stored_telemetry: Sequence[TelemetryRow]) -> list[EarliestReading]:
