@@ -106,6 +106,12 @@ def caller_of_token(
                   expires_at=row["expires_at"])
 
 
+def set_actor(conn: Connection, name: str) -> None:
+    """Name the person whose request the transaction carries out; the database records them where it keeps who
+    changed what (rules and their versions: `changed_by`)."""
+    fetch_value(conn, QUERIES["set_actor"], {"name": name})
+
+
 def role_of_token(conn: Connection, token: str, *, admin_token: str | None) -> str | None:
     """The role a bearer token grants, or None when it is unknown (or no longer admitted)."""
     try:

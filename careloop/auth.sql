@@ -53,3 +53,7 @@ SELECT 1 FROM service_orders WHERE technician_id = %(technician_id)s AND custome
 -- name: technician_has_order --
 -- Whether an order is assigned to the technician.
 SELECT 1 FROM service_orders WHERE technician_id = %(technician_id)s AND id = %(value)s
+
+-- name: set_actor --
+-- Name the person behind the transaction's changes, for what records who changed what (careloop.actor).
+SELECT set_config('careloop.actor', %(name)s, true)

@@ -21,7 +21,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator
 
 from careloop.auth import Caller as CallerIdentity
-from careloop.auth import TokenRefused, access_to, caller_of_token, refusal, technician_may_see
+from careloop.auth import TokenRefused, access_to, caller_of_token, refusal, set_actor, technician_may_see
 from careloop.db import BIGINT_MAX, BIGINT_MIN, Connection, Database, SessionLimits
 
 bearer = HTTPBearer(auto_error=False)
@@ -29,8 +29,12 @@ T = TypeVar("T")
 
 
 def get_conn(request: Request) -> Iterator[Connection]:
-    """One connection per request inside one transaction: committed when the handler returns."""
+    """One connection per request inside one transaction: committed when the handler returns. The transaction
+    names the caller (authorize() found them first), so what it changes records the person."""
+    caller = getattr(request.state, "caller", None)
     with request.app.state.database.transaction() as conn:
+        if caller is not None:
+            set_actor(conn, caller.name)
         yield conn
 
 

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from careloop.app import create_app
 from careloop.auth import access_to, create_token
-from careloop.db import fetch_value
+from careloop.db import fetch_all, fetch_value
 from careloop.mqtt import events_topic
 from rules.engine import Engine
 from tests.factories import make_customer, make_device
@@ -244,3 +244,12 @@ def test_a_marketer_writes_only_rules_whose_actions_are_all_offers_and_a_dispatc
     assert refused.status_code == 403 and "marketing rule" in refused.json()["detail"]
     assert client.put("/rules/hood-stall", headers=dispatcher,
                       json={**FAN_STALL, "enabled": False}).status_code == 200
+
+
+def test_each_rule_version_records_the_person_who_wrote_it(world: World, conn) -> None:
+    world.client.put("/rules/hood-stall", headers=world.headers["dispatcher"], json={**FAN_STALL, "enabled": False})
+    assert fetch_value(conn, "SELECT changed_by FROM rules WHERE id = 'hood-stall'") == "dispatcher person"
+    versions = fetch_all(conn, "SELECT version, changed_by FROM rule_versions WHERE rule_id = 'hood-stall' "
+                               "ORDER BY version")
+    assert [(row["version"], row["changed_by"]) for row in versions][-2:] == [(1, "admin"),
+                                                                               (2, "dispatcher person")]
