@@ -266,7 +266,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
-    problem = admin_token_problem(args.host, token)
+    problem = admin_token_problem(args.host, token) or database_password_problem(args.host, settings.database_url)
     if problem is not None:
         print(f"careloop api: {problem}", file=sys.stderr)
         return 2
@@ -306,6 +306,23 @@ def admin_token_problem(host: str, token: str | None) -> str | None:
     if len(token) < MIN_NETWORK_ADMIN_TOKEN:
         return (f"{where}: CARELOOP_ADMIN_TOKEN is {len(token)} characters; set it to a random secret of at least "
                 f"{MIN_NETWORK_ADMIN_TOKEN}")
+    return None
+
+
+DEFAULT_DATABASE_PASSWORDS = ("careloop", "postgres", "password", "change-me")
+
+
+def database_password_problem(host: str, database_url: str | None) -> str | None:
+    """Why an API listening on `host` must not start with this database URL (a shipped default password), or
+    None. Loopback is a first run's, where the defaults are fine."""
+    from urllib.parse import urlsplit
+
+    if host in LOOPBACK_HOSTS or not database_url:
+        return None
+    password = urlsplit(database_url).password
+    if password is not None and password.lower() in DEFAULT_DATABASE_PASSWORDS:
+        return (f"listening on {host} (not loopback): CARELOOP_DATABASE_URL uses the default database password "
+                f"{password!r}; set the database user's password to a random secret and put it in the URL")
     return None
 
 

@@ -126,3 +126,13 @@ def test_ingest_with_the_broker_down_says_so_and_retries_without_a_traceback(tmp
     text = log.read_text()
     assert f"the broker at 127.0.0.1:{port} is not reachable (Connection refused); trying again in" in text
     assert "Traceback" not in text and time.monotonic() - started < 15
+
+
+def test_the_api_refuses_to_face_the_network_with_the_default_database_password(tmp_path) -> None:
+    env = {"CARELOOP_DATABASE_URL": "postgresql://careloop:careloop@127.0.0.1:1/careloop",
+           "CARELOOP_ADMIN_TOKEN": "a-long-random-admin-token-0123456789"}
+    result = careloop(["api", "--host", "0.0.0.0", "--port", str(free_port())], env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert said(result) == ["careloop api: listening on 0.0.0.0 (not loopback): CARELOOP_DATABASE_URL uses the "
+                            "default database password 'careloop'; set the database user's password to a random "
+                            "secret and put it in the URL"]
