@@ -10,11 +10,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse
 
 from careloop.deps import Conn, Moment, Offset, RowId, require
-from careloop.errors import EVERY_ROUTE, ErrorMessage, answers
+from careloop.errors import EVERY_ROUTE, ErrorMessage, NotFound, answers
 from careloop.pages import Page
 from customers import service as customers_service
 from offers import flows, service
@@ -176,25 +176,32 @@ def _page(body: str, status_code: int = 200) -> HTMLResponse:
     return HTMLResponse(PAGE.format(body=body), status_code=status_code, headers={"Cache-Control": "no-store"})
 
 
-UNKNOWN_LINK = "<p>This link is not known to us (any more). If you still receive offers, tell our hotline.</p>"
+UNKNOWN_LINK = "This link is not known to us (any more). If you still receive offers, tell our hotline."
 
 
-@router.get("/unsubscribe/{token}", response_class=HTMLResponse, responses={404: {"description": "unknown"}})
-def unsubscribe_page(token: UnsubscribeToken, conn: Conn) -> HTMLResponse:
+def _unknown_link(request: Request) -> HTMLResponse:
+    """A page for a person's browser; for any other client the JSON 404 every error is."""
+    if "text/html" in request.headers.get("accept", ""):
+        return _page(f"<p>{UNKNOWN_LINK}</p>", 404)
+    raise NotFound(UNKNOWN_LINK)
+
+
+@router.get("/unsubscribe/{token}", response_class=HTMLResponse, responses=answers(404))
+def unsubscribe_page(token: UnsubscribeToken, conn: Conn, request: Request) -> HTMLResponse:
     """The page an e-mail's unsubscribe link opens: one button. Opening it changes nothing (mail scanners open
     links); the button (a POST, as mail clients' one-click unsubscribe sends) records the objection."""
     if customers_service.customer_by_unsubscribe_token(conn, token) is None:
-        return _page(UNKNOWN_LINK, 404)
+        return _unknown_link(request)
     return _page('<p>Receive no more offers from CareLoop, on any channel?</p><form method="post">'
                  '<button type="submit">Unsubscribe</button></form>')
 
 
-@router.post("/unsubscribe/{token}", response_class=HTMLResponse, responses={404: {"description": "unknown"}})
-def unsubscribe(token: UnsubscribeToken, conn: Conn) -> HTMLResponse:
+@router.post("/unsubscribe/{token}", response_class=HTMLResponse, responses=answers(404))
+def unsubscribe(token: UnsubscribeToken, conn: Conn, request: Request) -> HTMLResponse:
     """Record the objection to marketing of the link's customer (source: unsubscribe link); again, nothing more."""
     customer_id = customers_service.customer_by_unsubscribe_token(conn, token)
     if customer_id is None:
-        return _page(UNKNOWN_LINK, 404)
+        return _unknown_link(request)
     flows.object_to_marketing(conn, customer_id, source="unsubscribe link", at=now())
     return _page("<p>Done: you will receive no more offers from CareLoop. Service calls about your appliances "
                  "continue as you agreed.</p>")

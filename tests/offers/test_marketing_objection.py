@@ -87,7 +87,11 @@ def test_the_unsubscribe_link_in_each_marketing_email_stops_all_marketing_at_onc
                                 key="unsub:3", now=NOW + dt.timedelta(days=30)).offer
     assert later.status == "blocked" and "no consent to marketing" in later.status_reason
 
-    assert offers_client.post("/unsubscribe/" + "x" * 32).status_code == 404
+    unknown = "/unsubscribe/" + "x" * 32
+    assert offers_client.post(unknown).json() == {"detail": "This link is not known to us (any more). If you still "
+                                                  "receive offers, tell our hotline."}
+    page = offers_client.get(unknown, headers={"Accept": "text/html"})
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
     assert offers_client.post("/unsubscribe/short").status_code == 422
 
 
