@@ -77,9 +77,9 @@ class CustomerUpdate(CustomerCreate):
 class CustomerRead(BaseModel):
     id: int
     name: str
-    phone: str | None
-    email: str | None
-    birthday: dt.date | None
+    phone: str | None = Field(description="for a marketer, its last two digits alone")
+    email: str | None = Field(description="for a marketer, its first letter and domain alone")
+    birthday: dt.date | None = Field(description="not shown to a marketer")
     timezone: str
     region: str | None
     preferred_channel: Channel | None
@@ -87,6 +87,15 @@ class CustomerRead(BaseModel):
     consents: list[Consent]
     erased_at: dt.datetime | None = Field(default=None, description="set once the person was erased: an anonymous "
                                           "stub remains, which orders and offers still count")
+
+    def without_contact_details(self) -> CustomerRead:
+        """What a marketer sees: enough to tell customers apart and to know a channel is on record, never the
+        number, the address or the birthday (campaigns reach customers through offers, not by hand)."""
+        return self.model_copy(update={
+            "phone": f"***{self.phone[-2:]}" if self.phone else None,
+            "email": f"{self.email[:1]}***@{self.email.rpartition('@')[2]}" if self.email else None,
+            "birthday": None,
+        })
 
 
 class ErasureRead(BaseModel):

@@ -23,8 +23,8 @@ SELECT c.*,
        count(*) OVER () AS total
 FROM customers c
 WHERE (%(customer_id)s::bigint IS NULL OR c.id = %(customer_id)s)
-  AND (%(q)s::text IS NULL OR c.name ILIKE '%%' || %(q)s || '%%' OR c.email ILIKE '%%' || %(q)s || '%%'
-       OR c.phone LIKE '%%' || %(q)s || '%%')
+  AND (%(q)s::text IS NULL OR c.name ILIKE '%%' || %(q)s || '%%'
+       OR (NOT %(names_only)s AND (c.email ILIKE '%%' || %(q)s || '%%' OR c.phone LIKE '%%' || %(q)s || '%%')))
   AND (%(customer_id)s::bigint IS NOT NULL OR c.erased_at IS NULL)  -- the erased are found by id alone
 ORDER BY c.id
 LIMIT %(limit)s OFFSET %(offset)s

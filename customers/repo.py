@@ -43,12 +43,13 @@ def customer_exists(conn: Connection, *, customer_id: int) -> bool:
 
 
 def list_customers(
-    conn: Connection, *, customer_id: int | None = None, q: str | None = None, limit: int = 100, offset: int = 0
+    conn: Connection, *, customer_id: int | None = None, q: str | None = None, limit: int = 100, offset: int = 0,
+    names_only: bool = False,
 ) -> Page[CustomerRead]:
     rows = fetch_all(
         conn,
         QUERIES["list_customers"],
-        {"customer_id": customer_id, "q": q, "limit": limit, "offset": offset},
+        {"customer_id": customer_id, "q": q, "limit": limit, "offset": offset, "names_only": names_only},
     )
     return paginate(rows, CustomerRead.model_validate)
 

@@ -88,8 +88,12 @@ def get_customer(conn: Connection, customer_id: int) -> CustomerRead:
     return repo.list_customers(conn, customer_id=customer_id, limit=1).one(f"no customer {customer_id}")
 
 
-def list_customers(conn: Connection, *, q: str | None, limit: int, offset: int) -> Page[CustomerRead]:
-    return repo.list_customers(conn, q=q, limit=limit, offset=offset)
+def list_customers(
+    conn: Connection, *, q: str | None, limit: int, offset: int, names_only: bool = False
+) -> Page[CustomerRead]:
+    """Customers not erased; `q` finds part of a name, e-mail or phone (of a name alone with `names_only`, so that
+    who may not see contact details cannot probe them either)."""
+    return repo.list_customers(conn, q=q, limit=limit, offset=offset, names_only=names_only)
 
 
 def customer_360(conn: Connection, customer_id: int, *, now: dt.datetime | None = None) -> Customer360:

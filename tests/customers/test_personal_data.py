@@ -141,3 +141,20 @@ def test_an_erased_person_is_in_no_dump_of_the_database_while_telemetry_orders_a
     later = offers_service.issue_offer(conn, template_code="member-cleaning", customer_id=person.id,
                                        device_id=None, key="erase:later", now=NOW + dt.timedelta(days=30))
     assert (later.kind, later.reason) == ("skipped", "the customer was erased")
+
+
+def test_a_marketer_sees_no_contact_details_and_cannot_search_by_them(client, conn) -> None:
+    customer = make_customer(conn, name="Li Na", email="li.na@example.com", phone="+86 138 0000 1234")
+    conn.commit()
+    marketer, desk = headers(conn, "marketer"), headers(conn, "dispatcher")
+    seen = client.get(f"/customers/{customer.id}", headers=marketer).json()
+    assert (seen["name"], seen["email"], seen["phone"], seen["birthday"]) == ("Li Na", "l***@example.com", "***34",
+                                                                              None)
+    assert client.get(f"/customers/{customer.id}", headers=desk).json()["email"] == "li.na@example.com"
+    picture = client.get(f"/customers/{customer.id}/360", headers=marketer)
+    assert picture.status_code == 200 and "li.na@" not in picture.text and "0000 1234" not in picture.text
+    listed = client.get("/customers", params={"q": "Li"}, headers=marketer).json()
+    assert listed["total"] == 1 and "li.na@" not in str(listed)
+    assert client.get("/customers", params={"q": "li.na@"}, headers=marketer).json()["total"] == 0
+    assert client.get("/customers", params={"q": "li.na@"}, headers=desk).json()["total"] == 1
+    assert client.post("/customers", json={"name": "New"}, headers=marketer).status_code == 403
