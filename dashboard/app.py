@@ -39,9 +39,13 @@ def navigation_for(role: str) -> dict[str, list[st.Page]]:
 
 user = current_user()
 if user is None:
-    # Signed out, the sign-in page is all there is: no page reads the API without a person's own token.
-    page = st.navigation([st.Page("views/sign_in.py", title="Sign in", icon=":material/login:", default=True)],
-                         position="hidden")
+    # Signed out, the sign-in page is all there is: no page reads the API without a person's own token. It answers
+    # at every page's address too, so a link or bookmark (/dispatch) asks who you are, then opens that page.
+    page = st.navigation(
+        [st.Page("views/sign_in.py", title="Sign in", icon=":material/login:", default=True)]
+        + [st.Page("views/sign_in.py", title="Sign in", icon=":material/login:", url_path=name) for name in PAGES],
+        position="hidden",
+    )
 else:
     page = st.navigation(navigation_for(user.role))
     # The sidebar is drawn before the page runs so it stays visible when a page stops on an API error.

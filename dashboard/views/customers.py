@@ -91,10 +91,11 @@ with st.container(horizontal=True):
                         if next_tier else "The highest tier."))
         st.metric("Points", f"{int(membership.get('points_balance') or 0):,}", border=True,
                   help=f"{int(membership.get('points_expiring_soon') or 0):,} of them expire within 30 days.")
-        st.metric(f"Spend, last {duration_words(int(membership.get('window_days') or 365) * 86400)}",
+        window = int(membership.get("window_days") or 365)
+        st.metric("Spend, last year" if window == 365 else f"Spend, last {duration_words(window * 86400)}",
                   f"{float(membership.get('spend_in_window') or 0):,.2f}", border=True)
     st.metric("Appliances", len(devices), f"{online_count} online" if devices else None, delta_color="off",
-              border=True)
+              delta_arrow="off", border=True)
     st.metric("Open orders", open_orders, border=True)
     st.metric("Offers", len(offers), border=True)
     if customer.get("birthday"):
@@ -121,10 +122,12 @@ with right:
         channels = sorted({str(c.get("channel")) for c in consents})
         grid = pd.DataFrame("–", index=pd.Index(purposes, name="purpose"), columns=channels)
         for consent in consents:
+            # Words, not emoji: they read the same in every browser and font.
             grid.loc[str(consent.get("purpose")), str(consent.get("channel"))] = (
-                "✅" if consent.get("granted") else "❌"
+                "given" if consent.get("granted") else "withdrawn"
             )
-        st.dataframe(grid)
+        st.dataframe(grid.style.map(lambda word: {"given": "color: #067647; font-weight: 600",
+                                                  "withdrawn": "color: #b42318"}.get(word, "")))
     history = view.get("consent_history") or []
     if history:
         with st.expander(f"Consent history ({len(history)})"):
@@ -142,8 +145,12 @@ else:
     events = pd.DataFrame([{"at": t.get("at"), "kind": t.get("kind"), "what": t.get("text")} for t in timeline])
     events["at"] = pd.to_datetime(events["at"], utc=True, format="ISO8601")
     kinds = list(dict.fromkeys(events["kind"]))
+    # Room either side, so a customer whose whole story is minutes long still reads as moments on a day.
+    first, last = events["at"].min(), events["at"].max()
+    pad = max(pd.Timedelta(hours=12), (last - first) * 0.05)
     st.altair_chart(alt.Chart(events).mark_point(filled=True, size=110).encode(
-        x=alt.X("at:T", title=None), y=alt.Y("kind:N", title=None, sort=kinds),
+        x=alt.X("at:T", title=None, scale=alt.Scale(domain=[(first - pad).isoformat(), (last + pad).isoformat()])),
+        y=alt.Y("kind:N", title=None, sort=kinds),
         color=alt.Color("kind:N", legend=None), tooltip=[alt.Tooltip("at:T", format="%d %b %Y %H:%M"), "what:N"],
     ).properties(height=max(90, 38 * len(kinds))))
     st.dataframe(pd.DataFrame({"when": [time_ago(t.get("at")) for t in timeline],
@@ -187,7 +194,8 @@ if contacts:
     st.subheader("Contacts the policy decided")
     st.dataframe(pd.DataFrame([
         {"when": time_ago(c.get("decided_at")), "purpose": c.get("purpose"), "channel": c.get("channel"),
-         "subject": c.get("subject"),
+         # A subject with no space is a key the API keeps for itself, not words for a person.
+         "subject": c.get("subject") if " " in str(c.get("subject") or "") else "–",
          "decision": "held" if c.get("held") else ("allowed" if c.get("allowed") else "refused"),
          "why": c.get("reason")}
         for c in contacts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -43,7 +44,7 @@ with st.container(horizontal=True):
     st.metric("Devices", f"{devices:,}", border=True)
     st.metric(
         "Online", f"{online:,}", f"{online / devices:.0%} of fleet" if devices else None,
-        delta_color="off", border=True,
+        delta_color="off", delta_arrow="off", border=True,
     )
     st.metric("Offline", f"{summary.get('offline', 0):,}", border=True)
     st.metric("Never seen", f"{summary.get('never_seen', 0):,}", border=True)
@@ -66,7 +67,12 @@ else:
     # A kind with no devices has no share (NaN), not 0 %.
     share = by_kind["online"] / by_kind["devices"].where(by_kind["devices"] > 0)
     by_kind["online %"] = (100 * share).round(1)
-    st.bar_chart(by_kind, x="kind", y="online %", y_label="online %", x_label="", height=300)
+    st.altair_chart(alt.Chart(by_kind).mark_bar().encode(
+        x=alt.X("kind:N", title=None, axis=alt.Axis(labelAngle=0)),
+        # Always 0 to 100: a fleet that is all offline reads as empty bars, not as a scale of zeros.
+        y=alt.Y("online %:Q", title="online %", scale=alt.Scale(domain=[0, 100])),
+        tooltip=["kind:N", "online %:Q", "online:Q", "devices:Q"],
+    ).properties(height=300))
     st.caption(
         " · ".join(f"{row.kind}: {row.online:,} of {row.devices:,}" for row in by_kind.itertuples())
     )

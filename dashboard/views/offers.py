@@ -92,13 +92,13 @@ def campaign_results() -> None:
     with left:
         st.markdown(f"**What each {grouping} issued and what came of it**")
         st.altair_chart(alt.Chart(counts).mark_bar().encode(
-            y=alt.Y("key:N", title=None, sort=[r["key"] for r in rows]),
-            yOffset=alt.YOffset("outcome:N", sort=OUTCOMES),
-            x=alt.X("offers:Q", title="offers"),
+            x=alt.X("key:N", title=None, sort=[r["key"] for r in rows], axis=alt.Axis(labelAngle=0)),
+            xOffset=alt.XOffset("outcome:N", sort=OUTCOMES),
+            y=alt.Y("offers:Q", title="offers"),
             color=alt.Color("outcome:N", sort=OUTCOMES, scale=alt.Scale(domain=OUTCOMES, range=OUTCOME_COLORS),
                             legend=alt.Legend(orient="bottom", title=None)),
             tooltip=["key:N", "outcome:N", "offers:Q"],
-        ).properties(height=max(160, 70 * len(rows))))
+        ).properties(height=280))
     uplifts = pd.DataFrame([{"key": r["key"], "uplift": points(r.get("uplift")), "low": points(r.get("uplift_low")),
                              "high": points(r.get("uplift_high")), "offered": int(r.get("treated") or 0),
                              "holdout": int(r.get("holdout") or 0)}
@@ -117,7 +117,7 @@ def campaign_results() -> None:
                     x="uplift:Q", tooltip=["key:N", "uplift:Q", "low:Q", "high:Q", "offered:Q", "holdout:Q"]),
                 alt.Chart(pd.DataFrame({"zero": [0]})).mark_rule(color="#d62728", strokeDash=[4, 3]).encode(
                     x="zero:Q"),
-            ).properties(height=max(160, 50 * len(uplifts))))
+            ).properties(height=max(200, 50 * len(uplifts))))
             st.caption(f"An interval that stays right of the dashed line is an offer that works. "
                        f"{plain(report.get('method') or '')}")
     st.dataframe(pd.DataFrame([

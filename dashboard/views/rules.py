@@ -14,7 +14,7 @@ import yaml
 
 from dashboard.client import ApiError
 from dashboard.data import change, fetch, fetch_or_stop, get_client, show_api_error
-from dashboard.session import can
+from dashboard.session import can, current_user
 from dashboard.ui import plain, time_ago
 from dashboard.words import duration_words, instant_words, plural
 
@@ -47,6 +47,25 @@ def actions_of(document: dict[str, Any]) -> str:
 def applies_to(document: dict[str, Any]) -> str:
     target = document.get("applies_to") or {}
     return ", ".join(f"{value}" for value in target.values()) if isinstance(target, dict) and target else "every device"
+
+
+def is_marketing_rule(document: dict[str, Any]) -> bool:
+    """A rule whose actions are all offers: the marketers'. Every other one is a fault or maintenance rule, the
+    dispatchers' (the API decides the same way and says so with a 403)."""
+    kinds = [next(iter(action)) for action in document.get("then") or [] if isinstance(action, dict) and action]
+    return bool(kinds) and all(kind == "offer" for kind in kinds)
+
+
+def may_write(document: dict[str, Any]) -> bool:
+    """Whether the signed-in person's role may change this rule."""
+    user = current_user()
+    if user is None or not can("switch_rules"):
+        return False
+    if user.role == "marketer":
+        return is_marketing_rule(document)
+    if user.role == "dispatcher":
+        return not is_marketing_rule(document)
+    return True
 
 
 def fired_counts() -> tuple[Counter[str], str | None]:
@@ -134,7 +153,8 @@ def save(new_document: dict[str, Any], done: str) -> None:
     st.rerun()
 
 
-if can("switch_rules"):
+writable = may_write(document)
+if writable:
     switched_on = not rule.get("enabled")
     if st.button("Enable" if switched_on else "Disable", key=f"switch_{rule_id}",
                  icon=":material/toggle_on:" if switched_on else ":material/toggle_off:",
@@ -142,8 +162,13 @@ if can("switch_rules"):
                  help="The previous version is kept; the engine follows within a minute."):
         save({**document, "enabled": switched_on},
              f"Rule {rule_id} is now {'enabled' if switched_on else 'disabled'}.")
+elif not can("switch_rules"):
+    st.caption("Your role reads rules; dispatchers and marketers change them.")
+elif is_marketing_rule(document):
+    st.caption("A marketing rule (its actions are all offers): marketers change it.")
 else:
-    st.caption("Your role reads rules; dispatchers and marketers switch them.")
+    st.caption("A fault or maintenance rule: dispatchers change it; marketers change rules whose actions are all "
+               "offers.")
 
 
 # ---------------------------------------------------------------- backtest
@@ -234,7 +259,7 @@ if kept and kept.get("rule") == rule_id:
 # ---------------------------------------------------------------- edit
 
 
-if can("switch_rules"):
+if writable:
     st.subheader("Edit")
     with st.form(f"edit_{rule_id}"):
         text = st.text_area("The rule as YAML", yaml.safe_dump(document, sort_keys=False, allow_unicode=True),
