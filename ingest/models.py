@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Annotated, Any, NamedTuple
 
+import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from careloop.mqtt import DEVICE_TOPIC
@@ -285,6 +286,14 @@ def _shorten(value: object, limit: int = 40) -> str:
 def _decode(payload: bytes) -> Any:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise Rejected(OVERSIZED, f"{len(payload)} bytes, the limit is {MAX_PAYLOAD_BYTES}")
+    try:
+        # orjson first: several times faster than json, and stricter (UTF-8 only, no NaN or Infinity, nesting to
+        # 1024, no lone surrogates): what it refuses goes the slow way below, which names the reason. What it
+        # accepts json reads as the same document, but for integers beyond 64 bits, which orjson reads as floats:
+        # no field takes such a number (seq is at most 2^63 - 1, readings are checked against the model's range).
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        pass
     try:
         # UTF-8 by contract: json.loads would also guess UTF-16 and UTF-32 from the first bytes.
         text = payload.decode("utf-8")

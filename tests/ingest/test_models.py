@@ -119,3 +119,43 @@ def test_arbitrary_documents_are_accepted_or_rejected_with_a_reason(document: di
 def test_a_time_beyond_the_calendar_in_utc_is_out_of_the_window_not_a_defect(ts: str, reason: str) -> None:
     assert reason_of(TOPIC, encode({"seq": 1, "ts": ts, "metrics": {"run_hours": 1}})) == reason
 
+
+
+def _outcome(topic: str, payload: bytes, now: dt.datetime) -> tuple:
+    try:
+        parsed = parse_message(topic, payload, now)
+    except Rejected as rejected:
+        return ("rejected", rejected.reason)
+    return ("parsed", parsed.readings, parsed.event, [(part.reason, part.detail) for part in parsed.rejected])
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=12,
+)
+_payloads = st.one_of(
+    st.builds(lambda seq, ts, metrics: {"seq": seq, "ts": ts, "metrics": metrics},
+              _json_values, st.sampled_from(["2026-06-01T11:59:00Z", 1780315140000]) | _json_values,
+              st.dictionaries(st.sampled_from(["fan_current_a", "run_hours", "x"]), _json_values)),
+    st.dictionaries(st.sampled_from(["seq", "ts", "metrics", "readings", "type", "code", "device_id"]), _json_values),
+    _json_values,
+).map(lambda document: json.dumps(document).encode())
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(payload=_payloads | st.binary(max_size=64), channel=st.sampled_from(["telemetry", "events"]))
+def test_the_fast_json_parser_reads_every_payload_as_the_standard_one_does(payload, channel, monkeypatch) -> None:
+    # (monkeypatch is only ever used inside its own context below, undone before the next example)
+    now = dt.datetime(2026, 6, 1, 12, tzinfo=dt.UTC)
+    topic = f"careloop/v1/devices/RH-000123/{channel}"
+    fast = _outcome(topic, payload, now)
+
+    def refuse(_payload):
+        raise models.orjson.JSONDecodeError("forced", "", 0)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(models.orjson, "loads", refuse)
+        standard = _outcome(topic, payload, now)
+    assert fast == standard
