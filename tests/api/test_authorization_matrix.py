@@ -26,6 +26,9 @@ ROLES = ("admin", "dispatcher", "marketer", "technician", "technician-without-te
 # Words only the foreign customer, device and technician carry: none may appear in a technician's answer.
 FOREIGN_MARKERS = ("Foreign Owner", "foreign.owner@example.com", "+86 131 9999 0000", "RH-FOREIGN", "Ma Foreign")
 OWN_MARKERS = ("Own Owner", "own.owner@example.com", "+86 137 1111 0000", "RH-OWN", "Liu Own")
+# Contact details of both customers: none may appear in a marketer's answer (customers/ masks them).
+CONTACT_DETAILS = ("own.owner@example.com", "+86 137 1111 0000", "foreign.owner@example.com", "+86 131 9999 0000",
+                   "1980-05-17")
 UNKNOWN = "999999"
 FAN_STALL = {
     "id": "hood-stall",
@@ -170,6 +173,10 @@ def test_every_route_answers_each_role_as_the_permission_table_says(world: World
                                     f"{answer.text[:200]}")
                 elif scoped and method == "GET" and answer.status_code != 200:
                     failures.append(f"{what}: their own object, answered {answer.status_code} {answer.text[:200]}")
+                if role == "marketer":
+                    shown = [detail for detail in CONTACT_DETAILS if detail in answer.text]
+                    if shown:
+                        failures.append(f"{what}: a marketer was shown contact details {shown}")
                 if token_role == "technician":
                     markers = FOREIGN_MARKERS if role == "technician" else FOREIGN_MARKERS + OWN_MARKERS
                     # a refusal may repeat the id it was asked about: that is the caller's, not data
