@@ -486,10 +486,14 @@ def create_app(
     app.state.admin_token = admin_token
     app.state.broker = BrokerProbe(mqtt_url)
     app.state.limits = limits or ApiLimits()
+    dsn = database.dsn if database is not None else ""
     app.state.backtests = ExpensiveWork(
-        database.dsn if database is not None else "",
-        per_role=app.state.limits.backtests_per_role,
-        timeout_s=app.state.limits.backtest_timeout_s,
+        dsn, per_role=app.state.limits.backtests_per_role, timeout_s=app.state.limits.backtest_timeout_s
+    )
+    # reports (the offers' conversion report) are bounded as backtests are, each kind with its own share
+    app.state.reports = ExpensiveWork(
+        dsn, per_role=app.state.limits.backtests_per_role, timeout_s=app.state.limits.backtest_timeout_s,
+        what="reports",
     )
 
     @app.exception_handler(DomainError)

@@ -283,6 +283,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     app = create_app(database, admin_token=token, mqtt_url=urls.mqtt_url, limits=limits)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     app.state.backtests.close()
+    app.state.reports.close()
     database.close()
     return 0
 

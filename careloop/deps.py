@@ -249,11 +249,28 @@ def authorize(
             thing = access.technician if parameter else "such thing"
             raise HTTPException(404, f"no {thing} {value}" if parameter else f"no {thing} for this token")
     if access.rate is not None:
-        key = f"{caller.token_id or caller.name}@{client_address(request)}"
-        retry_after = request.app.state.limits.rates[access.rate].hit(key)
-        if retry_after is not None:
-            raise too_many(f"{access.rate} requests", retry_after)
+        count_against(request, caller, access.rate)
     return caller
+
+
+def count_against(request: Request, caller: CallerIdentity, limit: str) -> None:
+    """Count one request against a named limit (ApiLimits.rates) for the caller's token and address; 429 with
+    Retry-After when over it."""
+    key = f"{caller.token_id or caller.name}@{client_address(request)}"
+    retry_after = request.app.state.limits.rates[limit].hit(key)
+    if retry_after is not None:
+        raise too_many(f"{limit} requests", retry_after)
+
+
+def rate_limited(limit: str):
+    """A dependency that counts the request against a named limit ("redeem": ApiLimits.redemptions_per_minute).
+    The permission table's `rate=` does the same for an operation without touching its router; this is for a
+    route that wants it said where it is declared."""
+
+    def check(request: Request, caller: Caller) -> None:
+        count_against(request, caller, limit)
+
+    return Depends(check)
 
 
 Authorized = Depends(authorize)
@@ -284,7 +301,14 @@ def get_backtests(request: Request) -> ExpensiveWork:
     return request.app.state.backtests
 
 
+def get_reports(request: Request) -> ExpensiveWork:
+    return request.app.state.reports
+
+
+# Expensive work off the request path, bounded per role: `await backtests.run(caller.role, work)` runs
+# `work(conn)` on a connection and thread of its own (429 past the role's share, 422 past the time limit).
 Backtests = Annotated[ExpensiveWork, Depends(get_backtests)]
+Reports = Annotated[ExpensiveWork, Depends(get_reports)]
 
 
 # Wide enough for any appliance's history and any plan, and far enough from Python's years 1 and 9999 that the

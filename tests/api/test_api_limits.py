@@ -10,7 +10,7 @@ from fastapi import HTTPException
 from fastapi.testclient import TestClient
 
 from careloop.app import create_app
-from careloop.deps import ApiLimits, ExpensiveWork
+from careloop.deps import ApiLimits, ExpensiveWork, rate_limited
 from rules.specs import MAX_RULE_ACTIONS, MAX_RULE_BYTES, MAX_RULE_CONDITIONS, MAX_RULE_DEPTH
 
 pytestmark = pytest.mark.integration
@@ -93,3 +93,15 @@ def test_coupon_redemptions_are_limited_per_token_with_retry_after(database) -> 
     assert answers[:3] != [429] * 3 and answers[3] == 429
     limited = client.post("/offers/NO-SUCH-CODE/redeem", headers=ADMIN, json={})
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+
+
+def test_the_rate_limited_dependency_counts_per_token_and_answers_429(database) -> None:
+    app = create_app(database, admin_token=ADMIN["Authorization"].split()[1], mqtt_url=None,
+                     limits=ApiLimits(redemptions_per_minute=2))
+
+    @app.get("/limited-for-the-test", dependencies=[rate_limited("redeem")])
+    def limited() -> dict:
+        return {}
+
+    client = TestClient(app)
+    assert [client.get("/limited-for-the-test", headers=ADMIN).status_code for _ in range(3)] == [200, 200, 429]
