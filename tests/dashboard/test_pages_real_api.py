@@ -305,3 +305,42 @@ def test_a_marketer_finds_customers_without_their_phone_or_links_to_devices(real
     # A marketer has no device page, so the appliances are listed without links.
     assert not at.page_link
     assert not at.error
+
+
+# ---------------------------------------------------------------- a technician's own orders
+
+
+def test_a_technician_sees_only_the_orders_assigned_to_them_and_no_assignment_controls(
+    real_api, conn, database
+) -> None:
+    from service_orders import service as orders_service
+    from service_orders.models import TechnicianCreate
+
+    owner = make_customer(conn, name="Chen Jie", timezone="UTC")
+    hoods = [make_device(conn, owner=owner.id, region="east").id for _ in range(2)]
+    always = {"work_days": [1, 2, 3, 4, 5, 6, 7], "work_start": dt.time(0, 0), "work_end": dt.time(23, 59),
+              "daily_capacity": 8, "region": "east", "timezone": "UTC", "skills": ["motor"]}
+    liu = orders_service.create_technician(conn, TechnicianCreate(name="Liu Yang", **always))
+    ma = orders_service.create_technician(conn, TechnicianCreate(name="Ma Li", **always))
+    technician = create_token(conn, role="technician", name="Liu Yang", technician_id=liu.id)
+    conn.commit()
+    admin = {"Authorization": "Bearer admin-token-for-the-dashboard-tests"}
+    orders = []
+    for hood, who, reason in ((hoods[0], liu, "Fan motor stalled"), (hoods[1], ma, "Fan is noisy")):
+        opened = httpx.post(f"{real_api}/service-orders", headers=admin, timeout=10,
+                            json={"device_id": hood, "skill": "motor", "reason": reason})
+        assert opened.status_code == 201, opened.text
+        assigned = httpx.post(f"{real_api}/service-orders/{opened.json()['id']}/assign", headers=admin, timeout=10,
+                              json={"technician_id": who.id})
+        assert assigned.status_code == 200, assigned.text
+        orders.append(opened.json()["id"])
+
+    at = sign_in(technician)
+
+    assert at.title[0].value == "My orders"
+    listed = at.dataframe[0].value
+    assert list(listed["order"]) == [f"#{orders[0]}"]
+    labels = {b.label for b in at.button}
+    assert "Start work" in labels
+    assert not labels & {"Assign with this window", "Assign, soonest free window", "Reached", "Call back then"}
+    assert not at.error
