@@ -34,7 +34,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from careloop.db import Connection, Row
 from offers import repo
-from offers.messages import signature
+from offers.messages import masked_address, masked_url, signature
 
 log = logging.getLogger("careloop.offers.delivery")
 
@@ -132,15 +132,17 @@ class Transports:
             self._smtp = smtp
             smtp.sendmail(parseaddr(self.mail_from)[1], [message["destination"]], message["body"].encode("utf-8"))
         except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused) as error:
-            raise MessageRefused(f"the SMTP server refused it: {error}") from error
+            raise MessageRefused(_shown(f"the SMTP server refused it: {error}", message)) from error
         except smtplib.SMTPResponseException as error:
             self._drop_smtp()
             if 500 <= error.smtp_code < 600:
-                raise MessageRefused(f"the SMTP server refused it: {error.smtp_code} {error.smtp_error!r}") from error
-            raise ChannelDown(f"the SMTP server answered {error.smtp_code}: {error.smtp_error!r}") from error
+                raise MessageRefused(_shown(f"the SMTP server refused it: {error.smtp_code} {error.smtp_error!r}",
+                                            message)) from error
+            raise ChannelDown(_shown(f"the SMTP server answered {error.smtp_code}: {error.smtp_error!r}",
+                                     message)) from error
         except (OSError, smtplib.SMTPException) as error:
             self._drop_smtp()
-            raise ChannelDown(f"SMTP: {type(error).__name__}: {error}") from error
+            raise ChannelDown(_shown(f"SMTP: {type(error).__name__}: {error}", message)) from error
 
     def _connect_smtp(self) -> smtplib.SMTP:
         assert self.smtp_url is not None
@@ -169,6 +171,7 @@ class Transports:
             if refused is not None:
                 raise MessageRefused(f"not sent: {refused}, and webhooks go to public receivers only")
         body: str = message["body"]
+        where = masked_url(message["destination"])  # errors are shown in GET /outbox: never the URL's credentials
         timestamp = int(message["created_at"].timestamp())  # part of the message: a retry signs the same bytes
         headers = {
             "Content-Type": "application/json",
@@ -182,13 +185,13 @@ class Transports:
         try:
             answer = self._http.post(message["destination"], content=body.encode("utf-8"), headers=headers)
         except httpx.HTTPError as error:
-            raise ChannelDown(f"webhook {message['destination']}: {type(error).__name__}: {error}") from error
+            raise ChannelDown(_shown(f"webhook {where}: {type(error).__name__}: {error}", message)) from error
         # 409: the receiver has this idempotency key already, which is what a retry hopes for
         if answer.is_success or answer.status_code == 409:
             return
         if answer.status_code in (408, 425, 429) or answer.status_code >= 500:
-            raise ChannelDown(f"webhook {message['destination']} answered {answer.status_code}")
-        raise MessageRefused(f"webhook {message['destination']} refused it: {answer.status_code} {answer.text[:200]}")
+            raise ChannelDown(f"webhook {where} answered {answer.status_code}")
+        raise MessageRefused(_shown(f"webhook {where} refused it: {answer.status_code} {answer.text[:200]}", message))
 
     def close(self) -> None:
         if self._smtp is not None:
@@ -198,6 +201,18 @@ class Transports:
         if self._http is not None:
             self._http.close()
             self._http = None
+
+
+def _masked(message: Row) -> str:
+    """The message's destination as logs and GET /outbox show it: an address masked, a URL without credentials."""
+    if message["transport"] == "webhook":
+        return masked_url(message["destination"])
+    return masked_address(message["destination"])
+
+
+def _shown(error: str, message: Row) -> str:
+    """An error as it is kept and shown: the destination, where the error quotes it, masked."""
+    return error.replace(message["destination"], _masked(message))
 
 
 def retry_delay(attempts: int) -> dt.timedelta:
@@ -239,12 +254,12 @@ def deliver_due(
                 down[channel] = str(error)
                 counts[_failed(conn, message, str(error), now=now, permanent=False)] += 1
                 conn.commit()
-                log.warning("outbox %d (%s to %s): %s", message["id"], message["event"], message["destination"], error)
+                log.warning("outbox %d (%s to %s): %s", message["id"], message["event"], _masked(message), error)
                 continue
             except MessageRefused as error:
                 counts[_failed(conn, message, str(error), now=now, permanent=True)] += 1
                 conn.commit()
-                log.warning("outbox %d (%s to %s) dead: %s", message["id"], message["event"], message["destination"],
+                log.warning("outbox %d (%s to %s) dead: %s", message["id"], message["event"], _masked(message),
                             error)
                 continue
             if after_send is not None:

@@ -182,8 +182,10 @@ class OutboxRead(BaseModel):
 
     @model_validator(mode="after")
     def _masked(self) -> OutboxRead:
-        self.destination = (masked_url(self.destination) if self.transport == "webhook"
-                            else masked_address(self.destination))
+        shown = masked_url(self.destination) if self.transport == "webhook" else masked_address(self.destination)
+        if self.last_error:  # an error may quote where the message went
+            self.last_error = self.last_error.replace(self.destination, shown)
+        self.destination = shown
         return self
 
 

@@ -86,3 +86,24 @@ def test_a_receiver_found_private_at_delivery_is_not_called(conn, database, webh
     assert counts["dead"] == 1 and webhook_receiver.requests == []
     [dead] = fetch_all(conn, "SELECT status, last_error FROM outbox WHERE endpoint_id = %s", (endpoint_id,))
     assert dead["status"] == "dead" and "loopback address" in dead["last_error"]
+
+
+def test_an_error_kept_for_a_message_never_quotes_the_receivers_credentials(
+    client, conn, database, webhook_receiver, transports
+) -> None:
+    url = webhook_receiver.url.replace("http://", "http://crm:pa55word@")
+    service.create_webhook(conn, WebhookCreate(name="crm", url=url, events=["offer.issued"]),
+                           allow_private_network=True)
+    owner = make_customer(conn, email="b@example.com", timezone="UTC",
+                          consents=[{"purpose": "marketing", "channel": "email", "granted": True}])
+    service.issue_offer(conn, template_code="member-cleaning", customer_id=owner.id,
+                        device_id=make_device(conn, owner=owner.id).id, key="hooks:3", now=NOW)
+    conn.commit()
+    webhook_receiver.status = 400
+    with database.transaction() as sender:
+        assert deliver_due(sender, now=NOW, transports=transports)["dead"] == 1
+    assert webhook_receiver.requests[0]["headers"]["Authorization"].startswith("Basic ")  # the receiver got them
+    [kept] = fetch_all(conn, "SELECT last_error FROM outbox WHERE transport = 'webhook'")
+    assert "pa55word" not in kept["last_error"] and "refused it: 400" in kept["last_error"]
+    shown = client.get("/outbox", params={"status": "dead"}, headers=ADMIN)
+    assert shown.status_code == 200 and "pa55word" not in shown.text and "***@127.0.0.1" in shown.text
