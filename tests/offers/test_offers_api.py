@@ -172,3 +172,14 @@ def test_a_rule_offering_an_unknown_template_is_refused_naming_the_field(client,
     assert accepted.status_code == 201
     changed = client.put(f"/rules/{rule['id']}", json=rule, headers=ADMIN)
     assert changed.status_code == 422 and changed.json()["detail"][0]["loc"] == ["then", 0, "offer", "template"]
+
+
+def test_the_built_in_rules_offer_only_templates_that_are_seeded(conn) -> None:
+    from rules.builtin import load_builtin_rules
+    from rules.catalog_checks import offer_template_errors
+    from rules.repo import offer_template_codes
+
+    known = offer_template_codes(conn)
+    rules = load_builtin_rules()
+    assert any(getattr(action, "offer", None) for rule in rules for action in rule.then)
+    assert [(rule.id, problem) for rule in rules for problem in offer_template_errors(rule.then, known)] == []
