@@ -1,4 +1,5 @@
-"""Fleet health: how many appliances report, per kind, and how clean the incoming stream is."""
+"""Fleet health: how many appliances report, per kind, how clean the incoming stream is, and what the rules found
+(open detections by model and severity, detections per day)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from dashboard.data import fetch_or_stop
+from dashboard.client import ApiError
+from dashboard.data import fetch, fetch_or_stop, stop_with
 from dashboard.ui import link_to
 
 st.title("Fleet health")
@@ -79,3 +81,59 @@ else:
 
 if summary.get("quarantined_24h"):
     link_to("quarantine", label="Why were messages quarantined?", icon=":material/report:")
+
+
+# ---------------------------------------------------------------- what the rules found
+
+
+SEVERITIES = ["critical", "warning", "info"]
+SEVERITY_COLORS = ["#d62728", "#fd8d3c", "#6baed6"]
+DETECTIONS_READ = 1000
+
+
+def rules_findings() -> None:
+    """Open detections by model and severity, and detections opened per day over the last 30 days."""
+    try:
+        recent = fetch("detections", limit=DETECTIONS_READ)
+    except ApiError as error:
+        if error.status == 403:
+            return  # a role that reads no detections (a marketer) sees the fleet's counts only
+        stop_with(error)
+    items = recent.get("items") or []
+    st.subheader("What the rules found")
+    if not items:
+        st.info("The rules have found nothing yet.", icon=":material/notifications_off:")
+        return
+    found = pd.DataFrame([{"model": d.get("model") or "?", "severity": d.get("severity") or "info",
+                           "status": d.get("status"), "opened": d.get("opened_at")} for d in items])
+    found["opened"] = pd.to_datetime(found["opened"], utc=True, format="ISO8601")
+    left, right = st.columns(2)
+    open_now = found[found["status"] != "cleared"]
+    with left:
+        st.markdown(f"**Open detections by model and severity** ({len(open_now):,})")
+        if open_now.empty:
+            st.caption("None open.")
+        else:
+            st.altair_chart(alt.Chart(open_now).mark_bar().encode(
+                x=alt.X("model:N", title=None, sort="-y", axis=alt.Axis(labelAngle=0)),
+                y=alt.Y("count():Q", title="open detections", axis=alt.Axis(tickMinStep=1, format="d")),
+                color=alt.Color("severity:N", scale=alt.Scale(domain=SEVERITIES, range=SEVERITY_COLORS),
+                                legend=alt.Legend(orient="bottom", title=None)),
+                tooltip=["model:N", "severity:N", "count():Q"],
+            ).properties(height=220))
+    since = pd.Timestamp.now(tz="UTC").normalize() - pd.Timedelta(days=29)
+    last_month = found[found["opened"] >= since]
+    tomorrow = (pd.Timestamp.now(tz="UTC").normalize() + pd.Timedelta(days=1)).isoformat()
+    with right:
+        st.markdown("**Detections opened per day, last 30 days**")
+        st.altair_chart(alt.Chart(last_month).mark_bar().encode(
+            x=alt.X("yearmonthdate(opened):T", title=None, scale=alt.Scale(domain=[since.isoformat(), tomorrow])),
+            y=alt.Y("count():Q", title="opened", axis=alt.Axis(tickMinStep=1, format="d")),
+            color=alt.Color("severity:N", scale=alt.Scale(domain=SEVERITIES, range=SEVERITY_COLORS), legend=None),
+            tooltip=[alt.Tooltip("yearmonthdate(opened):T", title="day"), "severity:N", "count():Q"],
+        ).properties(height=220))
+    if len(items) >= DETECTIONS_READ:
+        st.caption(f"From the newest {DETECTIONS_READ:,} detections.")
+
+
+rules_findings()

@@ -94,7 +94,7 @@ def campaign_results() -> None:
         st.altair_chart(alt.Chart(counts).mark_bar().encode(
             x=alt.X("key:N", title=None, sort=[r["key"] for r in rows], axis=alt.Axis(labelAngle=0)),
             xOffset=alt.XOffset("outcome:N", sort=OUTCOMES),
-            y=alt.Y("offers:Q", title="offers"),
+            y=alt.Y("offers:Q", title="offers", axis=alt.Axis(tickMinStep=1, format="d")),
             color=alt.Color("outcome:N", sort=OUTCOMES, scale=alt.Scale(domain=OUTCOMES, range=OUTCOME_COLORS),
                             legend=alt.Legend(orient="bottom", title=None)),
             tooltip=["key:N", "outcome:N", "offers:Q"],
@@ -156,11 +156,12 @@ def held_back() -> None:
                             "status": [o.get("status") for o in items]})
     by_reason = reasons.groupby(["why", "status"]).size().reset_index(name="offers")
     st.altair_chart(alt.Chart(by_reason).mark_bar().encode(
-        y=alt.Y("why:N", title=None, sort="-x", axis=alt.Axis(labelLimit=420)), x=alt.X("offers:Q"),
+        y=alt.Y("why:N", title=None, sort="-x", axis=alt.Axis(labelLimit=420)),
+        x=alt.X("offers:Q", axis=alt.Axis(tickMinStep=1, format="d")),
         color=alt.Color("status:N", scale=alt.Scale(domain=["held", "blocked"], range=["#fdae6b", "#d62728"]),
                         legend=alt.Legend(orient="bottom", title=None)),
         tooltip=["why:N", "status:N", "offers:Q"],
-    ).properties(height=max(120, 36 * len(by_reason))))
+    ).properties(height=alt.Step(32)))
 
 
 st.subheader("What the contact policy held back")

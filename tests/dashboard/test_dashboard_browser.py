@@ -186,12 +186,17 @@ def test_a_visitor_meets_the_sign_in_form_even_on_a_deep_link_then_a_dispatcher_
 
 def settle(page) -> None:
     """Wait until the page's script has finished its run and drawn everything."""
-    # The status widget ("Running...", "Stop") shows while a run is under way; Streamlit keeps the elements of the
-    # run before, marked stale, until this run has drawn their successors.
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=stStatusWidget]') && !document.querySelector('[data-stale=true]')",
-        timeout=60_000,
-    )
+    # The status widget ("Running...", "Stop") shows while a run is under way, though only after a moment; Streamlit
+    # keeps the elements of the run before, marked stale, until this run has drawn their successors. So the page has
+    # settled when neither is there, twice, a second apart.
+    idle = ("() => !document.querySelector('[data-testid=stStatusWidget]')"
+            " && !document.querySelector('[data-stale=true]')")
+    for _ in range(60):
+        page.wait_for_function(idle, timeout=60_000)
+        page.wait_for_timeout(1000)
+        if page.evaluate(idle):
+            return
+    raise AssertionError("the page never settled")
 
 
 def shoot(page, folder: Path, name: str) -> Path:
@@ -248,6 +253,9 @@ def test_a_dispatcher_assigns_an_order_and_records_a_call_and_a_marketer_finds_n
                                             key=f"browser:trade-in:{number}", now=now).offer
         if issued is not None and number == 0:
             offers_service.redeem(conn, issued.code, Redemption(customer_id=fan.id, amount=Decimal("900")), now=now)
+    silent = make_customer(conn, name="No Consent", email="silent@example.com", timezone="UTC", consents=[])
+    offers_service.issue_offer(conn, template_code="member-cleaning", customer_id=silent.id,
+                               device_id=make_device(conn, owner=silent.id).id, key="browser:blocked", now=now)
     marketer = create_token(conn, role="marketer", name="Max Marketer")
     conn.commit()
 

@@ -68,8 +68,10 @@ def test_fleet_page_shows_health_badges_counts_and_online_share_chart(fake_api: 
     assert values["Missing seq"] == "17"
     assert values["Quarantined, last 24 h"] == "4"
     assert values["Readings, last 24 h"] == "345,678"
-    assert len(charts(at)) == 1
+    # The online share by kind, then what the rules found: open detections by model and severity, and per day.
+    assert len(charts(at)) == 3
     assert "range_hood: 100 of 120" in text_of(at)
+    assert "**Open detections by model and severity** (2)" in text_of(at)
     assert not at.error
 
 
