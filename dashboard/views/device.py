@@ -10,7 +10,7 @@ import streamlit as st
 
 from dashboard.client import ApiError
 from dashboard.data import fetch, fetch_or_stop, stop_with
-from dashboard.ui import format_value, link_to, linked_id, remember_choice, time_ago
+from dashboard.ui import format_value, link_to, linked_id, reason_of, remember_choice, time_ago
 
 RANGES = {"1 h": timedelta(hours=1), "6 h": timedelta(hours=6), "24 h": timedelta(days=1),
           "7 d": timedelta(days=7), "30 d": timedelta(days=30)}
@@ -139,3 +139,43 @@ for position, metric in enumerate(chosen):
         st.line_chart(points, x="ts", y="value", x_label="", y_label=spec.get("unit") or "", height=220)
         if len(points) >= TELEMETRY_LIMIT:
             st.caption(f"Only the first {TELEMETRY_LIMIT} points; choose a larger bucket.")
+
+
+# ---------------------------------------------------------------- what happened to it
+
+
+def optional(method: str, **filters: Any) -> list[dict[str, Any]] | None:
+    """A listing about this device, or None when the role may not read it (403) or the API has no such list."""
+    try:
+        return fetch(method, **filters).get("items") or []
+    except ApiError as error:
+        if error.status in (403, 404):
+            return None
+        stop_with(error)
+
+
+detections = optional("detections", device_id=device_id, limit=50)
+if detections:
+    st.subheader("Detections")
+    st.dataframe(pd.DataFrame([
+        {"opened": time_ago(d.get("opened_at")), "severity": d.get("severity"), "rule": d.get("rule_id"),
+         "status": d.get("status"), "why": reason_of(d.get("explanation"))}
+        for d in detections
+    ]), hide_index=True, column_config={"why": st.column_config.TextColumn(width="large")})
+orders = optional("service_orders", device_id=device_id, limit=50)
+if orders:
+    st.subheader("Service orders")
+    st.dataframe(pd.DataFrame([
+        {"order": f"#{o.get('id')}", "opened": time_ago(o.get("opened_at")), "type": o.get("type"),
+         "priority": o.get("priority"), "status": str(o.get("status") or "").replace("_", " "),
+         "reason": o.get("reason")}
+        for o in orders
+    ]), hide_index=True, column_config={"reason": st.column_config.TextColumn(width="large")})
+offers = optional("offers", device_id=device_id, limit=50)
+if offers:
+    st.subheader("Offers")
+    st.dataframe(pd.DataFrame([
+        {"issued": time_ago(o.get("issued_at")), "template": o.get("template"), "status": o.get("status"),
+         "why": o.get("status_reason"), "reason to the owner": o.get("reason")}
+        for o in offers
+    ]), hide_index=True)

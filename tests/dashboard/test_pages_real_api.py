@@ -344,3 +344,15 @@ def test_a_technician_sees_only_the_orders_assigned_to_them_and_no_assignment_co
     assert "Start work" in labels
     assert not labels & {"Assign with this window", "Assign, soonest free window", "Reached", "Call back then"}
     assert not at.error
+
+
+def test_a_device_shows_its_detections_with_their_reasons(real_api, database, stalled_hoods) -> None:
+    at = open_page(login(database, "dispatcher", "Dee Dispatcher"), "views/device.py")
+    at.text_input[0].input(stalled_hoods[1]).run()
+
+    assert at.header[0].value == stalled_hoods[1]
+    assert "Detections" in [s.value for s in at.subheader]
+    detections = next(t.value for t in at.dataframe if "rule" in t.value.columns)
+    assert list(detections["rule"]) == ["hood-stall"]
+    assert detections["why"][0].startswith("open fault E21")
+    assert not at.error
