@@ -14,6 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from careloop.auth import create_token
+from dashboard.session import pages_for
 from offers import service as offers_service
 from offers.models import Redemption
 from tests.factories import make_customer, make_device
@@ -356,3 +357,22 @@ def test_a_device_shows_its_detections_with_their_reasons(real_api, database, st
     assert list(detections["rule"]) == ["hood-stall"]
     assert detections["why"][0].startswith("open fault E21")
     assert not at.error
+
+
+@pytest.mark.parametrize("role", ["admin", "dispatcher", "marketer", "technician"])
+def test_every_page_of_every_role_reads_what_it_needs_without_an_error(
+    real_api, conn, database, stalled_hoods, campaign, role: str
+) -> None:
+    from service_orders import service as orders_service
+    from service_orders.models import TechnicianCreate
+
+    liu = orders_service.create_technician(conn, TechnicianCreate(name="Liu Yang", skills=["motor"], region="east"))
+    token = (create_token(conn, role=role, name=f"A {role}", technician_id=liu.id) if role == "technician"
+             else create_token(conn, role=role, name=f"A {role}"))
+    conn.commit()
+    at = sign_in(token)
+
+    for name in pages_for(role):
+        at.switch_page(f"views/{name}.py").run()
+        assert not at.exception, (name, [e.value for e in at.exception])
+        assert not at.error, (name, [e.value for e in at.error])
