@@ -43,6 +43,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from careloop.mqtt import (
+    ACCOUNTS_FILE,
+    ADMIN_USER,
+    DYNSEC_FILE,
+    SERVICE_USER,
+    broker_accounts_for,
+    find_dynsec_plugin,
+    url_with_credentials,
+)
+from careloop.settings import redact_url
+
 log = logging.getLogger("careloop.embedded")
 
 DEPLOY_CONF = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto.conf"
@@ -75,16 +86,27 @@ def free_port(preferred: int | None = None) -> int:
     raise RuntimeError("no free TCP port on 127.0.0.1")
 
 
-def mosquitto_config(port: int, data_dir: Path) -> str:
-    """deploy/mosquitto.conf with this run's port and data folder."""
+def mosquitto_config(port: int, data_dir: Path, *, accounts: bool = False) -> str:
+    """deploy/mosquitto.conf with this run's port and data folder, listening on loopback only.
+
+    With `accounts`, as shipped: anonymous clients refused, the dynamic-security plugin keeping its file in
+    `data_dir` (`careloop.mqtt.broker_accounts_for(data_dir)` writes the first one). Without, a broker for a test
+    or a benchmark that checks no identity: anonymous clients may do anything.
+    """
     lines = []
     for line in DEPLOY_CONF.read_text().splitlines():
+        if not accounts and line.startswith(("plugin", "allow_anonymous ")):
+            line = "allow_anonymous true" if line.startswith("allow_anonymous ") else ""
         if line.startswith("listener "):
             line = f"listener {port} 127.0.0.1"
         elif line.startswith("persistence_location "):
             line = f"persistence_location {data_dir}/"
         elif line.startswith("log_dest "):
             line = f"log_dest file {data_dir}/mosquitto.log"
+        elif line.startswith("plugin "):
+            line = f"plugin {find_dynsec_plugin() or line.split(maxsplit=1)[1]}"
+        elif line.startswith("plugin_opt_config_file "):
+            line = f"plugin_opt_config_file {data_dir}/{DYNSEC_FILE}"
         lines.append(line)
     # Started by root, mosquitto would switch to the `mosquitto` user, which cannot write this
     # user's data folder: no log, and no persistence, so a restart would lose every session.
@@ -126,7 +148,10 @@ def start_broker(home: Path, preferred_port: int | None = 1883) -> str:
     """Start (or join) the embedded broker of `home` and answer its URL."""
     kind = broker_kind_wanted()
     state = _use(Path(home), "broker", ["--kind", kind, "--port", str(preferred_port or 0)])
-    log.info("embedded %s broker at %s", state["kind"], state["url"])
+    log.info("embedded %s broker at %s", state["kind"], redact_url(state["url"]))
+    if state["kind"] == "amqtt":
+        log.warning("the embedded amqtt broker takes any client and lets it publish on any device's topic: "
+                    "device credentials are enforced by mosquitto only (install it for a broker like production's)")
     return state["url"]
 
 
@@ -140,6 +165,24 @@ def broker_kind_wanted() -> str:
     if choice == "mosquitto" and not shutil.which("mosquitto"):
         raise RuntimeError(f"{BROKER_CHOICE_VARIABLE}=mosquitto, but there is no mosquitto binary on PATH")
     return choice
+
+
+def broker_admin_url(home: Path, broker_url: str | None = None) -> str | None:
+    """The URL of the account that issues device credentials on the home's embedded mosquitto; None for amqtt,
+    when none runs, or when `broker_url` (the broker a command uses) is another one."""
+    home = Path(home).resolve()
+    state = _read_state(home, "broker")
+    if state.get("kind") != "mosquitto" or not state.get("url"):
+        return None
+    if broker_url is not None:
+        given, embedded_broker = urlsplit(broker_url), urlsplit(state["url"])
+        if (given.hostname, given.port) != (embedded_broker.hostname, embedded_broker.port):
+            return None
+    try:
+        accounts = json.loads((home / "mosquitto" / ACCOUNTS_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return url_with_credentials(state["url"], ADMIN_USER, accounts[ADMIN_USER])
 
 
 def release(home: Path, service: str) -> None:
@@ -308,7 +351,7 @@ def keep(service: str, home: Path, kind: str = "auto", port: int = 0) -> int:
         state = _read_state(home, service)
         state.update(url=url, kind=kind if service == "broker" else "postgresql", port=urlsplit(url).port)
         _write_state(home, service, state)
-    log.info("embedded %s ready at %s", service, url)
+    log.info("embedded %s ready at %s", service, redact_url(url))
     while True:
         stop_requested.wait(KEEPER_POLL_S)
         with _locked(home, service):
@@ -357,7 +400,10 @@ def _start_mosquitto(home: Path, port: int) -> tuple[str, Callable[[], None], Ca
     data_dir = home / "mosquitto"
     data_dir.mkdir(parents=True, exist_ok=True)
     conf = data_dir / "mosquitto.conf"
-    conf.write_text(mosquitto_config(port, data_dir))
+    conf.write_text(mosquitto_config(port, data_dir, accounts=True))
+    if find_dynsec_plugin() is None:
+        raise RuntimeError("mosquitto's dynamic-security plugin (mosquitto_dynamic_security.so) is not installed")
+    accounts = broker_accounts_for(data_dir)
     stderr_log = data_dir / "mosquitto.stderr"
     with stderr_log.open("wb") as stderr:
         process = subprocess.Popen(
@@ -372,7 +418,8 @@ def _start_mosquitto(home: Path, port: int) -> tuple[str, Callable[[], None], Ca
         _stop_process(process)
         raise
 
-    return f"mqtt://127.0.0.1:{port}", lambda: _stop_process(process), lambda: process.poll() is None
+    url = url_with_credentials(f"mqtt://127.0.0.1:{port}", SERVICE_USER, accounts[SERVICE_USER])
+    return url, lambda: _stop_process(process), lambda: process.poll() is None
 
 
 def _stop_process(process: subprocess.Popen) -> None:

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
+import os
 import re
+import secrets
 import ssl
+import threading
+import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qs, unquote, urlsplit
+from pathlib import Path
+from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -127,3 +137,327 @@ def make_connection(
         client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
     client.reconnect_delay_set(min_delay=1, max_delay=10)
     return MqttConnection(client=client, address=address, properties=properties, persistent=persistent)
+
+
+# --- who may use the broker: Mosquitto's dynamic-security plugin -----------------------------------------------
+# Mosquitto 2.0's acl_file never checks a SUBSCRIBE (security_default.c answers every one with "allowed", a FIXME
+# in its source), so any client could join `$share/<ingest group>/...` and take its share of the fleet's messages,
+# which the broker then drops on the read check; nor can it tie a client id to a user. The dynamic-security plugin
+# checks every subscription, `$share/...` included, and binds a client to one client id. It has no %u patterns in
+# 2.0, so each device gets a role of its own naming its three topics.
+
+DYNSEC_TOPIC = "$CONTROL/dynamic-security/v1"
+SERVICE_USER = "careloop"  # ingesters, the engine, the API's health probe, tools that publish for a fleet
+ADMIN_USER = "careloop-admin"  # only issues and changes credentials
+SERVICE_ROLE = "careloop-service"
+ADMIN_ROLE = "careloop-broker-admin"
+# Device ids with this prefix are refused: a device named like a service account, or like an ingester's client id
+# (`careloop-<name>`), could otherwise take its place.
+RESERVED_PREFIX = "careloop"
+DYNSEC_ITERATIONS = 101  # the plugin's own default (PW_DEFAULT_ITERATIONS)
+DYNSEC_SALT_BYTES = 12  # the plugin refuses any other length when it loads its file
+DYNSEC_PLUGIN_PATHS = (
+    "/usr/lib/mosquitto_dynamic_security.so",  # the eclipse-mosquitto image
+    "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",  # Debian and Ubuntu
+    "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
+    "/usr/local/lib/mosquitto_dynamic_security.so",
+    "/opt/homebrew/lib/mosquitto_dynamic_security.so",
+)
+
+
+class BrokerAccountError(RuntimeError):
+    """The broker did not take a change of credentials (down, or it refused); nothing was changed there."""
+
+
+def is_reserved_name(name: str) -> bool:
+    """Whether a device id would collide with the service accounts or their client ids."""
+    return name.lower().startswith(RESERVED_PREFIX)
+
+
+def device_role(device_id: str) -> str:
+    return f"device:{device_id}"
+
+
+def _acl(kind: str, topic: str) -> dict[str, object]:
+    return {"acltype": kind, "topic": topic, "priority": 0, "allow": True}
+
+
+def device_acls(device_id: str) -> list[dict[str, object]]:
+    """A device publishes on its own three topics and nothing else; it may subscribe to nothing."""
+    return [_acl("publishClientSend", device_topic(device_id, channel)) for channel in CHANNELS]
+
+
+def service_acls() -> list[dict[str, object]]:
+    tree = f"{TOPIC_ROOT}/#"
+    shared = f"$share/+/{tree}"
+    return [
+        _acl("subscribePattern", tree),
+        _acl("subscribePattern", shared),
+        _acl("unsubscribePattern", tree),
+        _acl("unsubscribePattern", shared),
+        _acl("publishClientReceive", tree),
+        # Trusted tools publish for a whole fleet (the simulator, benchmarks, tests); devices never may.
+        _acl("publishClientSend", tree),
+        # The broker's own figures, for health checks and monitoring.
+        _acl("subscribePattern", "$SYS/#"),
+        _acl("publishClientReceive", "$SYS/#"),
+    ]
+
+
+def admin_acls() -> list[dict[str, object]]:
+    control = f"{DYNSEC_TOPIC}/#"
+    return [
+        _acl("publishClientSend", DYNSEC_TOPIC),
+        _acl("subscribePattern", control),
+        _acl("publishClientReceive", control),
+        _acl("unsubscribePattern", control),
+    ]
+
+
+def dynsec_password(password: str, *, salt: bytes | None = None, iterations: int = DYNSEC_ITERATIONS) -> dict:
+    """`{"salt", "password", "iterations"}` as the plugin stores a password: PBKDF2-HMAC-SHA512, base64."""
+    salt = salt if salt is not None else secrets.token_bytes(DYNSEC_SALT_BYTES)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, 64)
+    return {
+        "salt": base64.b64encode(salt).decode(),
+        "password": base64.b64encode(digest).decode(),
+        "iterations": iterations,
+    }
+
+
+def dynsec_password_matches(password: str, stored: dict) -> bool:
+    salt = base64.b64decode(stored["salt"])
+    expected = dynsec_password(password, salt=salt, iterations=int(stored["iterations"]))["password"]
+    return hmac.compare_digest(expected, stored["password"])
+
+
+def new_secret() -> str:
+    """A password for a device or a service: 192 random bits, URL-safe (it may travel inside an MQTT URL)."""
+    return secrets.token_urlsafe(24)
+
+
+def dynsec_config(
+    *, service_password: dict, admin_password: dict, devices: dict[str, dict] | None = None
+) -> dict[str, object]:
+    """The plugin's whole file: the service and admin accounts, and each device (id -> stored password) bound to
+    its client id; by default nothing is allowed."""
+    clients: list[dict[str, object]] = [
+        {"username": SERVICE_USER, "textname": "CareLoop services", "roles": [{"rolename": SERVICE_ROLE}],
+         **service_password},
+        {"username": ADMIN_USER, "textname": "CareLoop credential issuer", "roles": [{"rolename": ADMIN_ROLE}],
+         **admin_password},
+    ]
+    roles: list[dict[str, object]] = [
+        {"rolename": SERVICE_ROLE, "acls": service_acls()},
+        {"rolename": ADMIN_ROLE, "acls": admin_acls()},
+    ]
+    for device_id, stored in sorted((devices or {}).items()):
+        clients.append({"username": device_id, "clientid": device_id, "roles": [{"rolename": device_role(device_id)}],
+                        **stored})
+        roles.append({"rolename": device_role(device_id), "acls": device_acls(device_id)})
+    return {
+        "defaultACLAccess": {
+            "publishClientSend": False, "publishClientReceive": False, "subscribe": False, "unsubscribe": False,
+        },
+        "clients": clients,
+        "groups": [],
+        "roles": roles,
+    }
+
+
+def find_dynsec_plugin() -> str | None:
+    """Where this machine keeps Mosquitto's dynamic-security plugin; None when it has none."""
+    return next((path for path in DYNSEC_PLUGIN_PATHS if Path(path).exists()), None)
+
+
+def url_with_credentials(url: str, username: str, password: str) -> str:
+    """The broker URL naming this account (any account in it replaced)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    netloc = f"{quote(username, safe='')}:{quote(password, safe='')}@{host}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class BrokerAccounts:
+    """Issues and changes device credentials on the broker through the plugin's control topic, as `ADMIN_USER`.
+
+    Each call is one connection and one control message whose commands the plugin runs in order; it answers once
+    the plugin has answered every command, and raises BrokerAccountError when the broker is away or refuses.
+    """
+
+    def __init__(self, admin_url: str, *, timeout_s: float = 10) -> None:
+        self.admin_url = admin_url
+        self.timeout_s = timeout_s
+
+    def set_device_password(self, device_id: str, password: str) -> None:
+        """Create the device's account, or change its password: a device connected with the old one is
+        disconnected at once (the plugin kicks it) and the old password no longer opens a connection."""
+        self.set_device_passwords({device_id: password})
+
+    def set_device_passwords(self, passwords: Mapping[str, str]) -> None:
+        """`set_device_password` for many devices in one control message (device id -> password)."""
+        commands: list[dict] = []
+        for device_id, password in passwords.items():
+            if not re.fullmatch(DEVICE_ID, device_id) or is_reserved_name(device_id):
+                raise BrokerAccountError(f"{device_id!r} cannot be a device's account on the broker")
+            role = device_role(device_id)
+            commands += [
+                {"command": "createRole", "rolename": role, "acls": device_acls(device_id)},
+                {"command": "createClient", "username": device_id, "password": password, "clientid": device_id,
+                 "roles": [{"rolename": role}]},
+                # An account that existed (a rotation) keeps its client id and role and takes the new password.
+                {"command": "setClientPassword", "username": device_id, "password": password},
+            ]
+        if commands:
+            self.run(commands, tolerated={"createRole": "Role already exists",
+                                          "createClient": "Client already exists"})
+
+    def remove_device(self, device_id: str) -> None:
+        """The device's account is gone and its connection closed."""
+        if is_reserved_name(device_id):
+            raise BrokerAccountError(f"{device_id!r} is not a device's account")
+        self.run(
+            [{"command": "deleteClient", "username": device_id},
+             {"command": "deleteRole", "rolename": device_role(device_id)}],
+            tolerated={"deleteClient": "Client not found", "deleteRole": "Role not found"},
+        )
+
+    def run(self, commands: list[dict], *, tolerated: dict[str, str] | None = None) -> list[dict]:
+        """Send the commands in one control message; their answers, in order."""
+        tolerated = tolerated or {}
+        tag = uuid.uuid4().hex
+        for index, command in enumerate(commands):
+            command["correlationData"] = f"{tag}-{index}"
+        connection = make_connection(self.admin_url, f"{ADMIN_USER}-{tag[:12]}")
+        answers: dict[str, dict] = {}
+        subscribed, done, refused = threading.Event(), threading.Event(), []
+
+        def on_connect(client, _userdata, _flags, reason_code, _properties) -> None:
+            if reason_code.is_failure:
+                refused.append(str(reason_code))
+                done.set()
+                return
+            client.subscribe(f"{DYNSEC_TOPIC}/response", qos=1)
+
+        def on_subscribe(_client, _userdata, _mid, reason_codes, _properties) -> None:
+            if any(code.is_failure for code in reason_codes):
+                refused.append("may not read the plugin's answers")
+                done.set()
+            subscribed.set()
+
+        def on_message(_client, _userdata, message) -> None:
+            try:
+                for answer in json.loads(message.payload).get("responses", []):
+                    key = answer.get("correlationData", "")
+                    if key.startswith(tag):
+                        answers[key] = answer
+            except ValueError:
+                return
+            if len(answers) == len(commands):
+                done.set()
+
+        client = connection.client
+        client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
+        try:
+            connection.connect(keepalive=10)
+        except OSError as error:
+            raise BrokerAccountError(f"broker unreachable at {connection.address.host}:{connection.address.port}: "
+                                     f"{error}") from None
+        client.loop_start()
+        try:
+            if subscribed.wait(self.timeout_s) and not refused:
+                client.publish(DYNSEC_TOPIC, json.dumps({"commands": commands}), qos=1)
+            if not done.wait(self.timeout_s):
+                raise BrokerAccountError(f"the broker did not answer within {self.timeout_s:.0f}s")
+            if refused:
+                raise BrokerAccountError(f"the broker refused {ADMIN_USER}: {refused[0]}")
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        ordered = [answers[f"{tag}-{index}"] for index in range(len(commands))]
+        for answer in ordered:
+            error = answer.get("error")
+            if error and tolerated.get(answer.get("command", "")) != error:
+                raise BrokerAccountError(f"the broker refused {answer.get('command')}: {error}")
+        return ordered
+
+
+# --- the broker's first accounts -------------------------------------------------------------------------------
+
+DYNSEC_FILE = "dynamic-security.json"
+ACCOUNTS_FILE = "careloop-accounts.json"  # the embedded broker's service and admin passwords, for this user only
+
+
+def write_dynsec_file(path: Path, *, service_password: str, admin_password: str) -> None:
+    """The plugin's first file: the two accounts with these passwords, no device yet (readable by its owner only)."""
+    config = dynsec_config(service_password=dynsec_password(service_password),
+                           admin_password=dynsec_password(admin_password))
+    _write_private(path, json.dumps(config, indent=2))
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.new")
+    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+        file.write(text)
+    os.replace(temporary, path)
+
+
+def broker_accounts_for(data_dir: Path) -> dict[str, str]:
+    """The service and admin passwords of a broker whose plugin keeps its file in `data_dir`, chosen at random and
+    written there (with the plugin's first file) the first time; the same ones afterwards."""
+    accounts_file = data_dir / ACCOUNTS_FILE
+    try:
+        accounts = json.loads(accounts_file.read_text())
+        if (data_dir / DYNSEC_FILE).exists() and {SERVICE_USER, ADMIN_USER} <= accounts.keys():
+            return accounts
+    except (FileNotFoundError, ValueError):
+        pass
+    accounts = {SERVICE_USER: new_secret(), ADMIN_USER: new_secret()}
+    write_dynsec_file(data_dir / DYNSEC_FILE, service_password=accounts[SERVICE_USER],
+                      admin_password=accounts[ADMIN_USER])
+    _write_private(accounts_file, json.dumps(accounts))
+    return accounts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m careloop.mqtt init FILE`: the plugin's first file, with the passwords of
+    CARELOOP_MQTT_SERVICE_PASSWORD and CARELOOP_MQTT_ADMIN_PASSWORD; a file already there is kept (it holds the
+    devices' accounts) unless --force."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m careloop.mqtt", description="the broker's first accounts")
+    commands = parser.add_subparsers(dest="command", required=True)
+    init = commands.add_parser("init", help="write the dynamic-security plugin's first file")
+    init.add_argument("file", type=Path)
+    init.add_argument("--force", action="store_true", help="replace a file that exists (every device's account "
+                      "is lost: issue their credentials again)")
+    init.add_argument("--owner", metavar="UID:GID", help="hand the file and its folder to the broker's user "
+                      "(1883:1883 in the eclipse-mosquitto image), which rewrites the file on every change")
+    args = parser.parse_args(argv)
+    passwords = {}
+    for account, variable in ((SERVICE_USER, "CARELOOP_MQTT_SERVICE_PASSWORD"),
+                              (ADMIN_USER, "CARELOOP_MQTT_ADMIN_PASSWORD")):
+        value = os.environ.get(variable, "")
+        if len(value) < 16:
+            print(f"{variable}: set a password of at least 16 characters for the broker's {account} account",
+                  file=sys.stderr)
+            return 2
+        passwords[account] = value
+    if args.file.exists() and not args.force:
+        print(f"{args.file} exists: kept (it holds the devices' accounts)")
+    else:
+        write_dynsec_file(args.file, service_password=passwords[SERVICE_USER], admin_password=passwords[ADMIN_USER])
+        print(f"{args.file} written: accounts {SERVICE_USER} and {ADMIN_USER}, no device yet")
+    if args.owner:
+        uid, _, gid = args.owner.partition(":")
+        for path in (args.file.parent, args.file):
+            os.chown(path, int(uid), int(gid or uid))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,8 +3,10 @@ sent again after a back-off until the broker acknowledges it with success.
 
 Against the real broker. Mosquitto 2.0 answers 0x10 to a QoS 1 publish that no subscription matches, plain or
 shared ($share/...), as it does after a restart before the ingesters' shared subscriptions are back. The topics
-here are a namespace of the test's own (not careloop/v1/devices/...), so that no ingester of another test run on
-the same broker subscribes to them by chance.
+here are a namespace of the test's own (not careloop/v1/devices/<id>/...), so that no ingester of another test
+run on the same broker subscribes to them by chance. On the embedded mosquitto, which signs the tests in as the
+service account and lets it publish only under careloop/v1/devices/, the namespace is a level deeper there
+(careloop/v1/devices/test-delivery-.../<device>/telemetry), which no ingester's subscription matches either.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from careloop.mqtt import BrokerAddress, make_connection
+from careloop.mqtt import TOPIC_ROOT, BrokerAddress, make_connection
 from simulators.delivery import ConfirmedPublisher, backoff_s, device_of_topic
 from simulators.run import _Publisher
 from simulators.wire import Message
@@ -44,7 +46,9 @@ def mqtt5_url(mqtt_url: str) -> str:
 
 
 @pytest.fixture
-def namespace() -> str:
+def namespace(mqtt_broker: tuple[str, str]) -> str:
+    if mqtt_broker[1] == "mosquitto":
+        return f"{TOPIC_ROOT}/test-delivery-{uuid.uuid4().hex[:10]}"
     return f"careloop-test/delivery-{uuid.uuid4().hex[:10]}"
 
 
