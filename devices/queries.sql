@@ -65,3 +65,20 @@ GROUP BY d.kind ORDER BY d.kind
 -- name: readings_since --
 -- How many readings arrived since a time.
 SELECT count(*) FROM telemetry WHERE received_at >= %(since)s
+
+-- name: store_device_credential --
+-- Keep a device's new broker password (hashed); a previous one is replaced and counted as a rotation.
+INSERT INTO device_credentials (device_id, salt, password_hash, iterations, issued_by)
+VALUES (%(device_id)s, %(salt)s, %(password_hash)s, %(iterations)s, %(issued_by)s)
+ON CONFLICT (device_id) DO UPDATE
+SET salt = EXCLUDED.salt, password_hash = EXCLUDED.password_hash, iterations = EXCLUDED.iterations,
+    issued_at = now(), issued_by = EXCLUDED.issued_by, rotations = device_credentials.rotations + 1
+RETURNING device_id, issued_at, issued_by, rotations
+
+-- name: device_credential --
+-- When a device's broker password was issued, by whom, and how often it was replaced (never the password).
+SELECT device_id, issued_at, issued_by, rotations FROM device_credentials WHERE device_id = %(device_id)s
+
+-- name: stored_device_passwords --
+-- Every device's hashed broker password, to rebuild the broker's accounts from the registry.
+SELECT device_id, salt, password_hash, iterations FROM device_credentials ORDER BY device_id

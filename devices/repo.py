@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +72,41 @@ def fleet_by_kind(conn: Connection) -> list[KindCount]:
 
 def readings_since(conn: Connection, *, since: dt.datetime) -> int:
     return int(fetch_value(conn, QUERIES["readings_since"], {"since": since}))
+
+
+# --- broker credentials ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CredentialRow:
+    device_id: str
+    issued_at: dt.datetime
+    issued_by: str | None
+    rotations: int
+
+
+@dataclass(frozen=True)
+class StoredPasswordRow:
+    device_id: str
+    salt: str
+    password_hash: str
+    iterations: int
+
+
+def store_device_credential(
+    conn: Connection, *, device_id: str, salt: str, password_hash: str, iterations: int, issued_by: str | None
+) -> CredentialRow:
+    row = fetch_one(conn, QUERIES["store_device_credential"], {
+        "device_id": device_id, "salt": salt, "password_hash": password_hash, "iterations": iterations,
+        "issued_by": issued_by,
+    })
+    return CredentialRow(**row)
+
+
+def device_credential(conn: Connection, *, device_id: str) -> CredentialRow | None:
+    row = fetch_one(conn, QUERIES["device_credential"], {"device_id": device_id})
+    return CredentialRow(**row) if row else None
+
+
+def stored_device_passwords(conn: Connection) -> list[StoredPasswordRow]:
+    return [StoredPasswordRow(**row) for row in fetch_all(conn, QUERIES["stored_device_passwords"])]

@@ -10,6 +10,7 @@ import psycopg2.errors
 from careloop.db import Connection, savepoint
 from careloop.durations import Duration
 from careloop.errors import Conflict, InvalidInput
+from careloop.mqtt import is_reserved_name
 from careloop.pages import Page
 from devices import repo
 from devices.catalog import get_model, load_catalog
@@ -19,6 +20,9 @@ MAX_TELEMETRY_POINTS = 10_000
 
 
 def register_device(conn: Any, device: DeviceCreate) -> DeviceRead:
+    if is_reserved_name(device.id):
+        # A device named like a broker service account, or like an ingester's client id, could take its place.
+        raise InvalidInput("id", "device ids starting with 'careloop' are kept for CareLoop's own broker accounts")
     model = get_model(device.model)
     if model is None:
         raise InvalidInput("model", f"unknown model {device.model!r}; GET /models lists the known ones")
