@@ -6,7 +6,9 @@ so the broker sees a steady stream rather than bursts. With one client the broke
 last will per device, so the simulator publishes each device's retained `online` / `offline`
 status itself: when the device starts, drops offline and comes back, and `offline` for every
 device when the simulation stops. A will names one topic, so a simulator that is killed leaves
-its devices' last status as it was; offline rules still notice the silence.
+its devices' last status as it was; offline rules still notice the silence. Given each device's
+password (`device_passwords`), each device connects on its own instead, signed in as itself, as on
+the shipped broker, where a device may publish only on its own topics; then each holds its last will.
 
 Each message is kept until the broker acknowledges it with success, as a device must: a PUBACK
 "No matching subscribers" (0x10: an MQTT 5 broker had no subscriber for it, e.g. a restarted
@@ -29,7 +31,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +40,7 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from careloop.mqtt import make_connection
+from careloop.mqtt import device_named_in, make_connection, status_topic, url_with_credentials
 from devices.catalog import load_catalog
 from simulators.clock import as_utc
 from simulators.delivery import ConfirmedPublisher
@@ -76,10 +78,14 @@ class RunSummary:
 class _Publisher:
     """A connected paho client that publishes simulator messages with QoS 1, each until delivered."""
 
-    def __init__(self, mqtt_url: str, client_id: str) -> None:
+    def __init__(self, mqtt_url: str, client_id: str, *, last_will: str | None = None) -> None:
         self._connection = make_connection(mqtt_url, client_id)
         self.client = self._connection.client
         self.client.max_inflight_messages_set(MAX_INFLIGHT)
+        self._client_id = client_id
+        if last_will:
+            # A device's own connection can hold its last will: the broker says `offline` for it if it vanishes.
+            self.client.will_set(last_will, Message(last_will, OFFLINE).encode(), qos=1, retain=True)
         self._connected = threading.Event()
         self._refused: str | None = None
         self.client.on_connect = self._on_connect
@@ -121,7 +127,7 @@ class _Publisher:
             self.delivery.close(0)
             why = self._refused or f"no answer within {CONNECT_TIMEOUT_S:.0f}s"
             raise ConnectionError(
-                f"the MQTT broker at {address.host}:{address.port} refused the simulator: {why}"
+                f"the MQTT broker at {address.host}:{address.port} refused the simulator ({self._client_id}): {why}"
             )
 
     def publish(self, messages: Sequence[Message]) -> None:
@@ -143,6 +149,45 @@ class _Publisher:
         self.client.disconnect()
         self.client.loop_stop()
         return stats.resent, undelivered
+
+
+class _DevicePublishers:
+    """One connection per device, signed in as the device (user name and client id: its id; its own password), as
+    an appliance does on a broker that checks identity: each may publish only on its own topics, and holds its last
+    will. Two threads per device (paho's and the re-sender's): meant for fleets of hundreds."""
+
+    def __init__(self, mqtt_url: str, passwords: Mapping[str, str]) -> None:
+        self._publishers = {
+            device_id: _Publisher(url_with_credentials(mqtt_url, device_id, password), device_id,
+                                  last_will=status_topic(device_id))
+            for device_id, password in passwords.items()
+        }
+
+    def connect(self) -> None:
+        connected: list[_Publisher] = []
+        try:
+            for publisher in self._publishers.values():
+                publisher.connect()
+                connected.append(publisher)
+        except ConnectionError:
+            for publisher in connected:
+                publisher.close()
+            raise
+        logger.info("simulator connected devices=%d each with its own credentials", len(connected))
+
+    def publish(self, messages: Sequence[Message]) -> None:
+        by_device: dict[str, list[Message]] = {}
+        for message in messages:
+            by_device.setdefault(device_named_in(message.topic) or "", []).append(message)
+        for device_id, own in by_device.items():
+            self._publishers[device_id].publish(own)
+
+    def close(self) -> tuple[int, int]:
+        resent = undelivered = 0
+        for publisher in self._publishers.values():
+            more_resent, more_undelivered = publisher.close()
+            resent, undelivered = resent + more_resent, undelivered + more_undelivered
+        return resent, undelivered
 
 
 def _log_fault_records(records: Sequence[FaultRecord]) -> None:
@@ -214,15 +259,24 @@ def run_simulation(
     offline_per_day: float = DEFAULT_OFFLINE_PER_DAY,
     client_id: str | None = None,
     initial_faults: int = 0,
+    device_passwords: Mapping[str, str] | None = None,
 ) -> RunSummary:
     """Publish the fleet's messages over MQTT until `stop` is set or `duration` wall seconds pass.
 
     `initial_faults` devices (chosen by the seed, among those without one) get a fault of their model at once,
-    so a demo shows the whole path from fault to service order within a minute."""
+    so a demo shows the whole path from fault to service order within a minute.
+
+    `device_passwords` (device id -> the password issued for it): each device connects on its own with its own
+    credentials, as on a broker that checks identity; without, one client publishes for the whole fleet with
+    the account of `mqtt_url` (a service account, or an anonymous test broker)."""
     if rate <= 0 or time_scale <= 0:
         raise ValueError(f"rate and time_scale must be positive (rate={rate}, time_scale={time_scale})")
     if not devices:
         raise ValueError("the simulation needs at least one device")
+    if device_passwords is not None:
+        missing = sorted({device.device_id for device in devices} - device_passwords.keys())
+        if missing:
+            raise ValueError(f"no credentials for {len(missing)} devices: {', '.join(missing[:5])}")
     fault_spec = parse_fault_spec(faults)  # a bad spec fails here, before connecting
     stop = stop or threading.Event()
     wall_start = time.monotonic()
@@ -231,7 +285,13 @@ def run_simulation(
         devices, seed=seed, start=clock_start, faults=fault_spec, offline_per_day=offline_per_day
     )
     load_state(simulation, state_path)
-    publisher = _Publisher(mqtt_url, client_id or f"careloop-simulator-{os.getpid()}")
+    publisher: _Publisher | _DevicePublishers
+    if device_passwords is not None:
+        publisher = _DevicePublishers(
+            mqtt_url, {device.device_id: device_passwords[device.device_id] for device in devices}
+        )
+    else:
+        publisher = _Publisher(mqtt_url, client_id or f"careloop-simulator-{os.getpid()}")
     publisher.connect()
     logger.info(
         "simulation started devices=%d rate=%s time_scale=%s faults=%r",
