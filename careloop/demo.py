@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from careloop import embedded
-from careloop.auth import create_token
+from careloop.auth import create_token, role_of_token
 from careloop.db import Database, ensure_database, fetch_all, migrate
 from careloop.runtime import resolve_services, stop_event_on_signals
 from careloop.settings import get_settings
@@ -128,18 +128,20 @@ DEMO_PEOPLE = {"admin": "demo", "dispatcher": "Dee Dispatcher", "marketer": "Max
 
 
 def demo_logins(database_url: str, home: Path) -> dict[str, str]:
-    """A token per role (the technician's is the first demo technician's), made once and kept in
-    CARELOOP_HOME/logins.json, readable by its owner alone."""
+    """A token per role (the technician's is the first demo technician's), kept in CARELOOP_HOME/logins.json,
+    readable by its owner alone; made again where one has expired or was revoked."""
     logins_file = home / "logins.json"
     logins = json.loads(logins_file.read_text()) if logins_file.exists() else {}
     if "admin" not in logins and (home / "admin.token").exists():  # a home from before there were roles
         logins["admin"] = (home / "admin.token").read_text().strip()
-    missing = [role for role in DEMO_PEOPLE if role not in logins]
-    if not missing:
-        return logins
     database = Database(database_url, max_connections=1)
     try:
         with database.transaction() as conn:
+            logins = {role: token for role, token in logins.items()
+                      if role_of_token(conn, token, admin_token=None) == role}
+            missing = [role for role in DEMO_PEOPLE if role not in logins]
+            if not missing:
+                return logins
             technician = fetch_all(conn, "SELECT id FROM technicians WHERE name = %s ORDER BY id LIMIT 1",
                                    (DEMO_PEOPLE["technician"],))
             for role in missing:

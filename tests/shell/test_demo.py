@@ -53,3 +53,17 @@ def test_careloop_demo_prints_a_working_sign_in_per_role_and_keeps_mail_in_its_h
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+
+
+def test_the_demos_sign_ins_are_made_again_where_one_expired_or_was_revoked(database, database_url, tmp_path) -> None:
+    from careloop.db import execute
+    from careloop.demo import demo_logins
+
+    first = demo_logins(database_url, tmp_path)
+    assert demo_logins(database_url, tmp_path) == first, "valid sign-ins are kept"
+    with database.transaction() as conn:
+        execute(conn, "UPDATE api_tokens SET revoked_at = now() WHERE role = 'dispatcher'")
+        execute(conn, "UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE role = 'marketer'")
+    again = demo_logins(database_url, tmp_path)
+    assert again["admin"] == first["admin"]
+    assert again["dispatcher"] != first["dispatcher"] and again["marketer"] != first["marketer"]
