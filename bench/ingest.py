@@ -253,10 +253,10 @@ def measure_copy(database_url: str, messages: int, devices: list[str]) -> Figure
 def measure_ingest(
     database_url: str, mqtt_url: str, messages: int, publishers: int, devices: list[str], ingesters: int,
     *, drain: bool,
-) -> tuple[Figure, int]:
-    """Publish over MQTT, ingest, commit. Live: first publish to last commit, publishers running beside the
-    ingesters. Drain: the messages wait in the ingesters' sessions first; from the ingesters' start to the last
-    commit, what the ingesters alone can do."""
+) -> tuple[Figure, int, int]:
+    """Publish over MQTT, ingest, commit; answers the figure, the rows stored and telemetry's bytes on disk.
+    Live: first publish to last commit, publishers running beside the ingesters. Drain: the messages wait in the
+    ingesters' sessions first; from the ingesters' start to the last commit, what the ingesters alone can do."""
     database = Database(database_url, max_connections=ingesters + 2)
     group = f"bench-{uuid.uuid4().hex[:8]}"
 
@@ -299,9 +299,21 @@ def measure_ingest(
         forget_session(mqtt_url, ingester.name)
     with database.connection() as conn:
         rows = int(fetch_value(conn, "SELECT count(*) FROM telemetry"))
+        size = _telemetry_bytes(conn)
     database.close()
     name = f"MQTT → {ingesters} ingester(s) → commit{' (drain)' if drain else ''}"
-    return Figure(name, seconds, messages, stored), rows
+    return Figure(name, seconds, messages, stored), rows, size
+
+
+def _telemetry_bytes(conn) -> int:
+    """Bytes telemetry takes on disk with its indexes: a hypertable's chunks where TimescaleDB has made it one
+    (hypertable_size), else the plain table's."""
+    timescale = fetch_value(conn, "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
+    if timescale and fetch_value(
+        conn, "SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_name = 'telemetry'"
+    ):
+        return int(fetch_value(conn, "SELECT hypertable_size('telemetry')") or 0)
+    return int(fetch_value(conn, "SELECT pg_total_relation_size('telemetry')"))
 
 
 def bench_ingest(args: argparse.Namespace) -> int:
@@ -321,7 +333,7 @@ def bench_ingest(args: argparse.Namespace) -> int:
         )
         drain = measure_broker_drain(urls.mqtt_url, args.messages, args.publishers, devices, drain=draining)
         copy = measure_copy(database_url, args.messages, devices)
-        ingest, stored = measure_ingest(
+        ingest, stored, size = measure_ingest(
             database_url, urls.mqtt_url, args.messages, args.publishers, devices, args.ingesters, drain=draining
         )
     print(f"{'measurement':<40} {'seconds':>8} {'messages/s':>12} {'readings/s':>12}")
@@ -335,4 +347,6 @@ def bench_ingest(args: argparse.Namespace) -> int:
     )
     verdict = "every reading stored once" if stored == expected else "MISMATCH"
     print(f"rows in telemetry: {stored:,} of {expected:,} expected ({verdict})")
+    if stored:
+        print(f"storage: {size / stored:.0f} bytes per reading in telemetry with its indexes ({size / 2**20:.1f} MiB)")
     return 0
