@@ -147,18 +147,6 @@ def _subscribe_and_leave(mqtt_url: str, client_id: str, topic: str) -> None:
     connection.client.loop_stop()
 
 
-def _forget(mqtt_url: str, client_id: str) -> None:
-    """End a persistent session: connect with a clean start and leave."""
-    connection = make_connection(mqtt_url, client_id)
-    connected = threading.Event()
-    connection.client.on_connect = lambda *_args: connected.set()
-    connection.connect()
-    connection.client.loop_start()
-    connected.wait(timeout=5)
-    connection.client.disconnect()
-    connection.client.loop_stop()
-
-
 def _wait_published(processes: list) -> None:
     for process in processes:
         process.join()
@@ -177,7 +165,8 @@ def _queue_while_away(mqtt_url: str, messages: int, publishers: int, devices: li
 def measure_broker_drain(mqtt_url: str, messages: int, publishers: int, devices: list[str], *, drain: bool) -> Figure:
     """One paho client draining the broker, no database: the ceiling the broker and paho set. `drain`: the
     messages wait in its persistent session first, so the publishers' work is not in the figure."""
-    client_id = f"bench-drain-{uuid.uuid4().hex[:8]}"
+    name = f"bench-drain-{uuid.uuid4().hex[:8]}"
+    client_id = f"careloop-{name}"  # an ingester's client id for `name`: forget_session ends its session
     if drain:
         _subscribe_and_leave(mqtt_url, client_id, f"{RAW_TOPIC_ROOT}/+/telemetry")
         _queue_while_away(mqtt_url, messages, publishers, devices, raw=True)
@@ -222,7 +211,7 @@ def measure_broker_drain(mqtt_url: str, messages: int, publishers: int, devices:
     connection.client.disconnect()
     connection.client.loop_stop()
     if drain:
-        _forget(mqtt_url, client_id)
+        forget_session(mqtt_url, name)
     return Figure("broker drain (paho, no database)", seconds, received, received * METRICS_PER_MESSAGE)
 
 
