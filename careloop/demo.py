@@ -212,7 +212,6 @@ def run_demo(*, devices: int, rate: float, seed: int, api_port: int = 8000, dash
         "CARELOOP_DATABASE_URL": urls.database_url,
         "CARELOOP_MQTT_URL": urls.mqtt_url,
         "CARELOOP_API_URL": f"http://127.0.0.1:{api_port}",
-        "CARELOOP_API_TOKEN": token,
         "CARELOOP_SMTP_URL": smtp_url,
     }
     stop = stop_event_on_signals()
