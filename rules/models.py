@@ -313,6 +313,8 @@ class StoredRule(BaseModel):
     document: dict[str, Any]
     created_at: dt.datetime
     updated_at: dt.datetime
+    changed_by: str | None = Field(description="who wrote this version: the name of the token whose request did "
+                                   "it; null for what no person wrote (the built-in catalog)")
 
 
 class RuleVersion(BaseModel):
@@ -320,6 +322,7 @@ class RuleVersion(BaseModel):
     enabled: bool
     document: dict[str, Any]
     created_at: dt.datetime
+    changed_by: str | None = Field(description="who wrote this version; null for the built-in catalog")
 
 
 class RuleRead(StoredRule):

@@ -19,21 +19,23 @@ ON CONFLICT DO NOTHING
 
 -- name: get_rule --
 -- One rule.
-SELECT id, version, enabled, builtin, document, created_at, updated_at FROM rules WHERE id = %(id)s
+SELECT id, version, enabled, builtin, document, created_at, updated_at, changed_by FROM rules WHERE id = %(id)s
 
 -- name: list_rules --
 -- Rules, optionally only the enabled ones.
-SELECT id, version, enabled, builtin, document, created_at, updated_at, count(*) OVER () AS total
+SELECT id, version, enabled, builtin, document, created_at, updated_at, changed_by, count(*) OVER () AS total
 FROM rules WHERE (%(enabled)s::boolean IS NULL OR enabled = %(enabled)s)
 ORDER BY id LIMIT %(limit)s OFFSET %(offset)s
 
 -- name: rule_versions --
 -- Every kept version of a rule, newest first.
-SELECT version, enabled, document, created_at FROM rule_versions WHERE rule_id = %(id)s ORDER BY version DESC
+SELECT version, enabled, document, created_at, changed_by FROM rule_versions WHERE rule_id = %(id)s
+ORDER BY version DESC
 
 -- name: enabled_rules --
 -- The rules the engine evaluates.
-SELECT id, version, enabled, builtin, document, created_at, updated_at FROM rules WHERE enabled ORDER BY id
+SELECT id, version, enabled, builtin, document, created_at, updated_at, changed_by FROM rules WHERE enabled
+ORDER BY id
 
 -- name: lock_evaluation --
 -- One evaluation at a time across engines: reading detection state and writing transitions is one step.

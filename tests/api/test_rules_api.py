@@ -6,6 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from careloop.app import create_app
+from careloop.auth import create_token
 from rules.builtin import load_builtin_rules
 from rules.service import load_builtin_catalog
 
@@ -75,3 +76,23 @@ def test_the_builtin_catalog_loads_once_and_covers_every_kind(conn) -> None:
     rows.execute("SELECT DISTINCT document -> 'applies_to' ->> 'kind' FROM rules")
     kinds = {row[0] for row in rows.fetchall()}
     assert {"range_hood", "oven", "dishwasher", "water_heater", "air_conditioner"} <= kinds
+
+
+def test_rules_and_their_versions_answer_who_wrote_them(client, database) -> None:
+    with database.transaction() as conn:
+        dispatcher = {"Authorization": f"Bearer {create_token(conn, role='dispatcher', name='wang.dispatch')}"}
+    created = client.post("/rules", content=GREASE_YAML, headers={**ADMIN, "Content-Type": "application/yaml"})
+    assert created.status_code == 201 and created.json()["changed_by"] == "admin"
+    edited = client.put("/rules/hood-grease-cleaning", json={**created.json()["document"], "enabled": False},
+                        headers=dispatcher)
+    assert edited.status_code == 200 and edited.json()["changed_by"] == "wang.dispatch"
+    rule = client.get("/rules/hood-grease-cleaning", headers=ADMIN).json()
+    assert rule["changed_by"] == "wang.dispatch"
+    assert [(v["version"], v["changed_by"]) for v in rule["versions"]] == [(2, "wang.dispatch"), (1, "admin")]
+    listed = {r["id"]: r["changed_by"] for r in client.get("/rules", headers=ADMIN).json()["items"]}
+    assert listed["hood-grease-cleaning"] == "wang.dispatch"
+    # what no person wrote (the built-in catalog) says so with null
+    with database.transaction() as conn:
+        load_builtin_catalog(conn)
+    builtin = client.get("/rules", headers=ADMIN).json()["items"]
+    assert any(r["builtin"] and r["changed_by"] is None for r in builtin)
