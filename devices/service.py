@@ -45,6 +45,11 @@ def register_device(conn: Any, device: DeviceCreate) -> DeviceRead:
         if device.owner is None:
             raise
         raise InvalidInput("owner", f"no customer with id {device.owner}") from None
+    except psycopg2.errors.CheckViolation as refused:
+        # An erased customer is an anonymous stub: the database refuses them as an owner (migration 020).
+        if refused.diag.constraint_name != "devices_owner_not_erased":
+            raise
+        raise InvalidInput("owner", f"customer {device.owner} was erased: a device cannot be theirs") from None
     if not created:
         raise Conflict(f"device {device.id} already exists")
     return get_device(conn, device.id)
