@@ -395,12 +395,13 @@ access_router = APIRouter(tags=["access"], responses=EVERY_ROUTE)
 
 
 class WhoAmI(BaseModel):
-    """What the presented token grants: its role, the person or system it names, for a technician which one,
-    and when it expires (null for the bootstrap admin token)."""
+    """What the presented token grants: its role, the person or system it names, for a technician or a customer
+    which one, and when it expires (null for the bootstrap admin token)."""
 
     role: str
     name: str
     technician_id: int | None
+    customer_id: int | None
     expires_at: dt.datetime | None
 
 
@@ -412,6 +413,7 @@ class TokenRead(BaseModel):
     role: str
     name: str
     technician_id: int | None
+    customer_id: int | None
     created_at: dt.datetime
     created_by: str | None
     expires_at: dt.datetime
@@ -420,9 +422,11 @@ class TokenRead(BaseModel):
 
 
 class TokenCreate(BaseModel):
-    role: Literal["admin", "dispatcher", "marketer", "technician"]
+    role: Literal["admin", "dispatcher", "marketer", "technician", "customer"]
     name: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$")
     technician_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
+    customer_id: int | None = Field(default=None, ge=1, le=2**63 - 1,
+                                    description="the customer a customer's token is bound to (required for one)")
     expires_in: DurationField = Duration(int(auth.DEFAULT_TOKEN_LIFETIME.total_seconds()))
 
 
@@ -434,9 +438,9 @@ class TokenCreated(TokenRead):
 
 @access_router.get("/whoami")
 def whoami(caller: Caller) -> WhoAmI:
-    """Who the token speaks for: role, name, technician, expiry."""
+    """Who the token speaks for: role, name, technician or customer, expiry."""
     return WhoAmI(role=caller.role, name=caller.name, technician_id=caller.technician_id,
-                  expires_at=caller.expires_at)
+                  customer_id=caller.customer_id, expires_at=caller.expires_at)
 
 
 @access_router.get("/tokens", responses=answers(403))
@@ -451,10 +455,12 @@ def create_token(request: TokenCreate, conn: Conn, caller: Caller) -> TokenCreat
     """Issue a token (shown once, in `token`); it expires after `expires_in` (default 90d, at most 3650d)."""
     try:
         token = auth.create_token(conn, role=request.role, name=request.name, technician_id=request.technician_id,
+                                  customer_id=request.customer_id,
                                   expires_in=dt.timedelta(seconds=request.expires_in.seconds),
                                   created_by=caller.name)
     except ValueError as error:
-        field = "technician_id" if "technician" in str(error) else "expires_in"
+        field = ("technician_id" if "technician" in str(error) else "customer_id" if "customer" in str(error)
+                 else "expires_in")
         raise HTTPException(422, f"{field}: {error}") from None
     info = next(info for info in auth.list_tokens(conn) if info.prefix == token[: auth.PREFIX_LENGTH])
     return TokenCreated(**vars(info), token=token)

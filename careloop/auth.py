@@ -1,7 +1,7 @@
 """Bearer tokens with roles, their lifetimes, and the permission table: which role may do what, written once.
 
 The table (PERMISSIONS) maps every API operation, `(method, path template)`, to the roles it admits and, for a
-technician, which of the path's objects must be theirs. careloop.deps enforces it for every route the app
+technician or a customer, which of the path's objects must be theirs. careloop.deps enforces it for every route the app
 includes; the README's "HTTP API" section is the same table in words."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from careloop.db import BIGINT_MAX, BIGINT_MIN, Connection, execute, fetch_all, 
 QUERIES = load_queries(Path(__file__).with_name("auth.sql"))
 
 # The roles a token may grant, here alone: the CLI offers these and the API checks against them.
-ROLES = ("admin", "dispatcher", "marketer", "technician")
+ROLES = ("admin", "dispatcher", "marketer", "technician", "customer")
 DEFAULT_TOKEN_LIFETIME = dt.timedelta(days=90)
 MAX_TOKEN_LIFETIME = dt.timedelta(days=3650)
 PREFIX_LENGTH = 12  # "cl_disp_" and four random characters: enough to tell tokens apart in a list, never to use one
@@ -31,12 +31,14 @@ def hash_token(token: str) -> str:
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: the role their token grants, their name (kept in histories) and, for a technician, which
-    technician they are (their token sees only that technician's orders, devices and customers)."""
+    """Who is calling: the role their token grants, their name (kept in histories), for a technician which
+    technician they are (their token sees only that technician's orders, devices and customers), and for a
+    customer which customer (their token sees only their own profile, devices, offers and coupons)."""
 
     role: str
     name: str
     technician_id: int | None = None
+    customer_id: int | None = None
     token_id: int | None = None  # None for the bootstrap admin token (CARELOOP_ADMIN_TOKEN)
     expires_at: dt.datetime | None = None
 
@@ -54,6 +56,7 @@ class TokenInfo:
     role: str
     name: str
     technician_id: int | None
+    customer_id: int | None
     created_at: dt.datetime
     created_by: str | None
     expires_at: dt.datetime
@@ -67,23 +70,35 @@ def create_token(
     role: str,
     name: str,
     technician_id: int | None = None,
+    customer_id: int | None = None,
     expires_in: dt.timedelta = DEFAULT_TOKEN_LIFETIME,
     created_by: str | None = None,
 ) -> str:
     """A new random token with `role`, valid for `expires_in`; only its hash is stored, so show it to the user
-    once. A technician's token names the technician it belongs to (one that names none sees nothing)."""
+    once. A technician's token names the technician it belongs to (one that names none sees nothing); a
+    customer's token names its customer (always: it is all the token may see)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if technician_id is not None and role != "technician":
         raise ValueError("only a technician's token names a technician")
     if technician_id is not None and fetch_value(conn, QUERIES["technician_exists"], {"id": technician_id}) is None:
         raise ValueError(f"no technician {technician_id} (GET /technicians lists them)")
+    if customer_id is not None and role != "customer":
+        raise ValueError("only a customer's token names a customer")
+    if role == "customer":
+        if customer_id is None:
+            raise ValueError("a customer's token names its customer: give the customer id")
+        found = fetch_one(conn, QUERIES["customer_erased_at"], {"id": customer_id})
+        if found is None:
+            raise ValueError(f"no customer {customer_id} (GET /customers lists them)")
+        if found["erased_at"] is not None:
+            raise ValueError(f"customer {customer_id} was erased: there is no one to give a token to")
     if not dt.timedelta(0) < expires_in <= MAX_TOKEN_LIFETIME:
         raise ValueError(f"a token's lifetime must be longer than 0s and at most {MAX_TOKEN_LIFETIME.days}d")
     token = f"cl_{role[:4]}_{secrets.token_urlsafe(24)}"
     execute(conn, QUERIES["insert_token"], {
         "token_sha256": hash_token(token), "prefix": token[:PREFIX_LENGTH], "role": role, "name": name,
-        "technician_id": technician_id, "expires_in": expires_in, "created_by": created_by,
+        "technician_id": technician_id, "customer_id": customer_id, "expires_in": expires_in, "created_by": created_by,
     })
     return token
 
@@ -102,8 +117,8 @@ def caller_of_token(
         raise TokenRefused(f"token revoked at {row['revoked_at']:%Y-%m-%d %H:%M}Z; ask an admin for a new one")
     if row["expires_at"] <= now:
         raise TokenRefused(f"token expired at {row['expires_at']:%Y-%m-%d %H:%M}Z; ask an admin for a new one")
-    return Caller(role=row["role"], name=row["name"], technician_id=row["technician_id"], token_id=row["id"],
-                  expires_at=row["expires_at"])
+    return Caller(role=row["role"], name=row["name"], technician_id=row["technician_id"],
+                  customer_id=row["customer_id"], token_id=row["id"], expires_at=row["expires_at"])
 
 
 def set_actor(conn: Connection, name: str) -> None:
@@ -147,6 +162,7 @@ def revoke_token(conn: Connection, which: str | int, *, by: str) -> TokenInfo:
 # ------------------------------------------------------------------------------------------ the permission table
 
 TechnicianScope = Literal["device", "detection", "customer", "order", "technician", "own"]
+CustomerScope = Literal["device", "customer", "own"]
 
 
 @dataclass(frozen=True)
@@ -156,11 +172,14 @@ class Access:
     `roles`: the roles admitted besides admin (who may do everything). `technician`: for a technician, which
     object the path names that must be theirs (an order assigned to them, a device, detection or customer of
     one, themselves), or "own" where the handler or service narrows what it answers to their orders; any other id
-    is a 404, never someone else's data. `public`: no token needed. `rate`: the named rate limit that also
+    is a 404, never someone else's data. `customer`: the same for a customer's token, whose objects are their
+    own profile and the devices they own; "own" where the handler or service narrows what it answers to that
+    customer's devices, offers and coupons. `public`: no token needed. `rate`: the named rate limit that also
     applies (careloop.deps.RATE_LIMITS)."""
 
     roles: frozenset[str] = frozenset()
     technician: TechnicianScope | None = None
+    customer: CustomerScope | None = None
     public: bool = False
     rate: str | None = None
     note: str = ""
@@ -169,14 +188,19 @@ class Access:
         return self.public or role == "admin" or role in self.roles
 
 
-def _access(*roles: str, technician: TechnicianScope | None = None, rate: str | None = None) -> Access:
+def _access(
+    *roles: str, technician: TechnicianScope | None = None, customer: CustomerScope | None = None,
+    rate: str | None = None,
+) -> Access:
     if technician is not None:
         roles = (*roles, "technician")
-    return Access(roles=frozenset(roles), technician=technician, rate=rate)
+    if customer is not None:
+        roles = (*roles, "customer")
+    return Access(roles=frozenset(roles), technician=technician, customer=customer, rate=rate)
 
 
 PUBLIC = Access(public=True)
-ANYONE = _access("dispatcher", "marketer", "technician")
+STAFF = _access("dispatcher", "marketer", "technician")
 ADMIN = _access()
 D, M = "dispatcher", "marketer"
 
@@ -187,16 +211,16 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("GET", "/docs"): PUBLIC,
     ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("GET", "/redoc"): PUBLIC,
-    ("GET", "/whoami"): ANYONE,
+    ("GET", "/whoami"): _access("dispatcher", "marketer", "technician", customer="own"),
     ("GET", "/tokens"): ADMIN,
     ("POST", "/tokens"): ADMIN,
     ("DELETE", "/tokens/{token_id}"): ADMIN,
     # devices and the fleet
-    ("GET", "/models"): ANYONE,
+    ("GET", "/models"): STAFF,
     ("POST", "/devices"): _access(D),
-    ("GET", "/devices"): _access(D, technician="own"),
-    ("GET", "/devices/{device_id}"): _access(D, technician="device"),
-    ("GET", "/devices/{device_id}/telemetry"): _access(D, technician="device"),
+    ("GET", "/devices"): _access(D, technician="own", customer="own"),
+    ("GET", "/devices/{device_id}"): _access(D, technician="device", customer="device"),
+    ("GET", "/devices/{device_id}/telemetry"): _access(D, technician="device", customer="device"),
     # a device's broker credentials, issued at registration and rotated (shown once): who registers devices
     ("POST", "/devices/{device_id}/credentials"): _access(D),
     ("GET", "/fleet/summary"): _access(D, M),
@@ -207,14 +231,14 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     # customers (a marketer's answers carry no contact details: customers/ masks them)
     ("POST", "/customers"): _access(D),
     ("GET", "/customers"): _access(D, M),
-    ("GET", "/customers/{customer_id}"): _access(D, M, technician="customer"),
+    ("GET", "/customers/{customer_id}"): _access(D, M, technician="customer", customer="customer"),
     ("PATCH", "/customers/{customer_id}"): _access(D),
     ("DELETE", "/customers/{customer_id}"): ADMIN,
     ("GET", "/customers/{customer_id}/360"): _access(D, M),
     ("POST", "/customers/{customer_id}/consents"): _access(D),
     ("POST", "/customers/{customer_id}/marketing-objection"): _access(D),
     ("GET", "/customers/{customer_id}/consents/history"): _access(D, M),
-    ("GET", "/customers/{customer_id}/membership"): _access(D, M),
+    ("GET", "/customers/{customer_id}/membership"): _access(D, M, customer="customer"),
     ("POST", "/customers/{customer_id}/points/spend"): _access(D, M),
     ("POST", "/customers/{customer_id}/purchases"): _access(D),
     # the page an e-mail's unsubscribe link opens: its token is the customer's unsubscribe token, not a bearer
@@ -243,14 +267,15 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("GET", "/technicians/{technician_id}"): _access(D, technician="technician"),
     ("GET", "/call-tasks"): _access(D, technician="own"),
     ("POST", "/call-tasks/{task_id}/outcome"): _access(D),
-    # offers: marketers run them; the hotline (dispatchers) looks up and redeems a customer's code
+    # offers: marketers run them; the hotline (dispatchers) looks up and redeems a customer's code; a customer
+    # their own codes (offers/ narrows a customer's list, look-up and redemption to them: another's code is a 404)
     ("GET", "/offer-templates"): _access(D, M),
     ("POST", "/offer-templates"): _access(M),
     ("GET", "/offer-templates/{code}"): _access(D, M),
     ("PUT", "/offer-templates/{code}"): _access(M),
-    ("GET", "/offers"): _access(D, M),
-    ("GET", "/offers/{code}"): _access(D, M),
-    ("POST", "/offers/{code}/redeem"): _access(D, M, rate="redeem"),
+    ("GET", "/offers"): _access(D, M, customer="own"),
+    ("GET", "/offers/{code}"): _access(D, M, customer="own"),
+    ("POST", "/offers/{code}/redeem"): _access(D, M, customer="own", rate="redeem"),
     ("GET", "/reports/offers"): _access(M),
     ("GET", "/outbox"): _access(M),
     ("POST", "/webhooks"): ADMIN,
@@ -290,6 +315,18 @@ def technician_may_see(conn: Connection, caller: Caller, scope: TechnicianScope,
     query = {"device": "technician_has_device", "detection": "technician_has_detection",
              "customer": "technician_has_customer", "order": "technician_has_order"}[scope]
     return fetch_value(conn, QUERIES[query], {"technician_id": caller.technician_id, "value": key}) is not None
+
+
+def customer_may_see(conn: Connection, caller: Caller, scope: CustomerScope, value: str) -> bool:
+    """Whether the object a path names is the customer's own: themselves, or a device they own."""
+    if caller.customer_id is None:
+        return False
+    if scope == "own":
+        return True
+    if scope == "customer":
+        return value == str(caller.customer_id)
+    return fetch_value(conn, QUERIES["customer_has_device"],
+                       {"customer_id": caller.customer_id, "value": value}) is not None
 
 
 def technician_device_ids(conn: Connection, technician_id: int | None) -> list[str]:

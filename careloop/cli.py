@@ -401,6 +401,7 @@ def cmd_token(args: argparse.Namespace) -> int:
                       file=sys.stderr)
             else:
                 print(create_token(conn, role=args.role, name=args.name, technician_id=args.technician_id,
+                                   customer_id=args.customer_id,
                                    expires_in=dt.timedelta(seconds=args.expires_in.seconds), created_by="cli"))
     except (ValueError, LookupError) as error:
         print(f"careloop token: {str(error).strip(chr(39))}", file=sys.stderr)
@@ -411,12 +412,16 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def print_tokens(tokens) -> None:
-    """One token a line: id, prefix, role, name, technician, expiry, revocation; never the token itself."""
-    print(f"{'id':>5}  {'prefix':<14} {'role':<11} {'name':<24} {'tech':>5}  {'expires (UTC)':<16}  revoked")
+    """One token a line: id, prefix, role, name, the technician or customer it names, expiry, revocation; never the
+    token itself."""
+    print(f"{'id':>5}  {'prefix':<14} {'role':<11} {'name':<24} {'of':>7}  {'expires (UTC)':<16}  revoked")
     for token in tokens:
         revoked = f"{token.revoked_at:%Y-%m-%d %H:%M} by {token.revoked_by}" if token.revoked_at else "-"
+        # technician 4 is "t4", customer 17 is "c17"
+        of = (f"t{token.technician_id}" if token.technician_id else f"c{token.customer_id}" if token.customer_id
+              else "-")
         print(f"{token.id:>5}  {(token.prefix or '?') + '...':<14} {token.role:<11} {token.name[:24]:<24} "
-              f"{token.technician_id or '-':>5}  {token.expires_at:%Y-%m-%d %H:%M}  {revoked}")
+              f"{of:>7}  {token.expires_at:%Y-%m-%d %H:%M}  {revoked}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -614,6 +619,11 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument(
         "--technician-id", type=at_least(1), default=None,
         help="with --role technician: the technician (GET /technicians)",
+    )
+    token.add_argument(
+        "--customer-id", type=at_least(1), default=None,
+        help="with --role customer (required): the customer the token is bound to; it sees only their own "
+        "profile, devices, offers and coupons",
     )
     token.add_argument("--expires-in", type=duration, default=duration("90d"),
                        help="how long the token is valid, e.g. 30d, 12h (default 90d, at most 3650d)")

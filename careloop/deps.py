@@ -21,7 +21,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator
 
 from careloop.auth import Caller as CallerIdentity
-from careloop.auth import TokenRefused, access_to, caller_of_token, refusal, set_actor, technician_may_see
+from careloop.auth import (
+    TokenRefused,
+    access_to,
+    caller_of_token,
+    customer_may_see,
+    refusal,
+    set_actor,
+    technician_may_see,
+)
 from careloop.db import BIGINT_MAX, BIGINT_MIN, Connection, Database, SessionLimits
 
 bearer = HTTPBearer(auto_error=False)
@@ -214,7 +222,7 @@ def get_caller(
 
 Caller = Annotated[CallerIdentity, Depends(get_caller)]
 
-# The path parameter that names the object a technician's scope checks.
+# The path parameter that names the object a technician's or a customer's scope checks.
 SCOPE_PARAMETERS = {"device": "device_id", "detection": "detection_id", "customer": "customer_id",
                     "order": "order_id", "technician": "technician_id"}
 
@@ -224,8 +232,8 @@ def authorize(
 ) -> CallerIdentity | None:
     """The permission table (careloop.auth.PERMISSIONS), enforced for every route the app includes: a token
     (unless the operation is public), a role that may do this (else 403 naming the roles that may), a path that
-    names an object of the technician's for a technician (else 404, as for an id that does not exist), and the
-    operation's rate limit (else 429)."""
+    names an object of the technician's for a technician, and of the customer's own for a customer (else 404, as
+    for an id that does not exist), and the operation's rate limit (else 429)."""
     route = request.scope.get("route")
     path = getattr(route, "path", request.url.path)
     access = access_to(request.method, path)
@@ -237,16 +245,19 @@ def authorize(
     caller = get_caller(request, credentials)
     if not access.admits(caller.role):
         raise HTTPException(403, refusal(caller.role, access))
-    if caller.role == "technician" and access.technician is not None:
-        parameter = SCOPE_PARAMETERS.get(access.technician)
+    scope = {"technician": access.technician, "customer": access.customer}.get(caller.role)
+    if scope is not None:
+        parameter = SCOPE_PARAMETERS.get(scope)
         value = request.path_params.get(parameter) if parameter else None
         if parameter is None:
-            allowed = caller.technician_id is not None or request.method == "GET"
+            # "own": the handler narrows; a technician token naming no technician may only read (nothing)
+            allowed = caller.role == "customer" or caller.technician_id is not None or request.method == "GET"
         else:
+            may_see = technician_may_see if caller.role == "technician" else customer_may_see
             with request.app.state.database.transaction() as conn:
-                allowed = technician_may_see(conn, caller, access.technician, str(value))
+                allowed = may_see(conn, caller, scope, str(value))
         if not allowed:
-            thing = access.technician if parameter else "such thing"
+            thing = scope if parameter else "such thing"
             raise HTTPException(404, f"no {thing} {value}" if parameter else f"no {thing} for this token")
     if access.rate is not None:
         count_against(request, caller, access.rate)

@@ -285,6 +285,12 @@ WHERE EXISTS (
 -- Points spent keep their amounts; the reason (free text) goes.
 UPDATE points_spent SET reason = 'erased' WHERE customer_id = %(customer_id)s
 
+-- name: erase_tokens --
+-- The person's own API tokens stop working at once, and their names (often the person's) go.
+UPDATE api_tokens SET name = 'erased customer', revoked_at = coalesce(revoked_at, %(at)s),
+       revoked_by = coalesce(revoked_by, 'erasure')
+WHERE customer_id = %(customer_id)s
+
 -- name: erase_profile --
 -- The profile: an anonymous stub with its id, so what refers to it still counts.
 UPDATE customers SET name = 'erased customer', phone = NULL, email = NULL, birthday = NULL, timezone = 'UTC',

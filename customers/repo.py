@@ -215,7 +215,7 @@ def customer_erased_at(conn: Connection, *, customer_id: int) -> tuple[bool, dt.
 
 
 ERASURE_STEPS = ("erase_devices", "erase_consents", "erase_outbox", "erase_offers", "erase_call_tasks",
-                 "erase_order_texts", "erase_quarantine", "erase_points", "erase_profile")
+                 "erase_order_texts", "erase_quarantine", "erase_points", "erase_tokens", "erase_profile")
 
 
 def erase_customer(conn: Connection, *, customer_id: int, email: str, phone: str, marks: list[str],

@@ -44,7 +44,12 @@ def list_devices(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[DeviceRead]:
-    """Devices, filtered; a technician's token lists only the devices of orders assigned to them."""
+    """Devices, filtered; a technician's token lists only the devices of orders assigned to them, a customer's
+    only the devices they own."""
+    if caller.role == "customer":
+        if owner is not None and owner != caller.customer_id:
+            return Page[DeviceRead](items=[], total=0)
+        owner = caller.customer_id
     if caller.role == "technician":
         return technicians_devices(conn, caller, kind=kind, model=model, region=region, owner=owner, online=online,
                                    q=q, limit=limit, offset=offset)

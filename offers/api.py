@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse
 
-from careloop.deps import Conn, Moment, Offset, RowId, require
+from careloop.deps import Caller, Conn, Moment, Offset, RowId, require
 from careloop.errors import EVERY_ROUTE, ErrorMessage, NotFound, answers
 from careloop.pages import Page
 from customers import service as customers_service
@@ -46,10 +46,17 @@ Name = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
 CustomerId = Annotated[int | None, Query(ge=1, le=2**63 - 1)]
 MARKETING = require("marketer")
 DESK = require("marketer", "dispatcher")
+# A customer's token looks up and redeems its own codes only: these handlers narrow it to them.
+DESK_OR_OWNER = require("marketer", "dispatcher", "customer")
 
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def own_customer(caller: Caller) -> int | None:
+    """The customer a customer's token is bound to (what it may see of offers), None for staff."""
+    return caller.customer_id if caller.role == "customer" else None
 
 
 @router.get("/offer-templates", dependencies=[DESK], responses=answers(403))
@@ -78,9 +85,10 @@ def update_template(code: TemplateCode, template: TemplateCreate, conn: Conn) ->
     return service.update_template(conn, code, template)
 
 
-@router.get("/offers", dependencies=[DESK], responses=answers(403))
+@router.get("/offers", dependencies=[DESK_OR_OWNER], responses=answers(403))
 def list_offers(
     conn: Conn,
+    caller: Caller,
     customer_id: CustomerId = None,
     status: OfferStatus | None = None,
     template: Name = None,
@@ -90,24 +98,30 @@ def list_offers(
     offset: Offset = 0,
 ) -> Page[OfferRead]:
     """Offers and coupons, newest first, each with its `code`, `status` and the reason for it (why it is held or
-    blocked, when it goes out)."""
+    blocked, when it goes out). A customer's token lists only the customer's own, whatever `customer_id` asks."""
+    if caller.role == "customer":
+        if customer_id is not None and customer_id != caller.customer_id:
+            return Page[OfferRead](items=[], total=0)
+        customer_id = caller.customer_id
     return service.list_offers(conn, customer_id=customer_id, status=status, template=template, rule_id=rule_id,
                                device_id=device_id, limit=limit, offset=offset)
 
 
-@router.get("/offers/{code}", dependencies=[DESK], responses=answers(403, 404))
-def get_offer(code: Code, conn: Conn) -> OfferRead:
-    return service.get_offer(conn, code)
+@router.get("/offers/{code}", dependencies=[DESK_OR_OWNER], responses=answers(403, 404))
+def get_offer(code: Code, conn: Conn, caller: Caller) -> OfferRead:
+    """An offer by its code; a customer's token finds only the customer's own (another's: 404)."""
+    return service.get_offer(conn, code, customer_id=own_customer(caller))
 
 
 @router.post(
-    "/offers/{code}/redeem", dependencies=[DESK],
+    "/offers/{code}/redeem", dependencies=[DESK_OR_OWNER],
     responses={**answers(403, 404, 409), 410: {"model": ErrorMessage, "description": "The code has expired"}},
 )
-def redeem(code: Code, redemption: Redemption, conn: Conn) -> OfferRead:
+def redeem(code: Code, redemption: Redemption, conn: Conn, caller: Caller) -> OfferRead:
     """Redeem a code once, for the customer it was issued to: another customer's code is a 403, a second redeem a
-    409, an expired code a 410. What was paid goes into the customer's spend (tier and points follow)."""
-    return service.redeem(conn, code, redemption, now=now())
+    409, an expired code a 410. What was paid goes into the customer's spend (tier and points follow). A
+    customer's token redeems only the customer's own codes (another's: 404)."""
+    return service.redeem(conn, code, redemption, now=now(), only_customer=own_customer(caller))
 
 
 @router.get("/reports/offers", dependencies=[MARKETING], responses=answers(403))

@@ -403,8 +403,10 @@ def get_offer_by_id(conn: Connection, offer_id: int) -> OfferRead:
     return found[0]
 
 
-def get_offer(conn: Connection, code: str) -> OfferRead:
-    found = repo.list_offers(conn, code=normalise_code(code), limit=1).items
+def get_offer(conn: Connection, code: str, *, customer_id: int | None = None) -> OfferRead:
+    """The offer with a code (as a person may type it); with `customer_id`, only one of that customer's: another's
+    is not found, as a code that does not exist."""
+    found = repo.list_offers(conn, code=normalise_code(code), customer_id=customer_id, limit=1).items
     if not found:
         raise NotFound("no offer with that code")
     return found[0]
@@ -418,12 +420,15 @@ def list_offers(conn: Connection, *, limit: int = 100, offset: int = 0, **filter
 # ---------------------------------------------------------------- redemption and expiry
 
 
-def redeem(conn: Connection, code: str, redemption: Redemption, *, now: dt.datetime) -> OfferRead:
+def redeem(
+    conn: Connection, code: str, redemption: Redemption, *, now: dt.datetime, only_customer: int | None = None
+) -> OfferRead:
     """Redeem a code once, for the customer it was issued to: another customer's code is a 403, a second redeem a
     409, an expired code a 410, one never sent (held, blocked) a 409 saying why. What was paid goes into the
-    customer's spend (tiers and points follow)."""
+    customer's spend (tiers and points follow). With `only_customer` (a customer's own token) another's code is
+    not found, as a code that does not exist."""
     offer = repo.lock_offer_by_code(conn, code=normalise_code(code))
-    if offer is None:
+    if offer is None or (only_customer is not None and offer["customer_id"] != only_customer):
         raise NotFound("no offer with that code")
     if offer["customer_id"] != redemption.customer_id:
         raise NotYours("this code was issued to another customer")

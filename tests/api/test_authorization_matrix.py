@@ -16,14 +16,16 @@ from careloop.app import create_app
 from careloop.auth import access_to, create_token
 from careloop.db import fetch_all, fetch_value
 from careloop.mqtt import events_topic
+from offers import service as offers_service
 from rules.engine import Engine
 from tests.factories import make_customer, make_device
 from tests.helpers import event, inbound, store
 
 pytestmark = pytest.mark.integration
 ADMIN_TOKEN = "admin-token-for-the-matrix-0123456789"
-ROLES = ("admin", "dispatcher", "marketer", "technician", "technician-without-technician")
-# Words only the foreign customer, device and technician carry: none may appear in a technician's answer.
+ROLES = ("admin", "dispatcher", "marketer", "technician", "technician-without-technician", "customer")
+# Words only the foreign customer, device and technician carry: none may appear in a technician's or the own
+# customer's answer (nor the foreign customer's offer code: World.foreign_code).
 FOREIGN_MARKERS = ("Foreign Owner", "foreign.owner@example.com", "+86 131 9999 0000", "RH-FOREIGN", "Ma Foreign")
 OWN_MARKERS = ("Own Owner", "own.owner@example.com", "+86 137 1111 0000", "RH-OWN", "Liu Own")
 # Contact details of both customers: none may appear in a marketer's answer (customers/ masks them).
@@ -58,11 +60,21 @@ class World:
     own: dict[str, str]
     foreign: dict[str, str]
 
+    @property
+    def foreign_code(self) -> str:
+        return self.foreign["code"]
+
+
+# Operations whose empty body would be refused before the handler narrows (422): a body that reaches it, so that
+# another's object is probed for real.
+BODIES = {("POST", "/offers/{code}/redeem"): lambda values: {"customer_id": int(values["customer_id"])}}
+
 
 @pytest.fixture
 def world(database, conn) -> World:
-    """Two customers with a device each, each device with an order: the own one assigned to the technician whose
-    token is tested, the foreign one to another; a detection on each device."""
+    """Two customers with a device and an offer each, each device with an order: the own one assigned to the
+    technician whose token is tested, the foreign one to another; a detection on each device. The own customer's
+    token is the customer token tested."""
     client = TestClient(create_app(database, admin_token=ADMIN_TOKEN, mqtt_url=None))
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     own_owner = make_customer(conn, name="Own Owner", email="own.owner@example.com", phone="+86 137 1111 0000")
@@ -95,9 +107,11 @@ def world(database, conn) -> World:
         assert assigned.status_code == 200, assigned.text
         detection_id = fetch_value(conn, "SELECT id FROM detections WHERE device_id = %s", (device_id,))
         assert detection_id is not None
+        offer = offers_service.issue_offer(conn, template_code="member-cleaning", customer_id=customer.id,
+                                           device_id=device_id, key=f"matrix:{side}", now=now).offer
         ids[side] = {
             "device_id": device_id, "customer_id": str(customer.id), "order_id": str(order.json()["id"]),
-            "detection_id": str(detection_id), "technician_id": str(technicians[technician]),
+            "detection_id": str(detection_id), "technician_id": str(technicians[technician]), "code": offer.code,
         }
     conn.commit()
     with database.transaction() as writer:
@@ -109,10 +123,12 @@ def world(database, conn) -> World:
             writer, role="technician", name="Liu Own", technician_id=int(ids["own"]["technician_id"]))}
         headers["technician-without-technician"] = {"Authorization": "Bearer " + create_token(
             writer, role="technician", name="nobody in particular")}
+        headers["customer"] = {"Authorization": "Bearer " + create_token(
+            writer, role="customer", name="own owner's app", customer_id=int(ids["own"]["customer_id"]))}
     headers["admin"] = admin
-    # Ids that are not objects of anyone's (rules, codes, tokens): the same on both sides. Deletions always get an
-    # id that does not exist, so the matrix changes nothing it later reads.
-    shared = {"rule_id": "hood-stall", "code": "NO-SUCH-CODE", "task_id": UNKNOWN, "token_id": UNKNOWN,
+    # Ids that are not objects of anyone's (rules, tokens): the same on both sides. Deletions always get an id
+    # that does not exist, so the matrix changes nothing it later reads.
+    shared = {"rule_id": "hood-stall", "task_id": UNKNOWN, "token_id": UNKNOWN,
               "endpoint_id": UNKNOWN, "token": "no-such-unsubscribe-token"}
     return World(client, headers, {**ids["own"], **shared}, {**ids["foreign"], **shared})
 
@@ -150,11 +166,16 @@ def test_every_route_answers_each_role_as_the_permission_table_says(world: World
                 params = ({"device_id": values["device_id"], "customer_id": values["customer_id"]}
                           if method == "GET" and "{" not in path else None)
                 body = {} if method in ("POST", "PUT", "PATCH") else None
+                if (method, path) in BODIES:
+                    body = BODIES[method, path](values)
                 headers = world.headers[role]
                 answer = client.request(method, url, headers=headers, params=params, json=body)
                 what = f"{role} {method} {url} ({side})"
                 token_role = "technician" if role.startswith("technician") else role
-                scoped = access.technician not in (None, "own") and token_role == "technician"
+                # a customer's operation that names an object: theirs or a 404, whether the table checks it (a
+                # device, themselves) or the handler narrows it ("own": an offer's code)
+                scoped = ((access.technician not in (None, "own") and token_role == "technician")
+                          or (access.customer is not None and "{" in path and token_role == "customer"))
                 if answer.status_code >= 500:
                     failures.append(f"{what}: {answer.status_code} {answer.text[:200]}")
                 elif access.public:
@@ -177,8 +198,9 @@ def test_every_route_answers_each_role_as_the_permission_table_says(world: World
                     shown = [detail for detail in CONTACT_DETAILS if detail in answer.text]
                     if shown:
                         failures.append(f"{what}: a marketer was shown contact details {shown}")
-                if token_role == "technician":
-                    markers = FOREIGN_MARKERS if role == "technician" else FOREIGN_MARKERS + OWN_MARKERS
+                if token_role in ("technician", "customer"):
+                    markers = (FOREIGN_MARKERS + (world.foreign_code,) if role in ("technician", "customer")
+                               else FOREIGN_MARKERS + OWN_MARKERS)
                     # a refusal may repeat the id it was asked about: that is the caller's, not data
                     echoed = url if answer.status_code in (403, 404) else ""
                     leaked = [marker for marker in markers if marker in answer.text and marker not in echoed]

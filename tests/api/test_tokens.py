@@ -36,7 +36,8 @@ def test_whoami_names_the_role_the_person_the_technician_and_the_expiry(client, 
     expires = dt.datetime.fromisoformat(answer["expires_at"])
     assert dt.timedelta(days=29) < expires - dt.datetime.now(dt.UTC) <= dt.timedelta(days=30)
     admin = client.get("/whoami", headers=bearer(ADMIN)).json()
-    assert admin == {"role": "admin", "name": "admin", "technician_id": None, "expires_at": None}
+    assert admin == {"role": "admin", "name": "admin", "technician_id": None, "customer_id": None,
+                     "expires_at": None}
 
 
 def test_an_expired_token_is_a_401_saying_so(client, database) -> None:
