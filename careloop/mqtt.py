@@ -154,6 +154,7 @@ ADMIN_ROLE = "careloop-broker-admin"
 # Device ids with this prefix are refused: a device named like a service account, or like an ingester's client id
 # (`careloop-<name>`), could otherwise take its place.
 RESERVED_PREFIX = "careloop"
+BENCH_TREE = "careloop-bench/#"
 DYNSEC_ITERATIONS = 101  # the plugin's own default (PW_DEFAULT_ITERATIONS)
 DYNSEC_SALT_BYTES = 12  # the plugin refuses any other length when it loads its file
 DYNSEC_PLUGIN_PATHS = (
@@ -201,6 +202,11 @@ def service_acls() -> list[dict[str, object]]:
         # The broker's own figures, for health checks and monitoring.
         _acl("subscribePattern", "$SYS/#"),
         _acl("publishClientReceive", "$SYS/#"),
+        # `careloop bench ingest` measures the broker alone on a tree of its own that no ingester reads.
+        _acl("publishClientSend", BENCH_TREE),
+        _acl("subscribePattern", BENCH_TREE),
+        _acl("unsubscribePattern", BENCH_TREE),
+        _acl("publishClientReceive", BENCH_TREE),
     ]
 
 
@@ -405,6 +411,16 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
+def refresh_service_roles(path: Path) -> None:
+    """Bring the service and admin roles of an existing plugin file up to this version's (devices, their roles and
+    every password are kept). Only while no broker runs on the file: a running one overwrites it."""
+    config = json.loads(path.read_text())
+    ours = {SERVICE_ROLE: service_acls(), ADMIN_ROLE: admin_acls()}
+    roles = [role for role in config.get("roles", []) if role.get("rolename") not in ours]
+    config["roles"] = [{"rolename": name, "acls": acls} for name, acls in ours.items()] + roles
+    _write_private(path, json.dumps(config, indent=2))
+
+
 def broker_accounts_for(data_dir: Path) -> dict[str, str]:
     """The service and admin passwords of a broker whose plugin keeps its file in `data_dir`, chosen at random and
     written there (with the plugin's first file) the first time; the same ones afterwards."""
@@ -412,6 +428,7 @@ def broker_accounts_for(data_dir: Path) -> dict[str, str]:
     try:
         accounts = json.loads(accounts_file.read_text())
         if (data_dir / DYNSEC_FILE).exists() and {SERVICE_USER, ADMIN_USER} <= accounts.keys():
+            refresh_service_roles(data_dir / DYNSEC_FILE)
             return accounts
     except (FileNotFoundError, ValueError):
         pass
@@ -425,7 +442,7 @@ def broker_accounts_for(data_dir: Path) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     """`python -m careloop.mqtt init FILE`: the plugin's first file, with the passwords of
     CARELOOP_MQTT_SERVICE_PASSWORD and CARELOOP_MQTT_ADMIN_PASSWORD; a file already there is kept (it holds the
-    devices' accounts) unless --force."""
+    devices' accounts; only the service roles are brought up to date) unless --force."""
     import argparse
     import sys
 
@@ -448,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         passwords[account] = value
     if args.file.exists() and not args.force:
-        print(f"{args.file} exists: kept (it holds the devices' accounts)")
+        refresh_service_roles(args.file)
+        print(f"{args.file} exists: kept (it holds the devices' accounts); the service roles brought up to date")
     else:
         write_dynsec_file(args.file, service_password=passwords[SERVICE_USER], admin_password=passwords[ADMIN_USER])
         print(f"{args.file} written: accounts {SERVICE_USER} and {ADMIN_USER}, no device yet")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from careloop.mqtt import ADMIN_USER, SERVICE_USER, dynsec_password_matches, main
+from careloop.mqtt import ADMIN_USER, SERVICE_USER, admin_acls, dynsec_password_matches, main, service_acls
 
 SERVICE_PASSWORD = "service-password-0123456789"
 ADMIN_PASSWORD = "admin-password-0123456789"
@@ -33,11 +33,19 @@ def test_init_writes_the_two_accounts_and_denies_everything_else_by_default(tmp_
     assert target.stat().st_mode & 0o077 == 0, "the file is readable by its owner only"
 
 
-def test_init_keeps_a_file_that_holds_devices(tmp_path, passwords, capsys) -> None:
+def test_init_keeps_a_file_that_holds_devices_and_brings_the_service_roles_up_to_date(tmp_path, passwords,
+                                                                                      capsys) -> None:
     target = tmp_path / "dynamic-security.json"
-    target.write_text('{"clients": [{"username": "RH-1"}]}')
+    target.write_text(json.dumps({
+        "clients": [{"username": "RH-1", "roles": [{"rolename": "device:RH-1"}]}],
+        "roles": [{"rolename": "careloop-service", "acls": []}, {"rolename": "device:RH-1", "acls": ["kept"]}],
+    }))
     assert main(["init", str(target)]) == 0
-    assert "RH-1" in target.read_text()
+    config = json.loads(target.read_text())
+    assert config["clients"] == [{"username": "RH-1", "roles": [{"rolename": "device:RH-1"}]}]
+    roles = {role["rolename"]: role["acls"] for role in config["roles"]}
+    assert roles["device:RH-1"] == ["kept"] and roles["careloop-service"] == service_acls()
+    assert roles["careloop-broker-admin"] == admin_acls()
     assert "kept" in capsys.readouterr().out
 
 

@@ -86,7 +86,7 @@ def test_a_device_may_subscribe_to_nothing(shipped_broker: ShippedBroker) -> Non
     try:
         filters = ["#", "careloop/v1/devices/+/telemetry", telemetry_topic(other), telemetry_topic(device_id),
                    f"$share/{INGEST_GROUP}/careloop/v1/devices/+/telemetry", "$share/mine/#",
-                   "$CONTROL/dynamic-security/v1/response", "$SYS/#"]
+                   "$CONTROL/dynamic-security/v1/response", "$SYS/#", "careloop-bench/#"]
         probe.client.subscribe([(topic, 1) for topic in filters])
         assert probe.subscribed.wait(5)
         assert probe.suback == [False] * len(filters)
@@ -214,3 +214,17 @@ def test_removing_a_device_closes_its_connection_and_its_account(shipped_broker:
     assert connected.disconnected.wait(5)
     connected.client.loop_stop()
     assert connect(shipped_broker.port, username=device_id, password=password, client_id=device_id).refused
+
+
+def test_the_service_account_may_use_the_benchmarks_tree_and_nothing_outside_careloops(
+    shipped_broker: ShippedBroker,
+) -> None:
+    service = _service(shipped_broker, "careloop-bench/raw/+/telemetry")
+    try:
+        service.client.publish("careloop-bench/raw/RH-B1/telemetry", b"{}", qos=1)
+        assert _wait_for(lambda: service.received == ["careloop-bench/raw/RH-B1/telemetry"])
+        service.client.subscribe([("#", 1), ("elsewhere/#", 1), ("$CONTROL/dynamic-security/v1/response", 1)])
+        assert _wait_for(lambda: len(service.suback) == 4)
+        assert service.suback[1:] == [False, False, False]
+    finally:
+        service.stop()
