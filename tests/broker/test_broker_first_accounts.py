@@ -58,7 +58,9 @@ def test_init_refuses_a_missing_or_short_password_naming_it(tmp_path, passwords,
     assert not (tmp_path / "dynamic-security.json").exists()
 
 
-def test_the_embedded_mosquitto_hands_out_the_service_account_and_keeps_the_issuer_for_its_home(tmp_path) -> None:
+def test_the_embedded_mosquitto_hands_out_the_service_account_and_keeps_the_issuer_for_its_home(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import shutil
 
     from careloop import embedded
@@ -66,6 +68,7 @@ def test_the_embedded_mosquitto_hands_out_the_service_account_and_keeps_the_issu
 
     if shutil.which("mosquitto") is None or find_dynsec_plugin() is None:
         pytest.skip("no mosquitto with its dynamic-security plugin on this machine")
+    monkeypatch.setenv(embedded.BROKER_CHOICE_VARIABLE, "mosquitto")  # whichever the run's other tests use
     home = tmp_path / "home"
     url = embedded.start_broker(home, preferred_port=None)
     try:
