@@ -17,6 +17,8 @@ import paho.mqtt.client as mqtt
 import psycopg2
 import yaml
 from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -297,8 +299,12 @@ def body_problem(body: bytes, content_type: str) -> InputProblem | None:
         return query_problem(body, location="body")
     yaml_declared = "yaml" in content_type
     try:
-        # exactly as json.loads reads bytes, so a UTF-8-encoded surrogate is seen as the surrogate it becomes
-        text = body.decode(json.detect_encoding(body), "surrogatepass")
+        # UTF-8 only (json.loads would also take UTF-16 and UTF-32), read as json.loads reads bytes, so a
+        # UTF-8-encoded surrogate is seen as the surrogate it becomes
+        encoding = json.detect_encoding(body)
+        if encoding not in ("utf-8", "utf-8-sig"):
+            raise UnicodeDecodeError(encoding, body[:4], 0, 1, "not UTF-8")
+        text = body.decode(encoding, "surrogatepass")
     except UnicodeDecodeError:
         if not yaml_declared:
             return InputProblem(("body",), "not valid UTF-8", "unicode_error")
@@ -405,20 +411,7 @@ class WhoAmI(BaseModel):
     expires_at: dt.datetime | None
 
 
-class TokenRead(BaseModel):
-    """A token as listed: never the token itself, only its first characters (`prefix`)."""
-
-    id: int
-    prefix: str | None
-    role: str
-    name: str
-    technician_id: int | None
-    customer_id: int | None
-    created_at: dt.datetime
-    created_by: str | None
-    expires_at: dt.datetime
-    revoked_at: dt.datetime | None
-    revoked_by: str | None
+TokenRead = auth.TokenInfo
 
 
 class TokenCreate(BaseModel):
@@ -447,7 +440,7 @@ def whoami(caller: Caller) -> WhoAmI:
 def list_tokens(conn: Conn, revoked: bool = True) -> Page[TokenRead]:
     """Every token issued, newest first, with its role, name, expiry and revocation; never the token itself.
     `revoked=false` leaves revoked ones out."""
-    return whole([TokenRead(**vars(info)) for info in auth.list_tokens(conn, include_revoked=revoked)])
+    return whole(auth.list_tokens(conn, include_revoked=revoked))
 
 
 @access_router.post("/tokens", status_code=201, responses=answers(403, 422))
@@ -463,14 +456,14 @@ def create_token(request: TokenCreate, conn: Conn, caller: Caller) -> TokenCreat
                  else "expires_in")
         raise HTTPException(422, f"{field}: {error}") from None
     info = next(info for info in auth.list_tokens(conn) if info.prefix == token[: auth.PREFIX_LENGTH])
-    return TokenCreated(**vars(info), token=token)
+    return TokenCreated(**info.model_dump(), token=token)
 
 
 @access_router.delete("/tokens/{token_id}", responses=answers(403, 404))
 def revoke_token(token_id: RowId, conn: Conn, caller: Caller) -> TokenRead:
     """Revoke a token at once: its next request is a 401 saying it was revoked. Revoking twice changes nothing."""
     try:
-        return TokenRead(**vars(auth.revoke_token(conn, token_id, by=caller.name)))
+        return auth.revoke_token(conn, token_id, by=caller.name)
     except LookupError:
         raise HTTPException(404, f"no token {token_id}") from None
 
@@ -501,6 +494,13 @@ def create_app(
         dsn, per_role=app.state.limits.backtests_per_role, timeout_s=app.state.limits.backtest_timeout_s,
         what="reports",
     )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler turns the input into text as UTF-8 and fails (a 500) on a body of other bytes
+        # sent as text/plain: here bytes are shown as text whatever they hold.
+        readable = jsonable_encoder(error.errors(), custom_encoder={bytes: lambda raw: raw.decode("utf-8", "replace")})
+        return JSONResponse({"detail": readable}, status_code=422)
 
     @app.exception_handler(DomainError)
     async def domain_error(_request: Request, error: DomainError) -> JSONResponse:

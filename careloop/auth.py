@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict
+
 from careloop.db import BIGINT_MAX, BIGINT_MIN, Connection, execute, fetch_all, fetch_one, fetch_value, load_queries
 
 QUERIES = load_queries(Path(__file__).with_name("auth.sql"))
@@ -47,9 +49,11 @@ class TokenRefused(Exception):
     """A token that is known but no longer admitted: expired or revoked (the message says which, and when)."""
 
 
-@dataclass(frozen=True)
-class TokenInfo:
-    """A token as an admin sees it in a list: never the token itself."""
+class TokenInfo(BaseModel):
+    """A token as an admin sees it in a list (and GET /tokens answers it): never the token itself, only its first
+    characters (`prefix`)."""
+
+    model_config = ConfigDict(frozen=True)
 
     id: int
     prefix: str | None
@@ -239,7 +243,7 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("POST", "/customers/{customer_id}/marketing-objection"): _access(D),
     ("GET", "/customers/{customer_id}/consents/history"): _access(D, M),
     ("GET", "/customers/{customer_id}/membership"): _access(D, M, customer="customer"),
-    ("POST", "/customers/{customer_id}/points/spend"): _access(D, M),
+    ("POST", "/customers/{customer_id}/points/spend"): _access(D),
     ("POST", "/customers/{customer_id}/purchases"): _access(D),
     # the page an e-mail's unsubscribe link opens: its token is the customer's unsubscribe token, not a bearer
     ("GET", "/unsubscribe/{token}"): PUBLIC,
@@ -275,7 +279,9 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("PUT", "/offer-templates/{code}"): _access(M),
     ("GET", "/offers"): _access(D, M, customer="own"),
     ("GET", "/offers/{code}"): _access(D, M, customer="own"),
-    ("POST", "/offers/{code}/redeem"): _access(D, M, customer="own", rate="redeem"),
+    # redeemed at the till or the visit (the hotline), or by the customer; never by a marketer, whose redemption
+    # would book spend and points to anyone
+    ("POST", "/offers/{code}/redeem"): _access(D, customer="own", rate="redeem"),
     ("GET", "/reports/offers"): _access(M),
     ("GET", "/outbox"): _access(M),
     ("POST", "/webhooks"): ADMIN,

@@ -37,22 +37,29 @@ SELECT id, prefix FROM api_tokens WHERE prefix = %(prefix)s OR starts_with(prefi
 UPDATE api_tokens SET revoked_at = now(), revoked_by = %(by)s WHERE id = %(id)s AND revoked_at IS NULL
 
 -- name: technician_devices --
--- The devices of the orders assigned to a technician.
-SELECT DISTINCT device_id FROM service_orders WHERE technician_id = %(technician_id)s ORDER BY device_id
+-- The devices of the open orders assigned to a technician.
+SELECT DISTINCT device_id FROM service_orders
+WHERE technician_id = %(technician_id)s AND status NOT IN ('completed', 'cancelled')
+ORDER BY device_id
 
 -- name: technician_has_device --
--- Whether a device is on an order assigned to the technician.
-SELECT 1 FROM service_orders WHERE technician_id = %(technician_id)s AND device_id = %(value)s LIMIT 1
+-- Whether a device is on an open order assigned to the technician (the visit over, access ends).
+SELECT 1 FROM service_orders
+WHERE technician_id = %(technician_id)s AND device_id = %(value)s AND status NOT IN ('completed', 'cancelled')
+LIMIT 1
 
 -- name: technician_has_detection --
--- Whether a detection is about a device on an order assigned to the technician.
+-- Whether a detection is about a device on an open order assigned to the technician.
 SELECT 1 FROM detections d
 WHERE d.id = %(value)s
-  AND EXISTS (SELECT 1 FROM service_orders o WHERE o.technician_id = %(technician_id)s AND o.device_id = d.device_id)
+  AND EXISTS (SELECT 1 FROM service_orders o WHERE o.technician_id = %(technician_id)s AND o.device_id = d.device_id
+                                                AND o.status NOT IN ('completed', 'cancelled'))
 
 -- name: technician_has_customer --
--- Whether a customer is the customer of an order assigned to the technician.
-SELECT 1 FROM service_orders WHERE technician_id = %(technician_id)s AND customer_id = %(value)s LIMIT 1
+-- Whether a customer is the customer of an open order assigned to the technician (the visit over, access ends).
+SELECT 1 FROM service_orders
+WHERE technician_id = %(technician_id)s AND customer_id = %(value)s AND status NOT IN ('completed', 'cancelled')
+LIMIT 1
 
 -- name: technician_has_order --
 -- Whether an order is assigned to the technician.

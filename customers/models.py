@@ -78,15 +78,21 @@ class CustomerRead(BaseModel):
     id: int
     name: str
     phone: str | None = Field(description="for a marketer, its last two digits alone")
-    email: str | None = Field(description="for a marketer, its first letter and domain alone")
-    birthday: dt.date | None = Field(description="not shown to a marketer")
+    email: str | None = Field(description="for a marketer, its first letter and domain alone; not shown to a "
+                                          "technician")
+    birthday: dt.date | None = Field(description="not shown to a marketer or a technician")
     timezone: str
     region: str | None
     preferred_channel: Channel | None
     created_at: dt.datetime
-    consents: list[Consent]
+    consents: list[Consent] = Field(description="not shown to a technician")
     erased_at: dt.datetime | None = Field(default=None, description="set once the person was erased: an anonymous "
                                           "stub remains, which orders and offers still count")
+
+    def for_a_visit(self) -> CustomerRead:
+        """What a technician sees of the customer of an open order assigned to them: who to ask for and the number
+        to call, nothing else (no e-mail, birthday or consents)."""
+        return self.model_copy(update={"email": None, "birthday": None, "consents": []})
 
     def without_contact_details(self) -> CustomerRead:
         """What a marketer sees: enough to tell customers apart and to know a channel is on record, never the

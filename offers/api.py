@@ -48,6 +48,8 @@ MARKETING = require("marketer")
 DESK = require("marketer", "dispatcher")
 # A customer's token looks up and redeems its own codes only: these handlers narrow it to them.
 DESK_OR_OWNER = require("marketer", "dispatcher", "customer")
+# Redeemed at the till or the visit (the hotline), or by the coupon's owner: never by a marketer (careloop.auth).
+REDEEMER = require("dispatcher", "customer")
 
 
 def now() -> dt.datetime:
@@ -114,7 +116,7 @@ def get_offer(code: Code, conn: Conn, caller: Caller) -> OfferRead:
 
 
 @router.post(
-    "/offers/{code}/redeem", dependencies=[DESK_OR_OWNER],
+    "/offers/{code}/redeem", dependencies=[REDEEMER],
     responses={**answers(403, 404, 409), 410: {"model": ErrorMessage, "description": "The code has expired"}},
 )
 def redeem(code: Code, redemption: Redemption, conn: Conn, caller: Caller) -> OfferRead:

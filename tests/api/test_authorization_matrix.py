@@ -220,6 +220,8 @@ def test_a_technician_sees_their_own_order_device_detection_and_customer(world: 
     assert [order["device_id"] for order in orders["items"]] == ["RH-OWN-1"]
     customer = client.get(f"/customers/{own['customer_id']}", headers=headers)
     assert customer.status_code == 200 and customer.json()["phone"] == "+86 137 1111 0000"
+    # for the visit, who to ask for and the number to call: nothing else of the person
+    assert (customer.json()["email"], customer.json()["birthday"], customer.json()["consents"]) == (None, None, [])
     acknowledged = client.post(f"/detections/{own['detection_id']}/acknowledge", headers=headers)
     assert acknowledged.status_code == 200 and acknowledged.json()["acknowledged_by"] == "Liu Own"
     foreign = client.post(f"/detections/{world.foreign['detection_id']}/acknowledge", headers=headers)
@@ -229,6 +231,20 @@ def test_a_technician_sees_their_own_order_device_detection_and_customer(world: 
     assert client.get("/ingest/quarantine", headers=headers).status_code == 403
     assert client.post("/rules/hood-stall/backtest", headers=headers, json={
         "start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}).status_code == 403
+
+
+def test_once_the_visit_is_over_the_technician_no_longer_sees_the_customer_device_or_detection(world: World) -> None:
+    client, own, headers = world.client, world.own, world.headers["technician"]
+    started = client.post(f"/service-orders/{own['order_id']}/status", headers=headers, json={"status": "in_progress"})
+    assert started.status_code == 200, started.text
+    done = client.post(f"/service-orders/{own['order_id']}/complete", headers=headers,
+                       json={"outcome": "cleaned the filter"})
+    assert done.status_code == 200, done.text
+    assert client.get(f"/service-orders/{own['order_id']}", headers=headers).status_code == 200  # their own work
+    for path in (f"/customers/{own['customer_id']}", f"/devices/{own['device_id']}",
+                 f"/detections/{own['detection_id']}"):
+        assert client.get(path, headers=headers).status_code == 404, path
+    assert client.get("/devices", headers=headers).json()["total"] == 0
 
 
 def test_a_technician_token_naming_no_technician_sees_nothing(world: World) -> None:

@@ -104,8 +104,9 @@ def test_only_the_hotline_records_consents_and_purchases_and_the_360_view_shows_
     assert [(h["granted"], h["source"]) for h in history if h["purpose"] == "marketing"] == [
         (False, "unsubscribe link"), (True, "sign-up")]
 
-    spent = client.post(f"/customers/{owner.id}/points/spend", headers=marketer,
-                        json={"points": 10, "reason": "gift", "key": "k1"})
+    gift = {"points": 10, "reason": "gift", "key": "k1"}
+    assert client.post(f"/customers/{owner.id}/points/spend", headers=marketer, json=gift).status_code == 403
+    spent = client.post(f"/customers/{owner.id}/points/spend", headers=desk, json=gift)
     assert spent.status_code == 409 and "0 points" in spent.json()["detail"]
     membership = client.get(f"/customers/{owner.id}/membership", headers=marketer).json()
     assert membership["tier"]["name"] == "basic" and membership["points_balance"] == 0
@@ -114,7 +115,7 @@ def test_only_the_hotline_records_consents_and_purchases_and_the_360_view_shows_
     assert client.post(f"/customers/{owner.id}/purchases", json=purchase, headers=desk).status_code == 200
     bought = client.post(f"/customers/{owner.id}/purchases", json=purchase, headers=desk).json()  # once
     assert bought["tier"]["name"] == "silver" and bought["points_balance"] == 1200
-    assert client.post(f"/customers/{owner.id}/points/spend", headers=marketer,
+    assert client.post(f"/customers/{owner.id}/points/spend", headers=desk,
                        json={"points": 200, "reason": "gift", "key": "k1"}).json()["points_balance"] == 1000
 
     picture = client.get(f"/customers/{owner.id}/360", headers=marketer).json()
