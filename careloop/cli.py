@@ -281,7 +281,9 @@ def cmd_api(args: argparse.Namespace) -> int:
         backtest_timeout_s=settings.backtest_timeout_s,
     )
     app = create_app(database, admin_token=token, mqtt_url=urls.mqtt_url, limits=limits)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    # The client's address is the connection's: X-Forwarded-For is not believed (uvicorn believes it from
+    # 127.0.0.1 by default), so nothing on this host can pose as other addresses to the per-address limits.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=False)
     app.state.backtests.close()
     app.state.reports.close()
     database.close()

@@ -191,8 +191,9 @@ def get_caller(
 ) -> CallerIdentity:
     """The caller a bearer token speaks for (once per request: authorize() may have looked it up already).
     Looked up in a short transaction of its own, so a request refused here (or one that then waits on other work)
-    holds no connection. An address that sent too many refused tokens is refused for a while (429), whatever it
-    sends."""
+    holds no connection. An address that sent too many refused tokens has any further refused token answered
+    with a 429 for a while; a valid token is still admitted from it, so nobody sharing an address (a proxy, an
+    office) is locked out by someone else's guesses (a token of 192 random bits is not found by guessing)."""
     known = getattr(request.state, "caller", None)
     if known is not None:
         return known
@@ -204,18 +205,21 @@ def get_caller(
         )
     failures: RateLimiter = request.app.state.limits.auth_failures
     address = client_address(request)
-    retry_after = failures.retry_after(address)
-    if retry_after is not None:
-        raise too_many("refused tokens from this address", retry_after)
+
+    def refuse(reason: str) -> HTTPException:
+        retry_after = failures.retry_after(address)
+        if retry_after is not None:
+            return too_many("refused tokens from this address", retry_after)
+        failures.hit(address)
+        return HTTPException(401, reason, headers={"WWW-Authenticate": "Bearer"})
+
     try:
         with request.app.state.database.transaction() as conn:
             caller = caller_of_token(conn, credentials.credentials, admin_token=request.app.state.admin_token)
     except TokenRefused as refused:
-        failures.hit(address)
-        raise HTTPException(401, str(refused), headers={"WWW-Authenticate": "Bearer"}) from None
+        raise refuse(str(refused)) from None
     if caller is None:
-        failures.hit(address)
-        raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
+        raise refuse("unknown token")
     request.state.caller = caller
     return caller
 
