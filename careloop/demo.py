@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from careloop import embedded
 from careloop.auth import create_token, role_of_token
@@ -165,6 +166,7 @@ def start_mailbox(home: Path):
     from aiosmtpd.handlers import Mailbox
 
     home.mkdir(parents=True, exist_ok=True)  # Maildir makes mail/ with its new, cur and tmp itself
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP command at INFO
     port = embedded.free_port(None)
     server = Controller(Mailbox(home / "mail"), hostname="127.0.0.1", port=port)
     server.start()
@@ -180,6 +182,14 @@ def _fallback_broker_warning(home: Path) -> str:
         "  ingester that stops cleanly, but it loses the messages in flight to one that crashes or takes over\n"
         "  5 s to store a batch. Install mosquitto (e.g. apt-get install mosquitto) for anything beyond a look.\n"
     )
+
+
+def _without_password(url: str) -> str:
+    """A broker URL as printed: its password is in CARELOOP_HOME, not on the screen."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
 
 
 def _spawn(arguments: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -213,12 +223,19 @@ def run_demo(*, devices: int, rate: float, seed: int, api_port: int = 8000, dash
         "CARELOOP_MQTT_URL": urls.mqtt_url,
         "CARELOOP_API_URL": f"http://127.0.0.1:{api_port}",
         "CARELOOP_SMTP_URL": smtp_url,
+        # where the e-mails' unsubscribe links lead: this demo's API
+        "CARELOOP_PUBLIC_URL": os.environ.get("CARELOOP_PUBLIC_URL", f"http://127.0.0.1:{api_port}"),
     }
     stop = stop_event_on_signals()
+
+    def metrics_port() -> list[str]:
+        # a free port each, so two demos (or a demo beside a running ingester) do not fight over 9101-9103
+        return ["--metrics-port", str(embedded.free_port(None))]
+
     ingester = f"demo-{hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:8]}"
     children = {
         # Named after its home: two demos on one broker neither take each other's session nor split the messages.
-        "ingest": _spawn(["ingest", "--name", ingester, "--share-group", ingester], env),
+        "ingest": _spawn(["ingest", "--name", ingester, "--share-group", ingester, *metrics_port()], env),
         "api": _spawn(["api", "--port", str(api_port)], env),
         "dashboard": _spawn(["dashboard", "--port", str(dashboard_port)], env),
         "simulator": _spawn(
@@ -237,23 +254,24 @@ def run_demo(*, devices: int, rate: float, seed: int, api_port: int = 8000, dash
                 # a few faults at once: orders and call tasks appear within a minute of starting
                 "--initial-faults",
                 str(max(3, devices // 50)),
+                *metrics_port(),
             ],
             env,
         ),
-        "engine": _spawn(["engine"], env),
+        "engine": _spawn(["engine", *metrics_port()], env),
     }
     time.sleep(2)
     print(
         "\nCareLoop demo is running:\n"
         f"  API        http://127.0.0.1:{api_port}  (docs: http://127.0.0.1:{api_port}/docs)\n"
         f"  dashboard  http://127.0.0.1:{dashboard_port}\n"
-        f"  broker     {urls.mqtt_url}\n"
+        f"  broker     {_without_password(urls.mqtt_url)}\n"
         f"{_fallback_broker_warning(home)}"
         f"  e-mails    {'kept in ' + str(home / 'mail') + ' (a Maildir)' if mailbox else smtp_url}\n"
         "  sign in (dashboard and API) as:\n"
         + "".join(f"    {role:<11} {DEMO_PEOPLE[role]:<16} {logins[role]}\n" for role in DEMO_PEOPLE if role in logins)
-        + f"  admin token: {token}\n"
-        f"  try: curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{api_port}/fleet/summary\n"
+        + f"    (the technician sees an order once a dispatcher assigns it to {DEMO_PEOPLE['technician']})\n"
+        + f"  try: curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{api_port}/fleet/summary\n"
         f"       curl -H 'Authorization: Bearer {token}' 'http://127.0.0.1:{api_port}/detections?status=open'\n"
         f"       curl -H 'Authorization: Bearer {token}' 'http://127.0.0.1:{api_port}/service-orders?status=open'\n"
         f"       curl -H 'Authorization: Bearer {token}' 'http://127.0.0.1:{api_port}/call-tasks?status=open'\n"
