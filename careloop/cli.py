@@ -260,7 +260,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from careloop.app import create_app
+    from careloop.app import RedactedAccessLog, create_app
     from careloop.db import Database
     from careloop.deps import ApiLimits
 
@@ -283,6 +283,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     app = create_app(database, admin_token=token, mqtt_url=urls.mqtt_url, limits=limits)
     # The client's address is the connection's: X-Forwarded-For is not believed (uvicorn believes it from
     # 127.0.0.1 by default), so nothing on this host can pose as other addresses to the per-address limits.
+    logging.getLogger("uvicorn.access").addFilter(RedactedAccessLog())  # no unsubscribe tokens in the log
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=False)
     app.state.backtests.close()
     app.state.reports.close()

@@ -136,3 +136,33 @@ def test_the_api_refuses_to_face_the_network_with_the_default_database_password(
     assert said(result) == ["careloop api: listening on 0.0.0.0 (not loopback): CARELOOP_DATABASE_URL uses the "
                             "default database password 'careloop'; set the database user's password to a random "
                             "secret and put it in the URL"]
+
+
+def test_careloop_apis_access_log_hides_unsubscribe_tokens_and_query_values(database_url, tmp_path) -> None:
+    import httpx
+
+    from careloop.embedded import free_port
+    from tests.helpers import start_careloop, wait_until
+
+    port = free_port()
+    log = tmp_path / "api.log"
+    process = start_careloop(["api", "--port", str(port)], env={"CARELOOP_DATABASE_URL": database_url}, log=log,
+                             cwd=tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def answers() -> bool:
+            try:
+                return httpx.get(f"{base}/health", timeout=2).status_code in (200, 503)
+            except httpx.TransportError:
+                return False
+
+        wait_until(answers, timeout_s=30, what="careloop api", log=log)
+        httpx.get(f"{base}/unsubscribe/SECRET-UNSUBSCRIBE-TOKEN", timeout=5)
+        httpx.get(f"{base}/whoami?token=cl_disp_SECRET-BEARER", timeout=5)
+        wait_until(lambda: "/whoami?token=***" in log.read_text(), timeout_s=10, what="the access log line", log=log)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    written = log.read_text()
+    assert "SECRET" not in written
+    assert "/unsubscribe/***" in written
