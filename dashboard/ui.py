@@ -7,9 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
+from dashboard.client import ApiError
+from dashboard.data import fetch
 from dashboard.session import current_user, pages_for
 from dashboard.words import reason_words, value_words, with_unit
 
@@ -199,3 +202,63 @@ def link_to(view: str, *, label: str, icon: str | None = None, query_params: dic
     if user is None or view not in pages_for(user.role):
         return
     st.page_link(f"views/{view}.py", label=label, icon=icon, query_params=query_params)
+
+
+# ---------------------------------------------------------------- telemetry charts
+
+# The buckets the API averages telemetry over, smallest first, with their length in seconds.
+BUCKET_SECONDS: tuple[tuple[str, int], ...] = (
+    ("1m", 60), ("5m", 300), ("15m", 900), ("1h", 3600), ("6h", 6 * 3600), ("1d", 86400),
+)
+# Numbers on an axis as people write them: '4,490.77', '0', '2.5', never '4,490.774545' or '0.000000'.
+AXIS_NUMBER = ",~r"
+
+
+def bucket_for(span_seconds: float, *, points: int = 150) -> str | None:
+    """The smallest bucket that keeps about `points` points over a span; None (every reading) for a span so short
+    that even one-minute averages would leave only a few."""
+    if span_seconds < 10 * 60:
+        return None
+    for name, size in BUCKET_SECONDS:
+        if span_seconds / size <= points:
+            return name
+    return BUCKET_SECONDS[-1][0]
+
+
+def telemetry_chart(points: pd.DataFrame, *, unit: str = "", title: str | None = None,
+                    domain: tuple[datetime, datetime] | None = None, height: int = 220,
+                    time_format: str = "%H:%M", marks: pd.DataFrame | None = None) -> alt.LayerChart:
+    """One metric over time (columns ts, value): a line with a point on every reading, so a single bucket shows;
+    the value axis padded around a flat line and labelled as people write numbers. `marks` (a column ts) are
+    drawn as dashed red rules (when an order opened)."""
+    values = points["value"].astype(float)
+    low, high = float(values.min()), float(values.max())
+    if low == high:
+        pad = max(abs(low) * 0.05, 1.0)
+        y_scale = alt.Scale(domain=[low - pad, high + pad], zero=False)
+    else:
+        y_scale = alt.Scale(zero=False, nice=True)
+    x_scale = alt.Scale(domain=[domain[0].isoformat(), domain[1].isoformat()]) if domain else alt.Undefined
+    base = alt.Chart(points).encode(
+        x=alt.X("ts:T", title=None, scale=x_scale, axis=alt.Axis(format=time_format, labelOverlap=True)),
+        y=alt.Y("value:Q", title=unit or None, scale=y_scale, axis=alt.Axis(format=AXIS_NUMBER)),
+        tooltip=[alt.Tooltip("ts:T", title="time", format="%a %d %b %H:%M"),
+                 alt.Tooltip("value:Q", title=title or "value", format=AXIS_NUMBER)],
+    )
+    layers: list[Any] = [base.mark_line(interpolate="monotone"), base.mark_point(filled=True, size=40)]
+    if marks is not None and not marks.empty:
+        layers.append(alt.Chart(marks).mark_rule(color="#d62728", strokeDash=[4, 3]).encode(x="ts:T"))
+    chart = alt.layer(*layers).properties(height=height)
+    if title:
+        chart = chart.properties(title=alt.TitleParams(title, fontSize=13))
+    return chart
+
+
+def owner_label(owner_id: Any) -> str:
+    """'Chen Jing (customer #25)' where the API tells this role the owner's name, else 'customer #25'."""
+    try:
+        answer = fetch("customer_360", owner_id)
+    except ApiError:
+        return f"customer #{owner_id}"
+    name = (answer.get("customer") or {}).get("name") if isinstance(answer, dict) else None
+    return f"{name} (customer #{owner_id})" if name else f"customer #{owner_id}"

@@ -132,3 +132,36 @@ def with_unit(text: str, unit: str | None) -> str:
         return f"{lead}{number} {unit}" if lead else match.group(0)
 
     return NUMBER_AFTER.sub(add_unit, text)
+
+
+# ---------------------------------------------------------------- names the API keeps as identifiers
+
+# Units as the catalog writes them, and as people write them.
+UNIT_WORDS = {"degC": "°C", "degF": "°F", "degC/min": "°C/min", "m3/h": "m³/h", "count": "", "pct": "%"}
+# A metric's name ends with its unit (compressor_current_a, heat_rate_c_per_min); the unit is said by its value.
+METRIC_UNIT_SUFFIX = re.compile(r"_(?:a|c|c_per_min|pct|pa|kpa|kw|kwh|w|v|s|min|h|rpm|lpm|m3h|l)$")
+
+
+def unit_words(unit: str | None) -> str:
+    """A unit as people write it: 'degC' -> '°C', 'm3/h' -> 'm³/h'; '' for none (or a plain count)."""
+    if not unit:
+        return ""
+    return UNIT_WORDS.get(unit, unit)
+
+
+def name_words(name: Any) -> str:
+    """An identifier in words: 'air_conditioner' -> 'air conditioner', 'last_seen' -> 'last seen'."""
+    return str(name).replace("_", " ").replace("-", " ").strip() if name is not None else "–"
+
+
+def metric_words(metric: Any) -> str:
+    """A metric's name without its unit suffix, in words: 'compressor_current_a' -> 'compressor current',
+    'heat_rate_c_per_min' -> 'heat rate', 'run_hours' -> 'run hours'."""
+    return name_words(METRIC_UNIT_SUFFIX.sub("", str(metric)))
+
+
+def key_words(key: Any, *, keep: int = 28) -> str:
+    """A long machine key shortened for a table: 'owner-birthday:RH-000025:2026-11-30:offer' ->
+    'owner-birthday:RH-000025:…'."""
+    text = str(key or "")
+    return text if len(text) <= keep else text[:keep].rstrip(":-") + "…"

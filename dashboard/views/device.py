@@ -10,7 +10,21 @@ import streamlit as st
 
 from dashboard.client import ApiError
 from dashboard.data import fetch, fetch_or_stop, stop_with
-from dashboard.ui import format_value, link_to, linked_id, reason_of, remember_choice, time_ago
+from dashboard.session import current_user
+from dashboard.ui import (
+    bucket_for,
+    format_value,
+    link_to,
+    linked_id,
+    local_time,
+    owner_label,
+    reason_of,
+    remember_choice,
+    telemetry_chart,
+    time_ago,
+    viewer_zone,
+)
+from dashboard.words import metric_words, name_words, unit_words
 
 RANGES = {"1 h": timedelta(hours=1), "6 h": timedelta(hours=6), "24 h": timedelta(days=1),
           "7 d": timedelta(days=7), "30 d": timedelta(days=30)}
@@ -21,6 +35,9 @@ TELEMETRY_LIMIT = 2000
 SEARCH_LIMIT = 50
 
 st.title("Device drill-down")
+user = current_user()
+technician_view = user is not None and user.role == "technician"
+zone = viewer_zone()
 
 models: dict[str, dict[str, Any]] = {m["code"]: m for m in fetch_or_stop("models").get("items", [])}
 kinds = sorted({m["kind"] for m in models.values() if m.get("kind")})
@@ -29,7 +46,8 @@ linked = linked_id("device")
 
 with st.container(horizontal=True, vertical_alignment="bottom"):
     search = st.text_input("Search devices", placeholder="serial, model or owner", width=320)
-    kind = st.selectbox("Kind", ["all kinds", *kinds], width=200)
+    kind = st.selectbox("Kind", ["all kinds", *kinds], width=200,
+                        format_func=lambda k: k if k == "all kinds" else name_words(k))
     only_offline = st.toggle("Offline only")
 
 found = fetch_or_stop(
@@ -46,7 +64,14 @@ labels = {
 if linked and linked not in labels:
     labels = {linked: linked, **labels}
 if not labels:
-    st.info("No device matches this search.")
+    narrowed = bool(search.strip()) or kind != "all kinds" or only_offline
+    if narrowed:
+        st.info("No device matches this search.")
+    elif technician_view:
+        # The API shows a technician the devices of the orders assigned to them, and nothing else.
+        st.info("No device of an order assigned to you; a dispatcher assigns orders from the dispatch board.")
+    else:
+        st.info("No device is registered yet.")
     st.stop()
 
 ids = list(labels)
@@ -71,21 +96,23 @@ st.header(device["id"])
 with st.container(horizontal=True):
     online = bool(device.get("online"))
     st.badge("online" if online else "offline", color="green" if online else "red")
-    st.badge(f"{model.get('name') or device.get('model')} ({device.get('kind') or model.get('kind', '?')})",
+    st.badge(f"{model.get('name') or device.get('model')} "
+             f"({name_words(device.get('kind') or model.get('kind', '?'))})",
              color="blue")
     if device.get("region"):
         st.badge(device["region"], color="gray", icon=":material/location_on:")
 
 with st.container(horizontal=True):
     st.metric("Last seen", time_ago(device.get("last_seen")), border=True,
-              help=device.get("last_seen") or "The device has never reported.")
+              help=local_time(device.get("last_seen"), zone) if device.get("last_seen")
+              else "The device has never reported.")
     st.metric("Last seq", format_value(device.get("last_seq")), border=True)
     st.metric("Missing seq", format_value(device.get("missing_seq", 0)), border=True,
               help="Messages this device sent that never arrived.")
     st.metric("Purchased", device.get("purchased_on") or "–", border=True)
 
 if device.get("owner") is not None:
-    link_to("customers", label=f"Owner: customer {device['owner']}", icon=":material/person:",
+    link_to("customers", label=f"Owner: {owner_label(device['owner'])}", icon=":material/person:",
                  query_params={"customer": str(device["owner"])})
 
 st.subheader("Latest values")
@@ -101,10 +128,11 @@ else:
                 (low is not None and value < low) or (high is not None and value > high)
             )
             st.metric(
-                f"⚠ {name}" if out_of_range else name,
-                format_value(value, spec.get("unit")),
+                f"⚠ {metric_words(name)}" if out_of_range else metric_words(name),
+                format_value(value, unit_words(spec.get("unit"))),
                 border=True,
-                help=(spec.get("description") or "") + (f" Valid range {low} to {high}." if spec else ""),
+                help=(spec.get("description") or "")
+                + (f" Valid range {low} to {high} {unit_words(spec.get('unit'))}." if spec else ""),
             )
 
 st.subheader("Metrics over time")
@@ -113,30 +141,52 @@ with st.container(horizontal=True, vertical_alignment="bottom"):
     bucket_choice = st.selectbox("Bucket", BUCKETS, width=120,
                                  help="Averages per bucket; 'raw' shows every reading.")
     chosen = st.multiselect("Metrics", sorted(set(metric_specs) | set(latest)),
-                            default=sorted(latest) or sorted(metric_specs))
+                            default=sorted(latest) or sorted(metric_specs), format_func=metric_words)
 
 bucket = AUTO_BUCKET[range_label] if bucket_choice == "auto" else bucket_choice
 # Rounded to the minute so that reruns within the cache ttl ask the same question.
-since = (datetime.now(UTC) - RANGES[range_label]).replace(second=0, microsecond=0)
+now = datetime.now(UTC).replace(second=0, microsecond=0)
+since = now - RANGES[range_label]
+time_format = "%H:%M" if RANGES[range_label] <= timedelta(days=1) else "%d %b"
+
+
+def readings(metric: str) -> pd.DataFrame:
+    """The metric's points in the range. With the automatic bucket, the bucket follows the data's own span: a
+    device that began reporting an hour ago gets minute averages over that hour, not one 15-minute point."""
+    def ask(since_at: datetime, size: str | None) -> pd.DataFrame:
+        answer = fetch_or_stop("telemetry", device_id, metric=metric, since=since_at.isoformat(),
+                               bucket=None if size in (None, "raw") else size, limit=TELEMETRY_LIMIT)
+        found = pd.DataFrame(answer.get("items") or [], columns=["ts", "metric", "value"])
+        found = found[(found["metric"] == metric) & pd.to_numeric(found["value"], errors="coerce").notna()].copy()
+        found["ts"] = pd.to_datetime(found["ts"], utc=True, format="ISO8601")
+        found["value"] = found["value"].astype(float)
+        return found.sort_values("ts")
+
+    points = ask(since, bucket)
+    if bucket_choice != "auto" or points.empty:
+        return points
+    first = points["ts"].min().to_pydatetime().replace(second=0, microsecond=0)
+    fitting = bucket_for((now - first).total_seconds())
+    if fitting != bucket and (now - first) < RANGES[range_label] / 2:
+        return ask(first, fitting)
+    return points
+
 
 columns = st.columns(2)
 for position, metric in enumerate(chosen):
     spec = metric_specs.get(metric, {})
-    answer = fetch_or_stop(
-        "telemetry", device_id, metric=metric, since=since.isoformat(),
-        bucket=None if bucket == "raw" else bucket, limit=TELEMETRY_LIMIT,
-    )
-    points = pd.DataFrame(answer.get("items") or [], columns=["ts", "metric", "value"])
+    points = readings(metric)
     with columns[position % 2]:
-        unit = f" ({spec['unit']})" if spec.get("unit") else ""
-        st.markdown(f"**{metric}**{unit}" + (" · counter" if spec.get("counter") else ""))
-        points = points[points["metric"] == metric]
+        unit_text = unit_words(spec.get("unit"))
+        unit = f" ({unit_text})" if unit_text else ""
+        st.markdown(f"**{metric_words(metric)}**{unit}" + (" · counter" if spec.get("counter") else ""))
         if points.empty:
             st.caption("No readings in this range.")
             continue
-        points["ts"] = pd.to_datetime(points["ts"], utc=True, format="ISO8601")
-        points = points.sort_values("ts")
-        st.line_chart(points, x="ts", y="value", x_label="", y_label=spec.get("unit") or "", height=220)
+        st.altair_chart(telemetry_chart(points[["ts", "value"]], unit=unit_text, title=None,
+                                        domain=(since, now + timedelta(minutes=1)), time_format=time_format))
+        if len(points) == 1:
+            st.caption(f"One reading so far, {local_time(points['ts'].iloc[0].to_pydatetime(), zone)}.")
         if len(points) >= TELEMETRY_LIMIT:
             st.caption(f"Only the first {TELEMETRY_LIMIT} points; choose a larger bucket.")
 
@@ -158,7 +208,7 @@ detections = optional("detections", device_id=device_id, limit=50)
 if detections:
     st.subheader("Detections")
     st.dataframe(pd.DataFrame([
-        {"opened": time_ago(d.get("opened_at")), "severity": d.get("severity"), "rule": d.get("rule_id"),
+        {"opened": local_time(d.get("opened_at"), zone), "severity": d.get("severity"), "rule": d.get("rule_id"),
          "status": d.get("status"), "why": reason_of(d.get("explanation"))}
         for d in detections
     ]), hide_index=True, column_config={"why": st.column_config.TextColumn(width="large")})
@@ -166,7 +216,7 @@ orders = optional("service_orders", device_id=device_id, limit=50)
 if orders:
     st.subheader("Service orders")
     st.dataframe(pd.DataFrame([
-        {"order": f"#{o.get('id')}", "opened": time_ago(o.get("opened_at")), "type": o.get("type"),
+        {"order": f"#{o.get('id')}", "opened": local_time(o.get("opened_at"), zone), "type": o.get("type"),
          "priority": o.get("priority"), "status": str(o.get("status") or "").replace("_", " "),
          "reason": o.get("reason")}
         for o in orders
@@ -175,7 +225,7 @@ offers = optional("offers", device_id=device_id, limit=50)
 if offers:
     st.subheader("Offers")
     st.dataframe(pd.DataFrame([
-        {"issued": time_ago(o.get("issued_at")), "template": o.get("template"), "status": o.get("status"),
+        {"issued": local_time(o.get("issued_at"), zone), "template": o.get("template"), "status": o.get("status"),
          "why": o.get("status_reason"), "reason to the owner": o.get("reason")}
         for o in offers
     ]), hide_index=True)

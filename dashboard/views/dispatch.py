@@ -7,7 +7,6 @@ import datetime as dt
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -24,10 +23,12 @@ from dashboard.ui import (
     plain,
     remember_choice,
     show_explanation,
+    telemetry_chart,
     time_ago,
     time_left,
     viewer_zone,
 )
+from dashboard.words import duration_words, metric_words, span_seconds, unit_words
 
 # The queue reads itself again this often; the cache's ttl (15 s) is shorter, so each refresh sees the API anew.
 REFRESH_EVERY = dt.timedelta(seconds=30)
@@ -99,7 +100,15 @@ def technician_label(technicians: dict[int, dict[str, Any]], technician_id: Any)
     if technician_id is None:
         return "–"
     technician = technicians.get(int(technician_id))
-    return technician["name"] if technician else f"technician {technician_id}"
+    if technician:
+        return str(technician["name"])
+    signed_in = current_user()
+    # A technician reads no technician list, but is told their own name when signing in (/whoami).
+    if signed_in is not None and signed_in.technician_id is not None and int(technician_id) == signed_in.technician_id:
+        return signed_in.name
+    if signed_in is not None and signed_in.role == "technician":
+        return "you"  # the API answers a technician only their own orders
+    return f"technician #{technician_id}"
 
 
 # The pickers' labels name only what never changes (id, device, reason, person): the browser sends back the
@@ -152,8 +161,9 @@ skills = sorted({str(o["skill"]) for o in every_open if o.get("skill")}
                 | {str(s) for t in technicians.values() for s in t.get("skills") or []})
 
 with st.container(horizontal=True, vertical_alignment="bottom"):
-    region = st.selectbox("Region", [ALL_REGIONS, *regions], width=180)
-    skill = st.selectbox("Skill", [ALL_SKILLS, *skills], width=180)
+    # A technician's orders are their own: regions and skills are the dispatcher's way through the whole queue.
+    region = ALL_REGIONS if technician_view else st.selectbox("Region", [ALL_REGIONS, *regions], width=180)
+    skill = ALL_SKILLS if technician_view else st.selectbox("Skill", [ALL_SKILLS, *skills], width=180)
     priority = st.selectbox("Priority", [ALL_PRIORITIES, *PRIORITIES], width=180)
     overdue_only = st.toggle("Overdue only")
 
@@ -194,23 +204,30 @@ def show_queue() -> None:
                   help="Past their SLA due time; the engine raises their priority every few hours.")
         st.metric("Due soon", sum(1 for o in orders if o.get("sla_state") == "due_soon"), border=True,
                   help="Less than a quarter of their SLA (or 4 h) left.")
-        st.metric("Unassigned", sum(1 for o in orders if o.get("technician_id") is None), border=True)
-        st.metric("Calls due now", "–" if calls_refused else calls_due, border=True)
+        if not technician_view:
+            st.metric("Unassigned", sum(1 for o in orders if o.get("technician_id") is None), border=True)
+            st.metric("Calls due now", "–" if calls_refused else calls_due, border=True)
     st.caption(f"Read at {local_time(now, zone)} ({zone.key}); refreshes by itself every "
                f"{int(REFRESH_EVERY.total_seconds())} s.")
 
     st.subheader("Orders")
     if not orders:
-        st.info("No open order matches these filters." if order_filters["region"] or narrowed_by_order
-                else "No open orders: nothing waits for a technician.")
+        if order_filters["region"] or narrowed_by_order:
+            st.info("No open order matches these filters.")
+        elif technician_view:
+            st.info("No order is assigned to you yet; a dispatcher assigns orders from the dispatch board.")
+        else:
+            st.info("No open orders: nothing waits for a technician.")
     else:
+        # The due time sits beside the time left, not at the far right where a narrow window cuts it off.
         table = pd.DataFrame([
             {"SLA": SLA_WORDS.get(str(o.get("sla_state")), o.get("sla_state")),
-             "time left": time_left(o.get("time_left_s")), "order": f"#{o.get('id')}",
-             "priority": o.get("priority"), "status": str(o.get("status") or "").replace("_", " "),
-             "reason": o.get("reason"), "device": o.get("device_id"), "customer": o.get("customer_name") or "–",
+             "time left": time_left(o.get("time_left_s")), "due": local_time(o.get("sla_due_at"), zone),
+             "order": f"#{o.get('id')}", "priority": o.get("priority"),
+             "status": str(o.get("status") or "").replace("_", " "), "reason": o.get("reason"),
+             "device": o.get("device_id"), "customer": o.get("customer_name") or "–",
              "technician": technician_label(technicians, o.get("technician_id")), "region": o.get("region"),
-             "skill": o.get("skill"), "due": local_time(o.get("sla_due_at"), zone)}
+             "skill": o.get("skill")}
             for o in orders
         ])
         st.dataframe(marked(table, ["SLA", "time left"], SLA_CELL_STYLES), hide_index=True,
@@ -218,6 +235,8 @@ def show_queue() -> None:
         if listing.get("total", len(orders)) > len(orders):
             st.caption(f"The {len(orders)} most urgent of {listing['total']:,}.")
 
+    if technician_view:
+        return  # dispatchers make the calls; a technician could not act on the list
     st.subheader("Calls to make")
     if calls_refused:
         st.caption(f"Call tasks are not shown: {calls_refused}.")
@@ -281,25 +300,18 @@ def telemetry_around(order: dict[str, Any], models: dict[str, dict[str, Any]]) -
     points["value"] = points["value"].astype(float)
     metrics = [m for m in specs if m in set(points["metric"])] + sorted(set(points["metric"]) - set(specs))
     columns = st.columns(3)
+    opening = pd.DataFrame({"ts": [pd.Timestamp(opened)]})
     for position, metric in enumerate(metrics):
-        unit = (specs.get(metric) or {}).get("unit") or ""
-        line = points[points["metric"] == metric].sort_values("ts")
-        chart = alt.layer(
-            alt.Chart(line).mark_line(interpolate="monotone").encode(
-                # The whole window, so the opening sits where it happened even when readings are sparse.
-                x=alt.X("ts:T", title=None, axis=alt.Axis(format="%H:%M", labelOverlap=True),
-                        scale=alt.Scale(domain=[since.isoformat(), until.isoformat()])),
-                y=alt.Y("value:Q", title=unit or None, scale=alt.Scale(zero=False)),
-                tooltip=[alt.Tooltip("ts:T", title="time", format="%d %b %H:%M"),
-                         alt.Tooltip("value:Q", title=metric, format=",.2f")],
-            ),
-            alt.Chart(pd.DataFrame({"ts": [pd.Timestamp(opened)]})).mark_rule(
-                color="#d62728", strokeDash=[4, 3]).encode(x="ts:T"),
-        ).properties(title=alt.TitleParams(f"{metric}" + (f" ({unit})" if unit else ""), fontSize=13), height=170)
+        unit = unit_words((specs.get(metric) or {}).get("unit"))
+        line = points[points["metric"] == metric].sort_values("ts")[["ts", "value"]]
+        # The whole window, so the opening sits where it happened even when readings are sparse.
+        chart = telemetry_chart(line, unit=unit, title=metric_words(metric) + (f" ({unit})" if unit else ""),
+                                domain=(since, until), height=170, marks=opening)
         with columns[position % 3]:
             st.altair_chart(chart)
-    st.caption(f"Averages per {bucket}, {local_time(since, zone)} to {local_time(until, zone)}; the dashed red "
-               "line is when the order opened.")
+    st.caption(f"Averages per {duration_words(span_seconds(bucket) or 0).removeprefix('1 ')}, "
+               f"{local_time(since, zone)} to {local_time(until, zone)}; the dashed red line is when the order "
+               "opened.")
 
 
 def window_text(start: str | None, end: str | None) -> str:
@@ -633,7 +645,7 @@ def work_a_call() -> None:
 if can("work_calls"):
     work_a_call()
 
-if not calls_refused:
+if not calls_refused and not technician_view:
     blocked, _ = read_or_none("call_tasks", status="blocked", region=order_filters["region"], limit=QUEUE_LIMIT)
     held = (blocked or {}).get("items", [])
     if held:

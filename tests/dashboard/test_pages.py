@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -20,17 +21,18 @@ DETECTIONS = "views/detections.py"
 DISPATCH = "views/dispatch.py"
 
 
-def signed_in(role: str = "admin", token: str = TOKEN) -> AppTest:
+def signed_in(role: str = "admin", token: str = TOKEN, technician_id: int | None = None) -> AppTest:
     """The app with a person of `role` signed in (as the sign-in form leaves them), not yet run."""
     at = AppTest.from_file(APP, default_timeout=30)
-    at.session_state[USER_KEY] = {"token": token, "role": role, "name": NAMES[role], "technician_id": None,
+    at.session_state[USER_KEY] = {"token": token, "role": role, "name": NAMES[role], "technician_id": technician_id,
                                   "expires_at": None, "told_by_api": True}
     return at
 
 
-def open_page(page: str, *, role: str = "admin", token: str = TOKEN, **query_params: str) -> AppTest:
+def open_page(page: str, *, role: str = "admin", token: str = TOKEN, technician_id: int | None = None,
+              **query_params: str) -> AppTest:
     """Run the app from its entry file, signed in as `role`, then show `page` (a path relative to app.py)."""
-    at = signed_in(role, token)
+    at = signed_in(role, token, technician_id)
     at.run()
     at.query_params.update(query_params)
     at.switch_page(page).run()
@@ -81,13 +83,15 @@ def test_device_page_opens_linked_device_with_latest_values_and_metric_charts(fa
     assert at.header[0].value == "RH-000123"
     values = metric_values(at)
     # 2.6 A is above the model's valid maximum of 2 A, so it is flagged.
-    assert values["⚠ fan_current_a"] == "2.6 A"
-    assert values["run_hours"] == "812.4 h"
+    assert values["⚠ fan current"] == "2.6 A"
+    assert values["run hours"] == "812.4 h"
     assert values["Missing seq"] == "3"
     assert len(charts(at)) == 2
     asked = fake_api.asked("/devices/RH-000123/telemetry")
     assert {q["metric"] for q in asked} == {"fan_current_a", "run_hours"}
-    assert all(q["bucket"] == "15m" and "since" in q for q in asked)
+    # The range's bucket first; the readings span only 2 h 15 min of the 24 h, so the bucket follows their span.
+    assert [q["bucket"] for q in asked] == ["15m", "1m", "15m", "1m"]
+    assert all("since" in q for q in asked)
     assert at.page_link[0].proto.query_string == "customer=7"
     assert not at.error
 
@@ -670,3 +674,38 @@ def test_dispatch_board_shows_a_server_error_instead_of_a_traceback(fake_api: Fa
     )
     assert not at.dataframe
 
+
+
+def test_a_technician_sees_their_own_name_and_no_dispatcher_items(fake_api: FakeApi) -> None:
+    fake_api.role = "technician"
+    fake_api.orders = [o for o in fake_api.orders if o.get("technician_id") == 1]
+    at = open_page(DISPATCH, role="technician", technician_id=1)
+
+    orders = at.dataframe[0].value
+    assert set(orders["technician"]) == {"Liu Yang"}
+    assert "Unassigned" not in metric_values(at) and "Calls due now" not in metric_values(at)
+    assert not {"Region", "Skill"} & {box.label for box in at.selectbox}
+    assert "Calls to make" not in [s.value for s in at.subheader]
+    assert metric_values(at)["Technician"] == "Liu Yang"
+    assert not at.error
+
+
+def test_a_technician_without_orders_is_told_a_dispatcher_assigns_them(fake_api: FakeApi) -> None:
+    fake_api.role = "technician"
+    fake_api.orders = []
+    at = open_page(DISPATCH, role="technician", technician_id=1)
+    assert [i.value for i in at.info] == [
+        "No order is assigned to you yet; a dispatcher assigns orders from the dispatch board."]
+
+
+def test_dispatch_board_puts_the_due_time_beside_the_time_left(fake_api: FakeApi) -> None:
+    at = open_page(DISPATCH, role="dispatcher")
+    assert list(at.dataframe[0].value.columns)[:3] == ["SLA", "time left", "due"]
+
+
+def test_telemetry_charts_draw_a_point_on_every_reading_and_plain_axis_numbers(fake_api: FakeApi) -> None:
+    at = open_page("views/device.py", device="RH-000123")
+    spec = json.loads(charts(at)[0].proto.spec)
+    marks = {layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"] for layer in spec["layer"]}
+    assert {"line", "point"} <= marks
+    assert spec["layer"][0]["encoding"]["y"]["axis"]["format"] == ",~r"

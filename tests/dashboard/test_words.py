@@ -114,3 +114,20 @@ def test_fault_codes_carry_their_meaning() -> None:
 def test_a_metrics_values_in_its_reason_carry_its_unit(reason: str, expected: str) -> None:
     assert with_unit(reason, "A") == expected
     assert with_unit(reason, None) == reason
+
+
+def test_identifiers_read_as_words() -> None:
+    from dashboard.words import key_words, metric_words, name_words, unit_words
+
+    assert name_words("air_conditioner") == "air conditioner"
+    assert name_words("last_seen") == "last seen"
+    assert metric_words("compressor_current_a") == "compressor current"
+    assert metric_words("heat_rate_c_per_min") == "heat rate"
+    assert metric_words("grease_load_pct") == "grease load"
+    assert metric_words("run_hours") == "run hours"
+    assert metric_words("cycles") == "cycles"
+    assert unit_words("degC") == "°C"
+    assert unit_words("A") == "A"
+    assert unit_words(None) == ""
+    assert key_words("owner-birthday:RH-000025:2026-11-30T19:10:00Z:offer").endswith("…")
+    assert key_words("short") == "short"
