@@ -9,22 +9,32 @@ import streamlit as st
 
 from dashboard.client import ApiError
 from dashboard.data import change, fetch, fetch_or_stop, show_api_error, stop_with
-from dashboard.session import can
+from dashboard.session import can, current_user
 from dashboard.ui import (
     link_to,
     linked_id,
+    local_time,
     metric_units,
+    owner_label,
     parse_ts,
     plain,
     reason_of,
     remember_choice,
     show_explanation,
     time_ago,
+    viewer_zone,
 )
+from dashboard.words import key_words, name_words
 
 STATUSES = ["open", "acknowledged", "cleared"]
 SEVERITIES = ["critical", "warning", "info"]
-ALL_STATUSES, ALL_SEVERITIES, ALL_RULES = "all statuses", "all severities", "all rules"
+ALL_STATUSES, ALL_SEVERITIES, ALL_RULES, ALL_KINDS = "all statuses", "all severities", "all rules", "all kinds"
+SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
+# What a detection's rule does, from its actions: a service visit or call (a fault, a maintenance due) comes before
+# a detection only recorded, which comes before a marketing offer.
+SERVICE_ACTIONS = {"open_service_order", "call_customer"}
+KINDS = ["service", "recorded only", "marketing"]
+KIND_WORDS = {"service": "service (order or call)", "recorded only": "recorded only", "marketing": "marketing (offer)"}
 SEVERITY_COLORS = {"critical": "red", "warning": "orange", "info": "blue"}
 STATUS_COLORS = {"open": "red", "acknowledged": "orange", "cleared": "green"}
 LIST_LIMIT = 200
@@ -36,9 +46,12 @@ ACKNOWLEDGED_KEY = "detections_acknowledged"
 
 def action_row(action: dict[str, Any]) -> dict[str, Any]:
     params = action.get("params") or {}
-    what = " · ".join(f"{key} {value}" for key, value in params.items()) if isinstance(params, dict) else params
-    return {"action": str(action.get("action") or "?").replace("_", " "), "status": action.get("status"),
-            "what": what, "key": action.get("key")}
+    what = (" · ".join(f"{name_words(key)} {value}" for key, value in params.items()) if isinstance(params, dict)
+            else params)
+    return {"action": name_words(action.get("action") or "?"),
+            "status": "done" if action.get("status") == "done" else "waiting", "what": what,
+            # The key is how a retry finds the action done; shortened, it still tells one from another.
+            "key": key_words(action.get("key"))}
 
 
 def label_of(detection: dict[str, Any]) -> str:
@@ -46,7 +59,36 @@ def label_of(detection: dict[str, Any]) -> str:
             f"{detection.get('device_id')} · {detection.get('status')}")
 
 
+def rule_action_kinds(rule: dict[str, Any]) -> list[str]:
+    then = (rule.get("document") or {}).get("then") or []
+    return [next(iter(action)) for action in then if isinstance(action, dict) and action]
+
+
+def kind_of(detection: dict[str, Any], rules: dict[str, dict[str, Any]]) -> str:
+    """'service', 'recorded only' or 'marketing', by the actions the detection carries (else its rule's)."""
+    kinds = [str(a.get("action")) for a in detection.get("actions") or [] if isinstance(a, dict)]
+    if not kinds:
+        kinds = rule_action_kinds(rules.get(str(detection.get("rule_id")), {}))
+    if set(kinds) & SERVICE_ACTIONS:
+        return "service"
+    return "marketing" if kinds and all(kind == "offer" for kind in kinds) else "recorded only"
+
+
+def most_urgent_first(detections: list[dict[str, Any]], rules: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Critical before warning before info; within one, service before recorded before marketing; then newest."""
+    def key(detection: dict[str, Any]) -> tuple[int, int, float, int]:
+        opened = parse_ts(detection.get("opened_at"))
+        return (SEVERITY_RANK.get(str(detection.get("severity")), 3), KINDS.index(kind_of(detection, rules)),
+                -(opened.timestamp() if opened else 0), -int(detection.get("id") or 0))
+    return sorted(detections, key=key)
+
+
 st.title("Detections")
+user = current_user()
+technician_view = user is not None and user.role == "technician"
+zone = viewer_zone()
+if technician_view:
+    st.caption("The detections of the devices on the orders assigned to you.")
 
 if message := st.session_state.pop(ACKNOWLEDGED_KEY, None):
     st.success(message, icon=":material/check_circle:")
@@ -62,36 +104,65 @@ except ApiError as error:
 
 open_items: list[dict[str, Any]] = open_now.get("items", [])
 open_total = open_now.get("total", len(open_items))
-critical_open = sum(1 for d in open_items if d.get("severity") == "critical")
+critical_rules = [rid for rid, rule in rules.items() if (rule.get("document") or {}).get("severity") == "critical"]
+counted_exactly = bool(rules) or open_total <= len(open_items)
+if rules:
+    # Counted per critical rule (the API counts by rule, not by severity), so none is missed past the page.
+    critical_open = sum(fetch_or_stop("detections", status="open", rule_id=rid, limit=1).get("total", 0)
+                        for rid in critical_rules)
+else:
+    critical_open = sum(1 for d in open_items if d.get("severity") == "critical")
 with st.container(horizontal=True):
     st.metric("Open", f"{open_total:,}", border=True, help="Found by a rule and not yet seen by a person.")
     st.metric("Acknowledged", f"{acknowledged.get('total', 0):,}", border=True,
               help="Seen by a person; each clears by itself once its rule stops holding.")
-    st.metric("Critical open", f"{critical_open:,}" + ("+" if open_total > len(open_items) else ""), border=True,
-              help=f"Counted among the newest {len(open_items):,} open." if open_total > len(open_items) else None)
+    st.metric("Critical open", f"{critical_open:,}" + ("" if counted_exactly else "+"), border=True,
+              help=None if counted_exactly else f"Counted among the newest {len(open_items):,} open.")
 
 linked = linked_id("detection")
 
 with st.container(horizontal=True, vertical_alignment="bottom"):
     status = st.selectbox("Status", [*STATUSES, ALL_STATUSES], width=180)
     severity = st.selectbox("Severity", [ALL_SEVERITIES, *SEVERITIES], width=180)
-    rule_id = st.selectbox("Rule", [ALL_RULES, *sorted(rules)], width=320)
+    kind = st.selectbox("Kind", [ALL_KINDS, *KINDS], width=220,
+                        format_func=lambda k: KIND_WORDS.get(k, k),
+                        help="What the rule does: sends a technician or calls (service), only records, or offers.")
+    rule_id = st.selectbox("Rule", [ALL_RULES, *sorted(rules)], width=320) if rules else ALL_RULES
     device_text = st.text_input("Device id", placeholder="e.g. RH-000123", width=220)
 
-listing = fetch_or_stop(
-    "detections",
-    status=None if status == ALL_STATUSES else status,
-    rule_id=None if rule_id == ALL_RULES else rule_id,
-    device_id=device_text.strip() or None,
-    limit=LIST_LIMIT,
-)
+filters = {"status": None if status == ALL_STATUSES else status, "device_id": device_text.strip() or None,
+           "limit": LIST_LIMIT}
+listing = fetch_or_stop("detections", rule_id=None if rule_id == ALL_RULES else rule_id, **filters)
 items: list[dict[str, Any]] = listing.get("items", [])
-# The API filters by status, rule and device; severity is a property of the rule, so it is filtered here.
-shown = [d for d in items if severity == ALL_SEVERITIES or d.get("severity") == severity]
-
 total = listing.get("total", len(items))
-caption = f"{total:,} detection{'s match' if total != 1 else ' matches'}; showing the newest {len(items)}"
-st.caption(caption + (f", {len(shown)} of them {severity}." if severity != ALL_SEVERITIES else "."))
+if rule_id == ALL_RULES and total > len(items):
+    # The newest page may be all reminders; each critical or warning rule's own newest page is read too, so a fault
+    # is never pushed off the list by the cap. The API filters by rule, not by severity.
+    urgent_rules = [
+        rid for rid, rule in rules.items()
+        if SEVERITY_RANK.get(str((rule.get("document") or {}).get("severity")), 3) < SEVERITY_RANK["info"]
+        and severity in (ALL_SEVERITIES, (rule.get("document") or {}).get("severity"))
+    ]
+    seen = {d.get("id") for d in items}
+    for rid in urgent_rules:
+        for detection in fetch_or_stop("detections", rule_id=rid, **filters).get("items", []):
+            if detection.get("id") not in seen:
+                seen.add(detection.get("id"))
+                items.append(detection)
+# Severity and kind are properties of the rule, so they are filtered here.
+shown = most_urgent_first([d for d in items if severity in (ALL_SEVERITIES, d.get("severity"))
+                           and kind in (ALL_KINDS, kind_of(d, rules))], rules)
+
+narrowing = [word for word, on in ((severity, severity != ALL_SEVERITIES), (KIND_WORDS.get(kind, kind),
+                                                                            kind != ALL_KINDS)) if on]
+caption = f"{total:,} detection{'s match' if total != 1 else ' matches'}"
+if total > len(items) or narrowing:
+    caption += f"; {len(shown):,} shown" + (f" ({', '.join(narrowing)})" if narrowing else "")
+    if total > len(items):
+        caption += (f": every critical and warning one among the newest {LIST_LIMIT} of each rule, and the newest "
+                    f"{LIST_LIMIT} of all" if rules else f": the newest {LIST_LIMIT}")
+st.caption(caption + ". Most urgent first: critical, then warning, then info; service before marketing; newest "
+           "first within those.")
 
 by_id = {str(d.get("id")): d for d in shown}
 if linked and linked not in by_id:
@@ -103,26 +174,26 @@ if linked and linked not in by_id:
             stop_with(error)
         st.warning(f"There is no detection #{linked}.")
 
-narrowed = bool(device_text.strip()) or rule_id != ALL_RULES or severity != ALL_SEVERITIES
+narrowed = bool(device_text.strip()) or rule_id != ALL_RULES or severity != ALL_SEVERITIES or kind != ALL_KINDS
 if not shown:
-    if status == "open" and not narrowed:
+    if technician_view and not narrowed:
+        # A technician's scope is the devices of their orders: an empty one says nothing about the fleet.
+        st.info(f"No {'' if status == ALL_STATUSES else status + ' '}detection on the devices of the orders "
+                "assigned to you. You see detections once a dispatcher assigns you an order.")
+    elif status == "open" and not narrowed:
         st.info("Nothing open: no rule has found anything new.")
     else:
         st.info("No detection matches these filters.")
 else:
     table = pd.DataFrame(
         [
-            {"opened": parse_ts(d.get("opened_at")), "severity": d.get("severity"), "rule": d.get("rule_id"),
-             "device": d.get("device_id"), "model": d.get("model"), "status": d.get("status"),
-             "reason": reason_of(d.get("explanation")), "id": d.get("id")}
+            {"severity": d.get("severity"), "kind": kind_of(d, rules), "opened": local_time(d.get("opened_at"), zone),
+             "rule": d.get("rule_id"), "device": d.get("device_id"), "model": d.get("model"),
+             "status": d.get("status"), "reason": reason_of(d.get("explanation")), "id": d.get("id")}
             for d in shown
         ]
     )
-    st.dataframe(
-        table, hide_index=True,
-        column_config={"opened": st.column_config.DatetimeColumn("opened", format="YYYY-MM-DD HH:mm"),
-                       "reason": st.column_config.TextColumn(width="large")},
-    )
+    st.dataframe(table, hide_index=True, column_config={"reason": st.column_config.TextColumn(width="large")})
 if not by_id:
     st.stop()
 
@@ -147,19 +218,22 @@ if description:
     st.caption(plain(description))
 
 with st.container(horizontal=True):
-    st.metric("Opened", time_ago(detection.get("opened_at")), border=True, help=detection.get("opened_at"))
+    st.metric("Opened", time_ago(detection.get("opened_at")), border=True,
+              help=local_time(detection.get("opened_at"), zone))
     acknowledged_at, acknowledged_by = detection.get("acknowledged_at"), detection.get("acknowledged_by")
     st.metric("Acknowledged by", f"{acknowledged_by or '?'}, {time_ago(acknowledged_at)}" if acknowledged_at else "–",
-              border=True, help=acknowledged_at or "Nobody has acknowledged it.")
+              border=True, help=local_time(acknowledged_at, zone) if acknowledged_at
+              else "Nobody has acknowledged it.")
     st.metric("Cleared", time_ago(detection.get("cleared_at")) if detection.get("cleared_at") else "still holds",
-              border=True, help=detection.get("cleared_at") or "The rule still holds for this appliance.")
+              border=True, help=local_time(detection.get("cleared_at"), zone) if detection.get("cleared_at")
+              else "The rule still holds for this appliance.")
 
 with st.container(horizontal=True, vertical_alignment="center"):
     if device_id:
         link_to("device", label=f"Device {device_id}", icon=":material/kitchen:",
                      query_params={"device": device_id})
     if detection.get("owner_id") is not None:
-        link_to("customers", label=f"Owner: customer {detection['owner_id']}", icon=":material/person:",
+        link_to("customers", label=f"Owner: {owner_label(detection['owner_id'])}", icon=":material/person:",
                      query_params={"customer": str(detection["owner_id"])})
     if detection.get("status") == "open" and can("acknowledge_detections") and st.button(
         "Acknowledge", type="primary", icon=":material/done:", key=f"acknowledge_{chosen}",
@@ -193,7 +267,13 @@ if not actions:
     st.caption("The rule asks for no action.")
 else:
     pending = sum(1 for a in actions if a.get("status") == "pending")
-    st.caption(f"{pending} of {len(actions)} waiting for the service that carries them out.")
+    if pending == 0:
+        st.caption("Every action is carried out." if len(actions) > 1 else "The action is carried out.")
+    elif pending == len(actions):
+        st.caption("Waiting for the service that carries " + ("them" if pending > 1 else "it") + " out.")
+    else:
+        st.caption(f"{len(actions) - pending} carried out; {pending} still waiting for the service that carries "
+                   f"{'them' if pending > 1 else 'it'} out.")
     st.dataframe(pd.DataFrame([action_row(a) for a in actions]), hide_index=True,
                  column_config={"what": st.column_config.TextColumn(width="large")})
 

@@ -158,7 +158,8 @@ def test_detections_page_lists_open_detections_with_counts(fake_api: FakeApi) ->
     values = metric_values(at)
     assert (values["Open"], values["Acknowledged"], values["Critical open"]) == ("1", "1", "1")
     listing = at.dataframe[0].value
-    assert list(listing.columns) == ["opened", "severity", "rule", "device", "model", "status", "reason", "id"]
+    assert list(listing.columns) == ["severity", "kind", "opened", "rule", "device", "model", "status", "reason",
+                                     "id"]
     assert listing.iloc[0][["severity", "rule", "device", "model", "status", "reason"]].tolist() == [
         "critical", "hood-fan-stall", "RH-000123", "RH-900", "open", "open fault E21 (fan motor stall)"
     ]
@@ -182,7 +183,7 @@ def test_detections_page_filters_by_status_severity_rule_and_device(fake_api: Fa
     choose(at, "Status", "all statuses")
     choose(at, "Severity", "warning")
     assert list(at.dataframe[0].value["id"]) == [2]
-    assert "3 detections match; showing the newest 3, 1 of them warning." in text_of(at)
+    assert "3 detections match; 1 shown (warning). Most urgent first" in text_of(at)
 
     choose(at, "Severity", "all severities")
     choose(at, "Rule", "hood-fan-stall")
@@ -709,3 +710,29 @@ def test_telemetry_charts_draw_a_point_on_every_reading_and_plain_axis_numbers(f
     marks = {layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"] for layer in spec["layer"]}
     assert {"line", "point"} <= marks
     assert spec["layer"][0]["encoding"]["y"]["axis"]["format"] == ",~r"
+
+
+def test_a_fault_is_never_pushed_off_the_detections_list_by_hundreds_of_reminders(fake_api: FakeApi) -> None:
+    fault = next(d for d in fake_api.detections if d["rule_id"] == "hood-fan-stall")
+    reminder = next(d for d in fake_api.detections if d["rule_id"] == "oven-offline")
+    newer = datetime.fromisoformat(fault["opened_at"]) + timedelta(minutes=1)
+    # 250 reminders newer than the fault: the newest 200 of all are reminders only.
+    reminders = [{**reminder, "id": 100 + n, "status": "open", "cleared_at": None, "actions": [],
+                  "opened_at": (newer + timedelta(seconds=n)).isoformat()} for n in range(250)]
+    fake_api.detections = reminders + [fault]
+    at = open_page(DETECTIONS)
+
+    listing = at.dataframe[0].value
+    assert listing.iloc[0][["severity", "kind", "rule"]].tolist() == ["critical", "service", "hood-fan-stall"]
+    assert {q.get("rule_id") for q in fake_api.asked("/detections")} >= {"hood-fan-stall",
+                                                                         "hood-grease-cleaning-rh900"}
+    choose(at, "Kind", "service")
+    assert list(at.dataframe[0].value["rule"]) == ["hood-fan-stall"]
+
+
+def test_a_technician_with_nothing_assigned_is_told_what_their_detections_are(fake_api: FakeApi) -> None:
+    fake_api.role = "technician"
+    fake_api.detections = []
+    at = open_page(DETECTIONS, role="technician", technician_id=1)
+    assert "assigned to you" in at.info[0].value
+    assert "no rule has found" not in at.info[0].value
