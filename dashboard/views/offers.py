@@ -14,13 +14,24 @@ import streamlit as st
 from dashboard.client import ApiError
 from dashboard.data import change, fetch_or_stop, show_api_error
 from dashboard.session import can
-from dashboard.ui import plain, time_ago
-from dashboard.words import duration_words, instant_words, plural
+from dashboard.ui import local_time, plain, time_ago, viewer_zone
+from dashboard.words import duration_words, plural
 
 RANGES = {"last 30 days": 30, "last 90 days": 90, "last year": 365, "all time": None}
 GROUPINGS = {"template": "Template", "rule": "Rule", "segment": "Segment"}
-OUTCOMES = ["issued", "delivered", "redeemed", "expired"]
-OUTCOME_COLORS = ["#9ecae1", "#4292c6", "#2ca02c", "#bdbdbd"]
+# Every offer made is `offered`; the contact policy holds it (waiting) or blocks it (never sent), or it is issued to the
+# customer, then delivered, redeemed or let expire.
+OUTCOMES = ["offered", "held", "blocked", "issued", "delivered", "redeemed", "expired"]
+OUTCOME_COLORS = ["#c6dbef", "#fdae6b", "#d62728", "#9ecae1", "#4292c6", "#2ca02c", "#bdbdbd"]
+OUTCOME_HELP = {
+    "offered": "Eligible customers an offer was made for (the random holdout not counted).",
+    "held": "Waiting for the contact policy: service first, quiet hours or a frequency cap.",
+    "blocked": "Never sent: the customer has not consented to this purpose and channel.",
+    "issued": "Let out by the contact policy to the customer: offered, less held and blocked.",
+    "delivered": "The message reached the customer.",
+    "redeemed": "The coupon was used.",
+    "expired": "Issued and never used before it ran out.",
+}
 LIST_LIMIT = 200
 STATUSES = ["held", "blocked", "issued", "delivered", "redeemed", "expired"]
 ALL_STATUSES, ALL_TEMPLATES = "all statuses", "all templates"
@@ -42,6 +53,16 @@ def share_text(share: Any) -> str:
         return f"{float(share):.0%}"
     except (TypeError, ValueError):
         return "–"
+
+
+def outcomes(row: dict[str, Any]) -> dict[str, int]:
+    """A report row's counts, one per OUTCOMES. The report's own `issued` counts every offer made, held and
+    blocked ones too; issued here is what the contact policy let out."""
+    offered = int(row.get("treated") or row.get("issued") or 0)
+    held, blocked = int(row.get("held") or 0), int(row.get("blocked") or 0)
+    return {"offered": offered, "held": held, "blocked": blocked, "issued": max(offered - held - blocked, 0),
+            "delivered": int(row.get("delivered") or 0), "redeemed": int(row.get("redeemed") or 0),
+            "expired": int(row.get("expired") or 0)}
 
 
 def points(value: Any) -> float | None:
@@ -74,9 +95,10 @@ def campaign_results() -> None:
     rows: list[dict[str, Any]] = report.get("rows") or []
     total: dict[str, Any] = report.get("total") or {}
 
+    total_counts = outcomes(total)
     with st.container(horizontal=True):
         for outcome in OUTCOMES:
-            st.metric(outcome.capitalize(), f"{int(total.get(outcome) or 0):,}", border=True)
+            st.metric(outcome.capitalize(), f"{total_counts[outcome]:,}", border=True, help=OUTCOME_HELP[outcome])
         st.metric("Revenue", f"{float(total.get('revenue') or 0):,.2f}", border=True,
                   help="Paid with redeemed coupons.")
         uplift = total.get("uplift")
@@ -87,18 +109,19 @@ def campaign_results() -> None:
         return
 
     left, right = st.columns(2)
-    counts = pd.DataFrame([{"key": r["key"], "outcome": outcome, "offers": int(r.get(outcome) or 0)}
-                           for r in rows for outcome in OUTCOMES])
+    counts = pd.DataFrame([{"key": r["key"], "outcome": outcome, "offers": count}
+                           for r in rows for outcome, count in outcomes(r).items()])
     with left:
-        st.markdown(f"**What each {grouping} issued and what came of it**")
+        st.markdown(f"**What each {grouping} offered and what came of it**")
+        # Horizontal bars: a long template code is a label on its own line, never dropped for want of room.
         st.altair_chart(alt.Chart(counts).mark_bar().encode(
-            x=alt.X("key:N", title=None, sort=[r["key"] for r in rows], axis=alt.Axis(labelAngle=0)),
-            xOffset=alt.XOffset("outcome:N", sort=OUTCOMES),
-            y=alt.Y("offers:Q", title="offers", axis=alt.Axis(tickMinStep=1, format="d")),
+            y=alt.Y("key:N", title=None, sort=[r["key"] for r in rows], axis=alt.Axis(labelLimit=240)),
+            yOffset=alt.YOffset("outcome:N", sort=OUTCOMES),
+            x=alt.X("offers:Q", title="offers", axis=alt.Axis(tickMinStep=1, format=",d")),
             color=alt.Color("outcome:N", sort=OUTCOMES, scale=alt.Scale(domain=OUTCOMES, range=OUTCOME_COLORS),
                             legend=alt.Legend(orient="bottom", title=None)),
-            tooltip=["key:N", "outcome:N", "offers:Q"],
-        ).properties(height=280))
+            tooltip=[alt.Tooltip("key:N", title=grouping), "outcome:N", alt.Tooltip("offers:Q", format=",d")],
+        ).properties(height=alt.Step(9)))
     uplifts = pd.DataFrame([{"key": r["key"], "uplift": points(r.get("uplift")), "low": points(r.get("uplift_low")),
                              "high": points(r.get("uplift_high")), "offered": int(r.get("treated") or 0),
                              "holdout": int(r.get("holdout") or 0)}
@@ -121,9 +144,7 @@ def campaign_results() -> None:
             st.caption(f"An interval that stays right of the dashed line is an offer that works. "
                        f"{plain(report.get('method') or '')}")
     st.dataframe(pd.DataFrame([
-        {grouping: r["key"], "offered": r.get("treated"), "held out": r.get("holdout"), "issued": r.get("issued"),
-         "delivered": r.get("delivered"), "redeemed": r.get("redeemed"), "expired": r.get("expired"),
-         "held": r.get("held"), "blocked": r.get("blocked"), "revenue": float(r.get("revenue") or 0),
+        {grouping: r["key"], **outcomes(r), "held out": r.get("holdout"), "revenue": float(r.get("revenue") or 0),
          "conversion": share_text(r.get("conversion_treated")) if r.get("conversion_treated") is not None else "–",
          "holdout conversion": (share_text(r.get("conversion_holdout"))
                                 if r.get("conversion_holdout") is not None else "–")}
@@ -174,14 +195,17 @@ with st.container(horizontal=True, vertical_alignment="bottom"):
 listing = fetch_or_stop("offers", status=None if status == ALL_STATUSES else status,
                         template=None if template_choice == ALL_TEMPLATES else template_choice, limit=LIST_LIMIT)
 offers: list[dict[str, Any]] = listing.get("items") or []
+zone = viewer_zone()
 if not offers:
     st.info("No offer matches these filters.")
 else:
     st.dataframe(pd.DataFrame([
-        {"issued": time_ago(o.get("issued_at")), "template": o.get("template"), "customer": o.get("customer_id"),
+        # issued_at is when the offer was made, whatever the contact policy did with it since.
+        {"offered": local_time(o.get("issued_at"), zone), "template": o.get("template"),
+         "customer": f"#{o['customer_id']}" if o.get("customer_id") is not None else "–",
          "device": o.get("device_id") or "–", "status": o.get("status"), "why": o.get("status_reason"),
          "reason to the owner": o.get("reason"), "channel": o.get("channel") or "–",
-         "expires": instant_words(o["expires_at"]) if o.get("expires_at") else "–", "code": o.get("code")}
+         "expires": local_time(o.get("expires_at"), zone) if o.get("expires_at") else "–", "code": o.get("code")}
         for o in offers
     ]), hide_index=True, column_config={"why": st.column_config.TextColumn(width="medium"),
                                         "reason to the owner": st.column_config.TextColumn(width="medium")})

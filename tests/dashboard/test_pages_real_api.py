@@ -95,13 +95,18 @@ def test_a_marketer_sees_what_each_template_issued_and_its_uplift_against_the_ho
 
     assert at.title[0].value == "Offers and campaigns"
     values = metric_values(at)
-    assert values["Issued"] == str(campaign["issued"] + 1)
+    assert values["Offered"] == str(campaign["issued"] + 1)
     assert values["Redeemed"] == "2"
     assert values["Revenue"] == "1,800.00"
     assert values["Blocked"] == "1"
+    # Issued is what the contact policy let out: the blocked offer (and any held) is offered, never issued.
+    assert int(values["Issued"]) == int(values["Offered"]) - int(values["Held"]) - 1
     report = next(t.value for t in at.dataframe if "template" in t.value.columns and "offered" in t.value.columns)
     trade_in = report.set_index("template").loc["trade-in"]
-    assert (trade_in["issued"], trade_in["redeemed"]) == (campaign["issued"], 2)
+    assert (trade_in["offered"], trade_in["redeemed"]) == (campaign["issued"], 2)
+    assert trade_in["issued"] == trade_in["offered"] - trade_in["held"] - trade_in["blocked"]
+    cleaning = report.set_index("template").loc["member-cleaning"]
+    assert (cleaning["offered"], cleaning["blocked"], cleaning["issued"]) == (1, 1, 0)
     # Counts per template as bars, uplift with its interval, and why the contact policy held offers back.
     assert len(charts(at)) == 3
     assert "Uplift against the holdout, with its 95% interval" in text_of(at)
