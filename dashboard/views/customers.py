@@ -12,19 +12,21 @@ import streamlit as st
 from dashboard.client import ApiError
 from dashboard.data import fetch, fetch_or_stop, stop_with
 from dashboard.session import can
-from dashboard.ui import frame, link_to, linked_id, plain, remember_choice, time_ago
-from dashboard.words import duration_words, instant_words
+from dashboard.ui import frame, link_to, linked_id, local_time, plain, remember_choice, time_ago, viewer_zone
+from dashboard.words import duration_words, name_words
 
 SEARCH_LIMIT = 50
 
 st.title("Customer 360")
 
 linked = linked_id("customer")
-search = st.text_input("Search customers", placeholder="name, phone or email", width=360)
+zone = viewer_zone()
+contact_details = can("read_contact_details")
+# Marketing finds people by name only: phone and e-mail are the hotline's (the API searches what the role may read).
+search = st.text_input("Search customers", placeholder="name, phone or email" if contact_details else "name",
+                       width=360)
 found = fetch_or_stop("customers", q=search.strip() or None, limit=SEARCH_LIMIT)
 items: list[dict[str, Any]] = found.get("items", [])
-
-contact_details = can("read_contact_details")
 labels = {
     str(c["id"]): (f"{c.get('name') or '(no name)'} · {c.get('phone') or c.get('email') or ''} (#{c['id']})"
                    if contact_details else f"{c.get('name') or '(no name)'} · {c.get('region') or ''} (#{c['id']})")
@@ -37,9 +39,11 @@ if not labels:
     st.stop()
 
 with st.expander(f"{found.get('total', len(items))} customers match", expanded=not linked):
-    st.dataframe(frame(items, ["id", "name", *(["phone", "email"] if contact_details else []), "region",
-                               "timezone", "birthday"]),
-                 hide_index=True)
+    # A birthday the API withholds from this role (every one empty) is left out rather than shown as "None".
+    with_birthday = any(c.get("birthday") for c in items)
+    listing = frame(items, ["id", "name", *(["phone", "email"] if contact_details else []), "region", "timezone",
+                            *(["birthday"] if with_birthday else [])])
+    st.dataframe(listing.rename(columns={"timezone": "time zone"}), hide_index=True)
 
 ids = list(labels)
 customer_id = st.selectbox(
@@ -132,7 +136,7 @@ with right:
     if history:
         with st.expander(f"Consent history ({len(history)})"):
             st.dataframe(pd.DataFrame([
-                {"when": time_ago(h.get("at")), "purpose": h.get("purpose"), "channel": h.get("channel"),
+                {"when": local_time(h.get("at"), zone), "purpose": h.get("purpose"), "channel": h.get("channel"),
                  "granted": bool(h.get("granted")), "how": h.get("source") or "–"}
                 for h in history
             ]), hide_index=True, column_config={"granted": st.column_config.CheckboxColumn("granted")})
@@ -142,7 +146,8 @@ st.subheader("Timeline")
 if not timeline:
     st.caption("Nothing has happened with this customer yet.")
 else:
-    events = pd.DataFrame([{"at": t.get("at"), "kind": t.get("kind"), "what": t.get("text")} for t in timeline])
+    events = pd.DataFrame([{"at": t.get("at"), "kind": name_words(t.get("kind")), "what": t.get("text")}
+                           for t in timeline])
     events["at"] = pd.to_datetime(events["at"], utc=True, format="ISO8601")
     kinds = list(dict.fromkeys(events["kind"]))
     # Room either side, so a customer whose whole story is minutes long still reads as moments on a day.
@@ -151,10 +156,10 @@ else:
     st.altair_chart(alt.Chart(events).mark_point(filled=True, size=110).encode(
         x=alt.X("at:T", title=None, scale=alt.Scale(domain=[(first - pad).isoformat(), (last + pad).isoformat()])),
         y=alt.Y("kind:N", title=None, sort=kinds),
-        color=alt.Color("kind:N", legend=None), tooltip=[alt.Tooltip("at:T", format="%d %b %Y %H:%M"), "what:N"],
+        color=alt.Color("kind:N", legend=None), tooltip=[alt.Tooltip("at:T", format="%a %d %b %H:%M"), "what:N"],
     ).properties(height=max(90, 38 * len(kinds))))
-    st.dataframe(pd.DataFrame({"when": [time_ago(t.get("at")) for t in timeline],
-                               "kind": [t.get("kind") for t in timeline],
+    st.dataframe(pd.DataFrame({"when": [local_time(t.get("at"), zone) for t in timeline],
+                               "kind": [name_words(t.get("kind")) for t in timeline],
                                "what": [t.get("text") for t in timeline]}),
                  hide_index=True, column_config={"what": st.column_config.TextColumn(width="large")})
 
@@ -167,6 +172,10 @@ else:
     )
     if "last_seen" in table:
         table["last_seen"] = table["last_seen"].map(time_ago)
+    if "kind" in table:
+        table["kind"] = table["kind"].map(name_words)
+    table = table.rename(columns={"id": "device", "last_seen": "last seen", "missing_seq": "messages missing",
+                                  "purchased_on": "purchased"})
     st.dataframe(table, hide_index=True,
                  column_config={"online": st.column_config.CheckboxColumn("online")})
     with st.container(horizontal=True):
@@ -176,24 +185,24 @@ else:
 if orders:
     st.subheader("Service orders")
     st.dataframe(pd.DataFrame([
-        {"order": f"#{o.get('id')}", "opened": time_ago(o.get("opened_at")), "device": o.get("device_id"),
+        {"order": f"#{o.get('id')}", "opened": local_time(o.get("opened_at"), zone), "device": o.get("device_id"),
          "type": o.get("type"), "status": str(o.get("status") or "").replace("_", " "), "reason": o.get("reason"),
-         "completed": time_ago(o.get("completed_at")) if o.get("completed_at") else "–"}
+         "completed": local_time(o.get("completed_at"), zone) if o.get("completed_at") else "–"}
         for o in orders
     ]), hide_index=True, column_config={"reason": st.column_config.TextColumn(width="large")})
 if offers:
     st.subheader("Offers")
     st.dataframe(pd.DataFrame([
-        {"issued": time_ago(o.get("issued_at")), "template": o.get("template"), "status": o.get("status"),
+        {"offered": local_time(o.get("issued_at"), zone), "template": o.get("template"), "status": o.get("status"),
          "why": o.get("status_reason"), "reason to the owner": o.get("reason"), "channel": o.get("channel") or "–",
-         "expires": instant_words(o["expires_at"]) if o.get("expires_at") else "–"}
+         "expires": local_time(o.get("expires_at"), zone) if o.get("expires_at") else "–"}
         for o in offers
     ]), hide_index=True, column_config={"why": st.column_config.TextColumn(width="medium")})
 contacts: list[dict[str, Any]] = view.get("contacts") or []
 if contacts:
     st.subheader("Contacts the policy decided")
     st.dataframe(pd.DataFrame([
-        {"when": time_ago(c.get("decided_at")), "purpose": c.get("purpose"), "channel": c.get("channel"),
+        {"when": local_time(c.get("decided_at"), zone), "purpose": c.get("purpose"), "channel": c.get("channel"),
          # A subject with no space is a key the API keeps for itself, not words for a person.
          "subject": c.get("subject") if " " in str(c.get("subject") or "") else "–",
          "decision": "held" if c.get("held") else ("allowed" if c.get("allowed") else "refused"),

@@ -74,7 +74,8 @@ def fired_counts() -> tuple[Counter[str], str | None]:
         listing = fetch("detections", limit=DETECTIONS_COUNTED)
     except ApiError as error:
         if error.status == 403:
-            return Counter(), error.detail
+            # Said for the person, not as the API's permission table: the role reads rules, not what they found.
+            return Counter(), "your role reads the rules, not the detections they open"
         raise
     return Counter(str(d.get("rule_id")) for d in listing.get("items") or []), None
 

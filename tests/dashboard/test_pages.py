@@ -130,7 +130,8 @@ def test_customers_page_shows_the_360_view(fake_api: FakeApi) -> None:
     consents, appliances = at.dataframe[1].value, at.dataframe[2].value
     assert consents.loc["service", "phone"] == "given"
     assert consents.loc["marketing", "email"] == "withdrawn"
-    assert list(appliances["id"]) == ["RH-000123", "OV-000001"]
+    assert list(appliances["device"]) == ["RH-000123", "OV-000001"]
+    assert list(appliances["kind"]) == ["range hood", "oven"]
     assert [link.proto.query_string for link in at.page_link] == ["device=RH-000123", "device=OV-000001"]
     assert fake_api.asked("/customers/7/360")
     assert not at.error

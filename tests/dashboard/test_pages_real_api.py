@@ -249,7 +249,9 @@ def test_a_marketer_switches_marketing_rules_and_is_offered_no_control_over_faul
     assert "A fault or maintenance rule: dispatchers change it" in text_of(at)
     # A marketer reads no detections: the list leaves out how often each fired, saying why.
     assert "fired" not in at.dataframe[0].value.columns
-    assert "How often each fired is not shown" in text_of(at)
+    assert ("How often each fired is not shown: your role reads the rules, not the detections they open."
+            in text_of(at))
+    assert "needs one of" not in text_of(at)
 
     at.selectbox(key="rule_choice").select("birthday-coupon-soon").run()
     at.button(key="switch_birthday-coupon-soon").click().run()
@@ -310,6 +312,12 @@ def test_a_marketer_finds_customers_without_their_phone_or_links_to_devices(real
     assert "+86 138 0000 0000" not in text_of(at) and "rosa@example.com" not in text_of(at)
     # A marketer has no device page, so the appliances are listed without links.
     assert not at.page_link
+    # A marketer searches by name alone, and is shown no birthday column of empty values.
+    assert at.text_input[0].placeholder == "name"
+    listing = next(t.value for t in at.dataframe if "name" in t.value.columns)
+    assert "birthday" not in listing.columns
+    appliances = next(t.value for t in at.dataframe if "device" in t.value.columns)
+    assert {"last seen", "messages missing", "purchased"} <= set(appliances.columns)
     assert not at.error
 
 
