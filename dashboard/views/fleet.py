@@ -12,6 +12,7 @@ import streamlit as st
 from dashboard.client import ApiError
 from dashboard.data import fetch, fetch_or_stop, stop_with
 from dashboard.ui import link_to
+from dashboard.words import name_words
 
 st.title("Fleet health")
 
@@ -69,6 +70,7 @@ else:
     # A kind with no devices has no share (NaN), not 0 %.
     share = by_kind["online"] / by_kind["devices"].where(by_kind["devices"] > 0)
     by_kind["online %"] = (100 * share).round(1)
+    by_kind["kind"] = by_kind["kind"].map(name_words)
     st.altair_chart(alt.Chart(by_kind).mark_bar().encode(
         x=alt.X("kind:N", title=None, axis=alt.Axis(labelAngle=0)),
         # Always 0 to 100: a fleet that is all offline reads as empty bars, not as a scale of zeros.

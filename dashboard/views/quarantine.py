@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.data import fetch_or_stop
-from dashboard.ui import frame
+from dashboard.ui import frame, local_time, viewer_zone
 
 LIST_LIMIT = 200
 
@@ -54,6 +54,10 @@ def payload_text(payload: Any) -> str:
 table = frame(items, ["received_at", "device_id", "reason", "detail", "topic", "payload", "id"])
 if "payload" in table:
     table["payload"] = table["payload"].map(payload_text)
+if "received_at" in table:
+    zone = viewer_zone()
+    table["received_at"] = table["received_at"].map(lambda at: local_time(at, zone))
+table = table.rename(columns={"received_at": "received", "device_id": "device"})
 st.dataframe(table, hide_index=True, column_config={"payload": st.column_config.TextColumn(width="large")})
 
 by_id = {str(item.get("id")): item for item in items}

@@ -72,7 +72,7 @@ def test_fleet_page_shows_health_badges_counts_and_online_share_chart(fake_api: 
     assert values["Readings, last 24 h"] == "345,678"
     # The online share by kind, then what the rules found: open detections by model and severity, and per day.
     assert len(charts(at)) == 3
-    assert "range_hood: 100 of 120" in text_of(at)
+    assert "range hood: 100 of 120" in text_of(at)
     assert "**Open detections by model and severity** (2)" in text_of(at)
     assert not at.error
 
