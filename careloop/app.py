@@ -37,6 +37,7 @@ from careloop.mqtt import make_connection
 from careloop.pages import Page, whole
 from customers.api import router as customers_router
 from devices.api import router as devices_router
+from devices.credentials import DeviceAccounts
 from ingest.api import router as ingest_router
 from offers.api import router as offers_router
 from rules.api import router as rules_router
@@ -69,17 +70,26 @@ class BrokerProbe:
             return {"ok": False, "detail": "no broker configured"}
         connection = make_connection(self.mqtt_url, f"careloop-health-{id(self)}")
         connected = threading.Event()
-        connection.client.on_connect = lambda *_args: connected.set()
+        refusal: list[str] = []
+
+        def on_connect(_client, _userdata, _flags, reason_code, _properties=None) -> None:
+            if reason_code.is_failure:  # a CONNACK that refuses (bad credentials, not authorized) is no connection
+                refusal.append(str(reason_code))
+            connected.set()
+
+        connection.client.on_connect = on_connect
         try:
             connection.connect(keepalive=5)
             connection.client.loop_start()
-            ok = connected.wait(timeout=2)
+            answered = connected.wait(timeout=2)
         except (OSError, mqtt.WebsocketConnectionError) as error:
             return {"ok": False, "detail": str(error)}
         finally:
             connection.client.disconnect()
             connection.client.loop_stop()
-        return {"ok": ok, "detail": "connected" if ok else "no CONNACK within 2s"}
+        if refusal:
+            return {"ok": False, "detail": f"the broker refused the connection: {refusal[0]}"}
+        return {"ok": answered, "detail": "connected" if answered else "no CONNACK within 2s"}
 
 
 # --- the input guard --------------------------------------------------------------------------------------------
@@ -493,6 +503,7 @@ def create_app(
     admin_token: str | None,
     mqtt_url: str | None,
     limits: ApiLimits | None = None,
+    broker_accounts: DeviceAccounts | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="CareLoop API",
@@ -503,6 +514,8 @@ def create_app(
     app.state.database = database
     app.state.admin_token = admin_token
     app.state.broker = BrokerProbe(mqtt_url)
+    # who issues devices' broker credentials (careloop.mqtt.BrokerAccounts); None: the credential routes answer 503
+    app.state.broker_accounts = broker_accounts
     app.state.limits = limits or ApiLimits()
     dsn = database.dsn if database is not None else ""
     app.state.backtests = ExpensiveWork(

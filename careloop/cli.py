@@ -75,6 +75,19 @@ def _services(need_broker: bool = True):
     return resolve_services(get_settings(), need_broker=need_broker)
 
 
+def _broker_accounts(mqtt_url: str):
+    """Who issues devices' broker credentials: CARELOOP_MQTT_ADMIN_URL, else the embedded mosquitto's when
+    `mqtt_url` is that broker; None (amqtt, or a broker without accounts)."""
+    from careloop import embedded
+    from careloop.mqtt import BrokerAccounts
+
+    settings = get_settings()
+    if settings.mqtt_admin_url is not None:
+        return BrokerAccounts(str(settings.mqtt_admin_url))
+    url = embedded.broker_admin_url(Path(settings.home), mqtt_url)
+    return BrokerAccounts(url) if url else None
+
+
 def _serve_metrics(args: argparse.Namespace, *, process_only: bool = False):
     """The command's Prometheus endpoint on --metrics-host:--metrics-port, or None when the port is 0 (off)."""
     from careloop.metrics import process_registry, serve_metrics
@@ -280,7 +293,8 @@ def cmd_api(args: argparse.Namespace) -> int:
         backtests_per_role=settings.backtests_per_role,
         backtest_timeout_s=settings.backtest_timeout_s,
     )
-    app = create_app(database, admin_token=token, mqtt_url=urls.mqtt_url, limits=limits)
+    app = create_app(database, admin_token=token, mqtt_url=urls.mqtt_url, limits=limits,
+                     broker_accounts=_broker_accounts(urls.mqtt_url))
     # The client's address is the connection's: X-Forwarded-For is not believed (uvicorn believes it from
     # 127.0.0.1 by default), so nothing on this host can pose as other addresses to the per-address limits.
     logging.getLogger("uvicorn.access").addFilter(RedactedAccessLog())  # no unsubscribe tokens in the log
@@ -351,6 +365,25 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _issue_fleet_credentials(urls, fleet) -> dict[str, str] | None:
+    """New broker credentials for each simulated device (the simulator then signs each in as itself), where a
+    credential issuer is known; None otherwise (one connection with the account of CARELOOP_MQTT_URL)."""
+    from careloop.db import Database
+    from devices.credentials import issue_device_credentials
+
+    accounts = _broker_accounts(urls.mqtt_url)
+    if accounts is None:
+        return None
+    database = Database(urls.database_url)
+    try:
+        with database.transaction() as conn:
+            issued = issue_device_credentials(conn, [device.device_id for device in fleet], accounts=accounts,
+                                              issued_by="careloop simulate")
+    finally:
+        database.close()
+    return {device_id: credential.password for device_id, credential in issued.items()}
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from careloop.demo import register_fleet
     from careloop.runtime import stop_event_on_signals
@@ -360,6 +393,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     urls = _services()
     fleet = make_fleet(args.devices, seed=args.seed)
     register_fleet(urls.database_url, fleet, seed=args.seed)
+    device_passwords = _issue_fleet_credentials(urls, fleet)
     stop = stop_event_on_signals()
     # Process metrics only (CPU, memory, start time): enough for its health check and to watch it.
     metrics_server = _serve_metrics(args, process_only=True)
@@ -377,9 +411,41 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         state_path=Path(args.state) if args.state else Path(get_settings().home) / "simulator_state.json",
         progress=sys.stderr.isatty(),
         initial_faults=args.initial_faults,
+        device_passwords=device_passwords,
     )
     if metrics_server is not None:
         metrics_server.close()
+    return 0
+
+
+def cmd_broker_accounts(args: argparse.Namespace) -> int:
+    """The broker's whole account file rebuilt from the registry (after its volume was lost, or to move it)."""
+    import json
+
+    from careloop.db import Database
+    from careloop.mqtt import ADMIN_USER, SERVICE_USER
+    from devices.credentials import dynsec_file_from_registry
+
+    passwords = {}
+    for account, variable in ((SERVICE_USER, "CARELOOP_MQTT_SERVICE_PASSWORD"),
+                              (ADMIN_USER, "CARELOOP_MQTT_ADMIN_PASSWORD")):
+        passwords[account] = os.environ.get(variable, "")
+        if len(passwords[account]) < 16:
+            raise CommandFailed(f"{variable}: set the password of the broker's {account} account (16 or more)")
+    urls = _services(need_broker=False)
+    database = Database(urls.database_url)
+    try:
+        with database.transaction() as conn:
+            config = dynsec_file_from_registry(conn, service_password=passwords[SERVICE_USER],
+                                               admin_password=passwords[ADMIN_USER])
+    finally:
+        database.close()
+    target = Path(args.write)
+    target.write_text(json.dumps(config, indent=2))
+    target.chmod(0o600)
+    devices = len(config["clients"]) - 2
+    print(f"{target}: the accounts {SERVICE_USER} and {ADMIN_USER} and {devices} devices; put it where the broker's "
+          "plugin_opt_config_file points and restart the broker")
     return 0
 
 
@@ -634,6 +700,12 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--all", action="store_true", help="with --list: revoked ones too")
     token.add_argument("--revoke", metavar="ID_OR_PREFIX", help="revoke a token by its id or its first characters")
     token.set_defaults(handler=cmd_token)
+
+    broker_accounts = commands.add_parser(
+        "broker-accounts", help="rebuild the broker's account file (dynamic-security plugin) from the registry")
+    broker_accounts.add_argument("--write", required=True, metavar="FILE",
+                                 help="where to write it (e.g. the broker volume's dynamic-security.json)")
+    broker_accounts.set_defaults(handler=cmd_broker_accounts)
 
     bench = commands.add_parser("bench", help="the benchmarks; they print figures and ratios")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")

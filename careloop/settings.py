@@ -26,6 +26,9 @@ class Settings(BaseSettings):
 
     database_url: str | None = None
     mqtt_url: AnyUrl | None = None
+    # the broker's credential issuer (user careloop-admin), for the API and `careloop simulate`; README "Broker
+    # identity". Unset: the embedded mosquitto's, where one runs for CARELOOP_HOME.
+    mqtt_admin_url: AnyUrl | None = None
     home: Path = Path(".careloop")
     admin_token: SecretStr | None = None
     api_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")
@@ -57,7 +60,7 @@ class Settings(BaseSettings):
             raise ValueError(f"not a valid PostgreSQL URL: {error}") from None
         return url
 
-    @field_validator("mqtt_url")
+    @field_validator("mqtt_url", "mqtt_admin_url")
     @classmethod
     def _mqtt_scheme(cls, url: AnyUrl | None) -> AnyUrl | None:
         if url is not None and url.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):

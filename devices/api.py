@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from pydantic import Field
 
 from careloop.auth import technician_device_ids
 from careloop.db import BIGINT_MAX, BIGINT_MIN
@@ -14,6 +15,7 @@ from careloop.errors import EVERY_ROUTE, answers
 from careloop.pages import Page, whole
 from devices import service
 from devices.catalog import load_catalog
+from devices.credentials import DeviceAccounts, DeviceCredential, issue_device_credential
 from devices.models import DEVICE_ID_PATTERN, ApplianceModel, DeviceCreate, DeviceRead, TelemetrySeries
 
 router = APIRouter(tags=["devices"], responses=EVERY_ROUTE)
@@ -26,9 +28,41 @@ def list_models() -> Page[ApplianceModel]:
     return whole(list(load_catalog().values()))
 
 
-@router.post("/devices", status_code=201, responses=answers(403, 409))
-def create_device(device: DeviceCreate, conn: Conn) -> DeviceRead:
-    return service.register_device(conn, device)
+class DeviceRegistered(DeviceRead):
+    """The device as registered, with its broker credentials (shown this once)."""
+
+    credentials: DeviceCredential | None = Field(
+        None, description="user name, password (shown once), client id and topics; null where the API has no "
+        "broker credential issuer (CARELOOP_MQTT_ADMIN_URL)")
+
+
+def _broker_accounts(request: Request) -> DeviceAccounts | None:
+    return getattr(request.app.state, "broker_accounts", None)
+
+
+@router.post("/devices", status_code=201, responses=answers(403, 409, 503))
+def create_device(device: DeviceCreate, conn: Conn, caller: Caller, request: Request) -> DeviceRegistered:
+    """Register a device and issue its broker credentials in the same step: when the broker cannot take them, a 503
+    and nothing is registered."""
+    registered = service.register_device(conn, device)
+    accounts = _broker_accounts(request)
+    issued = None
+    if accounts is not None:
+        issued = issue_device_credential(conn, registered.id, accounts=accounts, issued_by=caller.name)
+    return DeviceRegistered(**registered.model_dump(), credentials=issued)
+
+
+@router.post("/devices/{device_id}/credentials", status_code=201, responses=answers(403, 404, 503))
+def rotate_device_credentials(
+    device_id: Annotated[str, Path(pattern=DEVICE_ID_PATTERN)], conn: Conn, caller: Caller, request: Request
+) -> DeviceCredential:
+    """A new broker password for the device, shown this once; it replaces the previous one at once (the broker
+    closes the connection opened with it)."""
+    service.get_device(conn, device_id)  # an unknown device is a 404 whether or not an issuer is configured
+    accounts = _broker_accounts(request)
+    if accounts is None:
+        raise HTTPException(503, "the API has no broker credential issuer: set CARELOOP_MQTT_ADMIN_URL")
+    return issue_device_credential(conn, device_id, accounts=accounts, issued_by=caller.name)
 
 
 @router.get("/devices")

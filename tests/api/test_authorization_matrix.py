@@ -47,6 +47,16 @@ def app_operations(app) -> list[tuple[str, str]]:
                    for method in (route.methods or ()) if method != "HEAD"})
 
 
+class RecordingBrokerAccounts:
+    """The broker's side of device credentials, kept in memory: the matrix is about who may ask."""
+
+    def __init__(self) -> None:
+        self.passwords: dict[str, str] = {}
+
+    def set_device_passwords(self, passwords: dict[str, str]) -> None:
+        self.passwords.update(passwords)
+
+
 def test_every_route_of_the_app_has_an_entry_in_the_permission_table() -> None:
     app = create_app(None, admin_token=None, mqtt_url=None)
     missing = [f"{method} {path}" for method, path in app_operations(app) if access_to(method, path) is None]
@@ -75,7 +85,8 @@ def world(database, conn) -> World:
     """Two customers with a device and an offer each, each device with an order: the own one assigned to the
     technician whose token is tested, the foreign one to another; a detection on each device. The own customer's
     token is the customer token tested."""
-    client = TestClient(create_app(database, admin_token=ADMIN_TOKEN, mqtt_url=None))
+    client = TestClient(create_app(database, admin_token=ADMIN_TOKEN, mqtt_url=None,
+                                   broker_accounts=RecordingBrokerAccounts()))
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     own_owner = make_customer(conn, name="Own Owner", email="own.owner@example.com", phone="+86 137 1111 0000")
     foreign_owner = make_customer(conn, name="Foreign Owner", email="foreign.owner@example.com",
