@@ -245,7 +245,9 @@ def telemetry_chart(points: pd.DataFrame, *, unit: str = "", title: str | None =
         tooltip=[alt.Tooltip("ts:T", title="time", format="%a %d %b %H:%M"),
                  alt.Tooltip("value:Q", title=title or "value", format=AXIS_NUMBER)],
     )
-    layers: list[Any] = [base.mark_line(interpolate="monotone"), base.mark_point(filled=True, size=40)]
+    # Big points where they are few (one bucket must be seen), small where they would merge into a thick line.
+    size = 60 if len(points) <= 30 else 12
+    layers: list[Any] = [base.mark_line(interpolate="monotone"), base.mark_point(filled=True, size=size)]
     if marks is not None and not marks.empty:
         layers.append(alt.Chart(marks).mark_rule(color="#d62728", strokeDash=[4, 3]).encode(x="ts:T"))
     chart = alt.layer(*layers).properties(height=height)

@@ -24,7 +24,7 @@ from dashboard.ui import (
     time_ago,
     viewer_zone,
 )
-from dashboard.words import metric_words, name_words, unit_words
+from dashboard.words import instant_words, metric_words, name_words, unit_words
 
 RANGES = {"1 h": timedelta(hours=1), "6 h": timedelta(hours=6), "24 h": timedelta(days=1),
           "7 d": timedelta(days=7), "30 d": timedelta(days=30)}
@@ -106,10 +106,12 @@ with st.container(horizontal=True):
     st.metric("Last seen", time_ago(device.get("last_seen")), border=True,
               help=local_time(device.get("last_seen"), zone) if device.get("last_seen")
               else "The device has never reported.")
-    st.metric("Last seq", format_value(device.get("last_seq")), border=True)
-    st.metric("Missing seq", format_value(device.get("missing_seq", 0)), border=True,
+    st.metric("Last message number", format_value(device.get("last_seq")), border=True,
+              help="The sequence number of the device's latest message.")
+    st.metric("Messages missing", format_value(device.get("missing_seq", 0)), border=True,
               help="Messages this device sent that never arrived.")
-    st.metric("Purchased", device.get("purchased_on") or "–", border=True)
+    st.metric("Purchased", instant_words(str(device["purchased_on"])) if device.get("purchased_on") else "–",
+              border=True)
 
 if device.get("owner") is not None:
     link_to("customers", label=f"Owner: {owner_label(device['owner'])}", icon=":material/person:",
@@ -147,12 +149,12 @@ bucket = AUTO_BUCKET[range_label] if bucket_choice == "auto" else bucket_choice
 # Rounded to the minute so that reruns within the cache ttl ask the same question.
 now = datetime.now(UTC).replace(second=0, microsecond=0)
 since = now - RANGES[range_label]
-time_format = "%H:%M" if RANGES[range_label] <= timedelta(days=1) else "%d %b"
 
 
-def readings(metric: str) -> pd.DataFrame:
+def readings(metric: str) -> tuple[pd.DataFrame, datetime]:
     """The metric's points in the range. With the automatic bucket, the bucket follows the data's own span: a
-    device that began reporting an hour ago gets minute averages over that hour, not one 15-minute point."""
+    device that began reporting an hour ago gets minute averages over that hour, not one 15-minute point.
+    Answers the points and where the chart's time axis starts."""
     def ask(since_at: datetime, size: str | None) -> pd.DataFrame:
         answer = fetch_or_stop("telemetry", device_id, metric=metric, since=since_at.isoformat(),
                                bucket=None if size in (None, "raw") else size, limit=TELEMETRY_LIMIT)
@@ -164,18 +166,19 @@ def readings(metric: str) -> pd.DataFrame:
 
     points = ask(since, bucket)
     if bucket_choice != "auto" or points.empty:
-        return points
+        return points, since
     first = points["ts"].min().to_pydatetime().replace(second=0, microsecond=0)
-    fitting = bucket_for((now - first).total_seconds())
-    if fitting != bucket and (now - first) < RANGES[range_label] / 2:
-        return ask(first, fitting)
-    return points
+    if (now - first) < RANGES[range_label] / 2:
+        fitting = bucket_for((now - first).total_seconds())
+        # A little room before the first reading, so it does not sit on the axis.
+        return (ask(first, fitting) if fitting != bucket else points), first - (now - first) / 10
+    return points, since
 
 
 columns = st.columns(2)
 for position, metric in enumerate(chosen):
     spec = metric_specs.get(metric, {})
-    points = readings(metric)
+    points, starts = readings(metric)
     with columns[position % 2]:
         unit_text = unit_words(spec.get("unit"))
         unit = f" ({unit_text})" if unit_text else ""
@@ -183,8 +186,10 @@ for position, metric in enumerate(chosen):
         if points.empty:
             st.caption("No readings in this range.")
             continue
-        st.altair_chart(telemetry_chart(points[["ts", "value"]], unit=unit_text, title=None,
-                                        domain=(since, now + timedelta(minutes=1)), time_format=time_format))
+        shown_span = now - starts
+        st.altair_chart(telemetry_chart(
+            points[["ts", "value"]], unit=unit_text, title=None, domain=(starts, now + timedelta(minutes=1)),
+            time_format="%H:%M" if shown_span <= timedelta(days=1) else "%d %b"))
         if len(points) == 1:
             st.caption(f"One reading so far, {local_time(points['ts'].iloc[0].to_pydatetime(), zone)}.")
         if len(points) >= TELEMETRY_LIMIT:

@@ -54,7 +54,7 @@ with st.container(horizontal=True):
 with st.container(horizontal=True):
     st.metric("Readings, last 24 h", f"{summary.get('readings_24h', 0):,}", border=True)
     st.metric(
-        "Missing seq", f"{summary.get('missing_seq', 0):,}", border=True,
+        "Messages missing", f"{summary.get('missing_seq', 0):,}", border=True,
         help="Messages devices sent that never arrived (gaps in their sequence numbers).",
     )
     st.metric(

@@ -22,7 +22,7 @@ by_reason = pd.DataFrame(stats.get("quarantine_by_reason") or [], columns=["reas
 with st.container(horizontal=True):
     st.metric("Quarantined", f"{int(by_reason['count'].sum()):,}", border=True)
     st.metric("Reasons", len(by_reason), border=True)
-    st.metric("Missing seq", f"{stats.get('missing_seq', 0):,}", border=True,
+    st.metric("Messages missing", f"{stats.get('missing_seq', 0):,}", border=True,
               help="Messages devices sent that never arrived; these are not in quarantine.")
 
 if by_reason.empty:

@@ -67,7 +67,7 @@ def test_fleet_page_shows_health_badges_counts_and_online_share_chart(fake_api: 
     values = metric_values(at)
     assert values["Devices"] == "200"
     assert values["Online"] == "150"
-    assert values["Missing seq"] == "17"
+    assert values["Messages missing"] == "17"
     assert values["Quarantined, last 24 h"] == "4"
     assert values["Readings, last 24 h"] == "345,678"
     # The online share by kind, then what the rules found: open detections by model and severity, and per day.
@@ -85,7 +85,7 @@ def test_device_page_opens_linked_device_with_latest_values_and_metric_charts(fa
     # 2.6 A is above the model's valid maximum of 2 A, so it is flagged.
     assert values["⚠ fan current"] == "2.6 A"
     assert values["run hours"] == "812.4 h"
-    assert values["Missing seq"] == "3"
+    assert values["Messages missing"] == "3"
     assert len(charts(at)) == 2
     asked = fake_api.asked("/devices/RH-000123/telemetry")
     assert {q["metric"] for q in asked} == {"fan_current_a", "run_hours"}
