@@ -154,7 +154,10 @@ else:
     first, last = events["at"].min(), events["at"].max()
     pad = max(pd.Timedelta(hours=12), (last - first) * 0.05)
     st.altair_chart(alt.Chart(events).mark_point(filled=True, size=110).encode(
-        x=alt.X("at:T", title=None, scale=alt.Scale(domain=[(first - pad).isoformat(), (last + pad).isoformat()])),
+        # One way of writing time on the axis: hours within a couple of days, dates beyond.
+        x=alt.X("at:T", title=None, scale=alt.Scale(domain=[(first - pad).isoformat(), (last + pad).isoformat()]),
+                axis=alt.Axis(format="%a %H:%M" if (last - first) + 2 * pad <= pd.Timedelta(days=2) else "%d %b %Y",
+                              labelOverlap=True)),
         y=alt.Y("kind:N", title=None, sort=kinds),
         color=alt.Color("kind:N", legend=None), tooltip=[alt.Tooltip("at:T", format="%a %d %b %H:%M"), "what:N"],
     ).properties(height=max(90, 38 * len(kinds))))

@@ -118,10 +118,11 @@ def campaign_results() -> None:
             y=alt.Y("key:N", title=None, sort=[r["key"] for r in rows], axis=alt.Axis(labelLimit=240)),
             yOffset=alt.YOffset("outcome:N", sort=OUTCOMES),
             x=alt.X("offers:Q", title="offers", axis=alt.Axis(tickMinStep=1, format=",d")),
+            # Four to a row: seven outcomes in one row run past a half-width column and lose the last ones.
             color=alt.Color("outcome:N", sort=OUTCOMES, scale=alt.Scale(domain=OUTCOMES, range=OUTCOME_COLORS),
-                            legend=alt.Legend(orient="bottom", title=None)),
+                            legend=alt.Legend(orient="bottom", title=None, columns=4)),
             tooltip=[alt.Tooltip("key:N", title=grouping), "outcome:N", alt.Tooltip("offers:Q", format=",d")],
-        ).properties(height=alt.Step(9)))
+        ).properties(height=alt.Step(11)))
     uplifts = pd.DataFrame([{"key": r["key"], "uplift": points(r.get("uplift")), "low": points(r.get("uplift_low")),
                              "high": points(r.get("uplift_high")), "offered": int(r.get("treated") or 0),
                              "holdout": int(r.get("holdout") or 0)}
