@@ -185,7 +185,8 @@ def show_explanation(explanation: Any, units: dict[str, str] | None = None) -> N
         return
     st.markdown(f"**{plain(reason_of(explanation) or 'no reason given')}**")
     if explanation.get("at"):
-        st.caption(f"Evaluated at {plain(value_words(explanation['at']))}.")
+        zone = viewer_zone()
+        st.caption(f"Evaluated {plain(local_time(explanation['at'], zone))} ({plain(zone.key)}).")
     if isinstance(explanation.get("condition"), dict):
         show_condition(explanation["condition"], units)
 

@@ -469,7 +469,9 @@ def history_table(order: dict[str, Any]) -> None:
     if not history:
         return
     st.dataframe(pd.DataFrame([
-        {"when": local_time(h.get("at"), zone), "who": f"{h.get('actor')} ({h.get('actor_role')})",
+        {"when": local_time(h.get("at"), zone),
+         "who": (str(h.get("actor")) if h.get("actor") == h.get("actor_role") or not h.get("actor_role")
+                 else f"{h.get('actor')} ({h.get('actor_role')})"),
          "change": h.get("change"),
          "status": f"{h.get('from_status') or '–'} → {h.get('to_status')}" if h.get("to_status") else "",
          "detail": history_detail(h.get("detail") or {})}

@@ -354,9 +354,35 @@ def test_a_technician_sees_only_the_orders_assigned_to_them_and_no_assignment_co
     assert at.title[0].value == "My orders"
     listed = at.dataframe[0].value
     assert list(listed["order"]) == [f"#{orders[0]}"]
+    # Their own name (the API told it at sign-in), never "technician 1"; none of the dispatcher's items.
+    assert list(listed["technician"]) == ["Liu Yang"]
+    assert {m.label: m.value for m in at.metric}["Technician"] == "Liu Yang"
+    assert not {"Unassigned", "Calls due now"} & {m.label for m in at.metric}
+    assert not {"Region", "Skill"} & {box.label for box in at.selectbox}
     labels = {b.label for b in at.button}
     assert "Start work" in labels
     assert not labels & {"Assign with this window", "Assign, soonest free window", "Reached", "Call back then"}
+    assert not at.error
+
+
+def test_a_technician_with_no_order_is_told_a_dispatcher_assigns_them_on_every_page(real_api, conn) -> None:
+    from service_orders import service as orders_service
+    from service_orders.models import TechnicianCreate
+
+    make_device(conn, owner=make_customer(conn, name="Chen Jie", timezone="UTC").id)
+    always = {"work_days": [1, 2, 3, 4, 5, 6, 7], "work_start": dt.time(0, 0), "work_end": dt.time(23, 59),
+              "daily_capacity": 8, "region": "east", "timezone": "UTC", "skills": ["motor"]}
+    liu = orders_service.create_technician(conn, TechnicianCreate(name="Liu Yang", **always))
+    technician = create_token(conn, role="technician", name="Liu Yang", technician_id=liu.id)
+    conn.commit()
+
+    at = sign_in(technician)
+    assert [i.value for i in at.info] == [
+        "No order is assigned to you yet; a dispatcher assigns orders from the dispatch board."]
+    at.switch_page("views/detections.py").run()
+    assert "assigned to you" in at.info[0].value
+    at.switch_page("views/device.py").run()
+    assert at.info[0].value.startswith("No device of an order assigned to you")
     assert not at.error
 
 
