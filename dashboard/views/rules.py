@@ -46,7 +46,9 @@ def actions_of(document: dict[str, Any]) -> str:
 
 def applies_to(document: dict[str, Any]) -> str:
     target = document.get("applies_to") or {}
-    return ", ".join(f"{value}" for value in target.values()) if isinstance(target, dict) and target else "every device"
+    # Kinds read as words ('range hood'); model codes keep their hyphens (RH-900).
+    return (", ".join(str(value).replace("_", " ") for value in target.values()) if isinstance(target, dict) and target
+            else "every device")
 
 
 def is_marketing_rule(document: dict[str, Any]) -> bool:
