@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 
 from dashboard.client import DEFAULT_API_URL, ApiClient, ApiError, ApiSettings, load_api_settings
-from dashboard.ui import duration_text, format_value, time_ago, time_left
+from dashboard.ui import bucket_for, duration_text, format_value, telemetry_chart, time_ago, time_left
 
 
 @pytest.fixture
@@ -148,3 +149,21 @@ def test_conflict_keeps_the_apis_own_words_apart() -> None:
     with pytest.raises(ApiError) as raised:
         ApiClient("http://api", "token", transport=transport).assign_order(21, 1)
     assert (raised.value.status, raised.value.detail) == (409, reason)
+
+
+def test_a_single_reading_is_drawn_as_a_point_on_a_padded_axis() -> None:
+    one = pd.DataFrame({"ts": [pd.Timestamp("2026-11-30T19:10:00Z")], "value": [4490.774545]})
+    spec = telemetry_chart(one, unit="rpm").to_dict()
+    marks = [layer["mark"]["type"] for layer in spec["layer"]]
+    assert marks == ["line", "point"]
+    y = spec["layer"][0]["encoding"]["y"]
+    low, high = y["scale"]["domain"]
+    assert low < 4490.774545 < high
+    assert y["axis"]["format"] == ",~r"
+
+
+def test_the_bucket_follows_the_span_of_the_readings() -> None:
+    assert bucket_for(5 * 60) is None  # a few minutes: every reading
+    assert bucket_for(2 * 3600) == "1m"
+    assert bucket_for(24 * 3600) == "15m"
+    assert bucket_for(30 * 86400) == "6h"
