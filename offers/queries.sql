@@ -207,8 +207,9 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s)
 ORDER BY id DESC LIMIT %(limit)s OFFSET %(offset)s
 
 -- name: report --
--- Offered and held-out customers per template, rule or segment: what was issued, delivered, redeemed and expired,
--- and how many of each group converted (spent what the template counts, within the offer's window).
+-- Offered and held-out customers per template, rule or segment: `treated` every offer made (the uplift compares
+-- them, whatever the contact policy did), `issued` those it let out (not held or blocked), what was delivered,
+-- redeemed and expired, and how many of each group converted (spent what the template counts, within the offer's window).
 WITH assignments AS (
     SELECT 'treated' AS grp, o.template_id, o.rule_id, o.segment, o.customer_id, o.issued_at AS assigned_at,
            o.window_ends_at, o.status, o.delivered_at, o.redeemed_at, o.redeemed_amount
@@ -237,7 +238,7 @@ SELECT CASE %(group_by)s WHEN 'template' THEN template WHEN 'rule' THEN coalesce
                          ELSE segment END AS key,
        count(*) FILTER (WHERE grp = 'treated') AS treated,
        count(*) FILTER (WHERE grp = 'holdout') AS holdout,
-       count(*) FILTER (WHERE grp = 'treated') AS issued,
+       count(*) FILTER (WHERE grp = 'treated' AND status NOT IN ('held', 'blocked')) AS issued,
        count(*) FILTER (WHERE delivered_at IS NOT NULL) AS delivered,
        count(*) FILTER (WHERE redeemed_at IS NOT NULL) AS redeemed,
        count(*) FILTER (WHERE status = 'expired') AS expired,

@@ -56,8 +56,8 @@ def share_text(share: Any) -> str:
 
 
 def outcomes(row: dict[str, Any]) -> dict[str, int]:
-    """A report row's counts, one per OUTCOMES. The report's own `issued` counts every offer made, held and
-    blocked ones too; issued here is what the contact policy let out."""
+    """A report row's counts, one per OUTCOMES: `treated` is every offer made; issued is what the contact policy
+    let out (offered, less held and blocked)."""
     offered = int(row.get("treated") or row.get("issued") or 0)
     held, blocked = int(row.get("held") or 0), int(row.get("blocked") or 0)
     return {"offered": offered, "held": held, "blocked": blocked, "issued": max(offered - held - blocked, 0),
