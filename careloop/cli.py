@@ -811,9 +811,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from careloop.runtime import configure_logging
+    from careloop.runtime import configure_logging, exit_with_parent
 
     configure_logging(logging.DEBUG if args.verbose else logging.INFO)
+    exit_with_parent()
     try:
         get_settings()
     except ConfigError as error:

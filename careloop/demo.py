@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 from careloop import embedded
 from careloop.auth import create_token, role_of_token
 from careloop.db import Database, ensure_database, fetch_all, migrate
-from careloop.runtime import resolve_services, stop_event_on_signals
+from careloop.runtime import EXIT_WITH_PARENT, resolve_services, stop_event_on_signals
 from careloop.settings import get_settings
 from customers import service as customers_service
 from customers.models import CustomerCreate
@@ -193,7 +193,9 @@ def _without_password(url: str) -> str:
 
 
 def _spawn(arguments: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "careloop.cli", *arguments], env=env)
+    # CARELOOP_EXIT_WITH_PARENT: the child ends when the demo does, however it ends (careloop.runtime)
+    return subprocess.Popen([sys.executable, "-m", "careloop.cli", *arguments],
+                            env={**env, EXIT_WITH_PARENT: str(os.getpid())})
 
 
 def run_demo(*, devices: int, rate: float, seed: int, api_port: int = 8000, dashboard_port: int = 8501) -> int:

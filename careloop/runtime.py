@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,26 @@ def configure_logging(level: int = logging.INFO) -> None:
 class ServiceUrls:
     database_url: str
     mqtt_url: str
+
+
+# Set by a command that runs others (careloop demo) to its own pid: the child ends when that parent does.
+EXIT_WITH_PARENT = "CARELOOP_EXIT_WITH_PARENT"
+
+
+def exit_with_parent() -> None:
+    """Where CARELOOP_EXIT_WITH_PARENT names this process's parent: on Linux, ask the kernel for a SIGTERM when the
+    parent dies, however it dies (SIGKILL included), so nothing it started runs on alone; and exit at once if the
+    parent is already gone. The variable is taken out of the environment: this process's own children (the
+    dashboard's Streamlit) have another parent."""
+    parent = os.environ.pop(EXIT_WITH_PARENT, None)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1  # <sys/prctl.h>
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if str(os.getppid()) != parent:
+        raise SystemExit(f"careloop: the process that started this one ({parent}) is gone")
 
 
 def exit_on_sigterm() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -67,3 +69,35 @@ def test_the_demos_sign_ins_are_made_again_where_one_expired_or_was_revoked(data
     again = demo_logins(database_url, tmp_path)
     assert again["admin"] == first["admin"]
     assert again["dispatcher"] != first["dispatcher"] and again["marketer"] != first["marketer"]
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (a reparented child nobody has reaped yet has ended all the same)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        state = next(line for line in status.splitlines() if line.startswith("State:"))
+    except (FileNotFoundError, ProcessLookupError, StopIteration):
+        return False
+    return "Z" not in state.split()[1]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's (prctl)")
+def test_a_demo_killed_outright_leaves_none_of_its_processes_running(database_url, mqtt_url, tmp_path) -> None:
+    home = tmp_path / "home"
+    log = tmp_path / "demo.log"
+    env = {"CARELOOP_DATABASE_URL": database_url, "CARELOOP_MQTT_URL": mqtt_url, "CARELOOP_HOME": str(home),
+           "CARELOOP_ADMIN_TOKEN": None, "CARELOOP_SMTP_URL": None}
+    process = start_careloop(["demo", "--devices", "5", "--api-port", str(free_port()),
+                              "--dashboard-port", str(free_port())], env=env, log=log)
+    children: list[int] = []
+    try:
+        def started() -> bool:
+            listed = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text()
+            children[:] = [int(pid) for pid in listed.split()]
+            return len(children) >= 5
+        wait_until(started, timeout_s=90, what="the demo's five processes", log=log)
+    finally:
+        process.kill()  # no chance to stop them itself
+        process.wait(timeout=10)
+    wait_until(lambda: not any(_alive(pid) for pid in children), timeout_s=45,
+               what=f"the demo's processes {children} to end with it", log=log)
