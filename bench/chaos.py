@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from bench.services import OwnMosquitto, OwnPostgres
 from careloop.db import ensure_database, migrate
+from careloop.embedded import stop_process
 from careloop.mqtt import make_connection, telemetry_topic
 from simulators.delivery import ConfirmedPublisher
 
@@ -575,13 +576,8 @@ class ChaosRun:
         """SIGTERM: the clean stop of careloop ingest, which acks the batch in hand."""
         with self.lock:
             process, self.exit_expected = self.ingester, True
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            stop_process(process, timeout_s=30)
 
     def close(self) -> None:
         """Every process, server and folder of the run, whatever state it is in (Ctrl-C, errors)."""

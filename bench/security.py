@@ -27,6 +27,7 @@ import httpx
 from bench.fixtures import register_devices, temporary_database
 from careloop.auth import create_token
 from careloop.db import Database, execute
+from careloop.embedded import stop_process
 from careloop.runtime import resolve_services
 from careloop.settings import get_settings
 
@@ -179,11 +180,7 @@ def bench_security(args: argparse.Namespace) -> int:
             stop.set()
             watcher.join()
         finally:
-            api.terminate()
-            try:
-                api.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                api.kill()
+            stop_process(api, timeout_s=20)
     p99 = _percentile(loaded, 0.99)
     print(f"  /health said: database {probe['database']['detail']}, broker {probe['broker']['detail']}")
     print(_summary("/health, idle        ", quiet))

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from careloop.embedded import free_port, mosquitto_config, wait_for_port
+from careloop.embedded import free_port, mosquitto_config, stop_process, wait_for_port
 
 log = logging.getLogger("careloop.bench")
 
@@ -184,14 +184,8 @@ class OwnMosquitto:
 
     def stop(self) -> None:
         """SIGTERM: a clean stop, on which mosquitto writes its persistence file (sessions, queued messages)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, timeout_s=15)
 
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:

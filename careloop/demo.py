@@ -290,12 +290,8 @@ def run_demo(*, devices: int, rate: float, seed: int, api_port: int = 8000, dash
     # The simulator first, so the ingester can store what is already on its way.
     for name in ("simulator", "engine", "ingest", "api", "dashboard"):
         child = children.get(name)
-        if child is not None and child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        if child is not None:
+            embedded.stop_process(child, timeout_s=30)
     if mailbox is not None:
         mailbox.stop()
     if failed:

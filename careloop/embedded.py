@@ -415,18 +415,20 @@ def _start_mosquitto(home: Path, port: int) -> tuple[str, Callable[[], None], Ca
     try:
         wait_for_port(port, process, stderr_log)
     except BaseException:
-        _stop_process(process)
+        stop_process(process)
         raise
 
     url = url_with_credentials(f"mqtt://127.0.0.1:{port}", SERVICE_USER, accounts[SERVICE_USER])
-    return url, lambda: _stop_process(process), lambda: process.poll() is None
+    return url, lambda: stop_process(process), lambda: process.poll() is None
 
 
-def _stop_process(process: subprocess.Popen) -> None:
+def stop_process(process: subprocess.Popen, timeout_s: float = 10) -> None:
+    """SIGTERM, the clean stop (mosquitto saves its persistence file, an ingester acks the batch in hand); SIGKILL
+    if it has not ended within `timeout_s`. Nothing when it has ended already."""
     if process.poll() is None:
-        process.terminate()  # mosquitto saves its persistence file on a clean stop
+        process.terminate()
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

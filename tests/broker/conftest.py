@@ -17,7 +17,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from careloop.embedded import free_port, mosquitto_config, wait_for_port
+from careloop.embedded import free_port, mosquitto_config, stop_process, wait_for_port
 from careloop.mqtt import (
     ADMIN_USER,
     SERVICE_USER,
@@ -68,12 +68,7 @@ def shipped_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shipped
         wait_for_port(port, process, stderr_log)
         yield ShippedBroker(port=port, data_dir=data_dir, passwords=passwords)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @dataclass
