@@ -12,11 +12,12 @@ COPY telemetry_staging (ts, device_id, metric, value, seq) FROM STDIN
 -- name: insert_telemetry_from_staging --
 -- Store the staged readings; redelivered ones hit the dedup key and are skipped. The newest of the new ones per
 -- (device, metric) goes into device_latest in the same statement, so it never travels to Python and back
--- (a late reading never replaces a newer one). Answers the new ones (ingest.models.TelemetryRow).
+-- (a late reading never replaces a newer one). Answers the staged readings that were NOT new
+-- (ingest.models.TelemetryRow): usually none, so what was stored never travels back either.
 WITH stored AS (
     INSERT INTO telemetry (ts, device_id, metric, value, seq)
     SELECT ts, device_id, metric, value, seq FROM telemetry_staging
-    ORDER BY device_id, seq, metric
+    ORDER BY device_id, metric, ts, seq
     ON CONFLICT ON CONSTRAINT telemetry_dedup DO NOTHING
     RETURNING ts, device_id, metric, value, seq
 ), latest AS (
@@ -30,7 +31,9 @@ WITH stored AS (
         seq   = excluded.seq
     WHERE (excluded.ts, excluded.seq) > (latest.ts, latest.seq)
 )
-SELECT ts, device_id, metric, value, seq FROM stored
+SELECT s.ts, s.device_id, s.metric, s.value, s.seq FROM telemetry_staging s
+WHERE NOT EXISTS (SELECT FROM stored n WHERE n.device_id = s.device_id AND n.seq = s.seq
+                                         AND n.metric = s.metric AND n.ts = s.ts)
 
 -- name: insert_events --
 -- Store device events; redelivered ones are skipped. Answers the new ones as given (ingest.models.EventRow).

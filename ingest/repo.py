@@ -31,9 +31,13 @@ QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
 def stage_readings(conn: Connection, *, rows: Iterable[TelemetryRow]) -> None:
     """COPY readings into this connection's staging table."""
     buffer = io.StringIO()
+    ts, ts_text = None, ""
     for row in rows:
+        # A reading's metrics come in a row each with the same ts object: format it once per reading.
+        if row.ts is not ts:
+            ts, ts_text = row.ts, row.ts.isoformat()
         # Device ids and metric names are validated before this point: no tabs or newlines.
-        buffer.write(f"{row.ts.isoformat()}\t{row.device_id}\t{row.metric}\t{row.value!r}\t{row.seq}\n")
+        buffer.write(f"{ts_text}\t{row.device_id}\t{row.metric}\t{row.value!r}\t{row.seq}\n")
     buffer.seek(0)
     with conn.cursor() as cursor:
         cursor.execute(QUERIES["create_staging"])
@@ -42,7 +46,7 @@ def stage_readings(conn: Connection, *, rows: Iterable[TelemetryRow]) -> None:
 
 def insert_staged_telemetry(conn: Connection) -> list[TelemetryRow]:
     """Store the staged readings, and the newest of each device's metrics in device_latest; answers those that
-    were new (a redelivered one is skipped)."""
+    were already stored (a redelivered one is skipped)."""
     with conn.cursor() as cursor:
         cursor.execute(QUERIES["insert_telemetry_from_staging"])
         return list(map(TelemetryRow._make, cursor.fetchall()))

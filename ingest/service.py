@@ -30,6 +30,7 @@ from ingest.models import (
     QuarantinedMessage,
     QuarantineRow,
     Rejected,
+    StoredReading,
     TelemetryRow,
     check_against_model,
     parse_message,
@@ -124,6 +125,7 @@ def _store_batch(conn: Connection, messages: Sequence[InboundMessage], now: dt.d
 
     models = devices_service.models_of_devices(conn, sorted({p.device_id for _m, p in parsed}))
     telemetry_rows: list[TelemetryRow] = []
+    accepted: list[StoredReading] = []
     event_rows: list[EventRow] = []
     for message, item in parsed:
         for part in item.rejected:
@@ -148,31 +150,35 @@ def _store_batch(conn: Connection, messages: Sequence[InboundMessage], now: dt.d
             except Rejected as rejected:
                 reject(message, item.device_id, rejected.reason, rejected.detail, reading_text(reading).encode())
                 continue
+            accepted.append(StoredReading(reading.device_id, reading.seq, reading.ts, tuple(reading.metrics)))
             telemetry_rows.extend(
                 TelemetryRow(reading.ts, reading.device_id, metric, value, reading.seq)
                 for metric, value in reading.metrics.items()
             )
 
-    stored_telemetry: list[TelemetryRow] = []
+    stored_readings: list[StoredReading] = []
+    readings_stored = 0
     if telemetry_rows:
         repo.stage_readings(conn, rows=telemetry_rows)
-        stored_telemetry = repo.insert_staged_telemetry(conn)
+        already_stored = repo.insert_staged_telemetry(conn)
+        stored_readings = _newly_stored(accepted, telemetry_rows, already_stored)
+        readings_stored = sum(len(reading.metrics) for reading in stored_readings)
     stored_events = repo.insert_events(conn, rows=event_rows)
     # Progress before the event counters: its row locks make batches of one device take turns for them.
-    repo.upsert_device_progress(conn, rows=_device_progress(stored_telemetry, stored_events))
+    repo.upsert_device_progress(conn, rows=_device_progress(stored_readings, stored_events))
     repo.record_event_counters(
         conn,
         events=event_counter_triples((DeviceEventType(row.device_id, row.type) for row in stored_events), models),
-        earliest_readings=_earliest_readings(stored_telemetry),
+        earliest_readings=_earliest_counter_readings(stored_readings, models),
     )
     repo.insert_quarantine(conn, rows=quarantine)
     _log_quarantined(quarantine)
 
-    outcome.readings_stored = len(stored_telemetry)
-    outcome.readings_duplicate = len(telemetry_rows) - len(stored_telemetry)
+    outcome.readings_stored = readings_stored
+    outcome.readings_duplicate = len(telemetry_rows) - readings_stored
     outcome.events_stored = len(stored_events)
     outcome.events_duplicate = len(event_rows) - len(stored_events)
-    outcome.devices = {row.device_id for row in stored_telemetry} | {row.device_id for row in stored_events}
+    outcome.devices = {row.device_id for row in stored_readings} | {row.device_id for row in stored_events}
     # Delivered to listeners (the rule engine) only if this transaction commits.
     notify_changed_devices(conn, device_ids=sorted(outcome.devices | outcome.status_devices))
     return outcome
@@ -297,15 +303,50 @@ def _quarantine_row(
 SEQ_RESET_SLACK = 10_000
 
 
+def _newly_stored(
+    accepted: Sequence[StoredReading], staged: Sequence[TelemetryRow], already_stored: Sequence[TelemetryRow]
+) -> list[StoredReading]:
+    """The readings of a batch that stored at least one metric value, with the metrics they stored.
+
+    The database answers the staged values it did not store now, usually none: the ones stored before, each copy
+    of it. A value twice in one batch (a message redelivered into the same batch) is stored once: its first copy
+    counts as new (unless stored before), the second as a duplicate."""
+    if not already_stored:
+        distinct = {(row.device_id, row.seq, row.metric, row.ts) for row in staged}
+        if len(distinct) == len(staged):
+            return list(accepted)
+    skipped = Counter((row.device_id, row.seq, row.metric, row.ts) for row in already_stored)
+    stored: list[StoredReading] = []
+    seen: set[tuple[str, int, str, dt.datetime]] = set()
+    for reading in accepted:
+        metrics = []
+        for metric in reading.metrics:
+            key = (reading.device_id, reading.seq, metric, reading.ts)
+            if key in seen:
+                continue  # the second copy in this batch: the database skipped it
+            seen.add(key)
+            if skipped[key]:
+                skipped[key] -= 1
+                continue
+            metrics.append(metric)
+        if metrics:
+            stored.append(reading._replace(metrics=tuple(metrics)))
+    return stored
+
+
+# Within one batch, seqs further apart than this are two counts (see seq_is_reset in migration 011).
+SEQ_RESET_SLACK = 10_000
+
+
 def _device_progress(
-    stored_telemetry: Sequence[TelemetryRow], stored_events: Sequence[EventRow]
+    stored_readings: Sequence[StoredReading], stored_events: Sequence[EventRow]
 ) -> list[DeviceProgress]:
     """Per device: newest ts, seq range and count of newly stored seqs, and how many times the count restarted.
 
     Where the batch's seqs of a device fall into runs far apart (a device reset, a forged seq), the run holding
     the newest message is the device's count now; each other run counts as a reset, not as a gap."""
     seen_at: dict[str, dict[int, dt.datetime]] = {}
-    for row in (*stored_telemetry, *stored_events):
+    for row in (*stored_readings, *stored_events):
         seqs = seen_at.setdefault(row.device_id, {})
         seqs[row.seq] = max(row.ts, seqs.get(row.seq, row.ts))
     progress = []
@@ -326,12 +367,23 @@ def _device_progress(
     return progress
 
 
-def _earliest_readings(stored_telemetry: Sequence[TelemetryRow]) -> list[EarliestReading]:
-    """Per (device, metric): the earliest ts newly stored."""
+def _earliest_counter_readings(
+    stored_readings: Sequence[StoredReading], models: Mapping[str, ApplianceModel]
+) -> list[EarliestReading]:
+    """Per (device, counter metric): the earliest ts newly stored. Only counter metrics have event counters to
+    refresh, so the others are not sent."""
+    counters_of_model: dict[str, frozenset[str]] = {}
     earliest: dict[tuple[str, str], dt.datetime] = {}
-    for row in stored_telemetry:
-        key = (row.device_id, row.metric)
-        earliest[key] = min(row.ts, earliest.get(key, row.ts))
+    for reading in stored_readings:
+        model = models[reading.device_id]
+        counters = counters_of_model.get(model.code)
+        if counters is None:
+            counters = counters_of_model[model.code] = frozenset(
+                metric for metric, spec in model.metrics.items() if spec.counter)
+        for metric in reading.metrics:
+            if metric in counters:
+                key = (reading.device_id, metric)
+                earliest[key] = min(reading.ts, earliest.get(key, reading.ts))
     return [EarliestReading(device_id, metric, ts) for (device_id, metric), ts in sorted(earliest.items())]
 
 

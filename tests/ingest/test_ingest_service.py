@@ -1,0 +1,71 @@
+"""The ingest service's own counts and device state, through ingest_batch on the real database, no broker."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from careloop.db import fetch_all, fetch_value
+from careloop.mqtt import events_topic, telemetry_topic
+from ingest.service import InboundMessage
+from tests.factories import make_device
+from tests.helpers import store
+
+NOW = dt.datetime(2026, 6, 1, 12, tzinfo=dt.UTC)
+METRICS = {"run_hours": 10.0, "fan_current_a": 0.6, "fan_speed_rpm": 1200.0, "airflow_m3h": 600.0,
+           "grease_load_pct": 20.0}
+
+
+def reading(device_id: str, seq: int, *, seconds: int, **metrics: float) -> InboundMessage:
+    ts = (NOW - dt.timedelta(minutes=10) + dt.timedelta(seconds=seconds)).isoformat()
+    body = {"seq": seq, "ts": ts, "metrics": {**METRICS, **metrics}}
+    return InboundMessage(telemetry_topic(device_id), json.dumps(body).encode(), NOW)
+
+
+def test_a_message_twice_in_one_batch_is_stored_once_and_counted_once_as_duplicate(database, conn) -> None:
+    device = make_device(conn).id
+    conn.commit()
+    first = reading(device, 1, seconds=0)
+    outcome = store(database, [first, reading(device, 2, seconds=30), first], now=NOW)
+    assert (outcome.readings_stored, outcome.readings_duplicate) == (10, 5)
+    with database.connection() as reader:
+        assert fetch_value(reader, "SELECT count(*) FROM telemetry WHERE device_id = %s", (device,)) == 10
+        state = fetch_all(reader, "SELECT first_seq, last_seq, seq_count FROM device_state WHERE device_id = %s",
+                          (device,))
+    assert [tuple(row.values()) for row in state] == [(1, 2, 2)]
+
+
+def test_a_batch_part_stored_before_counts_only_the_new_values_and_advances_state_by_them(database, conn) -> None:
+    device = make_device(conn).id
+    conn.commit()
+    store(database, [reading(device, 1, seconds=0)], now=NOW)
+    # seq 1 again with one metric more (a firmware that now reports it), and seq 2
+    again = reading(device, 1, seconds=0)
+    outcome = store(database, [again, reading(device, 2, seconds=30)], now=NOW)
+    assert (outcome.readings_stored, outcome.readings_duplicate, outcome.devices) == (5, 5, {device})
+    outcome = store(database, [again], now=NOW)
+    assert (outcome.readings_stored, outcome.readings_duplicate, outcome.devices) == (0, 5, set())
+    with database.connection() as reader:
+        state = fetch_all(reader, "SELECT last_seq, seq_count, missing_seq FROM device_state WHERE device_id = %s",
+                          (device,))
+        latest = fetch_value(reader, "SELECT value FROM device_latest WHERE device_id = %s AND metric = 'run_hours'",
+                             (device,))
+    assert [tuple(row.values()) for row in state] == [(2, 2, 0)]
+    assert latest == 10.0
+
+
+def test_a_late_counter_reading_refreshes_the_counter_taken_at_an_event(database, conn) -> None:
+    """The counter at a cleaning is the run_hours reading at or before it; a late reading that lands closer to
+    the event replaces it. Only counter metrics are sent for this check, and this one is a counter."""
+    device = make_device(conn).id
+    conn.commit()
+    store(database, [reading(device, 1, seconds=0, run_hours=10.0)], now=NOW)
+    cleaning = {"seq": 3, "ts": (NOW - dt.timedelta(minutes=10) + dt.timedelta(seconds=60)).isoformat(),
+                "type": "maintenance_done"}
+    store(database, [InboundMessage(events_topic(device), json.dumps(cleaning).encode(), NOW)], now=NOW)
+    counter = "SELECT value FROM event_counters WHERE device_id = %s AND metric = 'run_hours'"
+    with database.connection() as reader:
+        assert fetch_value(reader, counter, (device,)) == 10.0
+    store(database, [reading(device, 2, seconds=50, run_hours=10.5)], now=NOW)
+    with database.connection() as reader:
+        assert fetch_value(reader, counter, (device,)) == 10.5
