@@ -229,6 +229,8 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("POST", "/devices/{device_id}/credentials"): _access(D),
     ("GET", "/fleet/summary"): _access(D, M),
     ("GET", "/devices/fleet/summary"): _access(D, M),
+    # the maintenance and trade-in windows coming per region: for those who plan visits and offers
+    ("GET", "/fleet/forecast"): _access(D, M),
     # ingest
     ("GET", "/ingest/quarantine"): _access(D),
     ("GET", "/ingest/stats"): _access(D),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, AwareDatetime, model_validator
 
@@ -20,6 +20,7 @@ from rules.models import (
     BacktestResult,
     DetectionRead,
     EngineJobRead,
+    FleetForecast,
     Rule,
     RuleError,
     RuleRead,
@@ -219,3 +220,17 @@ def acknowledge_detection(detection_id: RowId, conn: Conn, caller: Caller) -> De
 def engine_jobs(conn: Conn) -> Page[EngineJobRead]:
     """When each engine job last ran over the fleet, how long it took, and what it opened and cleared."""
     return service.engine_jobs(conn)
+
+
+MAX_FORECAST_DAYS = 365
+
+
+@router.get("/fleet/forecast", tags=["fleet"])
+def fleet_forecast(
+    conn: Conn,
+    days: Annotated[int, Query(ge=1, le=MAX_FORECAST_DAYS, description="how far ahead, in days")] = 30,
+) -> FleetForecast:
+    """The maintenance and trade-in windows the enabled rules are projected to open in the next `days`, per
+    region and kind with the count per week: trend fits' crossings, usage at each device's recent rate, time
+    since the last service, age from the purchase date. Devices whose window is open already are not counted."""
+    return service.fleet_forecast(conn, days=days)

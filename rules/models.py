@@ -52,6 +52,8 @@ __all__ = [
     "DetectionToCarryOut",
     "DetectionToClear",
     "DetectionToOpen",
+    "DueRow",
+    "FleetForecast",
     "EngineJobRead",
     "ModelBaseline",
     "Rule",
@@ -436,3 +438,51 @@ class ModelBaseline(NamedTuple):
     centre: float | None
     spread: float | None
     samples: int
+
+
+# ---------------------------------------------------------------- the fleet's coming demand
+
+
+class DueRow(NamedTuple):
+    """When a leaf condition starts to hold for a device (epoch seconds), and the device's region."""
+
+    device_id: str
+    region: str | None
+    due_s: float
+
+
+class RegionForecast(BaseModel):
+    """Devices of a region whose window of a kind opens in the forecast's range, in all and per week."""
+
+    region: str | None = Field(description="the device's region; null for devices registered without one")
+    kind: Literal["maintenance", "trade_in"]
+    devices: int
+    weeks: list[int] = Field(description="devices whose window opens in each week from `start` (the last may be short)")
+
+
+class RuleForecast(BaseModel):
+    """One rule's part of the forecast: how many devices it is projected to open a window for."""
+
+    rule_id: str
+    kind: Literal["maintenance", "trade_in"]
+    devices: int
+    already_open: int = Field(description="devices with this rule's window open already (not counted)")
+    unprojected: list[str] = Field(
+        description="condition kinds of the rule that time does not drive (fault counts, thresholds, ...), left out"
+    )
+
+
+class FleetForecast(BaseModel):
+    """Maintenance and trade-in windows projected to open from `start` to `end`, per region and kind, with the
+    count per week; a device counts once per kind (at its earliest window) and not at all when a window of that
+    kind is open for it already."""
+
+    start: dt.datetime
+    end: dt.datetime
+    days: int
+    week_starts: list[dt.datetime]
+    regions: list[RegionForecast]
+    rules: list[RuleForecast]
+    not_forecast: list[str] = Field(
+        description="enabled maintenance and trade-in rules no part of which can be projected from time"
+    )

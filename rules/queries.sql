@@ -163,3 +163,59 @@ ON CONFLICT (model, metric) DO UPDATE SET
 -- name: offer_template_codes --
 -- The offer templates a rule's `offer` action may name (the offers domain owns them; read here to check rules).
 SELECT code FROM offer_templates
+
+-- ---------------------------------------------------------------- the fleet's coming demand (rules.forecast)
+-- Each answers, per device of the models in scope, the instant (epoch seconds) a leaf condition starts to hold,
+-- counted as the engine counts it (rules.conditions); rules.forecast combines them over `all` and `any`.
+
+-- name: forecast_age --
+-- The purchase date (midnight UTC) plus the age each model's devices must reach.
+SELECT d.id AS device_id, d.region,
+       date_part('epoch', d.purchased_on::timestamp AT TIME ZONE 'UTC') + m.seconds AS due_s
+FROM devices d JOIN unnest(%(models)s::text[], %(seconds)s::float8[]) AS m(model, seconds) ON m.model = d.model
+WHERE d.purchased_on IS NOT NULL
+
+-- name: forecast_elapsed --
+-- The last `since` event (or, with none or `since` NULL, the purchase date) plus the span.
+SELECT d.id AS device_id, d.region,
+       date_part('epoch', coalesce(e.last_at, d.purchased_on::timestamp AT TIME ZONE 'UTC')) + %(seconds)s AS due_s
+FROM devices d
+LEFT JOIN LATERAL (SELECT max(ts) AS last_at FROM events
+                   WHERE device_id = d.id AND type = %(since)s::text AND ts < %(now)s) e ON true
+WHERE d.model = ANY(%(models)s::text[])
+  AND coalesce(e.last_at, d.purchased_on::timestamp AT TIME ZONE 'UTC') IS NOT NULL
+
+-- name: forecast_usage --
+-- The counter's latest reading plus what it still has to grow since the last `since` event (from zero when there
+-- was none, or `since` is NULL), at the rate it grew from its first reading in `rate_window` before the latest.
+SELECT device_id, region, latest_s + (%(at_least)s - (latest - at_since)) / per_s AS due_s
+FROM (
+    SELECT d.id AS device_id, d.region, date_part('epoch', l.ts) AS latest_s, l.value AS latest,
+           CASE WHEN e.last_at IS NULL THEN 0 WHEN c.event_ts = e.last_at THEN c.value END AS at_since,
+           (l.value - r.value) / nullif(date_part('epoch', l.ts - r.ts), 0) AS per_s
+    FROM devices d
+    JOIN device_latest l ON l.device_id = d.id AND l.metric = %(metric)s
+    LEFT JOIN LATERAL (SELECT max(ts) AS last_at FROM events
+                       WHERE device_id = d.id AND type = %(since)s::text AND ts < %(now)s) e ON true
+    LEFT JOIN event_counters c ON c.device_id = d.id AND c.event_type = %(since)s::text AND c.metric = %(metric)s
+    JOIN LATERAL (SELECT t.value, t.ts FROM telemetry t
+                  WHERE t.device_id = d.id AND t.metric = %(metric)s
+                    AND t.ts >= l.ts - %(rate_window)s AND t.ts < l.ts
+                  ORDER BY t.ts LIMIT 1) r ON true
+    WHERE d.model = ANY(%(models)s::text[])
+) usage
+WHERE per_s > 0 AND at_since IS NOT NULL
+
+-- name: forecast_trend --
+-- Where the stored fit (over `over` seconds, with enough points) crosses `reaches` moving towards it, less `within`.
+SELECT d.id AS device_id, d.region,
+       date_part('epoch', f.fitted_at) + (%(sign)s * (%(reaches)s - f.fitted)) / (%(sign)s * f.slope)
+           - %(within)s AS due_s
+FROM trend_fits f JOIN devices d ON d.id = f.device_id
+WHERE f.metric = %(metric)s AND f.seconds = %(over)s AND f.points >= %(min_points)s
+  AND d.model = ANY(%(models)s::text[])
+  AND %(sign)s * f.slope > 0 AND %(sign)s * (%(reaches)s - f.fitted) > 0
+
+-- name: open_windows --
+-- The devices with an uncleared detection of each of these rules: their window is open already.
+SELECT DISTINCT rule_id, device_id FROM detections WHERE cleared_at IS NULL AND rule_id = ANY(%(rule_ids)s::text[])

@@ -19,6 +19,7 @@ from rules.models import (
     DetectionToCarryOut,
     DetectionToClear,
     DetectionToOpen,
+    DueRow,
     EngineJobRead,
     ModelBaseline,
     RuleVersion,
@@ -176,3 +177,55 @@ def upsert_baselines(conn: Connection, *, baselines: Sequence[ModelBaseline], le
 
 def offer_template_codes(conn: Connection) -> set[str]:
     return {row["code"] for row in fetch_all(conn, QUERIES["offer_template_codes"])}
+
+
+# ---------------------------------------------------------------- the fleet's coming demand
+
+
+def _due(conn: Connection, query: str, params: dict) -> list[DueRow]:
+    return [DueRow(row["device_id"], row["region"], float(row["due_s"])) for row in fetch_all(conn, query, params)
+            if row["due_s"] is not None]
+
+
+def due_by_age(conn: Connection, *, age_seconds: dict[str, float]) -> list[DueRow]:
+    """When each device of these models reaches its model's age (seconds after purchase)."""
+    return _due(conn, QUERIES["forecast_age"],
+                {"models": list(age_seconds), "seconds": list(age_seconds.values())})
+
+
+def due_by_elapsed(
+    conn: Connection, *, models: list[str], since: str | None, seconds: float, now: dt.datetime
+) -> list[DueRow]:
+    """When `seconds` will have passed since each device's last `since` event (else its purchase)."""
+    return _due(conn, QUERIES["forecast_elapsed"],
+                {"models": models, "since": since, "seconds": seconds, "now": now})
+
+
+def due_by_usage(
+    conn: Connection, *, models: list[str], metric: str, since: str | None, at_least: float, now: dt.datetime,
+    rate_window: dt.timedelta,
+) -> list[DueRow]:
+    """When each device's counter will have grown by `at_least` since its last `since` event, at its recent rate."""
+    return _due(conn, QUERIES["forecast_usage"], {
+        "models": models, "metric": metric, "since": since, "at_least": at_least, "now": now,
+        "rate_window": rate_window,
+    })
+
+
+def due_by_trend(
+    conn: Connection, *, models: list[str], metric: str, over_seconds: int, min_points: int, reaches: float,
+    rising: bool, within_seconds: float,
+) -> list[DueRow]:
+    """When each device's stored trend fit comes within `within_seconds` of reaching `reaches`."""
+    return _due(conn, QUERIES["forecast_trend"], {
+        "models": models, "metric": metric, "over": over_seconds, "min_points": min_points, "reaches": reaches,
+        "sign": 1.0 if rising else -1.0, "within": within_seconds,
+    })
+
+
+def open_windows(conn: Connection, *, rule_ids: list[str]) -> dict[str, set[str]]:
+    """Per rule, the devices with an uncleared detection of it."""
+    found: dict[str, set[str]] = {}
+    for row in fetch_all(conn, QUERIES["open_windows"], {"rule_ids": rule_ids}):
+        found.setdefault(row["rule_id"], set()).add(row["device_id"])
+    return found
