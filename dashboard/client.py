@@ -184,6 +184,10 @@ class ApiClient:
     def fleet_summary(self) -> dict[str, Any]:
         return self.get("/fleet/summary")
 
+    def fleet_forecast(self, *, days: int) -> dict[str, Any]:
+        """The maintenance and trade-in windows projected to open in the next `days`, per region, kind and week."""
+        return self.get("/fleet/forecast", {"days": days})
+
     def devices(self, **filters: Any) -> dict[str, Any]:
         """Filters: kind, model, region, online, owner, q, limit, offset."""
         return self.get("/devices", filters)

@@ -165,3 +165,34 @@ def key_words(key: Any, *, keep: int = 28) -> str:
     'owner-birthday:RH-000025:…'."""
     text = str(key or "")
     return text if len(text) <= keep else text[:keep].rstrip(":-") + "…"
+
+
+# ---------------------------------------------------------------- the demand forecast (GET /fleet/forecast)
+
+FORECAST_KINDS = {"maintenance": "Maintenance", "trade_in": "Trade-in"}
+NO_REGION = "no region"
+FORECAST_EXPLAINED = (
+    "Projected from what the rules watch: a trade-in window from each appliance's purchase date and the rule's "
+    "age; a maintenance window from the time since its last service, its run hours at the rate they grew over "
+    "the last week, or its trend line reaching the rule's level. An appliance counts once per kind, at its "
+    "earliest window, and not at all while such a window is already open."
+)
+
+
+def forecast_kind_words(kind: str) -> str:
+    """'Trade-in' for `trade_in`; an unknown kind as the API wrote it."""
+    return FORECAST_KINDS.get(kind, kind)
+
+
+def region_words(region: str | None) -> str:
+    """A region as written, or 'no region' for appliances registered without one."""
+    return region or NO_REGION
+
+
+def left_out_words(rules: list[dict[str, Any]]) -> str | None:
+    """What the forecast could not project, in a sentence ('hood-trade-in: its fault count'), or None."""
+    parts = [f"{rule['rule_id']} ({', '.join(rule['unprojected'])})" for rule in rules if rule.get("unprojected")]
+    if not parts:
+        return None
+    return ("Conditions time does not drive are left out (a count of faults, a threshold): "
+            + "; ".join(parts) + ". Those rules are projected from their other conditions.")

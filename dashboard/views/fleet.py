@@ -1,9 +1,11 @@
 """Fleet health: how many appliances report, per kind, how clean the incoming stream is, and what the rules found
-(open detections by model and severity, detections per day)."""
+(open detections by model and severity, detections per day), and the maintenance and trade-in windows coming in
+the next 30 days per region."""
 
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import altair as alt
 import pandas as pd
@@ -11,8 +13,15 @@ import streamlit as st
 
 from dashboard.client import ApiError
 from dashboard.data import fetch, fetch_or_stop, stop_with
-from dashboard.ui import link_to
-from dashboard.words import name_words
+from dashboard.ui import link_to, parse_ts, viewer_zone
+from dashboard.words import (
+    FORECAST_EXPLAINED,
+    FORECAST_KINDS,
+    forecast_kind_words,
+    left_out_words,
+    name_words,
+    region_words,
+)
 
 st.title("Fleet health")
 
@@ -139,3 +148,71 @@ def rules_findings() -> None:
 
 
 rules_findings()
+
+
+# ---------------------------------------------------------------- what is coming
+
+
+def local_day(value: str, zone: ZoneInfo) -> str:
+    """A week's first day as the viewer reads it ('Thu 03 Dec')."""
+    moment = parse_ts(value)
+    return moment.astimezone(zone).strftime("%a %d %b") if moment else "?"
+
+
+FORECAST_DAYS = 30
+KIND_COLORS = ["#2b8cbe", "#e6550d"]
+
+
+def demand_forecast() -> None:
+    """The maintenance and trade-in windows the rules project to open in the next 30 days: a table per region
+    and kind, and the count per week drawn per region."""
+    try:
+        forecast = fetch("fleet_forecast", days=FORECAST_DAYS)
+    except ApiError as error:
+        if error.status == 403:
+            return
+        stop_with(error)
+    st.subheader(f"Coming in the next {FORECAST_DAYS} days")
+    st.caption(FORECAST_EXPLAINED)
+    rows = forecast.get("regions") or []
+    if not rows:
+        st.info(f"No maintenance or trade-in window is projected to open in the next {FORECAST_DAYS} days.",
+                icon=":material/event_available:")
+        return
+    kinds = list(FORECAST_KINDS.values())
+    per_region = pd.DataFrame(
+        [{"Region": region_words(row.get("region")), "kind": forecast_kind_words(row["kind"]),
+          "devices": row["devices"]} for row in rows]
+    ).pivot_table(index="Region", columns="kind", values="devices", aggfunc="sum", fill_value=0, sort=False)
+    per_region = per_region.reindex(columns=kinds, fill_value=0)
+    per_region["Total"] = per_region.sum(axis=1)
+    with st.container(horizontal=True):
+        for kind in kinds:
+            st.metric(f"{kind} windows, next {FORECAST_DAYS} days", f"{int(per_region[kind].sum()):,}", border=True)
+    left, right = st.columns([2, 3])
+    with left:
+        st.dataframe(per_region.reset_index(), hide_index=True, width="stretch")
+    weeks = forecast.get("week_starts") or []
+    zone = viewer_zone()
+    weekly = pd.DataFrame([
+        {"region": region_words(row.get("region")), "kind": forecast_kind_words(row["kind"]),
+         "week": f"from {local_day(weeks[index], zone)}", "order": index, "devices": count}
+        for row in rows for index, count in enumerate(row.get("weeks") or []) if index < len(weeks)
+    ])
+    with right:
+        st.markdown("**Windows opening per week, by region**")
+        st.altair_chart(alt.Chart(weekly).mark_bar().encode(
+            x=alt.X("week:N", title=None, sort=alt.SortField("order"), axis=alt.Axis(labelAngle=0)),
+            xOffset=alt.XOffset("kind:N", sort=kinds),
+            y=alt.Y("sum(devices):Q", title="appliances", axis=alt.Axis(tickMinStep=1, format="d")),
+            color=alt.Color("kind:N", scale=alt.Scale(domain=kinds, range=KIND_COLORS),
+                            legend=alt.Legend(orient="bottom", title=None)),
+            row=alt.Row("region:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
+            tooltip=["region:N", "kind:N", "week:N", alt.Tooltip("sum(devices):Q", title="appliances")],
+        ).properties(height=90, width=420))
+    left_out = left_out_words(forecast.get("rules") or [])
+    if left_out:
+        st.caption(left_out)
+
+
+demand_forecast()

@@ -143,6 +143,29 @@ DETECTIONS = [
 ]
 
 
+def forecast(days: int) -> dict[str, Any]:
+    """GET /fleet/forecast as the API answers it: east has 3 maintenance and 1 trade-in window coming, west 2
+    maintenance, and 1 appliance without a region a trade-in."""
+    weeks = -(-days // 7)
+    return {
+        "start": iso(NOW), "end": iso(NOW + timedelta(days=days)), "days": days,
+        "week_starts": [iso(NOW + timedelta(days=7 * week)) for week in range(weeks)],
+        "regions": [
+            {"region": "east", "kind": "maintenance", "devices": 3, "weeks": [2, 1, 0, 0, 0][:weeks]},
+            {"region": "east", "kind": "trade_in", "devices": 1, "weeks": [0, 0, 1, 0, 0][:weeks]},
+            {"region": "west", "kind": "maintenance", "devices": 2, "weeks": [0, 1, 0, 1, 0][:weeks]},
+            {"region": None, "kind": "trade_in", "devices": 1, "weeks": [0, 0, 0, 0, 1][:weeks]},
+        ],
+        "rules": [
+            {"rule_id": "hood-grease-cleaning-rh900", "kind": "maintenance", "devices": 5, "already_open": 1,
+             "unprojected": []},
+            {"rule_id": "hood-trade-in", "kind": "trade_in", "devices": 2, "already_open": 0,
+             "unprojected": ["count"]},
+        ],
+        "not_forecast": [],
+    }
+
+
 # A device only the dispatch board meets (an order's), so the device and customer pages' lists stay as they are.
 OTHER_DEVICES = [
     {"id": "RH-000777", "model": "RH-900", "kind": "range_hood", "owner": None, "purchased_on": "2018-06-01",
@@ -316,6 +339,10 @@ class FakeApi:
                          "by_kind": [{"kind": "range_hood", "devices": 120, "online": 100},
                                      {"kind": "oven", "devices": 80, "online": 50}],
                          "missing_seq": 17, "quarantined_24h": 4, "readings_24h": 345678}
+        if path == "/fleet/forecast":
+            if self.role not in ("admin", "dispatcher", "marketer"):
+                return 403, {"detail": f"role {self.role!r} may not do this"}
+            return 200, forecast(int(query.get("days", "30")))
         if path == "/devices":
             needle = query.get("q", "").lower()
             items = [

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
+from dashboard_fake_api import NOW as NOW_FAKE
 from dashboard_fake_api import TOKEN, FakeApi, proposals_for
 from streamlit.testing.v1 import AppTest
 
@@ -52,6 +53,14 @@ def text_of(at: AppTest) -> str:
     return "\n".join(str(e.value) for kind in ("markdown", "caption", "header") for e in getattr(at, kind))
 
 
+def chart_rows(chart) -> list[dict]:
+    """The rows a chart draws (Streamlit ships them beside the spec, as Arrow)."""
+    import pyarrow as pa
+
+    [dataset] = list(chart.proto.datasets) or [chart.proto]
+    return pa.ipc.open_stream(dataset.data.data).read_pandas().to_dict("records")
+
+
 def choose(at: AppTest, label: str, option: str) -> AppTest:
     """Pick `option` in the selectbox labelled `label` and run the page again."""
     next(box for box in at.selectbox if box.label == label).select(option).run()
@@ -70,11 +79,49 @@ def test_fleet_page_shows_health_badges_counts_and_online_share_chart(fake_api: 
     assert values["Messages missing"] == "17"
     assert values["Quarantined, last 24 h"] == "4"
     assert values["Readings, last 24 h"] == "345,678"
-    # The online share by kind, then what the rules found: open detections by model and severity, and per day.
-    assert len(charts(at)) == 3
+    # The online share by kind, what the rules found (open detections by model and severity, and per day), and
+    # the windows coming per week.
+    assert len(charts(at)) == 4
     assert "range hood: 100 of 120" in text_of(at)
     assert "**Open detections by model and severity** (2)" in text_of(at)
     assert not at.error
+
+
+@pytest.mark.parametrize("role", ["admin", "dispatcher", "marketer"])
+def test_fleet_page_shows_the_windows_coming_per_region_as_a_table_and_a_weekly_chart(
+    fake_api: FakeApi, role: str
+) -> None:
+    fake_api.role = role
+    at = open_page("views/fleet.py", role=role)
+
+    assert fake_api.asked("/fleet/forecast") == [{"days": "30"}]
+    assert "Coming in the next 30 days" in [h.value for h in at.subheader]
+    values = metric_values(at)
+    assert values["Maintenance windows, next 30 days"] == "5"
+    assert values["Trade-in windows, next 30 days"] == "2"
+    table = at.dataframe[0].value
+    assert table.to_dict("records") == [
+        {"Region": "east", "Maintenance": 3, "Trade-in": 1, "Total": 4},
+        {"Region": "west", "Maintenance": 2, "Trade-in": 0, "Total": 2},
+        {"Region": "no region", "Maintenance": 0, "Trade-in": 1, "Total": 1},
+    ]
+    weekly = json.loads(charts(at)[-1].proto.spec)
+    assert weekly["encoding"]["row"]["field"] == "region"
+    drawn = chart_rows(charts(at)[-1])
+    assert sum(point["devices"] for point in drawn) == 7
+    assert {point["week"] for point in drawn} >= {f"from {(NOW_FAKE + timedelta(days=7 * w)):%a %d %b}"
+                                                   for w in range(5)}
+    assert "hood-trade-in (count)" in text_of(at)
+    assert not at.error
+
+
+def test_fleet_page_says_plainly_when_nothing_is_coming(fake_api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dashboard_fake_api
+
+    monkeypatch.setattr(dashboard_fake_api, "forecast", lambda days: {
+        "start": "", "end": "", "days": days, "week_starts": [], "regions": [], "rules": [], "not_forecast": []})
+    at = open_page("views/fleet.py")
+    assert "No maintenance or trade-in window is projected to open in the next 30 days." in [i.value for i in at.info]
 
 
 def test_device_page_opens_linked_device_with_latest_values_and_metric_charts(fake_api: FakeApi) -> None:

@@ -415,3 +415,33 @@ def test_every_page_of_every_role_reads_what_it_needs_without_an_error(
         at.switch_page(f"views/{name}.py").run()
         assert not at.exception, (name, [e.value for e in at.exception])
         assert not at.error, (name, [e.value for e in at.error])
+
+
+# ---------------------------------------------------------------- the windows coming (GET /fleet/forecast)
+
+TRADE_IN_AT_FIVE = {"id": "trade-in-at-five", "applies_to": {"kind": "range_hood"}, "severity": "info",
+                    "when": {"age": {"at_least": "5y"}}}
+
+
+@pytest.mark.parametrize("role", ["admin", "dispatcher", "marketer"])
+def test_the_fleet_page_counts_the_trade_in_windows_coming_per_region(real_api, conn, database, role) -> None:
+    from rules import service as rules_service
+
+    rules_service.create_rule(conn, TRADE_IN_AT_FIVE)
+    today = dt.date.today()
+    five_years = dt.timedelta(days=5 * 365)
+    # Five years old in 3 and 12 days (east, north), in 60 days (outside the 30), and 10 days ago (due already).
+    for days, region in ((3, "east"), (12, "north"), (60, "east"), (-10, "east")):
+        make_device(conn, purchased_on=(today - five_years + dt.timedelta(days=days)).isoformat(), region=region)
+    conn.commit()
+
+    at = open_page(login(database, role, f"A {role}"), "views/fleet.py")
+
+    assert metric_values(at)["Trade-in windows, next 30 days"] == "2"
+    table = next(t.value for t in at.dataframe if "Region" in t.value.columns)
+    assert table.to_dict("records") == [
+        {"Region": "east", "Maintenance": 0, "Trade-in": 1, "Total": 1},
+        {"Region": "north", "Maintenance": 0, "Trade-in": 1, "Total": 1},
+    ]
+    assert "Windows opening per week, by region" in text_of(at)
+    assert not at.error
