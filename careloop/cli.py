@@ -220,6 +220,16 @@ def wait_for_broker(mqtt_url: str, stop, *, who: str, max_delay_s: float = 30) -
     return False
 
 
+def partition_argument(text: str):
+    """An argparse type: an engine partition `I/N`, e.g. 0/3."""
+    from careloop.partitions import Partition
+
+    try:
+        return Partition.parse(text)
+    except ValueError as error:  # argparse shows an ArgumentTypeError's own words, a ValueError's not
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def cmd_engine(args: argparse.Namespace) -> int:
     import json
     import socket
@@ -227,6 +237,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
     from careloop.db import Database
     from careloop.heartbeat import Heartbeat
     from careloop.runtime import stop_event_on_signals
+    from careloop.settings import get_settings
     from offers.jobs import JOBS as offer_jobs
     from rules.engine import Engine, EssentialThreadDied, Schedule
     from service_orders.jobs import JOBS as service_order_jobs
@@ -240,20 +251,23 @@ def cmd_engine(args: argparse.Namespace) -> int:
         baselines_s=args.baselines_every.seconds,
         trends_s=args.trends_every.seconds,
     )
+    partition = args.partition if args.partition is not None else get_settings().engine_partition
     if args.once:
-        engine = Engine(database, schedule=schedule, jobs=jobs)
+        engine = Engine(database, schedule=schedule, jobs=jobs, partition=partition)
         try:
             print(json.dumps(engine.run_once(), indent=2))
         finally:
             database.close()
         return 0
-    # Several engines may run at once: each is named by its host and pid.
+    # Several engines may run at once: each is named by its host and pid, and its partition when it has one.
     heartbeat_database = Database(urls.database_url, max_connections=1)
+    name = "engine" if partition is None else f"engine[{partition}]"
     heartbeat = Heartbeat(
-        heartbeat_database, process=f"engine:{socket.gethostname()}-{os.getpid()}", kind="engine", named_by_pid=True
+        heartbeat_database, process=f"{name}:{socket.gethostname()}-{os.getpid()}", kind="engine", named_by_pid=True
     )
+    heartbeat.record(partition=str(partition) if partition is not None else "all")
     metrics_server = _serve_metrics(args)
-    engine = Engine(database, schedule=schedule, heartbeat=heartbeat, jobs=jobs)
+    engine = Engine(database, schedule=schedule, heartbeat=heartbeat, jobs=jobs, partition=partition)
     heartbeat.start()
     try:
         engine.serve(stop_event_on_signals(), database_url=urls.database_url)
@@ -607,7 +621,17 @@ def build_parser() -> argparse.ArgumentParser:
         "(within the second), offers held for open service released and expired ones marked every 5 minutes, the "
         "outbox delivered every 5 seconds (SMTP: CARELOOP_SMTP_URL, CARELOOP_MAIL_FROM; webhooks: POST /webhooks), "
         "customer segments recomputed every 6 hours. Restarts and several engines at once never open a detection, "
-        "an order, a call or an offer twice.",
+        "an order, a call or an offer twice. With --partition I/N, several engines share one fleet (see there).",
+    )
+    engine.add_argument(
+        "--partition",
+        type=partition_argument,
+        default=None,
+        metavar="I/N",
+        help="evaluate only partition I of N (counting from 0: run 0/N, 1/N ... N-1/N, all with the same N): the "
+        "devices whose id hashes to I modulo N, for every job (each ingest batch's devices, the sweep, the window, "
+        "the trend fits). Partition 0 also runs what is not about one device: the baselines and the domains' "
+        "jobs above. Default: CARELOOP_ENGINE_PARTITION, else the whole fleet",
     )
     engine.add_argument(
         "--once",

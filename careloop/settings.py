@@ -11,6 +11,8 @@ import psycopg2.extensions
 from pydantic import AnyHttpUrl, AnyUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from careloop.partitions import Partition
+
 if TYPE_CHECKING:
     from careloop.db import SessionLimits
 
@@ -45,6 +47,8 @@ class Settings(BaseSettings):
     redemptions_per_minute: int = Field(default=30, ge=1, le=100_000)
     backtests_per_role: int = Field(default=2, ge=1, le=64)
     backtest_timeout_s: float = Field(default=30, gt=0, le=3600)
+    # The share of the fleet this engine evaluates, `I/N` (`careloop engine --partition`); unset: the whole fleet.
+    engine_partition: Partition | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -66,6 +70,13 @@ class Settings(BaseSettings):
         if url is not None and url.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
             raise ValueError("must start with mqtt:// or mqtts://, e.g. mqtt://user:pass@127.0.0.1:1883")
         return url
+
+    @field_validator("engine_partition", mode="before")
+    @classmethod
+    def _partition(cls, text: object) -> object:
+        if isinstance(text, str):
+            return Partition.parse(text) if text.strip() else None  # set but empty: the whole fleet
+        return text
 
     @field_validator("admin_token")
     @classmethod

@@ -12,6 +12,13 @@
 
 Every job is one transaction through `rules.evaluation.evaluate_rules`, which is idempotent: a
 restart, a second engine or a replayed batch opens nothing twice.
+
+Partitioned (`careloop engine --partition I/N`), an engine does all of the above for the devices of its
+partition only (`rules.partition`): each batch's devices of its own, its share of the sweep and the window, the
+trend fits of its devices. What is not about one device runs in partition 0 alone: the baselines (a median over
+all the devices of a model, which no partition sees whole) and the domains' scheduled jobs (they work through
+orders, offers and the outbox, not devices, and lock what they take, so more copies would only poll more). The
+jobs that follow an evaluation at once (a detection's order and call) run in every partition, after its own.
 """
 
 from __future__ import annotations
@@ -31,8 +38,9 @@ from careloop import metrics, notify
 from careloop.db import Database, connect
 from careloop.heartbeat import Heartbeat
 from careloop.jobs import ScheduledJob
+from careloop.partitions import Partition
 from rules import repo
-from rules.evaluation import ActiveRule, EvaluationSummary, active_rules, evaluate_rules
+from rules.evaluation import ActiveRule, EvaluationSummary, active_rules, evaluate_rules, partition_devices
 from rules.facts import Trend
 from rules.loader import FactCache, learn_baselines, learn_trends
 
@@ -64,8 +72,10 @@ class Engine:
         clock: Callable[[], dt.datetime] = utc_now,
         heartbeat: Heartbeat | None = None,
         jobs: Sequence[ScheduledJob] = (),
+        partition: Partition | None = None,
     ):
         self.database = database
+        self.partition = partition  # the share of the fleet this engine evaluates; None: all of it
         self.schedule = schedule
         self.clock = clock
         self.listening = threading.Event()  # set while LISTEN is in place: batches committed from now on are heard
@@ -78,6 +88,15 @@ class Engine:
         self.jobs = list(jobs)
 
     # --- jobs: each one transaction, recorded in engine_jobs ---------------------------------
+
+    @property
+    def runs_fleet_wide_jobs(self) -> bool:
+        """Whether this engine runs the jobs that are not about one device (baselines, the domains' schedule)."""
+        return self.partition is None or self.partition.is_first
+
+    def job_name(self, job: str) -> str:
+        """A per-device job's name in engine_jobs and the logs: `sweep 1/3` for partition 1 of 3."""
+        return job if self.partition is None else f"{job} {self.partition}"
 
     def _evaluate(
         self,
@@ -101,18 +120,20 @@ class Engine:
                 learned_trends=learned_trends,
                 parallel_dsn=parallel_dsn,
                 cache=self.fact_cache,
+                partition=self.partition,
             )
             if device_ids is None:
                 # Per-batch runs are too many to record; the scheduled ones say when the fleet was last checked.
                 elapsed_ms = (time.perf_counter() - started) * 1000
-                repo.record_job(conn, job=job, at=now, duration_ms=elapsed_ms, summary=summary.as_dict())
+                repo.record_job(conn, job=self.job_name(job), at=now, duration_ms=elapsed_ms,
+                                summary=summary.as_dict())
         self._observe(job, time.perf_counter() - started, summary)
         if summary.opened:
             self.run_after_evaluation()
         if summary.opened or summary.cleared or device_ids is None:
             log.info(
                 "%s: %d rules over %d devices: %d opened, %d cleared, %d still open (%.0f ms)",
-                job,
+                self.job_name(job),
                 summary.rules,
                 summary.devices,
                 summary.opened,
@@ -169,18 +190,24 @@ class Engine:
         return written
 
     def learn_trends(self) -> int:
-        """Fit, for every device, the trends the enabled rules project; the window job reads the fits."""
+        """Fit, for every device (of the partition), the trends the enabled rules project; the window job reads
+        the fits."""
         started = time.perf_counter()
         now = self.clock()
         with self.database.transaction() as conn:
             trends = [
                 req for rule in active_rules(conn) for req in rule.compiled.requirements if isinstance(req, Trend)
             ]
-            written = learn_trends(conn, now=now, requirements=trends)
+            devices = (
+                None if self.partition is None
+                else partition_devices(conn, self.partition, cache=self.fact_cache)
+            )
+            written = learn_trends(conn, now=now, requirements=trends, device_ids=devices)
             elapsed_ms = (time.perf_counter() - started) * 1000
-            repo.record_job(conn, job="trends", at=now, duration_ms=elapsed_ms, summary={"fits": written})
+            repo.record_job(conn, job=self.job_name("trends"), at=now, duration_ms=elapsed_ms,
+                            summary={"fits": written})
         self._observe("trends", time.perf_counter() - started)
-        log.info("trends: %d device fits learned (%.0f ms)", written, elapsed_ms)
+        log.info("%s: %d device fits learned (%.0f ms)", self.job_name("trends"), written, elapsed_ms)
         return written
 
     def _observe(self, job: str, seconds: float, summary: EvaluationSummary | None = None) -> None:
@@ -194,13 +221,18 @@ class Engine:
             self.heartbeat.record(last_commit_at=at)
 
     def run_once(self) -> dict[str, Any]:
-        """Every scheduled job one time: baselines and trend fits first, so the rules read fresh ones."""
-        done = {
-            "baselines": self.learn_baselines(),
+        """Every scheduled job one time: baselines and trend fits first, so the rules read fresh ones. A partition
+        other than the first runs its own share only (see the module docstring)."""
+        done: dict[str, Any] = {"partition": str(self.partition)} if self.partition is not None else {}
+        if self.runs_fleet_wide_jobs:
+            done["baselines"] = self.learn_baselines()
+        done |= {
             "trends": self.learn_trends(),
             "sweep": self.sweep().as_dict(),
             "window": self.window().as_dict(),
         }
+        if not self.runs_fleet_wide_jobs:
+            return done
         return done | {job.id: self.run_job(job) for job in self.jobs}
 
     # --- the long-running process ------------------------------------------------------------
@@ -211,23 +243,27 @@ class Engine:
             timezone=dt.UTC, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 300}
         )
         first = dt.datetime.now(dt.UTC)
-        scheduler.add_job(
-            self.learn_baselines, "interval", seconds=self.schedule.baselines_s, id="baselines", next_run_time=first
-        )
+        if self.runs_fleet_wide_jobs:
+            scheduler.add_job(
+                self.learn_baselines, "interval", seconds=self.schedule.baselines_s, id="baselines",
+                next_run_time=first,
+            )
         scheduler.add_job(
             self.learn_trends, "interval", seconds=self.schedule.trends_s, id="trends", next_run_time=first
         )
         scheduler.add_job(self.window, "interval", seconds=self.schedule.window_s, id="window", next_run_time=first)
         scheduler.add_job(self.sweep, "interval", seconds=self.schedule.sweep_s, id="sweep", next_run_time=first)
-        for job in self.jobs:
+        for job in self.jobs if self.runs_fleet_wide_jobs else ():
             scheduler.add_job(self.run_job, "interval", args=[job], seconds=job.every_s, id=job.id,
                               next_run_time=first)
         scheduler.start()
         log.info(
-            "engine running: sweep every %ds, window every %ds, baselines every %ds, trends every %ds; listening on %s",
+            "engine running%s: sweep every %ds, window every %ds, %strends every %ds; listening on %s",
+            f" as partition {self.partition}" if self.partition is not None else "",
             self.schedule.sweep_s,
             self.schedule.window_s,
-            self.schedule.baselines_s,
+            f"baselines every {self.schedule.baselines_s}s, " if self.runs_fleet_wide_jobs
+            else "baselines and the domains' jobs left to partition 0, ",
             self.schedule.trends_s,
             notify.CHANGED_DEVICES_CHANNEL,
         )

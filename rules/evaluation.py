@@ -6,7 +6,9 @@ compiled rules over stored history with `backtest_stored`, writing nothing.
 
 Nothing is opened twice: evaluations hold one advisory lock from reading the detection state to
 committing the transitions, and the database keeps at most one uncleared detection per rule and device
-(a unique index), so a second engine, a restart or a replay finds the detection already open.
+(a unique index), so a second engine, a restart or a replay finds the detection already open. An engine
+partition (`careloop engine --partition I/N`) evaluates only its own devices and holds a lock of its own
+partition, so partitions decide side by side while a whole-fleet evaluation still excludes them all.
 """
 
 from __future__ import annotations
@@ -24,12 +26,14 @@ import numpy as np
 import psycopg2
 
 from careloop.db import Connection
+from careloop.partitions import Partition
 from rules import repo
 from rules.conditions import CompiledRule, compile_rule, requirements_of, walk_conditions
 from rules.facts import SECONDS, FleetFacts, MetricWindow, Requirement, to_datetime64
 from rules.lifecycle import Transition, backtest, dedup_key, step_detections
 from rules.loader import HISTORY, FactCache, LoadOptions, add_facts, load_facts
 from rules.models import DetectionToClear, DetectionToOpen, RuleError, parse_rule
+from rules.partition import devices_in_partition, lock_partition_evaluation
 from rules.specs import condition_kind
 
 log = logging.getLogger("careloop.engine")
@@ -186,19 +190,25 @@ def evaluate_rules(
     learned_trends: bool = False,
     parallel_dsn: str | None = None,
     cache: FactCache | None = None,
+    partition: Partition | None = None,
 ) -> EvaluationSummary:
     """Evaluate rules at `now` over these devices (all when None); open and clear detections. Caller commits.
 
     With `learned_trends`, trend conditions read the fits the engine's `trends` job stored. With
     `parallel_dsn`, facts load on several connections to that database at once (for the whole fleet). A
     `cache` keeps the fleet's rarely changing facts between evaluations (see `rules.loader.FactCache`).
+    With `partition`, only the devices of that partition (among `device_ids`, when given) are evaluated.
     """
     summary = EvaluationSummary(rules=len(rules))
     if not rules or (device_ids is not None and not device_ids):
         return summary
+    devices = sorted(set(device_ids)) if device_ids is not None else None
+    if partition is not None:
+        devices = partition_devices(conn, partition, devices, cache=cache)
+        if not devices:
+            return summary
     now_s = to_datetime64(now)
     now_dt = _as_datetime(now_s)
-    devices = sorted(set(device_ids)) if device_ids is not None else None
     started = time.perf_counter()
     requirements = requirements_of(r.compiled for r in rules)
     # Windows over raw readings cost an index scan per device: they are loaded last, for the devices
@@ -231,7 +241,10 @@ def evaluate_rules(
 
     # Loading facts is the slow part and needs no lock; deciding from the detection state and writing the
     # changes does, or two engines could both decide from the same state. The lock is held until commit.
-    repo.lock_evaluation(conn)
+    if partition is None:
+        repo.lock_evaluation(conn)
+    else:
+        lock_partition_evaluation(conn, partition=partition)
     if state is None or state.revision != repo.detections_revision(conn):
         state = read_state(conn)
     open_since = _state(state.open, facts)
@@ -293,6 +306,17 @@ def evaluate_rules(
         summary.cleared += 1
     summary.seconds["store"] = time.perf_counter() - evaluated
     return summary
+
+
+def partition_devices(
+    conn: Connection, partition: Partition, device_ids: Sequence[str] | None = None, *, cache: FactCache | None = None
+) -> list[str]:
+    """The devices of `partition` among `device_ids` (every registered one when None). The whole partition's list
+    is kept in `cache` until the devices change (their revision moves), as the device columns are."""
+    if device_ids is not None or cache is None:
+        return devices_in_partition(conn, partition=partition, device_ids=device_ids)
+    return cache.get(conn, "devices", ("partition", partition),
+                     lambda: devices_in_partition(conn, partition=partition))
 
 
 def backtest_stored(

@@ -174,12 +174,19 @@ def add_facts(
         _Loader(conn, instant, facts, scope, options).load(set(requirements))
 
 
-def learn_trends(conn: Connection, *, now: dt.datetime | np.datetime64, requirements: Iterable[Trend]) -> int:
-    """Fit each trend over every device at `now` and store the fits (replacing earlier ones); answers rows stored."""
+def learn_trends(
+    conn: Connection,
+    *,
+    now: dt.datetime | np.datetime64,
+    requirements: Iterable[Trend],
+    device_ids: Sequence[str] | None = None,
+) -> int:
+    """Fit each trend over every device (or these) at `now` and store the fits, replacing earlier ones of the same
+    devices; answers rows stored."""
     trends = sorted(set(requirements), key=repr)
     if not trends:
         return 0
-    facts = load_facts(conn, now=now, requirements=trends)
+    facts = load_facts(conn, now=now, requirements=trends, device_ids=device_ids)
     fitted_at = _Instant.of(now).as_datetime
     fits = []
     for trend in trends:
@@ -197,7 +204,8 @@ def learn_trends(conn: Connection, *, now: dt.datetime | np.datetime64, requirem
                     fitted_at=fitted_at,
                 )
             )
-    repo.store_trend_fits(conn, windows=[(trend.metric, trend.seconds) for trend in trends], fits=fits)
+    repo.store_trend_fits(conn, windows=[(trend.metric, trend.seconds) for trend in trends], fits=fits,
+                          device_ids=device_ids)
     return len(fits)
 
 

@@ -76,7 +76,8 @@ WHERE d.rule_id = v.rule_id AND d.device_id = v.device_id AND d.opened_at = v.op
 RETURNING d.id, d.rule_id, d.device_id
 
 -- name: list_detections --
--- Detections, newest first, filtered by device, status and rule.
+-- Detections, newest first (or, `urgent`, critical before warning before info, then newest), filtered by device,
+-- status, rule and severity.
 SELECT d.id, d.rule_id, d.rule_version, d.device_id, dev.model, dev.owner_id, d.severity, d.status,
        d.opened_at, d.cleared_at, d.acknowledged_at, d.acknowledged_by, d.dedup_key,
        d.explanation, d.clear_explanation, d.actions, count(*) OVER () AS total
@@ -84,7 +85,9 @@ FROM detections AS d JOIN devices AS dev ON dev.id = d.device_id
 WHERE (%(device_id)s::text IS NULL OR d.device_id = %(device_id)s)
   AND (%(status)s::text IS NULL OR d.status = %(status)s)
   AND (%(rule_id)s::text IS NULL OR d.rule_id = %(rule_id)s)
-ORDER BY d.opened_at DESC, d.id DESC
+  AND (%(severity)s::text IS NULL OR d.severity = %(severity)s)
+ORDER BY CASE WHEN %(urgent)s THEN array_position(ARRAY['critical', 'warning', 'info'], d.severity) END,
+         d.opened_at DESC, d.id DESC
 LIMIT %(limit)s OFFSET %(offset)s
 
 -- name: get_detection --
@@ -141,10 +144,11 @@ SELECT id, cleared_at FROM detections WHERE id = ANY(%(ids)s::bigint[])
 -- ---------------------------------------------------------------- what the engine learns
 
 -- name: forget_trend_fits --
--- Drop the stored fits of these (metric, seconds) windows before storing new ones.
+-- Drop the stored fits of these (metric, seconds) windows, of every device or only these, before storing new ones.
 DELETE FROM trend_fits f
 USING unnest(%(metrics)s::text[], %(seconds)s::int[]) AS w(metric, seconds)
 WHERE f.metric = w.metric AND f.seconds = w.seconds
+  AND (%(device_ids)s::text[] IS NULL OR f.device_id = ANY(%(device_ids)s::text[]))
 
 -- name: store_trend_fits --
 -- Store fitted trend lines (after forget_trend_fits dropped the old ones of their windows).

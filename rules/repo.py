@@ -116,9 +116,11 @@ def clear_detections_rows(conn: Connection, rows: Sequence[DetectionToClear]) ->
 
 
 def list_detections(
-    conn: Connection, *, device_id: str | None, status: str | None, rule_id: str | None, limit: int, offset: int
+    conn: Connection, *, device_id: str | None, status: str | None, rule_id: str | None, limit: int, offset: int,
+    severity: str | None = None, urgent_first: bool = False,
 ) -> Page[DetectionRead]:
-    params = {"device_id": device_id, "status": status, "rule_id": rule_id, "limit": limit, "offset": offset}
+    params = {"device_id": device_id, "status": status, "rule_id": rule_id, "limit": limit, "offset": offset,
+              "severity": severity, "urgent": urgent_first}
     return paginate(fetch_all(conn, QUERIES["list_detections"], params), DetectionRead.model_validate)
 
 
@@ -158,11 +160,15 @@ def detections_cleared(conn: Connection, *, detection_ids: list[int]) -> dict[in
 # ---------------------------------------------------------------- what the engine learns
 
 
-def store_trend_fits(conn: Connection, *, windows: Sequence[tuple[str, int]], fits: Sequence[TrendFitRow]) -> None:
-    """Replace the stored fits of these (metric, seconds) windows with `fits`."""
+def store_trend_fits(
+    conn: Connection, *, windows: Sequence[tuple[str, int]], fits: Sequence[TrendFitRow],
+    device_ids: Sequence[str] | None = None,
+) -> None:
+    """Replace the stored fits of these (metric, seconds) windows with `fits`, for every device or only these."""
     with conn.cursor() as cursor:
         cursor.execute(QUERIES["forget_trend_fits"], {
             "metrics": [metric for metric, _seconds in windows], "seconds": [seconds for _metric, seconds in windows],
+            "device_ids": None if device_ids is None else list(device_ids),
         })
         execute_values(cursor, QUERIES["store_trend_fits"], fits, page_size=5000)
 
