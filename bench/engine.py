@@ -46,16 +46,20 @@ WHERE d.id >= %(first)s AND d.id < %(last)s
 """
 
 
-def _generate_fleet(conn: Connection, devices: int, *, days: int, every_s: int, now: dt.datetime) -> int:
-    """Owners with birthdays, devices of every model, a week of readings, then status, cleanings and faults through
-    ingest (see the module's docstring); answers telemetry rows."""
+def generate_fleet(
+    conn: Connection, devices: int, *, days: float, every_s: int, now: dt.datetime, owners: int | None = None
+) -> int:
+    """Owners with birthdays (`owners`, by default one for every two devices), devices of every model, `days` of
+    readings, then status, cleanings and faults through ingest (see the module's docstring); answers telemetry
+    rows."""
     catalog = load_catalog()
     models = sorted(catalog)
+    owners = owners or devices // 2 + 1
     with conn.cursor() as cursor:
         cursor.execute(
             "INSERT INTO customers (name, birthday) SELECT 'Owner ' || n, DATE '1960-01-01' + (n * 37 %% 15000) "
             "FROM generate_series(1, %s) AS n",
-            (devices // 2 + 1,),
+            (owners,),
         )
         cursor.execute("SELECT min(id) FROM customers")
         first_customer = cursor.fetchone()[0]
@@ -64,7 +68,7 @@ def _generate_fleet(conn: Connection, devices: int, *, days: int, every_s: int, 
                 f"{catalog[models[n % len(models)]].kind[:2].upper()}-{n:07d}",
                 models[n % len(models)],
                 catalog[models[n % len(models)]].kind,
-                first_customer + n // 2,
+                first_customer + n * owners // devices,
                 (now - dt.timedelta(days=30 + (n * 97) % 4000)).date(),
             )
             for n in range(devices)
@@ -82,7 +86,7 @@ def _generate_fleet(conn: Connection, devices: int, *, days: int, every_s: int, 
                 for name, metric in model.metrics.items()
             ],
         )
-        steps = days * 86400 // every_s
+        steps = int(days * 86400 // every_s)
         start = now - dt.timedelta(days=days)
         ids = sorted(row[0] for row in rows)
         chunk = 2000
@@ -148,36 +152,10 @@ def bench_engine(args: argparse.Namespace) -> int:
         f"careloop bench engine: the built-in catalog over {', '.join(f'{s:,}' for s in sizes)} devices, "
         f"{args.days} days of history, a reading of each metric every {args.every}s; best of {args.repeat} runs"
     )
-    results = []
-    for size in sizes:
-        with temporary_database(urls.database_url) as database_url:
-            conn = psycopg2.connect(database_url)
-            now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-            readings = _generate_fleet(conn, size, days=args.days, every_s=args.every, now=now)
-            conn.close()
-            # A server that took a week of telemetry has vacuumed it (autovacuum runs on inserts too): the
-            # visibility map is set, and the loader's index-only scans need not visit the table.
-            _vacuum(database_url)
-            database = Database(database_url, max_connections=2)
-            with database.transaction() as setup:
-                load_builtin_catalog(setup)
-            engine = Engine(database, clock=lambda now=now: now)
-            baselines_s = _timed(engine.learn_baselines)[0]
-            trends_s = _timed(engine.learn_trends)[0]
-            with database.connection() as reader:
-                some = [row["id"] for row in fetch_all(reader, "SELECT id FROM devices ORDER BY random() LIMIT 500")]
-            # The engine's first runs open the fleet's detections and fill its cache of device columns and
-            # trend fits; the runs after them are the steady state every minute and every five minutes.
-            first = {"window": _timed(engine.window), "sweep": _timed(engine.sweep)}
-            # What autovacuum does to a table that just took a hundred thousand rows.
-            _vacuum(database_url, "detections")
-            jobs = {
-                "window": [_timed(engine.window) for _ in range(args.repeat)],
-                "sweep": [_timed(engine.sweep) for _ in range(args.repeat)],
-                "batch of 500": [_timed(engine.evaluate_batch, some) for _ in range(args.repeat)],
-            }
-            database.close()
-        results.append(EngineFigures(size, readings, baselines_s, trends_s, first, jobs))
+    results = [
+        measure_engine(urls.database_url, size, days=args.days, every_s=args.every, repeat=args.repeat)
+        for size in sizes
+    ]
     print(
         f"\n{'devices':>8} {'readings':>12} {'job':<13} {'rules':>5} {'best s':>7} {'facts s':>8} "
         f"{'windows s':>9} {'evaluate s':>10} {'store s':>8} {'opened':>7} {'vs 1 s':>7}"
@@ -210,7 +188,39 @@ def bench_engine(args: argparse.Namespace) -> int:
     return 0
 
 
-def _vacuum(database_url: str, table: str | None = None) -> None:
+def measure_engine(server_url: str, size: int, *, days: float, every_s: int, repeat: int) -> EngineFigures:
+    """One fleet size in a database of its own: generate, vacuum, time the engine's jobs."""
+    with temporary_database(server_url) as database_url:
+        conn = psycopg2.connect(database_url)
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        readings = generate_fleet(conn, size, days=days, every_s=every_s, now=now)
+        conn.close()
+        # A server that took a week of telemetry has vacuumed it (autovacuum runs on inserts too): the
+        # visibility map is set, and the loader's index-only scans need not visit the table.
+        vacuum(database_url)
+        database = Database(database_url, max_connections=2)
+        with database.transaction() as setup:
+            load_builtin_catalog(setup)
+        engine = Engine(database, clock=lambda now=now: now)
+        baselines_s = _timed(engine.learn_baselines)[0]
+        trends_s = _timed(engine.learn_trends)[0]
+        with database.connection() as reader:
+            some = [row["id"] for row in fetch_all(reader, "SELECT id FROM devices ORDER BY random() LIMIT 500")]
+        # The engine's first runs open the fleet's detections and fill its cache of device columns and
+        # trend fits; the runs after them are the steady state every minute and every five minutes.
+        first = {"window": _timed(engine.window), "sweep": _timed(engine.sweep)}
+        # What autovacuum does to a table that just took a hundred thousand rows.
+        vacuum(database_url, "detections")
+        jobs = {
+            "window": [_timed(engine.window) for _ in range(repeat)],
+            "sweep": [_timed(engine.sweep) for _ in range(repeat)],
+            "batch of 500": [_timed(engine.evaluate_batch, some) for _ in range(repeat)],
+        }
+        database.close()
+    return EngineFigures(size, readings, baselines_s, trends_s, first, jobs)
+
+
+def vacuum(database_url: str, table: str | None = None) -> None:
     conn = psycopg2.connect(database_url)
     conn.autocommit = True
     with conn.cursor() as cursor:

@@ -546,6 +546,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from bench.security import bench_security
 
         return bench_security(args)
+    if args.bench == "faults":
+        from bench.faults import bench_faults
+
+        return bench_faults(args)
+    if args.bench == "reads":
+        from bench.reads import bench_reads
+
+        return bench_reads(args)
     raise SystemExit(f"careloop bench: no benchmark {args.bench!r}")
 
 
@@ -828,6 +836,34 @@ def build_parser() -> argparse.ArgumentParser:
     security_bench.add_argument("--devices", type=at_least(1), default=200, help="devices in the fleet (default 200)")
     security_bench.add_argument("--days", type=at_least(1), default=7,
                                 help="days of hourly readings each backtest replays (default 7)")
+    faults_bench = benches.add_parser(
+        "faults",
+        help="fault published over MQTT to its service order and call task visible through the API, at shares of "
+        "the ingest drain rate",
+    )
+    faults_bench.add_argument("--rates", default="10,50,90",
+                              help="percentages of the ingest drain rate to publish at (default 10,50,90)")
+    faults_bench.add_argument("--faults", type=at_least(1), default=50, help="faults timed at each rate (default 50)")
+    faults_bench.add_argument("--seconds", type=float, default=20,
+                              help="seconds of telemetry at each rate, the faults spread over them (default 20)")
+    faults_bench.add_argument("--devices", type=at_least(1), default=400,
+                              help="devices reporting (at least one per fault and 50 more; default 400)")
+    faults_bench.add_argument("--drain-rate", type=float, default=None,
+                              help="messages/s one ingester drains; measured first in the same run when not given")
+    faults_bench.add_argument("--drain-messages", type=at_least(1), default=20_000,
+                              help="messages queued and drained to measure the drain rate (default 20000)")
+    faults_bench.add_argument("--seed", type=int, default=12)
+    reads_bench = benches.add_parser(
+        "reads",
+        help="the customer 360, a device's 30-day telemetry and the dispatch board from a real `careloop api` over a "
+        "large fleet, at a fixed request rate",
+    )
+    reads_bench.add_argument("--customers", type=at_least(1), default=100_000, help="customers (default 100000)")
+    reads_bench.add_argument("--devices", type=at_least(1), default=300_000, help="devices (default 300000)")
+    reads_bench.add_argument("--readings", type=at_least(1), default=50_000_000,
+                             help="readings over 30 days, about (default 50000000)")
+    reads_bench.add_argument("--rate", type=float, default=50, help="requests per second, open-loop (default 50)")
+    reads_bench.add_argument("--seconds", type=float, default=30, help="how long the load runs (default 30)")
     bench.set_defaults(handler=cmd_bench)
     return parser
 
