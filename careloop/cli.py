@@ -297,6 +297,12 @@ def cmd_api(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"careloop api: {problem}", file=sys.stderr)
         return 2
+    tls_cert = args.tls_cert or (str(settings.api_tls_cert) if settings.api_tls_cert else None)
+    tls_key = args.tls_key or (str(settings.api_tls_key) if settings.api_tls_key else None)
+    tls_problem = api_tls_problem(tls_cert, tls_key)
+    if tls_problem is not None:
+        print(f"careloop api: {tls_problem}", file=sys.stderr)
+        return 2
     urls = _services()
     # The pool connects on first use, so the API starts (and answers 503) while the database is down; the limits
     # bound every wait on the database so an outage never hangs a request.
@@ -312,7 +318,8 @@ def cmd_api(args: argparse.Namespace) -> int:
     # The client's address is the connection's: X-Forwarded-For is not believed (uvicorn believes it from
     # 127.0.0.1 by default), so nothing on this host can pose as other addresses to the per-address limits.
     logging.getLogger("uvicorn.access").addFilter(RedactedAccessLog())  # no unsubscribe tokens in the log
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=False)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=False,
+                ssl_certfile=tls_cert, ssl_keyfile=tls_key)
     app.state.backtests.close()
     app.state.reports.close()
     database.close()
@@ -432,6 +439,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def api_tls_problem(cert: str | None, key: str | None) -> str | None:
+    """Why the API cannot serve HTTPS with this certificate and key, or None (both given and they match, or
+    neither: plain HTTP)."""
+    import ssl
+
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        return ("--tls-cert (CARELOOP_API_TLS_CERT) and --tls-key (CARELOOP_API_TLS_KEY) go together; "
+                f"{'the key' if key is None else 'the certificate'} is missing")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as error:
+        return f"--tls-cert/--tls-key: cannot serve HTTPS with {cert} and {key}: {error}"
+    return None
+
+
 def cmd_broker_accounts(args: argparse.Namespace) -> int:
     """The broker's whole account file rebuilt from the registry (after its volume was lost, or to move it)."""
     import json
@@ -460,6 +484,37 @@ def cmd_broker_accounts(args: argparse.Namespace) -> int:
     devices = len(config["clients"]) - 2
     print(f"{target}: the accounts {SERVICE_USER} and {ADMIN_USER} and {devices} devices; put it where the broker's "
           "plugin_opt_config_file points and restart the broker")
+    return 0
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    """A CA and a server certificate for a first run with TLS (README, TLS)."""
+    from careloop.tls import DEFAULT_HOSTS, CertificateFiles, CertificatesExist, describe, write_certificates
+
+    owner = None
+    if args.owner:
+        uid, _, gid = args.owner.partition(":")
+        try:
+            owner = (int(uid), int(gid or uid))
+        except ValueError:
+            raise CommandFailed(f"--owner: {args.owner!r} is not UID:GID, e.g. 1883:1883") from None
+    try:
+        files = write_certificates(Path(args.out), args.host or DEFAULT_HOSTS,
+                                   replace=args.replace, owner=owner)
+    except CertificatesExist as existing:
+        if args.if_missing:
+            print(f"{args.out}: certificates exist, kept")
+            for line in describe(CertificateFiles(Path(args.out))):
+                print(line)
+            return 0
+        raise CommandFailed(f"{existing} exist: kept (--replace writes new ones; every client must then trust "
+                            "the new ca.crt)") from None
+    except ValueError as error:
+        raise CommandFailed(f"--host: {error}") from None
+    for line in describe(files):
+        print(line)
+    print(f"clients trust {files.ca_cert} (CARELOOP_MQTT_CA, sslrootcert=, httpx verify=); servers use "
+          f"{files.server_cert} and {files.server_key}")
     return 0
 
 
@@ -677,6 +732,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="address to listen on (default 127.0.0.1); any other needs a strong CARELOOP_ADMIN_TOKEN",
     )
     api.add_argument("--port", type=port, default=8000)
+    api.add_argument("--tls-cert", metavar="FILE", default=None,
+                     help="serve HTTPS with this certificate (PEM; default CARELOOP_API_TLS_CERT; `careloop certs` "
+                     "makes one)")
+    api.add_argument("--tls-key", metavar="FILE", default=None,
+                     help="the certificate's private key (default CARELOOP_API_TLS_KEY)")
     api.set_defaults(handler=cmd_api)
 
     dashboard = commands.add_parser("dashboard", help="the dispatcher dashboard (Streamlit)")
@@ -732,6 +792,27 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--all", action="store_true", help="with --list: revoked ones too")
     token.add_argument("--revoke", metavar="ID_OR_PREFIX", help="revoke a token by its id or its first characters")
     token.set_defaults(handler=cmd_token)
+
+    certs = commands.add_parser(
+        "certs", help="a CA and a server certificate for TLS on the broker, the API and the database",
+        description="Writes a new certificate authority (ca.crt, ca.key) and a server certificate signed by it "
+        "(server.crt, server.key) for the host names and addresses given, into a folder. Keys are ECDSA P-256, "
+        "unencrypted and mode 0600. Servers use server.crt and server.key (mosquitto's certfile/keyfile, careloop "
+        "api --tls-cert/--tls-key, PostgreSQL's ssl_cert_file/ssl_key_file); clients trust ca.crt "
+        "(CARELOOP_MQTT_CA, sslrootcert= in the database URL). Certificates already in the folder are kept: the "
+        "command refuses (exit 1) unless --replace, or does nothing with --if-missing. Keep ca.key away from "
+        "the servers: whoever holds it can make certificates every client trusts.",
+    )
+    certs.add_argument("--out", required=True, metavar="FOLDER", help="where the four files go (created)")
+    certs.add_argument("--host", action="append", metavar="NAME_OR_IP",
+                       help="a name or address clients reach the server by; repeat for each (default localhost, "
+                       "127.0.0.1 and ::1). Clients check it, so name every one they use")
+    certs.add_argument("--replace", action="store_true", help="replace certificates already in the folder")
+    certs.add_argument("--if-missing", action="store_true",
+                       help="when certificates are already there, keep them and exit 0 (for a first-start step)")
+    certs.add_argument("--owner", metavar="UID:GID", help="hand the files to this user (1883:1883 for the "
+                       "eclipse-mosquitto image, which must read server.key)")
+    certs.set_defaults(handler=cmd_certs)
 
     broker_accounts = commands.add_parser(
         "broker-accounts", help="rebuild the broker's account file (dynamic-security plugin) from the registry")

@@ -86,18 +86,36 @@ def free_port(preferred: int | None = None) -> int:
     raise RuntimeError("no free TCP port on 127.0.0.1")
 
 
-def mosquitto_config(port: int, data_dir: Path, *, accounts: bool = False) -> str:
+TLS_LISTENER_OPTIONS = ("certfile ", "keyfile ", "cafile ", "tls_version ", "require_certificate ", "ciphers ")
+
+
+def mosquitto_config(
+    port: int, data_dir: Path, *, accounts: bool = False, tls_port: int | None = None, certs: Path | None = None
+) -> str:
     """deploy/mosquitto.conf with this run's port and data folder, listening on loopback only.
 
     With `accounts`, as shipped: anonymous clients refused, the dynamic-security plugin keeping its file in
     `data_dir` (`careloop.mqtt.broker_accounts_for(data_dir)` writes the first one). Without, a broker for a test
-    or a benchmark that checks no identity: anonymous clients may do anything.
+    or a benchmark that checks no identity: anonymous clients may do anything. The TLS listener is kept, on
+    `tls_port` with the server certificate and key in `certs` (`careloop certs`), only when both are given.
     """
     lines = []
+    listeners = 0
     for line in DEPLOY_CONF.read_text().splitlines():
         if not accounts and line.startswith(("plugin", "allow_anonymous ")):
             line = "allow_anonymous true" if line.startswith("allow_anonymous ") else ""
         if line.startswith("listener "):
+            listeners += 1
+        tls_listener = listeners > 1 and line.startswith(("listener ", *TLS_LISTENER_OPTIONS))
+        if tls_listener and (tls_port is None or certs is None):
+            continue
+        if tls_listener:
+            option, value = line.split(maxsplit=1)
+            if option == "listener":
+                line = f"listener {tls_port} 127.0.0.1"
+            elif option in ("certfile", "keyfile", "cafile"):
+                line = f"{option} {Path(certs).resolve() / Path(value).name}"
+        elif line.startswith("listener "):
             line = f"listener {port} 127.0.0.1"
         elif line.startswith("persistence_location "):
             line = f"persistence_location {data_dir}/"

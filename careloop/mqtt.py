@@ -109,9 +109,23 @@ class MqttConnection:
             self.client.connect(self.address.host, self.address.port, keepalive=keepalive)
 
 
+def broker_tls_context(ca_file: str | os.PathLike | None = None) -> ssl.SSLContext:
+    """What a client trusts on an mqtts:// URL: `ca_file`, else CARELOOP_MQTT_CA, else the system's CAs; TLS 1.2 at
+    least, the server's name checked."""
+    if ca_file is None:
+        from careloop.settings import get_settings  # here: the settings read the environment once, on first use
+
+        ca_file = get_settings().mqtt_ca
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
 def make_connection(
-    url: str, client_id: str, *, session_expiry_s: int = 0, receive_maximum: int | None = None
+    url: str, client_id: str, *, session_expiry_s: int = 0, receive_maximum: int | None = None,
+    ca_file: str | os.PathLike | None = None,
 ) -> MqttConnection:
+    """A client for the broker at `url` (mqtt:// plain, mqtts:// TLS trusting `ca_file` or CARELOOP_MQTT_CA)."""
     address = BrokerAddress.from_url(url)
     persistent = session_expiry_s > 0
     if address.mqtt5:
@@ -134,7 +148,9 @@ def make_connection(
     if address.username:
         client.username_pw_set(address.username, address.password)
     if address.tls:
-        client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        # The broker's certificate must chain to CARELOOP_MQTT_CA (the system's CAs when unset) and name the host
+        # of the URL; paho checks the name itself unless told not to, which nothing here does.
+        client.tls_set_context(broker_tls_context(ca_file))
     client.reconnect_delay_set(min_delay=1, max_delay=10)
     return MqttConnection(client=client, address=address, properties=properties, persistent=persistent)
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 import psycopg2.extensions
-from pydantic import AnyHttpUrl, AnyUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic import AnyHttpUrl, AnyUrl, Field, FilePath, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from careloop.partitions import Partition
@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     # the broker's credential issuer (user careloop-admin), for the API and `careloop simulate`; README "Broker
     # identity". Unset: the embedded mosquitto's, where one runs for CARELOOP_HOME.
     mqtt_admin_url: AnyUrl | None = None
+    # TLS (README "TLS"): the CA that signed the broker's certificate, for mqtts:// URLs (unset: the system's
+    # trusted CAs); the API's certificate and key, which make `careloop api` serve HTTPS.
+    mqtt_ca: FilePath | None = None
+    api_tls_cert: FilePath | None = None
+    api_tls_key: FilePath | None = None
     home: Path = Path(".careloop")
     admin_token: SecretStr | None = None
     api_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")

@@ -26,6 +26,7 @@ from careloop.mqtt import (
     find_dynsec_plugin,
     url_with_credentials,
 )
+from careloop.tls import CertificateFiles, write_certificates
 
 
 @dataclass
@@ -33,6 +34,11 @@ class ShippedBroker:
     port: int
     data_dir: Path
     passwords: dict[str, str]
+    tls_port: int | None = None  # the TLS listener (8883 as shipped), with `certs` from `careloop certs`
+    certs: CertificateFiles | None = None
+
+    def tls_url(self, username: str, password: str, host: str = "localhost") -> str:
+        return url_with_credentials(f"mqtts://{host}:{self.tls_port}", username, password)
 
     @property
     def service_url(self) -> str:
@@ -53,20 +59,36 @@ class ShippedBroker:
 
 @pytest.fixture(scope="module")
 def shipped_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShippedBroker]:
+    yield from _run_shipped_broker(tmp_path_factory.mktemp("shipped-mosquitto"))
+
+
+@pytest.fixture(scope="module")
+def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShippedBroker]:
+    """The shipped configuration with its TLS listener too, on certificates `careloop certs` writes (for
+    localhost and 127.0.0.1)."""
+    data_dir = tmp_path_factory.mktemp("tls-mosquitto")
+    certs = write_certificates(data_dir / "certs", ["localhost", "127.0.0.1"])
+    yield from _run_shipped_broker(data_dir, certs=certs)
+
+
+def _run_shipped_broker(data_dir: Path, certs: CertificateFiles | None = None) -> Iterator[ShippedBroker]:
     binary = shutil.which("mosquitto")
     if binary is None or find_dynsec_plugin() is None:
         pytest.skip("no mosquitto with its dynamic-security plugin on this machine")
-    data_dir = tmp_path_factory.mktemp("shipped-mosquitto")
     port = free_port()
+    tls_port = free_port() if certs is not None else None
     passwords = broker_accounts_for(data_dir)
     conf = data_dir / "mosquitto.conf"
-    conf.write_text(mosquitto_config(port, data_dir, accounts=True))
+    conf.write_text(mosquitto_config(port, data_dir, accounts=True, tls_port=tls_port,
+                                     certs=certs.folder if certs else None))
     stderr_log = data_dir / "mosquitto.stderr"
     with stderr_log.open("wb") as stderr:
         process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         wait_for_port(port, process, stderr_log)
-        yield ShippedBroker(port=port, data_dir=data_dir, passwords=passwords)
+        if tls_port is not None:
+            wait_for_port(tls_port, process, stderr_log)
+        yield ShippedBroker(port=port, data_dir=data_dir, passwords=passwords, tls_port=tls_port, certs=certs)
     finally:
         stop_process(process)
 
