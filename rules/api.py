@@ -13,6 +13,7 @@ from careloop.auth import technician_device_ids
 from careloop.deps import Backtests, Caller, Conn, Limit, Offset, RowId, moment_in_range
 from careloop.errors import EVERY_ROUTE, ErrorMessage, answers
 from careloop.pages import Page
+from devices.models import Severity
 from rules import service
 from rules.lifecycle import MAX_BACKTEST_WINDOW
 from rules.models import (
@@ -171,6 +172,8 @@ async def backtest_rule(rule_id: str, request: BacktestWindow, caller: Caller, b
 
 
 DetectionStatus = Literal["open", "acknowledged", "cleared"]
+DetectionOrder = Literal["newest", "urgent"]
+SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 
 
 @router.get("/detections", tags=["detections"])
@@ -180,28 +183,32 @@ def list_detections(
     device_id: str | None = None,
     status: DetectionStatus | None = None,
     rule_id: str | None = None,
+    severity: Severity | None = None,
+    order: Annotated[DetectionOrder, Query(description="`newest` first (the default), or `urgent`: critical, "
+                                                       "then warning, then info, newest first within each")] = "newest",
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[DetectionRead]:
-    """What rules found, newest first, each with its explanation and the actions waiting on it. A technician's
-    token sees only the detections of devices on orders assigned to them."""
+    """What rules found, each with its explanation and the actions waiting on it. A technician's token sees only
+    the detections of devices on orders assigned to them."""
+    urgent_first = order == "urgent"
+    filters = {"status": status, "rule_id": rule_id, "severity": severity, "urgent_first": urgent_first}
     if caller.role != "technician":
-        return service.list_detections(
-            conn, device_id=device_id, status=status, rule_id=rule_id, limit=limit, offset=offset
-        )
+        return service.list_detections(conn, device_id=device_id, limit=limit, offset=offset, **filters)
     devices = technician_device_ids(conn, caller.technician_id)
     if device_id is not None:
         devices = [device for device in devices if device == device_id]
-    # A technician has the devices of a handful of orders: each one's newest detections, merged, are enough to
+    # A technician has the devices of a handful of orders: each one's first detections, merged, are enough to
     # answer any page of theirs.
     found: list[DetectionRead] = []
     total = 0
     for device in devices:
-        page = service.list_detections(conn, device_id=device, status=status, rule_id=rule_id,
-                                       limit=offset + limit, offset=0)
+        page = service.list_detections(conn, device_id=device, limit=offset + limit, offset=0, **filters)
         found += page.items
         total += page.total
     found.sort(key=lambda detection: (detection.opened_at, detection.id), reverse=True)
+    if urgent_first:
+        found.sort(key=lambda detection: SEVERITY_RANK.get(detection.severity, len(SEVERITY_RANK)))  # stable
     return Page[DetectionRead](items=found[offset : offset + limit], total=total)
 
 

@@ -99,10 +99,14 @@ def list_detections(
     device_id: str | None = None,
     status: str | None = None,
     rule_id: str | None = None,
+    severity: str | None = None,
+    urgent_first: bool = False,
     limit: int = 100,
     offset: int = 0,
 ) -> Page[DetectionRead]:
-    return repo.list_detections(conn, device_id=device_id, status=status, rule_id=rule_id, limit=limit, offset=offset)
+    """Newest first, or with `urgent_first` critical before warning before info (newest first within each)."""
+    return repo.list_detections(conn, device_id=device_id, status=status, rule_id=rule_id, severity=severity,
+                                urgent_first=urgent_first, limit=limit, offset=offset)
 
 
 def get_detection(conn: Connection, detection_id: int) -> DetectionRead:

@@ -38,8 +38,6 @@ KIND_WORDS = {"service": "service (order or call)", "recorded only": "recorded o
 SEVERITY_COLORS = {"critical": "red", "warning": "orange", "info": "blue"}
 STATUS_COLORS = {"open": "red", "acknowledged": "orange", "cleared": "green"}
 LIST_LIMIT = 200
-# The API's largest page. Critical open detections are counted among these, as the API has no count by severity.
-COUNT_LIMIT = 1000
 # What the last click on "Acknowledge" did, shown after the rerun that reads the new state.
 ACKNOWLEDGED_KEY = "detections_acknowledged"
 
@@ -93,7 +91,7 @@ if technician_view:
 if message := st.session_state.pop(ACKNOWLEDGED_KEY, None):
     st.success(message, icon=":material/check_circle:")
 
-open_now = fetch_or_stop("detections", status="open", limit=COUNT_LIMIT)
+open_now = fetch_or_stop("detections", status="open", limit=1)
 acknowledged = fetch_or_stop("detections", status="acknowledged", limit=1)
 try:
     rules: dict[str, dict[str, Any]] = {rule["id"]: rule for rule in fetch("rules").get("items", [])}
@@ -102,22 +100,14 @@ except ApiError as error:
         stop_with(error)
     rules = {}  # a technician reads their detections, not the rules: the descriptions are left out
 
-open_items: list[dict[str, Any]] = open_now.get("items", [])
-open_total = open_now.get("total", len(open_items))
-critical_rules = [rid for rid, rule in rules.items() if (rule.get("document") or {}).get("severity") == "critical"]
-counted_exactly = bool(rules) or open_total <= len(open_items)
-if rules:
-    # Counted per critical rule (the API counts by rule, not by severity), so none is missed past the page.
-    critical_open = sum(fetch_or_stop("detections", status="open", rule_id=rid, limit=1).get("total", 0)
-                        for rid in critical_rules)
-else:
-    critical_open = sum(1 for d in open_items if d.get("severity") == "critical")
+open_total = open_now.get("total", 0)
+# Counted by the API (severity filter), so none is missed past the page.
+critical_open = fetch_or_stop("detections", status="open", severity="critical", limit=1).get("total", 0)
 with st.container(horizontal=True):
     st.metric("Open", f"{open_total:,}", border=True, help="Found by a rule and not yet seen by a person.")
     st.metric("Acknowledged", f"{acknowledged.get('total', 0):,}", border=True,
               help="Seen by a person; each clears by itself once its rule stops holding.")
-    st.metric("Critical open", f"{critical_open:,}" + ("" if counted_exactly else "+"), border=True,
-              help=None if counted_exactly else f"Counted among the newest {len(open_items):,} open.")
+    st.metric("Critical open", f"{critical_open:,}", border=True)
 
 linked = linked_id("detection")
 
@@ -131,36 +121,20 @@ with st.container(horizontal=True, vertical_alignment="bottom"):
     device_text = st.text_input("Device id", placeholder="e.g. RH-000123", width=220)
 
 filters = {"status": None if status == ALL_STATUSES else status, "device_id": device_text.strip() or None,
-           "limit": LIST_LIMIT}
-listing = fetch_or_stop("detections", rule_id=None if rule_id == ALL_RULES else rule_id, **filters)
+           "severity": None if severity == ALL_SEVERITIES else severity, "limit": LIST_LIMIT}
+# One request, most urgent first: a fault is never pushed off the page by hundreds of newer reminders.
+listing = fetch_or_stop("detections", rule_id=None if rule_id == ALL_RULES else rule_id, order="urgent", **filters)
 items: list[dict[str, Any]] = listing.get("items", [])
 total = listing.get("total", len(items))
-if rule_id == ALL_RULES and total > len(items):
-    # The newest page may be all reminders; each critical or warning rule's own newest page is read too, so a fault
-    # is never pushed off the list by the cap. The API filters by rule, not by severity.
-    urgent_rules = [
-        rid for rid, rule in rules.items()
-        if SEVERITY_RANK.get(str((rule.get("document") or {}).get("severity")), 3) < SEVERITY_RANK["info"]
-        and severity in (ALL_SEVERITIES, (rule.get("document") or {}).get("severity"))
-    ]
-    seen = {d.get("id") for d in items}
-    for rid in urgent_rules:
-        for detection in fetch_or_stop("detections", rule_id=rid, **filters).get("items", []):
-            if detection.get("id") not in seen:
-                seen.add(detection.get("id"))
-                items.append(detection)
-# Severity and kind are properties of the rule, so they are filtered here.
-shown = most_urgent_first([d for d in items if severity in (ALL_SEVERITIES, d.get("severity"))
-                           and kind in (ALL_KINDS, kind_of(d, rules))], rules)
+# What a rule does (its kind) is the rule's, not the detection's: filtered and ordered here, within the page.
+shown = most_urgent_first([d for d in items if kind in (ALL_KINDS, kind_of(d, rules))], rules)
 
-narrowing = [word for word, on in ((severity, severity != ALL_SEVERITIES), (KIND_WORDS.get(kind, kind),
-                                                                            kind != ALL_KINDS)) if on]
+narrowing = [KIND_WORDS.get(kind, kind)] if kind != ALL_KINDS else []
 caption = f"{total:,} detection{'s match' if total != 1 else ' matches'}"
 if total > len(items) or narrowing:
     caption += f"; {len(shown):,} shown" + (f" ({', '.join(narrowing)})" if narrowing else "")
     if total > len(items):
-        caption += (f": every critical and warning one among the newest {LIST_LIMIT} of each rule, and the newest "
-                    f"{LIST_LIMIT} of all" if rules else f": the newest {LIST_LIMIT}")
+        caption += f": the {LIST_LIMIT} most urgent"
 st.caption(caption + ". Most urgent first: critical, then warning, then info; service before marketing; newest "
            "first within those.")
 

@@ -371,8 +371,11 @@ class FakeApi:
         if path == "/detections":
             items = [
                 d for d in self.detections
-                if all(query.get(name) in (None, d[name]) for name in ("status", "rule_id", "device_id"))
+                if all(query.get(name) in (None, d[name]) for name in ("status", "rule_id", "device_id", "severity"))
             ]
+            items.sort(key=lambda d: (d["opened_at"], d["id"]), reverse=True)
+            if query.get("order") == "urgent":
+                items.sort(key=lambda d: ["critical", "warning", "info"].index(d["severity"]))
             offset, limit = int(query.get("offset", 0)), int(query.get("limit", 100))
             return 200, {"items": items[offset:offset + limit], "total": len(items)}
         if parts[0] == "detections" and len(parts) == 2:
