@@ -256,6 +256,7 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("GET", "/rules/{rule_id}"): _access(D, M),
     ("PUT", "/rules/{rule_id}"): _access(D, M),
     ("POST", "/rules/{rule_id}/backtest"): _access(D, M),
+    ("POST", "/rules/backtest"): _access(D, M),  # a draft, before it is saved
     ("GET", "/detections"): _access(D, technician="own"),
     ("GET", "/detections/{detection_id}"): _access(D, technician="detection"),
     ("POST", "/detections/{detection_id}/acknowledge"): _access(D, technician="detection"),

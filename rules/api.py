@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
@@ -108,8 +109,8 @@ def may_write_rule(role: str, rule_id: str, kinds: list[str], *, stored: bool = 
         )
 
 
-def checked_rule(document: str | bytes, caller: Caller) -> Rule:
-    """The document validated, within the size limits (422 naming the limit), and one the caller may write."""
+def valid_rule(document: str | bytes) -> Rule:
+    """The document validated, within the size limits (422 naming the limit)."""
     size = len(document.encode() if isinstance(document, str) else document)
     errors = document_size_errors(size)
     if errors:
@@ -118,6 +119,12 @@ def checked_rule(document: str | bytes, caller: Caller) -> Rule:
     errors = rule_size_errors(rule.when, rule.then)
     if errors:
         raise RuleError(errors)
+    return rule
+
+
+def checked_rule(document: str | bytes, caller: Caller) -> Rule:
+    """The document validated, within the size limits (422 naming the limit), and one the caller may write."""
+    rule = valid_rule(document)
     may_write_rule(caller.role, rule.id, action_kinds(rule.then))
     return rule
 
@@ -169,6 +176,32 @@ async def backtest_rule(rule_id: str, request: BacktestWindow, caller: Caller, b
     1h): what it would have opened and cleared, and when. Nothing is opened. A few run at once per role (429
     beyond), each under a time limit (422 past it), on connections of their own."""
     return await backtests.run(caller.role, lambda conn: service.backtest_rule(conn, rule_id, request))
+
+
+class DraftBacktest(BacktestWindow):
+    """A rule not yet saved (`document`: what POST /rules takes, as an object or as YAML text) and the window to
+    replay it over."""
+
+    document: dict[str, Any] | str
+
+
+def draft_rule(document: dict[str, Any] | str) -> Rule:
+    """The draft validated as POST /rules validates a rule; its mistakes are located under `document`."""
+    text = document if isinstance(document, str) else json.dumps(document)
+    try:
+        return valid_rule(text)
+    except RuleError as error:
+        raise RuleError([{**problem, "loc": ["body", "document", *problem.get("loc", [])]}
+                         for problem in error.errors]) from None
+
+
+@router.post("/rules/backtest", responses=TOO_MANY)
+async def backtest_draft(request: DraftBacktest, caller: Caller, backtests: Backtests) -> BacktestResult:
+    """Replay a rule before it is saved, as POST /rules/{id}/backtest replays a stored one (same bounds, same
+    share per role, same time limit): what it would have opened and cleared, and when (`version` 0). Who may
+    write the rule does not matter: nothing is stored or opened."""
+    rule = draft_rule(request.document)
+    return await backtests.run(caller.role, lambda conn: service.backtest_draft(conn, rule, request))
 
 
 DetectionStatus = Literal["open", "acknowledged", "cleared"]

@@ -135,12 +135,21 @@ def engine_jobs(conn: Connection) -> Page[EngineJobRead]:
 def backtest_rule(conn: Connection, rule_id: str, request: BacktestRequest) -> BacktestResult:
     """What a stored rule would have opened and cleared over stored history; opens nothing."""
     stored = get_rule(conn, rule_id)
-    rule = compile_rule(parse_rule(stored.document))
-    changes = backtest_stored(conn, rule, start=request.start, end=request.end, step_seconds=request.step.seconds)
+    return _backtest(conn, parse_rule(stored.document), request, version=stored.version)
+
+
+def backtest_draft(conn: Connection, rule: Rule, request: BacktestRequest) -> BacktestResult:
+    """What a rule not yet saved would have opened and cleared over stored history (version 0); opens nothing."""
+    return _backtest(conn, rule, request, version=0)
+
+
+def _backtest(conn: Connection, rule: Rule, request: BacktestRequest, *, version: int) -> BacktestResult:
+    changes = backtest_stored(conn, compile_rule(rule), start=request.start, end=request.end,
+                              step_seconds=request.step.seconds)
     opened = [change for change in changes if change.change == "opened"]
     return BacktestResult(
-        rule_id=rule_id,
-        version=stored.version,
+        rule_id=rule.id,
+        version=version,
         start=request.start,
         end=request.end,
         step=str(request.step),
@@ -264,6 +273,7 @@ def fleet_forecast(conn: Connection, *, days: int, now: dt.datetime | None = Non
 __all__ = [
     "RuleError",
     "acknowledge_detection",
+    "backtest_draft",
     "backtest_rule",
     "create_rule",
     "detections_cleared",
