@@ -13,16 +13,23 @@ import datetime as dt
 import io
 import json
 import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg2
 from tqdm import tqdm
 
 from bench.fixtures import register_devices, temporary_database
 from careloop.db import Database, fetch_value
+from careloop.embedded import stop_process
 from careloop.mqtt import make_connection, telemetry_topic
 from careloop.runtime import resolve_services
 from careloop.settings import get_settings
@@ -294,6 +301,95 @@ def measure_ingest(
     return Figure(name, seconds, messages, stored), rows, size
 
 
+def _start_ingest_processes(database_url: str, mqtt_url: str, group: str, count: int, log_folder: str) -> list:
+    """`careloop ingest` as `count` processes of their own in one shared-subscription group, as deployed: each
+    with its own interpreter, so they do not take turns on one GIL. Output goes to files (an unread pipe fills)."""
+    environment = {**os.environ, "CARELOOP_DATABASE_URL": database_url, "CARELOOP_MQTT_URL": mqtt_url}
+    processes = []
+    for number in range(count):
+        name = f"{group}-{number}"
+        with open(os.path.join(log_folder, f"{name}.log"), "a") as output:
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "careloop.cli", "ingest", "--name", name, "--share-group", group,
+                 "--metrics-port", "0"],
+                env=environment, stdout=output, stderr=subprocess.STDOUT,
+            ))
+    return processes
+
+
+def _wait_subscribed(log_folder: str, group: str, count: int, timeout_s: float = 120) -> None:
+    """Until each ingest process has logged its subscription (a loaded machine can take many seconds to start
+    one), and a moment more for the SUBACKs: the broker keeps their messages from then on."""
+    deadline = time.monotonic() + timeout_s
+    logs = [os.path.join(log_folder, f"{group}-{number}.log") for number in range(count)]
+    while not all("subscribed" in Path(log).read_text() for log in logs):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"careloop bench ingest: an ingest process did not subscribe; see {log_folder}")
+        time.sleep(0.2)
+    time.sleep(0.5)
+
+
+def _messages_stored(conn) -> int:
+    """Messages stored so far, from the per-device seq count ingest keeps: a read of one row per device, cheap
+    enough to poll while the ingesters write (a count over telemetry would not be)."""
+    conn.rollback()  # a fresh snapshot
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT coalesce(sum(seq_count), 0) FROM device_state")
+        return int(cursor.fetchone()[0])
+
+
+def measure_ingest_processes(
+    database_url: str, mqtt_url: str, messages: int, publishers: int, devices: list[str], ingesters: int,
+    *, drain: bool,
+) -> tuple[Figure, int, int]:
+    """As measure_ingest, with each ingester a `careloop ingest` process. Timed from the first commit to the last:
+    a process's start (imports, connecting) is not ingest work. What the first commit held is left out of the
+    count, so the rate is of messages committed within the timed span."""
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    log_folder = tempfile.mkdtemp(prefix="careloop-bench-ingest-")
+    conn = psycopg2.connect(database_url)
+    processes = _start_ingest_processes(database_url, mqtt_url, group, ingesters, log_folder)
+    publishing: list = []
+    try:
+        _wait_subscribed(log_folder, group, ingesters)
+        if drain:
+            # first run: the sessions and their shared subscription exist; then away while the broker queues
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+            for process in processes:
+                process.wait(timeout=60)
+            _queue_while_away(mqtt_url, messages, publishers, devices, raw=False)
+            processes = _start_ingest_processes(database_url, mqtt_url, group, ingesters, log_folder)
+        else:
+            go, publishing = _publish(mqtt_url, messages, publishers, devices, dt.datetime.now(dt.UTC), raw=False)
+            go.set()
+        first: tuple[int, float] | None = None
+        stored = 0
+        last_progress = (0, time.perf_counter())
+        with tqdm(total=messages, desc="publish → commit", unit="msg", leave=False) as bar:
+            while stored < messages and last_progress is not None:
+                time.sleep(0.1)
+                stored = _messages_stored(conn)
+                if first is None and stored:
+                    first = (stored, time.perf_counter())
+                bar.update(stored - bar.n)
+                last_progress = _stalled(stored, last_progress)
+        ended = time.perf_counter() - (STALL_S if last_progress is None else 0)
+        _wait_published(publishing)
+    finally:
+        for process in processes:
+            stop_process(process)
+    for number in range(ingesters):
+        forget_session(mqtt_url, f"{group}-{number}")
+    rows = int(fetch_value(conn, "SELECT count(*) FROM telemetry"))
+    size = _telemetry_bytes(conn)
+    conn.close()
+    counted, since = first if first is not None else (0, ended)
+    name = f"MQTT → {ingesters} ingest process(es) → commit{' (drain)' if drain else ''}"
+    timed = stored - counted
+    return Figure(name, ended - since, timed, timed * METRICS_PER_MESSAGE), rows, size
+
+
 def _telemetry_bytes(conn) -> int:
     """Bytes telemetry takes on disk with its indexes: a hypertable's chunks where TimescaleDB has made it one
     (hypertable_size), else the plain table's."""
@@ -318,11 +414,13 @@ def bench_ingest(args: argparse.Namespace) -> int:
         print(
             f"careloop bench ingest ({args.mode}): {args.messages:,} messages x {METRICS_PER_MESSAGE} metrics from "
             f"{args.publishers} publisher processes, {args.devices} devices, {args.ingesters} ingester(s)"
+            + (" as processes of their own" if args.processes else " in this process")
             + ("; queued in the broker first, then drained" if draining else "; published while ingesting")
         )
         drain = measure_broker_drain(urls.mqtt_url, args.messages, args.publishers, devices, drain=draining)
         copy = measure_copy(database_url, args.messages, devices)
-        ingest, stored, size = measure_ingest(
+        measure = measure_ingest_processes if args.processes else measure_ingest
+        ingest, stored, size = measure(
             database_url, urls.mqtt_url, args.messages, args.publishers, devices, args.ingesters, drain=draining
         )
     print(f"{'measurement':<40} {'seconds':>8} {'messages/s':>12} {'readings/s':>12}")

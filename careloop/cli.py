@@ -828,6 +828,11 @@ def build_parser() -> argparse.ArgumentParser:
     ingest_bench.add_argument("--devices", type=int, default=400, help="distinct devices")
     ingest_bench.add_argument("--ingesters", type=int, default=1, help="ingesters sharing the subscription")
     ingest_bench.add_argument(
+        "--processes", action="store_true",
+        help="run each ingester as a `careloop ingest` process of its own, as deployed (default: threads of this "
+             "process, which share one interpreter); timed from the first commit to the last",
+    )
+    ingest_bench.add_argument(
         "--mode", choices=("drain", "live"), default="drain",
         help="drain (default): queue every message in the broker first, then time the ingesters emptying it; "
              "live: publish while the ingesters run",
