@@ -23,13 +23,15 @@ import ipaddress
 import logging
 import smtplib
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
+from pydantic import FilePath
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from careloop.db import Connection, Row
@@ -49,7 +51,8 @@ CUSTOMER_EVENTS = ("offer.email", "offer.sms")  # the offer's own message: sendi
 class OfferDeliverySettings(BaseSettings):
     """Where offers go out: CARELOOP_SMTP_URL (smtp://user:pass@host:port, or smtps:// for TLS from the start),
     CARELOOP_MAIL_FROM, CARELOOP_WEBHOOK_TIMEOUT_S; CARELOOP_WEBHOOK_PRIVATE_NETWORKS=true lets webhooks go to
-    receivers on loopback, link-local and private addresses (on premise); CARELOOP_PUBLIC_URL is where customers
+    receivers on loopback, link-local and private addresses (on premise), CARELOOP_WEBHOOK_CA trusts a private CA
+    for their HTTPS besides the system's; CARELOOP_PUBLIC_URL is where customers
     reach the API (their unsubscribe links)."""
 
     model_config = SettingsConfigDict(env_prefix="CARELOOP_", env_file=".env", extra="ignore")
@@ -59,6 +62,8 @@ class OfferDeliverySettings(BaseSettings):
     webhook_timeout_s: float = 10
     smtp_timeout_s: float = 10
     webhook_private_networks: bool = False
+    # a CA trusted for webhook receivers besides the system's (an on-premise receiver with a private CA)
+    webhook_ca: FilePath | None = None
     public_url: str = "http://127.0.0.1:8000"
 
 
@@ -67,31 +72,71 @@ def delivery_settings() -> OfferDeliverySettings:
     return OfferDeliverySettings()
 
 
-def private_address(url: str) -> str | None:
-    """Why a webhook must not be called at `url` from here, or None: its host resolves (now) to an address that is
-    not on the public internet (loopback, link-local such as a cloud's metadata service, private, reserved), where
-    a webhook would let whoever registers it reach our own network. Resolved, so a public name for a private
-    address is refused too; delivery asks again before each send, against a name that changed meanwhile."""
+@dataclass(frozen=True)
+class WebhookTarget:
+    """Where a webhook goes, resolved once: the addresses its host had at that moment, and why it must not be
+    called (None when it may). The request is sent to `address`, one of those checked, never to whatever the name
+    resolves to later: a name that answers a public address for the check and a private one for the connection
+    (DNS rebinding) cannot reach inside."""
+
+    url: str
+    host: str
+    port: int
+    addresses: tuple[str, ...] = ()
+    refused: str | None = None
+    unresolved: bool = False
+
+    @property
+    def address(self) -> str:
+        return self.addresses[0]
+
+    def pinned_url(self) -> str:
+        """The URL with its host replaced by the checked address (credentials, path and query kept)."""
+        parts = urlsplit(self.url)
+        userinfo = parts.netloc.rpartition("@")[0]
+        literal = f"[{self.address}]" if ":" in self.address else self.address
+        netloc = f"{userinfo + '@' if userinfo else ''}{literal}:{self.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    def host_header(self) -> str:
+        """The Host header the receiver expects: the URL's own host (and port, when not the scheme's default)."""
+        host = self.host if ":" not in self.host else f"[{self.host}]"
+        default = 443 if urlsplit(self.url).scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+def resolve_webhook(url: str) -> WebhookTarget:
+    """Resolve the webhook's host once and check every address it gave (see `private_address`)."""
     parts = urlsplit(url)
     host = parts.hostname
     if not host:
-        return "it names no host"
+        return WebhookTarget(url, "", 0, refused="it names no host")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, ValueError, UnicodeError) as error:
-        return f"its host {host} does not resolve ({error})"
-    for *_rest, address in found:
-        ip = ipaddress.ip_address(str(address[0]).split("%")[0])
+        return WebhookTarget(url, host, 0, refused=f"its host {host} does not resolve ({error})", unresolved=True)
+    addresses = tuple(dict.fromkeys(str(address[0]) for *_rest, address in found))
+    for text in addresses:
+        ip = ipaddress.ip_address(text.split("%")[0])
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         if ip.is_global and not ip.is_multicast:
             continue
         kind = ("a loopback" if ip.is_loopback else "a link-local" if ip.is_link_local
                 else "a private" if ip.is_private else "a multicast" if ip.is_multicast else "a non-public")
-        return f"its host {host} is {ip}, {kind} address" if host.strip("[]") == str(ip) else \
+        why = f"its host {host} is {ip}, {kind} address" if host.strip("[]") == str(ip) else \
             f"its host {host} resolves to {ip}, {kind} address"
-    return None
+        return WebhookTarget(url, host, port, addresses, refused=why)
+    return WebhookTarget(url, host, port, addresses)
+
+
+def private_address(url: str) -> str | None:
+    """Why a webhook must not be called at `url` from here, or None: its host resolves (now) to an address that is
+    not on the public internet (loopback, link-local such as a cloud's metadata service, private, reserved), where
+    a webhook would let whoever registers it reach our own network. Resolved, so a public name for a private
+    address is refused too; delivery resolves again before each send and connects to the address it checked."""
+    return resolve_webhook(url).refused
 
 
 class ChannelDown(Exception):
@@ -110,13 +155,15 @@ class Transports:
     mail_from: str
     webhook_timeout_s: float = 10
     smtp_timeout_s: float = 10
+    webhook_ca: str | None = None
     _smtp: smtplib.SMTP | None = field(default=None, repr=False)
     _http: httpx.Client | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(cls, settings: OfferDeliverySettings | None = None) -> Transports:
         settings = settings or delivery_settings()
-        return cls(settings.smtp_url, settings.mail_from, settings.webhook_timeout_s, settings.smtp_timeout_s)
+        return cls(settings.smtp_url, settings.mail_from, settings.webhook_timeout_s, settings.smtp_timeout_s,
+                   str(settings.webhook_ca) if settings.webhook_ca else None)
 
     def send(self, message: Row) -> None:
         if message["transport"] == "smtp":
@@ -164,12 +211,12 @@ class Transports:
                 self._smtp = None
 
     def _post_webhook(self, message: Row) -> None:
-        if not (message.get("private_network") or delivery_settings().webhook_private_networks):
-            refused = private_address(message["destination"])
-            if refused is not None and "does not resolve" in refused:
-                raise ChannelDown(f"webhook: {refused}")
-            if refused is not None:
-                raise MessageRefused(f"not sent: {refused}, and webhooks go to public receivers only")
+        target = resolve_webhook(message["destination"])
+        if target.unresolved:
+            raise ChannelDown(f"webhook: {target.refused}")
+        private_allowed = message.get("private_network") or delivery_settings().webhook_private_networks
+        if target.refused is not None and not (private_allowed and target.addresses):
+            raise MessageRefused(f"not sent: {target.refused}, and webhooks go to public receivers only")
         body: str = message["body"]
         where = masked_url(message["destination"])  # errors are shown in GET /outbox: never the URL's credentials
         timestamp = int(message["created_at"].timestamp())  # part of the message: a retry signs the same bytes
@@ -179,11 +226,23 @@ class Transports:
             "X-CareLoop-Event": message["event"],
             "X-CareLoop-Signature": signature(message["secret"] or "", timestamp, body),
             "User-Agent": "CareLoop-Webhooks/1",
+            "Host": target.host_header(),
         }
         if self._http is None:
-            self._http = httpx.Client(timeout=self.webhook_timeout_s, follow_redirects=False)
+            self._http = httpx.Client(
+                timeout=self.webhook_timeout_s, follow_redirects=False,
+                # No proxy from the environment: a proxy would resolve the name again, past the check.
+                trust_env=False,
+                # A connection per message: a pooled one, keyed by address, could carry a request for one host
+                # over a TLS session made (and verified) for another host on the same address.
+                limits=httpx.Limits(max_keepalive_connections=0),
+                verify=self._webhook_tls_context(),
+            )
+        # TLS: the server name sent and checked against the certificate is the URL's host, not the address.
+        extensions = {"sni_hostname": target.host} if urlsplit(target.url).scheme == "https" else {}
         try:
-            answer = self._http.post(message["destination"], content=body.encode("utf-8"), headers=headers)
+            answer = self._http.post(target.pinned_url(), content=body.encode("utf-8"), headers=headers,
+                                     extensions=extensions)
         except httpx.HTTPError as error:
             raise ChannelDown(_shown(f"webhook {where}: {type(error).__name__}: {error}", message)) from error
         # 409: the receiver has this idempotency key already, which is what a retry hopes for
@@ -192,6 +251,13 @@ class Transports:
         if answer.status_code in (408, 425, 429) or answer.status_code >= 500:
             raise ChannelDown(f"webhook {where} answered {answer.status_code}")
         raise MessageRefused(_shown(f"webhook {where} refused it: {answer.status_code} {answer.text[:200]}", message))
+
+    def _webhook_tls_context(self) -> ssl.SSLContext:
+        """The system's CAs, and CARELOOP_WEBHOOK_CA's too where set (an on-premise receiver's own CA)."""
+        context = ssl.create_default_context()
+        if self.webhook_ca:
+            context.load_verify_locations(cafile=self.webhook_ca)
+        return context
 
     def close(self) -> None:
         if self._smtp is not None:
