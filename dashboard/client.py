@@ -21,12 +21,15 @@ DEV_TOKEN_VARIABLE = "CARELOOP_DASHBOARD_DEV_TOKEN"
 class ApiError(Exception):
     """The API could not answer; the message names the URL and, when there was one, the status."""
 
-    def __init__(self, message: str, *, url: str, status: int | None = None, detail: str | None = None) -> None:
+    def __init__(self, message: str, *, url: str, status: int | None = None, detail: str | None = None,
+                 problems: list[str] | None = None) -> None:
         super().__init__(message)
         self.url = url
         self.status = status
         # What the API itself said (its `detail`), e.g. why a 409 refused a change.
         self.detail = detail
+        # A 422's mistakes one by one, each 'field: why', to show beside each other rather than run together.
+        self.problems = problems or ([detail] if detail else [])
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,17 @@ def _detail(response: httpx.Response) -> str:
             return "; ".join(problem_text(item) for item in detail)
         return str(detail)
     return str(body)[:200]
+
+
+def _problems(response: httpx.Response) -> list[str]:
+    """A validation error's mistakes, one 'field: why' each; empty when the answer is not such a list."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        return []
+    if isinstance(detail, list) and all(isinstance(item, dict) for item in detail):
+        return [problem_text(item) for item in detail]
+    return []
 
 
 def problem_text(problem: dict[str, Any]) -> str:
@@ -157,6 +171,7 @@ class ApiClient:
                 url=url,
                 status=response.status_code,
                 detail=_detail(response),
+                problems=_problems(response),
             )
         try:
             return response.json()
@@ -226,6 +241,11 @@ class ApiClient:
     def backtest_rule(self, rule_id: str, *, start: str, end: str, step: str) -> dict[str, Any]:
         """What the rule would have opened and cleared from `start` to `end` (ISO 8601), evaluated every `step`."""
         return self.post(f"/rules/{quote(rule_id, safe='')}/backtest", {"start": start, "end": end, "step": step})
+
+    def backtest_draft(self, document: dict[str, Any], *, start: str, end: str, step: str) -> dict[str, Any]:
+        """What a rule not yet saved would have opened and cleared, as backtest_rule; its mistakes a 422 naming
+        each field under `document`."""
+        return self.post("/rules/backtest", {"document": document, "start": start, "end": end, "step": step})
 
     def engine_jobs(self) -> dict[str, Any]:
         return self.get("/engine/jobs")

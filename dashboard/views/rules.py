@@ -24,6 +24,7 @@ MAX_STEPS = 2000
 DETECTIONS_COUNTED = 1000
 SAVED_KEY = "rules_saved"
 BACKTEST_KEY = "rules_backtest"
+DRAFT_KEY = "rules_draft_backtest"
 ALL_STATES = "all rules"
 
 
@@ -143,14 +144,21 @@ st.markdown(f"{plain(document.get('description') or '')}  \n**When** {plain(kind
             f"{plain(actions_of(document))} · **applies to** {plain(applies_to(document))}")
 
 
+def show_mistakes(error: ApiError, outcome: str, icon: str) -> None:
+    """The API's 422, one message per field ('Not saved: when.threshold.above: ...'); anything else as an error."""
+    if error.status != 422:
+        show_api_error(error)
+        return
+    for problem in error.problems:
+        # A draft's mistakes are located under the request's `document`; the person edits the document itself.
+        st.error(f"{outcome}: {problem.removeprefix('document.')}", icon=icon)
+
+
 def save(new_document: dict[str, Any], done: str) -> None:
     try:
         change("update_rule", rule_id, new_document)
     except ApiError as error:
-        if error.status == 422:
-            st.error(f"Not saved: {error.detail}", icon=":material/edit_off:")
-        else:
-            show_api_error(error)
+        show_mistakes(error, "Not saved", ":material/edit_off:")
         return
     st.session_state[SAVED_KEY] = done
     st.rerun()
@@ -177,17 +185,19 @@ else:
 # ---------------------------------------------------------------- backtest
 
 
-def draw_backtest(result: dict[str, Any]) -> None:
-    """What the rule would have opened and cleared: counts, opened and cleared per day, each device's span."""
+def draw_backtest(result: dict[str, Any], *, key: str = "stored") -> None:
+    """What the rule would have opened and cleared: counts, opened and cleared per day, each device's span. `key`
+    tells two results on one page apart (the stored rule's and the draft's)."""
     transitions = pd.DataFrame(result.get("transitions") or [], columns=["change", "device_id", "opened_at", "at"])
     with st.container(horizontal=True):
         st.metric("Would have opened", result.get("opened", 0), border=True)
         st.metric("Cleared", result.get("cleared", 0), border=True)
         st.metric("Devices", result.get("devices", 0), border=True)
     start, end = result.get("start"), result.get("end")
+    version = result.get("version")
     st.caption(f"{plain(instant_words(start))} to {plain(instant_words(end))}, evaluated every "
-               f"{duration_words(step_seconds(str(result.get('step'))))} (version {result.get('version')}). "
-               "Nothing was opened.")
+               f"{duration_words(step_seconds(str(result.get('step'))))} "
+               f"({'the draft, not saved' if version == 0 else f'version {version}'}). Nothing was opened.")
     if transitions.empty:
         st.info("Over this range the rule would have opened nothing.", icon=":material/search_off:")
         return
@@ -200,7 +210,7 @@ def draw_backtest(result: dict[str, Any]) -> None:
         color=alt.Color("change:N", scale=alt.Scale(domain=["opened", "cleared"], range=["#d62728", "#2ca02c"]),
                         legend=alt.Legend(orient="bottom", title=None)),
         xOffset="change:N", tooltip=[alt.Tooltip(f"{unit}(at):T", title="when"), "change:N", "count():Q"],
-    ).properties(title="Opened and cleared over the range", height=220))
+    ).properties(title="Opened and cleared over the range", height=220), key=f"backtest_over_time_{key}")
     # Each device's detection from its opening to its clearing (or the end of the range, still open).
     spans = transitions[transitions["change"] == "opened"][["device_id", "opened_at"]].copy()
     cleared = transitions[transitions["change"] == "cleared"].set_index(["device_id", "opened_at"])["at"]
@@ -215,7 +225,7 @@ def draw_backtest(result: dict[str, Any]) -> None:
         tooltip=["device_id:N", alt.Tooltip("opened_at:T", format="%d %b %H:%M"),
                  alt.Tooltip("until:T", format="%d %b %H:%M")],
     ).properties(title=f"Each device's detection ({plural(len(devices), 'device')} shown)",
-                 height=max(120, 22 * len(devices))))
+                 height=max(120, 22 * len(devices))), key=f"backtest_spans_{key}")
 
 
 def step_seconds(step: str) -> int:
@@ -226,15 +236,8 @@ def step_seconds(step: str) -> int:
         return 0
 
 
-st.subheader("Backtest")
-st.caption("Replays the stored rule over stored history: what it would have opened and cleared, and when.")
-today = dt.datetime.now(dt.UTC).date()
-with st.form(f"backtest_{rule_id}", border=False), st.container(horizontal=True, vertical_alignment="bottom"):
-    chosen_range = st.date_input("From, to (UTC)", (today - dt.timedelta(days=7), today), max_value=today,
-                                 width=260, key=f"backtest_range_{rule_id}")
-    step_label = st.selectbox("Evaluate every", list(STEPS), index=1, width=160, key=f"backtest_step_{rule_id}")
-    run = st.form_submit_button("Run backtest", type="primary", icon=":material/history:")
-if run:
+def backtest_window(chosen_range: Any, step_label: str) -> tuple[str, str, str] | None:
+    """The chosen dates as the API's start, end and step; None (saying why) past the API's evaluations."""
     # A range being picked has one date yet: it is a range of that one day.
     dates = list(chosen_range) if isinstance(chosen_range, tuple | list) else [chosen_range]
     first, last = dates[0], dates[-1]
@@ -243,17 +246,36 @@ if run:
     step = STEPS[step_label]
     if (end - start).total_seconds() / step_seconds(step) > MAX_STEPS:
         st.error(f"That is more than {MAX_STEPS:,} evaluations: take a longer step or a shorter range.")
-    else:
-        try:
-            with st.spinner("Replaying history…"):
-                answer = get_client().backtest_rule(rule_id, start=start.isoformat(), end=end.isoformat(), step=step)
-        except ApiError as error:
-            if error.status in (422, 429) and error.detail:
-                st.error(f"Not run: {error.detail}", icon=":material/block:")
-            else:
-                show_api_error(error)
+        return None
+    return start.isoformat(), end.isoformat(), step
+
+
+def run_backtest(replay: Any, window: tuple[str, str, str]) -> dict[str, Any] | None:
+    """`replay(start=, end=, step=)` on the API, with a spinner; its refusals shown, field by field."""
+    start, end, step = window
+    try:
+        with st.spinner("Replaying history…"):
+            return replay(start=start, end=end, step=step)
+    except ApiError as error:
+        if error.status == 429 and error.detail:
+            st.error(f"Not run: {error.detail}", icon=":material/block:")
         else:
-            st.session_state[BACKTEST_KEY] = {"rule": rule_id, "result": answer}
+            show_mistakes(error, "Not run", ":material/block:")
+    return None
+
+
+st.subheader("Backtest")
+st.caption("Replays the stored rule over stored history: what it would have opened and cleared, and when.")
+today = dt.datetime.now(dt.UTC).date()
+with st.form(f"backtest_{rule_id}", border=False), st.container(horizontal=True, vertical_alignment="bottom"):
+    chosen_range = st.date_input("From, to (UTC)", (today - dt.timedelta(days=7), today), max_value=today,
+                                 width=260, key=f"backtest_range_{rule_id}")
+    step_label = st.selectbox("Evaluate every", list(STEPS), index=1, width=160, key=f"backtest_step_{rule_id}")
+    run = st.form_submit_button("Run backtest", type="primary", icon=":material/history:")
+if run and (window := backtest_window(chosen_range, step_label)):
+    answer = run_backtest(lambda **when: get_client().backtest_rule(rule_id, **when), window)
+    if answer is not None:
+        st.session_state[BACKTEST_KEY] = {"rule": rule_id, "result": answer}
 kept = st.session_state.get(BACKTEST_KEY)
 if kept and kept.get("rule") == rule_id:
     draw_backtest(kept["result"])
@@ -267,15 +289,32 @@ if writable:
     with st.form(f"edit_{rule_id}"):
         text = st.text_area("The rule as YAML", yaml.safe_dump(document, sort_keys=False, allow_unicode=True),
                             height=320, key=f"rule_text_{rule_id}")
-        if st.form_submit_button("Validate and save", icon=":material/save:"):
-            try:
-                edited = yaml.safe_load(text)
-            except yaml.YAMLError as error:
-                st.error(f"Not saved: this is not YAML ({error}).", icon=":material/edit_off:")
-            else:
-                if not isinstance(edited, dict):
-                    st.error("Not saved: a rule is a mapping (id, when, then, ...).", icon=":material/edit_off:")
-                else:
-                    save(edited, f"Rule {rule_id} is saved as a new version; the previous one is kept.")
+        with st.container(horizontal=True, vertical_alignment="bottom"):
+            draft_range = st.date_input("Backtest from, to (UTC)", (today - dt.timedelta(days=7), today),
+                                        max_value=today, width=260, key=f"draft_range_{rule_id}")
+            draft_step = st.selectbox("Evaluate every", list(STEPS), index=1, width=160, key=f"draft_step_{rule_id}")
+            try_draft = st.form_submit_button("Backtest", icon=":material/history:",
+                                              help="Replay this text over stored history before saving it.")
+            save_draft = st.form_submit_button("Validate and save", icon=":material/save:", type="primary")
+    edited: Any = None
+    if try_draft or save_draft:
+        outcome = "Not run" if try_draft else "Not saved"
+        try:
+            edited = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            st.error(f"{outcome}: this is not YAML ({error}).", icon=":material/edit_off:")
+        else:
+            if not isinstance(edited, dict):
+                st.error(f"{outcome}: a rule is a mapping (id, when, then, ...).", icon=":material/edit_off:")
+                edited = None
+    if try_draft and edited is not None and (window := backtest_window(draft_range, draft_step)):
+        answer = run_backtest(lambda **when: get_client().backtest_draft(edited, **when), window)
+        st.session_state[DRAFT_KEY] = {"rule": rule_id, "result": answer} if answer is not None else None
+    if save_draft and edited is not None:
+        save(edited, f"Rule {rule_id} is saved as a new version; the previous one is kept.")
+    tried = st.session_state.get(DRAFT_KEY)
+    if tried and tried.get("rule") == rule_id:
+        st.markdown("**Backtest of the draft**, before saving it")
+        draw_backtest(tried["result"], key="draft")
     st.caption("The API checks the document against the models catalog and lists every mistake with the field it "
-               "is in. Backtests replay the saved version.")
+               "is in. Backtest replays the text as it stands, before anything is saved.")

@@ -270,6 +270,45 @@ def test_an_edit_the_api_refuses_lists_its_mistakes_and_saves_nothing(real_api, 
     assert httpx.get(f"{real_api}/rules/birthday-coupon-soon", headers=admin, timeout=10).json()["version"] == 1
 
 
+def test_a_draft_is_backtested_before_saving_and_nothing_is_saved(real_api, database, stalled_hoods) -> None:
+    at = open_page(login(database, "dispatcher", "Dee Dispatcher"), RULES)
+    at.selectbox(key="rule_choice").select("hood-stall").run()
+    today = dt.datetime.now(dt.UTC).date()
+    text = at.text_area(key="rule_text_hood-stall")
+    # A code neither hood reported (E31): the draft would have found nothing, where the stored rule finds both hoods.
+    text.input(text.value.replace("- E21", "- E31"))
+    at.date_input(key="draft_range_hood-stall").set_value((today - dt.timedelta(days=2), today))
+    next(b for b in at.button if b.label == "Backtest").click().run()
+
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "**Backtest of the draft**, before saving it" in text_of(at)
+    assert metric_values(at)["Would have opened"] == "0"
+    assert "(the draft, not saved)" in text_of(at)
+    assert "Over this range the rule would have opened nothing." in text_of(at)
+
+    text = at.text_area(key="rule_text_hood-stall")
+    text.input(text.value.replace("- E31", "- E21"))
+    next(b for b in at.button if b.label == "Backtest").click().run()
+    assert metric_values(at)["Devices"] == "2"
+    # Opened and cleared per day, and each device's span, drawn for the draft.
+    assert len(charts(at)) == 2
+    admin = {"Authorization": "Bearer admin-token-for-the-dashboard-tests"}
+    assert httpx.get(f"{real_api}/rules/hood-stall", headers=admin, timeout=10).json()["version"] == 1
+
+
+def test_a_drafts_mistakes_are_shown_one_per_field_and_nothing_runs(real_api, database, stalled_hoods) -> None:
+    at = open_page(login(database, "marketer", "Max Marketer"), RULES)
+    at.selectbox(key="rule_choice").select("birthday-coupon-soon").run()
+    text = at.text_area(key="rule_text_birthday-coupon-soon")
+    text.input(text.value.replace("within: 7d", "within: 7x").replace("severity: info", "severity: loud"))
+    next(b for b in at.button if b.label == "Backtest").click().run()
+
+    errors = sorted(e.value for e in at.error)
+    assert len(errors) == 2, errors
+    assert errors[0].startswith("Not run: severity: ") and errors[1].startswith("Not run: when.birthday.within: ")
+    assert "Backtest of the draft" not in text_of(at)
+
+
 # ---------------------------------------------------------------- customer 360
 
 
