@@ -609,6 +609,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from bench.reads import bench_reads
 
         return bench_reads(args)
+    if args.bench == "partitions":
+        from bench.partitions import bench_partitions
+
+        return bench_partitions(args)
     raise SystemExit(f"careloop bench: no benchmark {args.bench!r}")
 
 
@@ -950,6 +954,22 @@ def build_parser() -> argparse.ArgumentParser:
                              help="readings over 30 days, about (default 50000000)")
     reads_bench.add_argument("--rate", type=float, default=50, help="requests per second, open-loop (default 50)")
     reads_bench.add_argument("--seconds", type=float, default=30, help="how long the load runs (default 30)")
+    partitions_bench = benches.add_parser(
+        "partitions",
+        help="engine partitions (careloop engine --partition i/N, real processes, one killed and restarted) "
+        "against one engine over the same simulated fleet: detections opened, opened twice, missed",
+    )
+    partitions_bench.add_argument("--devices", type=at_least(1), default=1500,
+                                  help="simulated devices (default 1500)")
+    partitions_bench.add_argument("--hours", type=float, default=12, help="hours of history published (default 12)")
+    partitions_bench.add_argument("--step", type=at_least(60), default=1800,
+                                  help="seconds of history per round (default 1800)")
+    partitions_bench.add_argument("--faults", default="all:0.3",
+                                  help="fault spec as for simulate (default all:0.3)")
+    partitions_bench.add_argument("--partitions", type=at_least(2), default=3, help="engine partitions (default 3)")
+    partitions_bench.add_argument("--faults-while-down", type=at_least(1), default=10,
+                                  help="faults on the killed partition's devices while it is down (default 10)")
+    partitions_bench.add_argument("--seed", type=int, default=21)
     bench.set_defaults(handler=cmd_bench)
     return parser
 
