@@ -225,6 +225,7 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("GET", "/devices"): _access(D, technician="own", customer="own"),
     ("GET", "/devices/{device_id}"): _access(D, technician="device", customer="device"),
     ("GET", "/devices/{device_id}/telemetry"): _access(D, technician="device", customer="device"),
+    ("GET", "/devices/{device_id}/events"): _access(D, technician="device", customer="device"),
     # a device's broker credentials, issued at registration and rotated (shown once): who registers devices
     ("POST", "/devices/{device_id}/credentials"): _access(D),
     ("GET", "/fleet/summary"): _access(D, M),

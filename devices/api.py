@@ -16,7 +16,14 @@ from careloop.pages import Page, whole
 from devices import service
 from devices.catalog import load_catalog
 from devices.credentials import DeviceAccounts, DeviceCredential, issue_device_credential
-from devices.models import DEVICE_ID_PATTERN, ApplianceModel, DeviceCreate, DeviceRead, TelemetrySeries
+from devices.models import (
+    DEVICE_ID_PATTERN,
+    ApplianceModel,
+    DeviceCreate,
+    DeviceEvent,
+    DeviceRead,
+    TelemetrySeries,
+)
 
 router = APIRouter(tags=["devices"], responses=EVERY_ROUTE)
 DeviceId = Annotated[str, Query(pattern=DEVICE_ID_PATTERN)]
@@ -126,6 +133,23 @@ def device_telemetry(
         conn, device_id, since=since, until=until, metric=metric, bucket=bucket_size, limit=limit
     )
     return TelemetrySeries(items=points)
+
+
+EventType = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+
+
+@router.get("/devices/{device_id}/events", responses=answers(404))
+def device_events(
+    device_id: str,
+    conn: Conn,
+    since: Moment | None = None,
+    until: Moment | None = None,
+    type: Annotated[list[EventType] | None, Query(description="only these types, e.g. fault, maintenance_done")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> Page[DeviceEvent]:
+    """What the device reported happening in a range (default: the last day), newest first: faults with their
+    codes, faults cleared, maintenance done, power on and off."""
+    return whole(service.device_events(conn, device_id, since=since, until=until, types=type, limit=limit))
 
 
 def technicians_devices(

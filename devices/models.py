@@ -99,6 +99,16 @@ class TelemetrySeries(BaseModel):
     items: list[TelemetryPoint]
 
 
+class DeviceEvent(BaseModel):
+    """Something a device reported happening: a fault and its code, a fault cleared, maintenance done, ..."""
+
+    ts: dt.datetime
+    seq: int
+    type: str
+    code: str | None = None
+    detail: str | None = None
+
+
 class FleetCounts(BaseModel):
     """Counts over the whole fleet's devices and their state."""
 

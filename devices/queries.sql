@@ -82,3 +82,11 @@ SELECT device_id, issued_at, issued_by, rotations FROM device_credentials WHERE 
 -- name: stored_device_passwords --
 -- Every device's hashed broker password, to rebuild the broker's accounts from the registry.
 SELECT device_id, salt, password_hash, iterations FROM device_credentials ORDER BY device_id
+
+-- name: device_events --
+-- A device's events in [since, until), newest first, optionally of some types.
+SELECT ts, seq, type, code, detail FROM events
+WHERE device_id = %(device_id)s AND ts >= %(since)s AND ts < %(until)s
+  AND (%(types)s::text[] IS NULL OR type = ANY(%(types)s::text[]))
+ORDER BY ts DESC, seq DESC
+LIMIT %(limit)s

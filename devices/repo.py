@@ -10,7 +10,7 @@ from typing import Any
 from careloop.db import Connection, fetch_all, fetch_one, fetch_value, load_queries
 from careloop.durations import Duration
 from careloop.pages import Page, paginate
-from devices.models import DeviceRead, FleetCounts, KindCount, TelemetryPoint
+from devices.models import DeviceEvent, DeviceRead, FleetCounts, KindCount, TelemetryPoint
 
 QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
 NO_FILTER: dict[str, Any] = {
@@ -60,6 +60,14 @@ def telemetry(
         rows = fetch_all(conn, QUERIES["telemetry_bucketed"], {**params, "bucket": width})
     label = None if bucket is None else str(bucket)
     return [TelemetryPoint(ts=row["ts"], metric=row["metric"], value=row["value"], bucket=label) for row in rows]
+
+
+def device_events(
+    conn: Connection, *, device_id: str, since: dt.datetime, until: dt.datetime, types: list[str] | None, limit: int
+) -> list[DeviceEvent]:
+    """Events in [since, until), newest first."""
+    params = {"device_id": device_id, "since": since, "until": until, "types": types, "limit": limit}
+    return [DeviceEvent.model_validate(row) for row in fetch_all(conn, QUERIES["device_events"], params)]
 
 
 def fleet_summary(conn: Connection) -> FleetCounts:

@@ -14,7 +14,7 @@ from careloop.mqtt import is_reserved_name
 from careloop.pages import Page
 from devices import repo
 from devices.catalog import get_model, load_catalog
-from devices.models import ApplianceModel, DeviceCreate, DeviceRead, TelemetryPoint
+from devices.models import ApplianceModel, DeviceCreate, DeviceEvent, DeviceRead, TelemetryPoint
 
 MAX_TELEMETRY_POINTS = 10_000
 
@@ -61,6 +61,19 @@ def get_device(conn: Connection, device_id: str) -> DeviceRead:
 
 def list_devices(conn: Connection, *, limit: int, offset: int, **filters: Any) -> Page[DeviceRead]:
     return repo.list_devices(conn, limit=limit, offset=offset, **filters)
+
+
+def device_events(
+    conn: Connection, device_id: str, *, since: dt.datetime | None, until: dt.datetime | None,
+    types: list[str] | None, limit: int,
+) -> list[DeviceEvent]:
+    """A device's events in a range (default: the last day), newest first; 404 for an unknown device."""
+    get_device(conn, device_id)
+    until = until or dt.datetime.now(dt.UTC)
+    since = since or until - dt.timedelta(days=1)
+    if since >= until:
+        raise InvalidInput("since", "must be before until")
+    return repo.device_events(conn, device_id=device_id, since=since, until=until, types=types, limit=limit)
 
 
 def device_telemetry(
