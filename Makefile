@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench-ingest bench-engine bench-detection clean
+.PHONY: install demo test lint bench-ingest bench-engine bench-detection bench-faults bench-reads bench-all clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,17 @@ bench-engine: install
 
 bench-detection: install
 	$(BIN)/careloop bench detection
+
+bench-faults: install
+	$(BIN)/careloop bench faults
+
+bench-reads: install
+	$(BIN)/careloop bench reads
+
+# the suite at a modest size; its curves need the bench extra (matplotlib)
+bench-all: install
+	$(BIN)/pip install --quiet -e '.[dev,bench]' --config-settings editable_mode=compat
+	$(BIN)/careloop bench all
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache

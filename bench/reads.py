@@ -4,7 +4,8 @@ fleet, under a fixed request rate.
 The fleet is generated in bulk by `bench engine`'s fixture (customers, devices of every model, 30 days of every
 metric's readings, the devices' status, cleanings and faults through ingest); the engine's sweep then opens the
 faults' detections, and the service-order jobs their orders and call tasks, as a running engine would. A real
-`careloop api` serves it on loopback, and an open-loop load generator sends --rate requests a second in turn to:
+`careloop api` serves it on loopback, and an open-loop load generator sends --rate requests a second (each rate of a
+list in turn, for --seconds each) to these in turn:
 
 - `GET /customers/{id}/360` of a random owner;
 - `GET /devices/{id}/telemetry?metric=M&since=30 days ago&bucket=6h&limit=2000` of a random device and one of its
@@ -13,7 +14,8 @@ faults' detections, and the service-order jobs their orders and call tasks, as a
 
 Open loop: request k is due at start + k/rate whatever became of the ones before, and its latency is counted from
 that due time, so a slow answer that delays the requests behind it counts against them too (no coordinated
-omission). A dispatcher's token, as the dashboard would hold. Figures: p50, p99 and max per endpoint.
+omission); a request unanswered after REQUEST_TIMEOUT_S counts as a timeout, not a latency. A dispatcher's token,
+as the dashboard would hold. Figures: p50, p99 and max per endpoint and rate.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ HISTORY_DAYS = 30
 TELEMETRY_BUCKET = "6h"  # the device drill-down's automatic bucket for 30 days (dashboard/views/device.py)
 BOARD_LIMIT = 500  # the dispatch board's queue (dashboard/views/dispatch.py)
 WARMUP_S = 2.0
+REQUEST_TIMEOUT_S = 10.0
 ENDPOINTS = ("customer 360", "device telemetry 30 d", "dispatch board")
 
 
@@ -69,29 +72,43 @@ class EndpointFigures:
 
 
 @dataclass
+class RateRun:
+    """One fixed rate's load: the figures per endpoint."""
+
+    rate: float
+    late_s: float  # how far behind its schedule the generator itself fell at worst
+    endpoints: dict[str, EndpointFigures]
+
+
+@dataclass
 class ReadFigures:
     customers: int
     devices: int
     readings: int
     open_orders: int
     load_seconds: float
-    rate: float
     seconds: float
-    late_s: float  # how far behind its schedule the generator itself fell at worst
-    endpoints: dict[str, EndpointFigures]
+    runs: list[RateRun]
 
     def lines(self) -> list[str]:
         out = [
-            f"{'endpoint':<22} {'requests':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'p99 ≤ 50 ms':>11}  answers"
+            f"{'rate/s':>6} {'endpoint':<22} {'requests':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+            f"{'p99 ≤ 50 ms':>11}  answers"
         ]
-        for figures in self.endpoints.values():
-            p99 = figures.quantile(0.99)
-            mark = "-" if p99 is None else ("✓" if p99 <= P99_TARGET_S else "✗")
-            out.append(
-                f"{figures.name:<22} {len(figures.seconds):>8} {_ms(figures.quantile(0.5)):>7} {_ms(p99):>7} "
-                f"{_ms(max(figures.seconds) if figures.seconds else None):>7} {mark:>11}  {figures.statuses}"
-            )
-        out.append(f"the load generator fell at most {self.late_s * 1000:.0f} ms behind its own schedule")
+        for run in self.runs:
+            for figures in run.endpoints.values():
+                p99 = figures.quantile(0.99)
+                mark = "-" if p99 is None else ("✓" if p99 <= P99_TARGET_S else "✗")
+                out.append(
+                    f"{run.rate:>6g} {figures.name:<22} {len(figures.seconds):>8} {_ms(figures.quantile(0.5)):>7} "
+                    f"{_ms(p99):>7} {_ms(max(figures.seconds) if figures.seconds else None):>7} {mark:>11}  "
+                    f"{figures.statuses}"
+                )
+        out.append(
+            "the load generator fell at most "
+            + ", ".join(f"{run.late_s * 1000:.0f} ms at {run.rate:g}/s" for run in self.runs)
+            + " behind its own schedule"
+        )
         return out
 
 
@@ -166,7 +183,7 @@ async def generate_load(
     since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=HISTORY_DAYS)).replace(microsecond=0).isoformat()
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with httpx.AsyncClient(
-        base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60, limits=limits
+        base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=REQUEST_TIMEOUT_S, limits=limits
     ) as client:
 
         def request(index: int) -> tuple[str, str, dict]:
@@ -189,7 +206,8 @@ async def generate_load(
                 status, body = type(error).__name__, {}
             if counted:
                 endpoint = figures[name]
-                endpoint.seconds.append(time.perf_counter() - due)
+                if status == 200:
+                    endpoint.seconds.append(time.perf_counter() - due)
                 endpoint.statuses[status] = endpoint.statuses.get(status, 0) + 1
                 endpoint.items += len(body.get("items", [])) + len(body.get("devices", []))
 
@@ -211,7 +229,7 @@ async def generate_load(
 
 
 def measure_reads(
-    *, customers: int, devices: int, readings: int, rate: float, seconds: float, seed: int = 21
+    *, customers: int, devices: int, readings: int, rates: Sequence[float], seconds: float, seed: int = 21
 ) -> ReadFigures:
     """The whole benchmark in a database of its own; answers its figures."""
     urls = resolve_services(get_settings(), need_broker=False)
@@ -224,7 +242,7 @@ def measure_reads(
             f"{open_orders:,} open service orders in {load_seconds:.0f} s",
             flush=True,
         )
-        owners, pairs = request_targets(database_url, max(100, int(rate * seconds)), seed)
+        owners, pairs = request_targets(database_url, max(100, int(max(rates) * seconds)), seed)
         admin_token = secrets.token_urlsafe(24)
         database = Database(database_url, max_connections=1)
         with database.transaction() as conn:
@@ -232,23 +250,28 @@ def measure_reads(
         database.close()
         # The broker is not what is measured: one that refuses at once keeps /health's probe out of it.
         env = service_env(database_url, str(urls.mqtt_url or "mqtt://127.0.0.1:1"), admin_token)
+        runs = []
         with careloop_api(env) as api:
-            endpoints, late = asyncio.run(
-                generate_load(api.base_url, token, rate=rate, seconds=seconds, owners=owners, pairs=pairs)
-            )
-            api.started.check_alive()
-    return ReadFigures(customers, devices, stored, open_orders, load_seconds, rate, seconds, late, endpoints)
+            for rate in rates:
+                endpoints, late = asyncio.run(
+                    generate_load(api.base_url, token, rate=rate, seconds=seconds, owners=owners, pairs=pairs)
+                )
+                runs.append(RateRun(rate, late, endpoints))
+                api.started.check_alive()
+                time.sleep(2)  # what piled up at one rate is not the next one's
+    return ReadFigures(customers, devices, stored, open_orders, load_seconds, seconds, runs)
 
 
 def bench_reads(args: argparse.Namespace) -> int:
     print(
         f"careloop bench reads: {args.customers:,} customers, {args.devices:,} devices, about {args.readings:,} "
-        f"readings; a real `careloop api` on loopback, {args.rate:g} requests/s open-loop for {args.seconds:g} s over "
+        f"readings; a real `careloop api` on loopback, {args.rate} requests/s open-loop for {args.seconds:g} s over "
         "the customer 360, a device's 30-day telemetry in 6 h buckets and the dispatch board's open orders",
         flush=True,
     )
     figures = measure_reads(
-        customers=args.customers, devices=args.devices, readings=args.readings, rate=args.rate, seconds=args.seconds
+        customers=args.customers, devices=args.devices, readings=args.readings,
+        rates=[float(rate) for rate in str(args.rate).split(",")], seconds=args.seconds,
     )
     print("\n".join(figures.lines()))
     return 0

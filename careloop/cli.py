@@ -609,6 +609,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from bench.reads import bench_reads
 
         return bench_reads(args)
+    if args.bench == "all":
+        from bench.all import bench_all
+
+        return bench_all(args)
     if args.bench == "partitions":
         from bench.partitions import bench_partitions
 
@@ -952,8 +956,32 @@ def build_parser() -> argparse.ArgumentParser:
     reads_bench.add_argument("--devices", type=at_least(1), default=300_000, help="devices (default 300000)")
     reads_bench.add_argument("--readings", type=at_least(1), default=50_000_000,
                              help="readings over 30 days, about (default 50000000)")
-    reads_bench.add_argument("--rate", type=float, default=50, help="requests per second, open-loop (default 50)")
+    reads_bench.add_argument("--rate", default="50",
+                             help="requests per second, open-loop; a list (10,25,50) runs each in turn (default 50)")
     reads_bench.add_argument("--seconds", type=float, default=30, help="how long the load runs (default 30)")
+    all_bench = benches.add_parser(
+        "all",
+        help="the performance suite at a modest size: ingest drain, faults, engine, reads; one table, "
+        "bench/results/latest.json and PNG curves",
+    )
+    all_bench.add_argument("--out", default="bench/results", help="where latest.json and the PNGs go")
+    all_bench.add_argument("--drain-messages", type=at_least(1), default=20_000,
+                           help="messages drained by one ingester (default 20000)")
+    all_bench.add_argument("--fault-rates", default="10,50,90", help="percentages of the drain rate (10,50,90)")
+    all_bench.add_argument("--faults", type=at_least(1), default=30, help="faults timed per rate (default 30)")
+    all_bench.add_argument("--fault-seconds", type=float, default=15, help="seconds per rate (default 15)")
+    all_bench.add_argument("--fault-devices", type=at_least(1), default=300, help="devices reporting (default 300)")
+    all_bench.add_argument("--engine-devices", default="1000,10000,30000",
+                           help="engine fleet sizes, comma-separated (default 1000,10000,30000)")
+    all_bench.add_argument("--engine-days", type=float, default=7, help="days of engine history (default 7)")
+    all_bench.add_argument("--engine-every", type=int, default=10800,
+                           help="seconds between the engine fleet's readings (default 10800)")
+    all_bench.add_argument("--read-customers", type=at_least(1), default=10_000, help="customers (default 10000)")
+    all_bench.add_argument("--read-devices", type=at_least(1), default=30_000, help="devices (default 30000)")
+    all_bench.add_argument("--read-readings", type=at_least(1), default=5_000_000,
+                           help="readings over 30 days (default 5000000)")
+    all_bench.add_argument("--read-rates", default="10,25,50", help="requests per second, each in turn (10,25,50)")
+    all_bench.add_argument("--read-seconds", type=float, default=30, help="seconds of reads (default 30)")
     partitions_bench = benches.add_parser(
         "partitions",
         help="engine partitions (careloop engine --partition i/N, real processes, one killed and restarted) "
