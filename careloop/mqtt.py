@@ -7,10 +7,12 @@ import hashlib
 import hmac
 import json
 import os
+import random
 import re
 import secrets
 import ssl
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -186,6 +188,14 @@ class BrokerAccountError(RuntimeError):
     """The broker did not take a change of credentials (down, or it refused); nothing was changed there."""
 
 
+class _TakenOver(Exception):
+    """The issuer's connection was taken by another issuer (same client id) before the broker had answered."""
+
+
+_ADMIN_CONNECTION = threading.Lock()  # one issuer's connection at a time in this process
+ADMIN_ATTEMPTS = 5
+
+
 def is_reserved_name(name: str) -> bool:
     """Whether a device id would collide with the service accounts or their client ids."""
     return name.lower().startswith(RESERVED_PREFIX)
@@ -266,8 +276,10 @@ def dynsec_config(
     clients: list[dict[str, object]] = [
         {"username": SERVICE_USER, "textname": "CareLoop services", "roles": [{"rolename": SERVICE_ROLE}],
          **service_password},
-        {"username": ADMIN_USER, "textname": "CareLoop credential issuer", "roles": [{"rolename": ADMIN_ROLE}],
-         **admin_password},
+        # Bound to one client id, like each device: holding the issuer's password does not let it connect under an
+        # ingester's client id and take its session (and the messages queued for it) away.
+        {"username": ADMIN_USER, "clientid": ADMIN_USER, "textname": "CareLoop credential issuer",
+         "roles": [{"rolename": ADMIN_ROLE}], **admin_password},
     ]
     roles: list[dict[str, object]] = [
         {"rolename": SERVICE_ROLE, "acls": service_acls()},
@@ -347,14 +359,26 @@ class BrokerAccounts:
         )
 
     def run(self, commands: list[dict], *, tolerated: dict[str, str] | None = None) -> list[dict]:
-        """Send the commands in one control message; their answers, in order."""
-        tolerated = tolerated or {}
+        """Send the commands in one control message; their answers, in order.
+
+        The issuer has one client id (ADMIN_USER), so two issuers at once take the connection from each other: one
+        at a time in this process, and a call whose connection another process took is sent again (every command
+        here may run twice: a second create finds the account, a second password change sets the same one)."""
+        with _ADMIN_CONNECTION:
+            for attempt in range(ADMIN_ATTEMPTS):
+                try:
+                    return self._run_once(commands, tolerated or {})
+                except _TakenOver:
+                    time.sleep(random.uniform(0.1, 0.5) * (attempt + 1))
+        raise BrokerAccountError(f"another issuer kept taking the broker's {ADMIN_USER} connection; try again")
+
+    def _run_once(self, commands: list[dict], tolerated: dict[str, str]) -> list[dict]:
         tag = uuid.uuid4().hex
         for index, command in enumerate(commands):
             command["correlationData"] = f"{tag}-{index}"
-        connection = make_connection(self.admin_url, f"{ADMIN_USER}-{tag[:12]}")
+        connection = make_connection(self.admin_url, ADMIN_USER)
         answers: dict[str, dict] = {}
-        subscribed, done, refused = threading.Event(), threading.Event(), []
+        subscribed, done, refused, taken_over = threading.Event(), threading.Event(), [], []
 
         def on_connect(client, _userdata, _flags, reason_code, _properties) -> None:
             if reason_code.is_failure:
@@ -380,8 +404,15 @@ class BrokerAccounts:
             if len(answers) == len(commands):
                 done.set()
 
+        def on_disconnect(_client, _userdata, _flags, reason_code, _properties) -> None:
+            if not done.is_set():  # closed before the broker answered: another issuer took the client id
+                taken_over.append(str(reason_code))
+                subscribed.set()
+                done.set()
+
         client = connection.client
         client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
+        client.on_disconnect = on_disconnect
         try:
             connection.connect(keepalive=10)
         except OSError as error:
@@ -389,12 +420,14 @@ class BrokerAccounts:
                                      f"{error}") from None
         client.loop_start()
         try:
-            if subscribed.wait(self.timeout_s) and not refused:
+            if subscribed.wait(self.timeout_s) and not refused and not taken_over:
                 client.publish(DYNSEC_TOPIC, json.dumps({"commands": commands}), qos=1)
             if not done.wait(self.timeout_s):
                 raise BrokerAccountError(f"the broker did not answer within {self.timeout_s:.0f}s")
             if refused:
                 raise BrokerAccountError(f"the broker refused {ADMIN_USER}: {refused[0]}")
+            if taken_over and len(answers) < len(commands):
+                raise _TakenOver(taken_over[0])
         finally:
             client.disconnect()
             client.loop_stop()
@@ -431,6 +464,9 @@ def refresh_service_roles(path: Path) -> None:
     """Bring the service and admin roles of an existing plugin file up to this version's (devices, their roles and
     every password are kept). Only while no broker runs on the file: a running one overwrites it."""
     config = json.loads(path.read_text())
+    for client in config.get("clients", []):
+        if client.get("username") == ADMIN_USER:  # files written before the issuer was bound to its client id
+            client["clientid"] = ADMIN_USER
     ours = {SERVICE_ROLE: service_acls(), ADMIN_ROLE: admin_acls()}
     roles = [role for role in config.get("roles", []) if role.get("rolename") not in ours]
     config["roles"] = [{"rolename": name, "acls": acls} for name, acls in ours.items()] + roles

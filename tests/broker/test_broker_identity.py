@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from careloop.mqtt import (
+    ADMIN_USER,
     SERVICE_USER,
     BrokerAccountError,
     device_topic,
@@ -166,6 +167,9 @@ def test_nobody_but_the_services_can_take_an_ingesters_client_id(shipped_broker:
             (None, None, True), (None, None, False),  # anonymous, MQTT 5 and 3.1.1
             (device_id, password, True), (device_id, password, False),  # a device with its own credentials
             (SERVICE_USER, "a guess", True),  # the service account's name without its password
+            # the credential issuer with its own valid password: bound to its own client id, as devices are
+            (ADMIN_USER, shipped_broker.passwords[ADMIN_USER], True),
+            (ADMIN_USER, shipped_broker.passwords[ADMIN_USER], False),
         ]
         for username, secret, mqtt5 in attempts:
             thief = connect(shipped_broker.port, username=username, password=secret, client_id=client_id,
@@ -228,3 +232,42 @@ def test_the_service_account_may_use_the_benchmarks_tree_and_nothing_outside_car
         assert service.suback[1:] == [False, False, False]
     finally:
         service.stop()
+
+
+def test_the_credential_issuer_connects_only_as_itself(shipped_broker: ShippedBroker) -> None:
+    password = shipped_broker.passwords[ADMIN_USER]
+    for client_id in ("careloop-ingest-1", f"{ADMIN_USER}-2", "", "RH-000001"):
+        assert connect(shipped_broker.port, username=ADMIN_USER, password=password, client_id=client_id).refused, \
+            f"the issuer connected as {client_id!r}"
+    own = connect(shipped_broker.port, username=ADMIN_USER, password=password, client_id=ADMIN_USER)
+    assert not own.refused, own.reason
+    own.stop()
+
+
+def test_issuers_in_several_processes_at_once_all_get_their_credentials_through(
+    shipped_broker: ShippedBroker, tmp_path
+) -> None:
+    """The issuer has one client id, so issuers at once take the connection from one another; each call whose
+    connection was taken is sent again. Three processes issuing five batches each: every credential works."""
+    import subprocess
+    import sys
+
+    run = uuid.uuid4().hex[:6].upper()
+    script = (
+        "import sys\n"
+        "from careloop.mqtt import BrokerAccounts\n"
+        "accounts = BrokerAccounts(sys.argv[1])\n"
+        "for batch in range(5):\n"
+        "    accounts.set_device_passwords({f'RH-{sys.argv[2]}-{batch}-{n}': f'pw-{sys.argv[2]}-{batch}-{n}-0123456789'"
+        " for n in range(4)})\n"
+    )
+    processes = [subprocess.Popen([sys.executable, "-c", script, shipped_broker.admin_url, f"{run}{worker}"],
+                                  stderr=subprocess.PIPE, text=True) for worker in range(3)]
+    for process in processes:
+        _out, errors = process.communicate(timeout=120)
+        assert process.returncode == 0, errors
+    for worker in range(3):
+        name = f"{run}{worker}"
+        device_id = f"RH-{name}-4-3"
+        assert publish_attempt(shipped_broker.port, username=device_id, password=f"pw-{name}-4-3-0123456789",
+                               client_id=device_id, topic=telemetry_topic(device_id)) == "acknowledged"

@@ -152,10 +152,13 @@ def test_the_brokers_account_file_rebuilt_from_the_registry_opens_for_each_devic
             probe = connect(port, username=device_id, password=password, client_id=device_id)
             assert not probe.refused, f"{device_id}: {probe.reason}"
             probe.stop()
-        for username, password in ((SERVICE_USER, service_password), (ADMIN_USER, admin_password)):
-            probe = connect(port, username=username, password=password)
+        for username, password, client_id in ((SERVICE_USER, service_password, None),
+                                              (ADMIN_USER, admin_password, ADMIN_USER)):
+            probe = connect(port, username=username, password=password, client_id=client_id)
             assert not probe.refused
             probe.stop()
+        # the issuer stays bound to its client id in the rebuilt file
+        assert connect(port, username=ADMIN_USER, password=admin_password, client_id="careloop-ingest-1").refused
     finally:
         process.terminate()
         process.wait(timeout=10)
