@@ -214,6 +214,10 @@ class ApiClient:
         """Filters: metric, since, until, bucket, limit."""
         return self.get(f"/devices/{quote(device_id, safe='')}/telemetry", filters)
 
+    def device_events(self, device_id: str, **filters: Any) -> dict[str, Any]:
+        """Filters: since, until, type, limit. Newest first."""
+        return self.get(f"/devices/{quote(device_id, safe='')}/events", filters)
+
     def customers(self, **filters: Any) -> dict[str, Any]:
         return self.get("/customers", filters)
 

@@ -226,12 +226,19 @@ def bucket_for(span_seconds: float, *, points: int = 150) -> str | None:
     return BUCKET_SECONDS[-1][0]
 
 
+# What happened to a device, drawn on its charts: each kind of moment in a colour of its own.
+MOMENT_KINDS = ["event", "detection opened", "detection cleared"]
+MOMENT_COLORS = ["#6a51a3", "#d62728", "#2ca02c"]
+
+
 def telemetry_chart(points: pd.DataFrame, *, unit: str = "", title: str | None = None,
                     domain: tuple[datetime, datetime] | None = None, height: int = 220,
-                    time_format: str = "%H:%M", marks: pd.DataFrame | None = None) -> alt.LayerChart:
+                    time_format: str = "%H:%M", marks: pd.DataFrame | None = None,
+                    moments: pd.DataFrame | None = None) -> alt.LayerChart:
     """One metric over time (columns ts, value): a line with a point on every reading, so a single bucket shows;
     the value axis padded around a flat line and labelled as people write numbers. `marks` (a column ts) are
-    drawn as dashed red rules (when an order opened)."""
+    drawn as dashed red rules (when an order opened); `moments` (columns ts, kind from MOMENT_KINDS, label) as
+    rules coloured by kind, each labelled at the top, the label also in the tooltip."""
     values = points["value"].astype(float)
     low, high = float(values.min()), float(values.max())
     if low == high:
@@ -251,6 +258,14 @@ def telemetry_chart(points: pd.DataFrame, *, unit: str = "", title: str | None =
     layers: list[Any] = [base.mark_line(interpolate="monotone"), base.mark_point(filled=True, size=size)]
     if marks is not None and not marks.empty:
         layers.append(alt.Chart(marks).mark_rule(color="#d62728", strokeDash=[4, 3]).encode(x="ts:T"))
+    if moments is not None and not moments.empty:
+        color = alt.Color("kind:N", scale=alt.Scale(domain=MOMENT_KINDS, range=MOMENT_COLORS),
+                          legend=alt.Legend(orient="bottom", title=None))
+        tooltip = [alt.Tooltip("ts:T", title="when", format="%a %d %b %H:%M"), alt.Tooltip("label:N", title="what")]
+        moment = alt.Chart(moments).encode(x="ts:T", color=color, tooltip=tooltip)
+        layers += [moment.mark_rule(strokeDash=[4, 3], strokeWidth=1.5),
+                   moment.mark_text(angle=270, align="right", baseline="bottom", dy=-2, fontSize=10)
+                   .encode(text="label:N", y=alt.value(2))]
     chart = alt.layer(*layers).properties(height=height)
     if title:
         chart = chart.properties(title=alt.TitleParams(title, fontSize=13))

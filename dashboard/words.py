@@ -196,3 +196,17 @@ def left_out_words(rules: list[dict[str, Any]]) -> str | None:
         return None
     return ("Conditions time does not drive are left out (a count of faults, a threshold): "
             + "; ".join(parts) + ". Those rules are projected from their other conditions.")
+
+
+# ---------------------------------------------------------------- what happened to a device, on its charts
+
+EVENT_TYPE_WORDS = {"fault": "fault", "fault_cleared": "fault cleared", "maintenance_done": "maintenance done",
+                    "power_on": "power on", "power_off": "power off"}
+
+
+def event_words(event: Mapping[str, Any], meanings: Mapping[str, Any]) -> str:
+    """A device's event as a chart label: 'fault E21 (motor stall)', 'maintenance done', 'door opened'."""
+    kind = str(event.get("type") or "event")
+    words = EVENT_TYPE_WORDS.get(kind, kind.replace("_", " "))
+    code = event.get("code")
+    return f"{words} {code_words(str(code), meanings)}" if code else words

@@ -1,8 +1,9 @@
-"""Device drill-down: find one appliance, see its state and its metrics over time."""
+"""Device drill-down: find one appliance, see its state, its metrics over a chosen range with what happened to it
+(its events, its detections opening and clearing) drawn on them, and its detections, orders and offers."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import pandas as pd
@@ -24,13 +25,15 @@ from dashboard.ui import (
     time_ago,
     viewer_zone,
 )
-from dashboard.words import instant_words, metric_words, name_words, unit_words
+from dashboard.words import event_words, instant_words, metric_words, name_words, unit_words
 
 RANGES = {"1 h": timedelta(hours=1), "6 h": timedelta(hours=6), "24 h": timedelta(days=1),
           "7 d": timedelta(days=7), "30 d": timedelta(days=30)}
 # Roughly 100-300 points per line whatever the range, so charts stay readable and requests small.
 AUTO_BUCKET = {"1 h": "1m", "6 h": "5m", "24 h": "15m", "7 d": "1h", "30 d": "6h"}
 BUCKETS = ["auto", "raw", "1m", "5m", "15m", "1h", "6h", "1d"]
+CUSTOM = "dates…"
+EVENTS_LIMIT = 500
 TELEMETRY_LIMIT = 2000
 SEARCH_LIMIT = 50
 
@@ -139,16 +142,38 @@ else:
 
 st.subheader("Metrics over time")
 with st.container(horizontal=True, vertical_alignment="bottom"):
-    range_label = st.selectbox("Range", list(RANGES), index=2, width=120)
+    range_label = st.selectbox("Range", [*RANGES, CUSTOM], index=2, width=120)
+    if range_label == CUSTOM:
+        today = datetime.now(UTC).date()
+        picked = st.date_input("From, to (UTC)", (today - timedelta(days=90), today), max_value=today, width=240,
+                               key="device_dates")
     bucket_choice = st.selectbox("Bucket", BUCKETS, width=120,
                                  help="Averages per bucket; 'raw' shows every reading.")
     chosen = st.multiselect("Metrics", sorted(set(metric_specs) | set(latest)),
                             default=sorted(latest) or sorted(metric_specs), format_func=metric_words)
 
-bucket = AUTO_BUCKET[range_label] if bucket_choice == "auto" else bucket_choice
-# Rounded to the minute so that reruns within the cache ttl ask the same question.
-now = datetime.now(UTC).replace(second=0, microsecond=0)
-since = now - RANGES[range_label]
+
+def chosen_span() -> tuple[datetime, datetime]:
+    """The range asked for: the last hour, day, ... up to now, or whole days picked (UTC), up to now at most."""
+    # Rounded to the minute so that reruns within the cache ttl ask the same question.
+    current = datetime.now(UTC).replace(second=0, microsecond=0)
+    if range_label != CUSTOM:
+        return current - RANGES[range_label], current
+    # A range being picked has one date yet: it is that one day.
+    days: list[date] = list(picked) if isinstance(picked, tuple | list) else [picked]
+    start = datetime.combine(days[0], time(0), tzinfo=UTC)
+    return start, min(datetime.combine(days[-1], time(0), tzinfo=UTC) + timedelta(days=1), current)
+
+
+since, now = chosen_span()
+span = now - since
+# A range up to now asks the API for everything since its start (the minute `now` was rounded from included);
+# whole days picked end where they end.
+until = now if range_label == CUSTOM else None
+drawn_until = now if range_label == CUSTOM else now + timedelta(minutes=1)
+# Roughly 100-300 points per line: the automatic bucket follows the range (a chosen one: bucket_for's choice).
+auto_bucket = AUTO_BUCKET.get(range_label) or bucket_for(span.total_seconds())
+bucket = auto_bucket if bucket_choice == "auto" else bucket_choice
 
 
 def readings(metric: str) -> tuple[pd.DataFrame, datetime]:
@@ -157,7 +182,8 @@ def readings(metric: str) -> tuple[pd.DataFrame, datetime]:
     Answers the points and where the chart's time axis starts."""
     def ask(since_at: datetime, size: str | None) -> pd.DataFrame:
         answer = fetch_or_stop("telemetry", device_id, metric=metric, since=since_at.isoformat(),
-                               bucket=None if size in (None, "raw") else size, limit=TELEMETRY_LIMIT)
+                               until=until and until.isoformat(), bucket=None if size in (None, "raw") else size,
+                               limit=TELEMETRY_LIMIT)
         found = pd.DataFrame(answer.get("items") or [], columns=["ts", "metric", "value"])
         found = found[(found["metric"] == metric) & pd.to_numeric(found["value"], errors="coerce").notna()].copy()
         found["ts"] = pd.to_datetime(found["ts"], utc=True, format="ISO8601")
@@ -168,13 +194,51 @@ def readings(metric: str) -> tuple[pd.DataFrame, datetime]:
     if bucket_choice != "auto" or points.empty:
         return points, since
     first = points["ts"].min().to_pydatetime().replace(second=0, microsecond=0)
-    if (now - first) < RANGES[range_label] / 2:
+    if (now - first) < span / 2:
         fitting = bucket_for((now - first).total_seconds())
         # A little room before the first reading, so it does not sit on the axis.
         return (ask(first, fitting) if fitting != bucket else points), first - (now - first) / 10
     return points, since
 
 
+def optional(method: str, *args: Any, **filters: Any) -> list[dict[str, Any]] | None:
+    """A listing about this device, or None when the role may not read it (403) or the API has no such list."""
+    try:
+        return fetch(method, *args, **filters).get("items") or []
+    except ApiError as error:
+        if error.status in (403, 404):
+            return None
+        stop_with(error)
+
+
+events = optional("device_events", device_id, since=since.isoformat(), until=until and until.isoformat(),
+                  limit=EVENTS_LIMIT)
+detections = optional("detections", device_id=device_id, limit=50)
+fault_meanings = model.get("fault_codes") or {}
+
+
+def moments_in_range() -> pd.DataFrame:
+    """What happened to the device in the range, to draw on every chart: its events, and its detections opening
+    and clearing (labelled with the rule)."""
+    rows = [{"ts": e.get("ts"), "kind": "event", "label": event_words(e, fault_meanings)} for e in events or []]
+    for d in detections or []:
+        rows.append({"ts": d.get("opened_at"), "kind": "detection opened", "label": f"{d.get('rule_id')} opened"})
+        if d.get("cleared_at"):
+            rows.append({"ts": d.get("cleared_at"), "kind": "detection cleared",
+                         "label": f"{d.get('rule_id')} cleared"})
+    found = pd.DataFrame(rows, columns=["ts", "kind", "label"])
+    found["ts"] = pd.to_datetime(found["ts"], utc=True, format="ISO8601")
+    return found[(found["ts"] >= since) & (found["ts"] <= drawn_until)]
+
+
+moments = moments_in_range()
+if not moments.empty:
+    counts = moments["kind"].value_counts()
+    st.caption(
+        f"In this range: {counts.get('event', 0)} events, {counts.get('detection opened', 0)} detections "
+        f"opened and {counts.get('detection cleared', 0)} cleared, each drawn as a labelled line where a chart "
+        "covers it (hover a line for what it was)."
+    )
 columns = st.columns(2)
 for position, metric in enumerate(chosen):
     spec = metric_specs.get(metric, {})
@@ -189,7 +253,8 @@ for position, metric in enumerate(chosen):
         shown_span = now - starts
         st.altair_chart(telemetry_chart(
             points[["ts", "value"]], unit=unit_text, title=None, domain=(starts, now + timedelta(minutes=1)),
-            time_format="%H:%M" if shown_span <= timedelta(days=1) else "%d %b"))
+            time_format="%H:%M" if shown_span <= timedelta(days=1) else "%d %b",
+            moments=moments[moments["ts"] >= starts]))
         if len(points) == 1:
             st.caption(f"One reading so far, {local_time(points['ts'].iloc[0].to_pydatetime(), zone)}.")
         if len(points) >= TELEMETRY_LIMIT:
@@ -199,17 +264,14 @@ for position, metric in enumerate(chosen):
 # ---------------------------------------------------------------- what happened to it
 
 
-def optional(method: str, **filters: Any) -> list[dict[str, Any]] | None:
-    """A listing about this device, or None when the role may not read it (403) or the API has no such list."""
-    try:
-        return fetch(method, **filters).get("items") or []
-    except ApiError as error:
-        if error.status in (403, 404):
-            return None
-        stop_with(error)
-
-
-detections = optional("detections", device_id=device_id, limit=50)
+if events:
+    st.subheader("Events in this range")
+    st.dataframe(pd.DataFrame([
+        {"when": local_time(e.get("ts"), zone), "what": event_words(e, fault_meanings), "detail": e.get("detail")}
+        for e in events
+    ]), hide_index=True)
+    if len(events) >= EVENTS_LIMIT:
+        st.caption(f"The newest {EVENTS_LIMIT} events of the range.")
 if detections:
     st.subheader("Detections")
     st.dataframe(pd.DataFrame([

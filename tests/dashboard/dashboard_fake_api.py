@@ -54,6 +54,12 @@ DEVICES = [
      "last_seen": None, "last_seq": None, "missing_seq": 0, "latest": {}},
 ]
 
+# What RH-000123 reported: its fan stalled 10 minutes ago (detection 3 opened then), and it was cleaned 3 days ago.
+EVENTS = {"RH-000123": [
+    {"ts": iso(NOW - timedelta(minutes=10)), "seq": 1041, "type": "fault", "code": "E21", "detail": "motor stall"},
+    {"ts": iso(NOW - timedelta(days=3)), "seq": 900, "type": "maintenance_done", "code": None, "detail": None},
+]}
+
 CUSTOMER = {
     "id": 7, "name": "Li Wei", "phone": "+86 138 0000 0000", "email": "li.wei@example.com",
     "birthday": "1980-05-17", "timezone": "Asia/Shanghai", "region": "east",
@@ -353,6 +359,10 @@ class FakeApi:
             device = next((d for d in DEVICES + OTHER_DEVICES if d["id"] == parts[1]), None)
             if device is None:
                 return 404, {"detail": f"no device {parts[1]}"}
+            if parts[2:] == ["events"]:
+                since = datetime.fromisoformat(query["since"]) if "since" in query else NOW - timedelta(days=1)
+                items = [e for e in EVENTS.get(parts[1], []) if datetime.fromisoformat(e["ts"]) >= since]
+                return 200, {"items": items, "total": len(items)}
             return 200, telemetry(parts[1], query) if parts[2:] == ["telemetry"] else device
         if path == "/customers":
             return 200, {"items": [CUSTOMER], "total": 1}

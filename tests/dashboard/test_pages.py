@@ -61,6 +61,18 @@ def chart_rows(chart) -> list[dict]:
     return pa.ipc.open_stream(dataset.data.data).read_pandas().to_dict("records")
 
 
+def chart_rows_of_layer(chart, mark: str) -> list[dict]:
+    """The rows a layered chart's layer of this mark draws (each layer names its dataset)."""
+    import pyarrow as pa
+
+    spec = json.loads(chart.proto.spec)
+    layer = next(layer for layer in spec["layer"]
+                 if (layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"]) == mark)
+    name = layer["data"]["name"]
+    dataset = next(d for d in chart.proto.datasets if d.name == name)
+    return pa.ipc.open_stream(dataset.data.data).read_pandas().to_dict("records")
+
+
 def choose(at: AppTest, label: str, option: str) -> AppTest:
     """Pick `option` in the selectbox labelled `label` and run the page again."""
     next(box for box in at.selectbox if box.label == label).select(option).run()
@@ -141,6 +153,48 @@ def test_device_page_opens_linked_device_with_latest_values_and_metric_charts(fa
     assert all("since" in q for q in asked)
     assert at.page_link[0].proto.query_string == "customer=7"
     assert not at.error
+
+
+@pytest.mark.parametrize("role", ["admin", "dispatcher", "technician"])
+def test_device_charts_draw_its_events_and_detections_labelled_and_list_its_events(
+    fake_api: FakeApi, role: str
+) -> None:
+    fake_api.role = role
+    at = open_page("views/device.py", role=role, technician_id=1 if role == "technician" else None,
+                   device="RH-000123")
+
+    asked = fake_api.asked("/devices/RH-000123/events")
+    assert asked and all("since" in q and "until" not in q for q in asked)  # up to now
+    spec = json.loads(charts(at)[0].proto.spec)
+    kinds = [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"] for layer in spec["layer"]]
+    assert kinds[-2:] == ["rule", "text"]
+    drawn = {(row["kind"], row["label"]) for row in chart_rows_of_layer(charts(at)[0], "text")}
+    # The fault of 10 minutes ago and the fan-stall detection it opened, within the chart's span (its readings'
+    # last 2 h 15 min); the grease detection of 5 h ago is in the range but before the chart; the cleaning 3 days
+    # ago is out of the 24 h.
+    assert drawn == {("event", "fault E21 (motor stall)"), ("detection opened", "hood-fan-stall opened")}
+    assert "In this range: 1 events, 2 detections opened and 0 cleared" in text_of(at)
+    events = next(t.value for t in at.dataframe if "what" in t.value.columns)
+    assert list(events["what"]) == ["fault E21 (motor stall)"]
+    assert not at.error
+
+
+def test_device_page_takes_a_range_of_dates_and_a_bucket_that_fits_it(fake_api: FakeApi) -> None:
+    at = open_page("views/device.py", device="RH-000123")
+    next(box for box in at.selectbox if box.label == "Range").select("dates…").run()
+    today = NOW_FAKE.date()
+    at.date_input(key="device_dates").set_value((today - timedelta(days=90), today)).run()
+    assert not at.exception
+
+    first_day = (today - timedelta(days=90)).isoformat()
+    # The 90 days in daily buckets (bucket_for: ~150 points at most), then, the readings spanning hours, their span.
+    asked = next(q for q in fake_api.asked("/devices/RH-000123/telemetry") if q["since"].startswith(first_day))
+    assert asked["bucket"] == "1d"
+    events = fake_api.asked("/devices/RH-000123/events")[-1]
+    assert events["since"].startswith((today - timedelta(days=90)).isoformat())
+    assert asked["until"] == events["until"]  # whole days end where they end
+    whats = list(next(t.value for t in at.dataframe if "what" in t.value.columns)["what"])
+    assert whats == ["fault E21 (motor stall)", "maintenance done"]
 
 
 def test_device_page_search_narrows_choice_and_bucket_is_sent(fake_api: FakeApi) -> None:

@@ -6,6 +6,7 @@ through the sign-in form with a token of the role, as a person does."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -435,6 +436,28 @@ def test_a_device_shows_its_detections_with_their_reasons(real_api, database, st
     assert list(detections["rule"]) == ["hood-stall"]
     assert detections["why"][0].startswith("open fault E21")
     assert not at.error
+
+
+def test_a_devices_chart_draws_its_fault_and_detection_and_lists_its_events(real_api, database, stalled_hoods) -> None:
+    from careloop.mqtt import telemetry_topic
+    from tests.helpers import inbound, reading, store
+
+    stalled = stalled_hoods[1]  # its fan stalled 30 h ago and the engine opened hood-stall for it
+    now = dt.datetime.now(dt.UTC)
+    start = now.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=36)
+    store(database, [inbound(telemetry_topic(stalled), reading(10 + n, at=start + dt.timedelta(hours=3 * n),
+                                                                 fan_current_a=0.6), now) for n in range(12)], now=now)
+    at = open_page(login(database, "dispatcher", "Dee Dispatcher"), "views/device.py")
+    at.text_input[0].input(stalled).run()
+    next(box for box in at.selectbox if box.label == "Range").select("7 d").run()
+    assert not at.exception and not at.error
+
+    events = next(t.value for t in at.dataframe if "what" in t.value.columns)
+    assert list(events["what"]) == ["fault E21 (fan motor stall)"]
+    assert "In this range: 1 events, 1 detections opened and 0 cleared" in text_of(at)
+    [chart] = charts(at)
+    labels = [layer for layer in json.loads(chart.proto.spec)["layer"] if layer["mark"].get("type") == "text"]
+    assert labels and labels[0]["encoding"]["text"]["field"] == "label"
 
 
 @pytest.mark.parametrize("role", ["admin", "dispatcher", "marketer", "technician"])
