@@ -16,7 +16,7 @@ from psycopg2 import sql
 
 from careloop.db import Database, fetch_all
 from careloop.demo import register_fleet
-from careloop.heartbeat import Heartbeat
+from careloop.heartbeat import Heartbeat, process_health
 from careloop.mqtt import events_topic
 from careloop.partitions import Partition
 from ingest.service import InboundMessage
@@ -276,6 +276,9 @@ def test_a_partition_killed_and_started_again_catches_up_without_opening_anythin
                    timeout_s=60)
         [row] = heartbeat_rows(database, "engine[1/3]:")
         assert row["pid"] == process.pid and row["details"]["partition"] == "1/3"
+        with database.connection() as reader:  # what GET /health lists
+            [health] = [p for p in process_health(reader, dt.datetime.now(dt.UTC)) if p.process == row["process"]]
+        assert (health.kind, health.stale, health.details["partition"]) == ("engine", False, "1/3")
         publish_all(mqtt_url, [fault(mine[0], 1)])
         wait_until(lambda: detections_by_device(database, "hood-stall").get(mine[0]) == 1, what="the first fault",
                    log=log)
