@@ -32,11 +32,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg2
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from careloop import metrics, notify
 from careloop.db import Database, connect
-from careloop.heartbeat import Heartbeat
+from careloop.heartbeat import Heartbeat, process_health
 from careloop.jobs import ScheduledJob
 from careloop.partitions import Partition
 from rules import repo
@@ -237,6 +238,22 @@ class Engine:
 
     # --- the long-running process ------------------------------------------------------------
 
+    def partitions_disagreeing(self) -> list[str]:
+        """The live engines (by their heartbeats) whose partition count differs from this engine's, each as
+        `process (partition)`. Partitions of different counts overlap without a lock in common."""
+        if self.partition is None:
+            return []  # a whole-fleet engine excludes every partition through the lock they share
+        with self.database.connection() as conn:
+            processes = process_health(conn, dt.datetime.now(dt.UTC))
+        disagreeing = []
+        for process in processes:
+            partition = process.details.get("partition")
+            if process.kind != "engine" or process.stale or not isinstance(partition, str) or "/" not in partition:
+                continue
+            if partition.split("/")[1].strip() != str(self.partition.count):
+                disagreeing.append(f"{process.process} ({partition})")
+        return disagreeing
+
     def serve(self, stop: threading.Event, *, database_url: str, poll_s: float = 1.0) -> None:
         """Listen for ingest batches and run the schedule until `stop` is set."""
         scheduler = BackgroundScheduler(
@@ -268,6 +285,17 @@ class Engine:
             notify.CHANGED_DEVICES_CHANNEL,
         )
         self._scheduler = scheduler
+        try:
+            disagreeing = self.partitions_disagreeing()
+        except psycopg2.Error as error:  # a check, not a need: the listening loop below waits for the database
+            log.warning("could not compare partition counts with the other engines: %s", error)
+            disagreeing = []
+        if disagreeing:
+            log.warning(
+                "partition %s: engines with another number of partitions are running: %s. Their devices overlap "
+                "with this engine's; run every partition of a fleet with the same N",
+                self.partition, ", ".join(disagreeing),
+            )
         try:
             while not stop.is_set():
                 try:

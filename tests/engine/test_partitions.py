@@ -73,6 +73,17 @@ def test_partitions_hold_every_device_once_and_share_the_fleet_evenly(conn) -> N
     assert devices_in_partition(conn, partition=Partition(0, 1)) == sorted(devices)
 
 
+def test_an_engine_names_the_running_engines_whose_partition_count_differs(database: Database) -> None:
+    beats = [Heartbeat(database, process=f"engine[{partition}]:test", kind="engine") for partition in ("0/2", "1/3")]
+    beats.append(Heartbeat(database, process="engine:test", kind="engine"))
+    for beat, partition in zip(beats, ["0/2", "1/3", "all"], strict=True):
+        beat.record(partition=partition)
+        beat.beat()
+    assert Engine(database, partition=THREE[0]).partitions_disagreeing() == ["engine[0/2]:test (0/2)"]
+    assert Engine(database, partition=Partition(1, 2)).partitions_disagreeing() == ["engine[1/3]:test (1/3)"]
+    assert Engine(database).partitions_disagreeing() == []
+
+
 # ---------------------------------------------------------------- three partitions against one engine
 
 
