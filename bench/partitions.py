@@ -11,6 +11,9 @@ because a starting engine runs its scheduled rules at once, so over the same his
 half-way, it would evaluate them at an instant when the others do not.) At the end every engine runs its
 scheduled rules once more (`--once`: partition 0 first, for the baselines the others read), and the two
 databases are compared: detections opened per (rule, device), opened more than once, missed.
+
+With `--timing-devices N`, it first times, in one process, the scheduled jobs of one engine over N generated
+devices against those of each partition (what one engine's share costs, apart from the spread over processes).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.engine import generate_fleet, vacuum
 from bench.fixtures import temporary_database
 from careloop.db import Database, fetch_all, fetch_value
 from careloop.demo import register_fleet
@@ -42,6 +46,7 @@ from careloop.runtime import EXIT_WITH_PARENT, resolve_services
 from careloop.settings import get_settings
 from devices.catalog import load_catalog
 from ingest.subscriber import forget_session
+from rules.engine import Engine
 from rules.partition import devices_in_partition
 from rules.service import load_builtin_catalog
 from simulators.fleet import make_fleet
@@ -208,11 +213,40 @@ def run_once(arguments: list[str], env: dict[str, str], log: Path) -> dict:
     return json.loads(done.stdout)
 
 
+def time_partition_jobs(server_url: str, size: int, count: int, *, repeat: int = 3) -> None:
+    """The scheduled jobs of one engine over a whole generated fleet against those of its partitions, in one process
+    each after the other (a fleet generated in bulk as `careloop bench engine` does: 3 days of 3-hourly readings)."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    with temporary_database(server_url) as url, _database(url) as database:
+        with database.transaction() as conn:
+            load_builtin_catalog(conn)
+            readings = generate_fleet(conn, size, days=3, every_s=10800, now=now)
+        vacuum(url)
+        print(f"\ntimed in one process, best of {repeat}: {size:,} generated devices, {readings:,} readings")
+        print(f"{'engine':<14} {'devices':>8} {'sweep ms':>9} {'window ms':>10} {'trends ms':>10}")
+        for partition in [None, *(Partition(index, count) for index in range(count))]:
+            engine = Engine(database, clock=lambda: now, partition=partition)
+            started = time.perf_counter()
+            engine.learn_trends()
+            trends_ms = (time.perf_counter() - started) * 1000
+            best: dict[str, float] = {}
+            devices = 0
+            for job in ("sweep", "window"):
+                for _ in range(repeat):
+                    started = time.perf_counter()
+                    devices = getattr(engine, job)().devices
+                    best[job] = min(best.get(job, float("inf")), (time.perf_counter() - started) * 1000)
+            label = "whole fleet" if partition is None else f"partition {partition}"
+            print(f"{label:<14} {devices:>8,} {best['sweep']:>9.0f} {best['window']:>10.0f} {trends_ms:>10.0f}")
+
+
 def bench_partitions(args: argparse.Namespace) -> int:
     count = args.partitions
     if count < 2:
         raise SystemExit("careloop bench partitions: --partitions must be at least 2")
     urls = resolve_services(get_settings(), need_broker=True)
+    if args.timing_devices:
+        time_partition_jobs(urls.database_url, args.timing_devices, count)
     run = uuid.uuid4().hex[:6].upper()
     # Ids of this run's own: the broker is shared, and another fleet's messages must not reach these ingesters.
     fleet = [dataclasses.replace(device, device_id=f"P{run}-{device.device_id}")

@@ -998,6 +998,9 @@ def build_parser() -> argparse.ArgumentParser:
     partitions_bench.add_argument("--faults-while-down", type=at_least(1), default=10,
                                   help="faults on the killed partition's devices while it is down (default 10)")
     partitions_bench.add_argument("--seed", type=int, default=21)
+    partitions_bench.add_argument("--timing-devices", type=at_least(0), default=0,
+                                  help="first, time one engine's jobs over this many generated devices against "
+                                  "each partition's (default 0: not at all)")
     bench.set_defaults(handler=cmd_bench)
     return parser
 
