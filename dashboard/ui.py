@@ -263,9 +263,13 @@ def telemetry_chart(points: pd.DataFrame, *, unit: str = "", title: str | None =
                           legend=alt.Legend(orient="bottom", title=None))
         tooltip = [alt.Tooltip("ts:T", title="when", format="%a %d %b %H:%M"), alt.Tooltip("label:N", title="what")]
         moment = alt.Chart(moments).encode(x="ts:T", color=color, tooltip=tooltip)
+        # Moments in the same minute (a fault and the detection it opened) share one label, not two on top of
+        # each other.
+        together = moments.assign(ts=moments["ts"].dt.floor("min")).groupby("ts", as_index=False).agg(
+            kind=("kind", "first"), label=("label", " · ".join))
         layers += [moment.mark_rule(strokeDash=[4, 3], strokeWidth=1.5),
-                   moment.mark_text(angle=270, align="right", baseline="bottom", dy=-2, fontSize=10)
-                   .encode(text="label:N", y=alt.value(2))]
+                   alt.Chart(together).mark_text(angle=270, align="right", baseline="bottom", dy=-2, fontSize=10)
+                   .encode(x="ts:T", color=color, tooltip=tooltip, text="label:N", y=alt.value(2))]
     chart = alt.layer(*layers).properties(height=height)
     if title:
         chart = chart.properties(title=alt.TitleParams(title, fontSize=13))

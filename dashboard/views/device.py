@@ -25,7 +25,7 @@ from dashboard.ui import (
     time_ago,
     viewer_zone,
 )
-from dashboard.words import event_words, instant_words, metric_words, name_words, unit_words
+from dashboard.words import event_words, instant_words, metric_words, name_words, plural, unit_words
 
 RANGES = {"1 h": timedelta(hours=1), "6 h": timedelta(hours=6), "24 h": timedelta(days=1),
           "7 d": timedelta(days=7), "30 d": timedelta(days=30)}
@@ -235,9 +235,10 @@ moments = moments_in_range()
 if not moments.empty:
     counts = moments["kind"].value_counts()
     st.caption(
-        f"In this range: {counts.get('event', 0)} events, {counts.get('detection opened', 0)} detections "
-        f"opened and {counts.get('detection cleared', 0)} cleared, each drawn as a labelled line where a chart "
-        "covers it (hover a line for what it was)."
+        f"In this range: {plural(counts.get('event', 0), 'event')}, "
+        f"{plural(counts.get('detection opened', 0), 'detection')} opened and "
+        f"{counts.get('detection cleared', 0)} cleared, each drawn as a labelled line where a chart covers it "
+        "(hover a line for what it was)."
     )
 columns = st.columns(2)
 for position, metric in enumerate(chosen):
@@ -267,7 +268,8 @@ for position, metric in enumerate(chosen):
 if events:
     st.subheader("Events in this range")
     st.dataframe(pd.DataFrame([
-        {"when": local_time(e.get("ts"), zone), "what": event_words(e, fault_meanings), "detail": e.get("detail")}
+        {"when": local_time(e.get("ts"), zone), "what": event_words(e, fault_meanings),
+         "detail": e.get("detail") or ""}
         for e in events
     ]), hide_index=True)
     if len(events) >= EVENTS_LIMIT:

@@ -154,9 +154,9 @@ rules_findings()
 
 
 def local_day(value: str, zone: ZoneInfo) -> str:
-    """A week's first day as the viewer reads it ('Thu 03 Dec')."""
+    """A week's first day as the viewer reads it ('03 Dec')."""
     moment = parse_ts(value)
-    return moment.astimezone(zone).strftime("%a %d %b") if moment else "?"
+    return moment.astimezone(zone).strftime("%d %b") if moment else "?"
 
 
 FORECAST_DAYS = 30
@@ -196,13 +196,14 @@ def demand_forecast() -> None:
     zone = viewer_zone()
     weekly = pd.DataFrame([
         {"region": region_words(row.get("region")), "kind": forecast_kind_words(row["kind"]),
-         "week": f"from {local_day(weeks[index], zone)}", "order": index, "devices": count}
+         "week": local_day(weeks[index], zone), "order": index, "devices": count}
         for row in rows for index, count in enumerate(row.get("weeks") or []) if index < len(weeks)
     ])
     with right:
         st.markdown("**Windows opening per week, by region**")
         st.altair_chart(alt.Chart(weekly).mark_bar().encode(
-            x=alt.X("week:N", title=None, sort=alt.SortField("order"), axis=alt.Axis(labelAngle=0)),
+            x=alt.X("week:N", title="week starting", sort=alt.SortField("order"),
+                    axis=alt.Axis(labelAngle=0, labelOverlap=False)),
             xOffset=alt.XOffset("kind:N", sort=kinds),
             y=alt.Y("sum(devices):Q", title="appliances", axis=alt.Axis(tickMinStep=1, format="d")),
             color=alt.Color("kind:N", scale=alt.Scale(domain=kinds, range=KIND_COLORS),

@@ -253,6 +253,12 @@ def test_a_dispatcher_assigns_an_order_and_records_a_call_and_a_marketer_finds_n
                                             key=f"browser:trade-in:{number}", now=now).offer
         if issued is not None and number == 0:
             offers_service.redeem(conn, issued.code, Redemption(customer_id=fan.id, amount=Decimal("900")), now=now)
+    # Range hoods turning five in the coming weeks, in three regions: the Fleet page's trade-in windows to come.
+    create_rule(conn, {"id": "hood-trade-in-at-five", "description": "Range hood five years old",
+                       "applies_to": {"kind": "range_hood"}, "when": {"age": {"at_least": "5y"}},
+                       "then": [{"offer": {"template": "trade-in"}}], "severity": "info"})
+    for days, region in ((3, "east"), (8, "east"), (15, "west"), (20, "north"), (26, "east")):
+        make_device(conn, region=region, purchased_on=(now - dt.timedelta(days=5 * 365 - days)).date().isoformat())
     silent = make_customer(conn, name="No Consent", email="silent@example.com", timezone="UTC", consents=[])
     offers_service.issue_offer(conn, template_code="member-cleaning", customer_id=silent.id,
                                device_id=make_device(conn, owner=silent.id).id, key="browser:blocked", now=now)
@@ -282,6 +288,9 @@ def test_a_dispatcher_assigns_an_order_and_records_a_call_and_a_marketer_finds_n
         assert titles[0] == "Dispatch board" and {"Offers and campaigns", "Rules", "Customer 360"} <= set(titles)
         for title in titles[1:]:
             go_to(page, title)
+            if title == "Fleet health":
+                page.get_by_role("heading", name="Coming in the next 30 days").first.wait_for(timeout=30_000)
+                page.get_by_text("Windows opening per week, by region").first.wait_for(timeout=30_000)
             shoot(page, screenshots, "dispatcher-" + title.lower().replace(" ", "-"))
 
         # A marketer, in a browser of their own: no dispatch board, and no assignment control on any page.

@@ -454,7 +454,7 @@ def test_a_devices_chart_draws_its_fault_and_detection_and_lists_its_events(real
 
     events = next(t.value for t in at.dataframe if "what" in t.value.columns)
     assert list(events["what"]) == ["fault E21 (fan motor stall)"]
-    assert "In this range: 1 events, 1 detections opened and 0 cleared" in text_of(at)
+    assert "In this range: 1 event, 1 detection opened and 0 cleared" in text_of(at)
     [chart] = charts(at)
     labels = [layer for layer in json.loads(chart.proto.spec)["layer"] if layer["mark"].get("type") == "text"]
     assert labels and labels[0]["encoding"]["text"]["field"] == "label"

@@ -12,8 +12,12 @@ from hypothesis import strategies as st
 from dashboard.words import (
     code_words,
     duration_words,
+    event_words,
+    forecast_kind_words,
     instant_words,
+    left_out_words,
     reason_words,
+    region_words,
     span_seconds,
     value_words,
     with_unit,
@@ -131,3 +135,21 @@ def test_identifiers_read_as_words() -> None:
     assert unit_words(None) == ""
     assert key_words("owner-birthday:RH-000025:2026-11-30T19:10:00Z:offer").endswith("…")
     assert key_words("short") == "short"
+
+
+def test_events_read_as_words_with_their_fault_meaning() -> None:
+    meanings = {"E21": {"meaning": "motor stall"}}
+    assert event_words({"type": "fault", "code": "E21"}, meanings) == "fault E21 (motor stall)"
+    assert event_words({"type": "maintenance_done"}, meanings) == "maintenance done"
+    assert event_words({"type": "door_opened"}, meanings) == "door opened"
+    assert event_words({"type": "fault", "code": "E99"}, meanings) == "fault E99 (not in the catalog)"
+
+
+def test_the_forecast_in_words() -> None:
+    assert forecast_kind_words("trade_in") == "Trade-in" and forecast_kind_words("maintenance") == "Maintenance"
+    assert region_words(None) == "no region" and region_words("east") == "east"
+    assert left_out_words([{"rule_id": "hood-trade-in", "unprojected": ["count"]},
+                           {"rule_id": "hood-cleaning", "unprojected": []}]) == (
+        "Conditions time does not drive are left out (a count of faults, a threshold): hood-trade-in (count). "
+        "Those rules are projected from their other conditions.")
+    assert left_out_words([{"rule_id": "hood-cleaning", "unprojected": []}]) is None
