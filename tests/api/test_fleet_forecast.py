@@ -163,3 +163,28 @@ def test_planners_may_read_the_forecast_and_bad_ranges_name_the_field(client, da
         answer = client.get("/fleet/forecast", params={"days": days}, headers=ADMIN)
         assert answer.status_code == 422
         assert answer.json()["detail"][0]["loc"] == ["query", "days"]
+
+
+def test_all_opens_at_the_latest_any_at_the_earliest_and_what_time_does_not_drive_is_left_out() -> None:
+    from rules.forecast import forecast_kind, project
+    from rules.models import parse_rule
+
+    def rule_when(when: dict):
+        return parse_rule({"id": "combined", "applies_to": {"kind": "range_hood"}, "when": when}).when
+
+    due = {"age": {"a": 10.0, "b": 50.0}, "elapsed": {"a": 30.0, "c": 5.0}}
+
+    def leaf(kind: str, _spec) -> dict[str, float]:
+        return due[kind]
+
+    age = {"age": {"at_least": "5y"}}
+    elapsed = {"elapsed": {"since": "maintenance_done", "at_least": "10d"}}
+    faults = {"count": {"event": "fault", "at_least": 3, "within": "365d"}}
+    assert project(rule_when({"all": [age, elapsed]}), leaf) == {"a": 30.0}
+    assert project(rule_when({"any": [age, elapsed]}), leaf) == {"a": 10.0, "b": 50.0, "c": 5.0}
+    assert project(rule_when({"all": [age, faults]}), leaf) is None
+    assert project(rule_when({"any": [{"all": [elapsed, faults]}, age]}), leaf) == {"a": 10.0, "b": 50.0}
+    assert project(rule_when(faults), leaf) is None
+    assert forecast_kind(rule_when({"any": [elapsed, age]})) == "trade_in"
+    assert forecast_kind(rule_when(elapsed)) == "maintenance"
+    assert forecast_kind(rule_when(faults)) is None
