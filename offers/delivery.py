@@ -118,17 +118,51 @@ def resolve_webhook(url: str) -> WebhookTarget:
         return WebhookTarget(url, host, 0, refused=f"its host {host} does not resolve ({error})", unresolved=True)
     addresses = tuple(dict.fromkeys(str(address[0]) for *_rest, address in found))
     for text in addresses:
-        ip = ipaddress.ip_address(text.split("%")[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if ip.is_global and not ip.is_multicast:
-            continue
-        kind = ("a loopback" if ip.is_loopback else "a link-local" if ip.is_link_local
-                else "a private" if ip.is_private else "a multicast" if ip.is_multicast else "a non-public")
-        why = f"its host {host} is {ip}, {kind} address" if host.strip("[]") == str(ip) else \
-            f"its host {host} resolves to {ip}, {kind} address"
-        return WebhookTarget(url, host, port, addresses, refused=why)
+        resolved = ipaddress.ip_address(text.split("%")[0])
+        # The IPv4 addresses it carries first (the refusal names the one that matters), then the address itself.
+        for ip in (*_embedded_ipv4(resolved), resolved):
+            if ip.is_global and not ip.is_multicast:
+                continue
+            kind = ("a loopback" if ip.is_loopback else "a link-local" if ip.is_link_local
+                    else "a private" if ip.is_private else "a multicast" if ip.is_multicast else "a non-public")
+            found_as = "is" if _literal(host) == resolved else "resolves to"
+            carried = "" if ip == resolved else f", which carries {ip}"
+            why = f"its host {host} {found_as} {resolved}{carried}, {kind} address"
+            return WebhookTarget(url, host, port, addresses, refused=why)
     return WebhookTarget(url, host, port, addresses)
+
+
+def _literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+# Well-known NAT64 prefixes (RFC 6052, RFC 8215): the last 32 bits are the IPv4 address a NAT64 gateway forwards to.
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses an IPv6 address leads to: IPv4-mapped (::ffff:0:0/96), IPv4-compatible (::/96),
+    NAT64 (64:ff9b::/96, 64:ff9b:1::/48), 6to4 (2002::/16) and Teredo (2001::/32, its server and its client).
+    Each reaches the IPv4 host through the kernel, a gateway or a relay, so it is checked like that IPv4 address:
+    otherwise [64:ff9b::a9fe:a9fe] would be the metadata service under a public-looking name."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return ()
+    last_32_bits = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.ipv4_mapped is not None:
+        return (ip.ipv4_mapped,)
+    if ip.teredo is not None:
+        return ip.teredo
+    if ip.sixtofour is not None:
+        return (ip.sixtofour,)
+    if any(ip in prefix for prefix in _NAT64):
+        return (last_32_bits,)
+    if ip in _IPV4_COMPATIBLE and int(ip) > 1:  # :: and ::1 are themselves unspecified and loopback
+        return (last_32_bits,)
+    return ()
 
 
 def private_address(url: str) -> str | None:

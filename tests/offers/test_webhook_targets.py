@@ -35,3 +35,30 @@ def test_a_public_address_is_let_through_and_an_ipv6_mapped_loopback_is_not() ->
     assert "loopback" in private_address("http://[::ffff:127.0.0.1]/hooks")
     assert "link-local" in private_address("http://[fe80::1]/hooks")
     assert "names no host" in private_address("http:///hooks")
+
+
+def test_ipv6_forms_that_carry_a_private_ipv4_address_are_refused_for_that_address() -> None:
+    carried = {
+        "http://[::127.0.0.1]/": "127.0.0.1",  # IPv4-compatible ::/96
+        "http://[::a9fe:a9fe]/": "169.254.169.254",
+        "http://[64:ff9b::7f00:1]/": "127.0.0.1",  # NAT64 64:ff9b::/96
+        "http://[64:ff9b::a9fe:a9fe]/latest/": "169.254.169.254",
+        "http://[64:ff9b::a00:1]/": "10.0.0.1",
+        "http://[64:ff9b:1::a00:1]/": "10.0.0.1",  # local-use NAT64 64:ff9b:1::/48
+        "http://[2002:7f00:1::]/": "127.0.0.1",  # 6to4 2002::/16
+        "http://[2002:a9fe:a9fe::]/": "169.254.169.254",
+        # Teredo 2001::/32: a public server (65.54.227.120) for a private client (10.0.0.1, stored inverted)
+        "http://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/": "10.0.0.1",
+        # Teredo with the server itself on loopback
+        "http://[2001:0:7f00:1::ffff:ffff]/": "127.0.0.1",
+    }
+    for url, ipv4 in carried.items():
+        refused = private_address(url)
+        assert refused is not None and f"carries {ipv4}," in refused, (url, refused)
+
+
+def test_ipv6_forms_that_carry_a_public_ipv4_address_are_let_through() -> None:
+    assert private_address("http://[64:ff9b::5db8:d822]/hooks") is None  # NAT64 of 93.184.216.34
+    assert private_address("http://[2002:5db8:d822::1]/hooks") is None  # 6to4 of 93.184.216.34
+    assert "loopback" in private_address("http://[::1]/hooks")
+    assert private_address("http://[::]/hooks") is not None
