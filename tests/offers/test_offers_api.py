@@ -139,6 +139,9 @@ def test_only_an_admin_registers_webhooks_and_the_secret_is_shown_once(client, d
     "http://127.0.0.1:9/sms", "http://localhost:8080/hooks", "http://169.254.169.254/latest/meta-data/",
     "http://10.1.2.3/hooks", "http://192.168.0.10/hooks", "http://[::1]/hooks", "http://[::ffff:127.0.0.1]/hooks",
     "http://0.0.0.0/hooks",
+    # IPv6 forms that carry a loopback, link-local or private IPv4 address: IPv4-compatible, NAT64, 6to4
+    "http://[::127.0.0.1]/", "http://[::a9fe:a9fe]/", "http://[64:ff9b::7f00:1]/", "http://[64:ff9b::a9fe:a9fe]/latest/",
+    "http://[64:ff9b::a00:1]/", "http://[64:ff9b:1::a00:1]/", "http://[2002:7f00:1::]/", "http://[2002:a9fe:a9fe::]/",
 ])
 def test_webhooks_to_loopback_link_local_or_private_addresses_are_refused_naming_the_url(client, url) -> None:
     refused = client.post("/webhooks", json={"name": "inside", "url": url, "events": ["offer.issued"]},
