@@ -489,7 +489,14 @@ def cmd_broker_accounts(args: argparse.Namespace) -> int:
 
 def cmd_certs(args: argparse.Namespace) -> int:
     """A CA and a server certificate for a first run with TLS (README, TLS)."""
-    from careloop.tls import DEFAULT_HOSTS, CertificateFiles, CertificatesExist, describe, write_certificates
+    from careloop.tls import (
+        DEFAULT_HOSTS,
+        CertificateFiles,
+        CertificatesExist,
+        UnsafeFolder,
+        describe,
+        write_certificates,
+    )
 
     owner = None
     if args.owner:
@@ -509,6 +516,8 @@ def cmd_certs(args: argparse.Namespace) -> int:
             return 0
         raise CommandFailed(f"{existing} exist: kept (--replace writes new ones; every client must then trust "
                             "the new ca.crt)") from None
+    except UnsafeFolder as error:
+        raise CommandFailed(f"--out: {error}") from None
     except ValueError as error:
         raise CommandFailed(f"--host: {error}") from None
     for line in describe(files):

@@ -27,6 +27,10 @@ class CertificatesExist(Exception):
     """The folder holds certificates already; they are kept unless replacing them is asked for."""
 
 
+class UnsafeFolder(Exception):
+    """The folder is writable by others than its owner: whoever can write there can swap a key or a CA."""
+
+
 @dataclass(frozen=True)
 class CertificateFiles:
     folder: Path
@@ -74,6 +78,7 @@ def write_certificates(
     if not hosts:
         raise ValueError("name at least one host the server is reached by")
     names = list(dict.fromkeys(_subject_alternative_name(host) for host in hosts))  # each name once, in order
+    _private_folder(files.folder, owner)
     if files.existing() and not replace:
         raise CertificatesExist(", ".join(str(path) for path in files.existing()))
     now = now or dt.datetime.now(dt.UTC)
@@ -121,7 +126,6 @@ def write_certificates(
         return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                  serialization.NoEncryption())
 
-    files.folder.mkdir(parents=True, exist_ok=True)
     _write(files.ca_key, key_bytes(ca_key), 0o600, owner)
     _write(files.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644, owner)
     _write(files.server_key, key_bytes(server_key), 0o600, owner)
@@ -146,6 +150,30 @@ def _subject_alternative_name(host: str):
     if any(character in host for character in "/ :@"):
         raise ValueError(f"{host!r} is neither a host name nor an IP address")
     return x509.DNSName(host.lower())
+
+
+def _private_folder(folder: Path, owner: tuple[int, int] | None) -> None:
+    """Create `folder` mode 0700 (handed to `owner` too, who must reach its key), whatever the umask; parents it
+    needs are made 0755. A folder already there is used as it is, unless others may write to it: then UnsafeFolder.
+    Refused rather than tightened: the folder is someone's choice (a shared /srv/tls, a mounted volume, even /tmp
+    with its sticky bit) whose mode other programs rely on, and silently changing it would break them or hide a
+    folder that someone else may already have written into."""
+    if folder.exists():
+        mode = folder.stat().st_mode
+        if not folder.is_dir():
+            raise UnsafeFolder(f"{folder} is not a folder")
+        if mode & 0o022:
+            raise UnsafeFolder(f"{folder} is writable by {'others' if mode & 0o002 else 'its group'} "
+                               f"(mode {mode & 0o777:04o}): keys go only into a folder only its owner can write "
+                               f"(chmod go-w {folder}, or name a new folder)")
+        return
+    missing = [folder, *(parent for parent in folder.parents if not parent.exists())]
+    for created in reversed(missing):
+        mode = 0o700 if created == folder else 0o755
+        created.mkdir(mode=mode)
+        os.chmod(created, mode)  # mkdir's mode passes through the umask (0277 would leave it unwritable)
+    if owner is not None:
+        os.chown(folder, *owner)
 
 
 def _write(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +67,37 @@ def test_certs_name_a_bad_host_and_explain_themselves(tmp_path: Path) -> None:
     assert helped.returncode == 0
     for words in ("ca.crt", "server.key", "0600", "--replace", "CARELOOP_MQTT_CA", "sslrootcert"):
         assert words in helped.stdout
+
+
+def test_certs_make_their_folder_private_whatever_the_umask(tmp_path: Path) -> None:
+    out = tmp_path / "tls" / "certs"
+    previous = os.umask(0o000)
+    try:
+        done = _careloop("certs", "--out", str(out))
+    finally:
+        os.umask(previous)
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    assert stat.S_IMODE(out.parent.stat().st_mode) == 0o755  # a parent it had to make: not writable by others
+    assert stat.S_IMODE((out / "ca.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((out / "ca.crt").stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o1777])
+def test_certs_refuse_a_folder_others_can_write_to_and_leave_it_as_it_was(tmp_path: Path, mode: int) -> None:
+    out = tmp_path / "shared"
+    out.mkdir()
+    os.chmod(out, mode)
+    refused = _careloop("certs", "--out", str(out))
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1 and "--out" in refused.stderr and "writable by" in refused.stderr
+    assert f"{mode & 0o777:04o}" in refused.stderr
+    assert list(out.iterdir()) == [] and stat.S_IMODE(out.stat().st_mode) == mode
+
+
+def test_certs_use_a_folder_only_its_owner_can_write_to_as_it_is(tmp_path: Path) -> None:
+    out = tmp_path / "existing"
+    out.mkdir()
+    os.chmod(out, 0o755)
+    assert _careloop("certs", "--out", str(out)).returncode == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755 and (out / "server.key").exists()
