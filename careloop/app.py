@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
-import itertools
-import json
 import logging
-import math
 import re
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 import psycopg2
-import yaml
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import Headers, QueryParams
+from starlette.datastructures import Headers
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -33,6 +28,7 @@ from careloop.durations import Duration, DurationField
 from careloop.errors import EVERY_ROUTE, DomainError, answers
 from careloop.fleet import router as fleet_router
 from careloop.heartbeat import process_health, utc_now
+from careloop.inputs import MAX_BODY_BYTES, InputProblem, body_problem, query_problem, text_at, text_problem
 from careloop.mqtt import make_connection
 from careloop.pages import Page, whole
 from customers.api import router as customers_router
@@ -99,208 +95,6 @@ class BrokerProbe:
 # before routing, wherever it appears (path, query, JSON or YAML body), with a 422 naming the place, so no
 # endpoint needs a patch of its own and a ValueError from deeper down still means a bug.
 
-MAX_BODY_BYTES = 1 << 20  # the largest document the API takes (a rule is a few kB)
-MAX_DOCUMENT_DEPTH = 64  # nesting of a JSON or YAML body; a rule nests about ten levels
-MAX_DOCUMENT_VALUES = 100_000  # values in a YAML body once its aliases are expanded ("billion laughs")
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_NOT_A_BRACKET = re.compile(r"[^\[\]{}]+")
-_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},]', re.DOTALL)
-
-Loc = tuple[str | int, ...]
-
-
-@dataclass(frozen=True)
-class InputProblem:
-    """Why a request is refused, and where: a FastAPI-style validation error."""
-
-    loc: Loc
-    msg: str
-    type: str
-    status_code: int = 422
-
-    def response(self) -> JSONResponse:
-        error = {"type": self.type, "loc": [_printable(part) for part in self.loc], "msg": self.msg}
-        return JSONResponse({"detail": [error]}, status_code=self.status_code)
-
-
-def _printable(part: str | int) -> str | int:
-    """A location part safe to echo: the offending characters themselves would break the JSON answer."""
-    if isinstance(part, int) or _text_problem(part) is None:
-        return part
-    return part.encode("unicode_escape").decode("ascii")
-
-
-def _text_problem(text: str) -> tuple[str, str] | None:
-    """(type, message) when `text` cannot be stored or encoded, else None."""
-    if "\x00" in text:
-        return "string_nul", "must not contain the NUL character (\\u0000)"
-    if not text.isascii() and _SURROGATE.search(text):
-        return "string_surrogate", "must not contain a lone UTF-16 surrogate (\\ud800 to \\udfff)"
-    return None
-
-
-def _text_at(loc: Loc, text: str) -> InputProblem | None:
-    problem = _text_problem(text)
-    return None if problem is None else InputProblem(loc, problem[1], problem[0])
-
-
-def _too_deep(loc: Loc) -> InputProblem:
-    return InputProblem(loc, f"nested deeper than {MAX_DOCUMENT_DEPTH} levels", "too_deep")
-
-
-def json_depth(text: str) -> int:
-    """How deep brackets nest in `text`, outside JSON strings; a safe over-estimate for text that is not JSON."""
-    brackets = _NOT_A_BRACKET.sub("", _JSON_STRING.sub("", text))
-    return max(itertools.accumulate(1 if bracket in "[{" else -1 for bracket in brackets), default=0)
-
-
-def json_too_deep_at(text: str) -> Loc:
-    """The path of the first container nested deeper than allowed (for text json_depth found too deep).
-
-    A token walk without recursion, slower than json_depth's, so only run once the answer is known to be a 422."""
-    path: list[str | int] = []  # the key or index of each open container's current member
-    in_object: list[bool] = []
-    for token in _JSON_TOKEN.finditer(text):
-        lexeme = token.group()
-        if lexeme in "[{":
-            if len(in_object) >= MAX_DOCUMENT_DEPTH:
-                return ("body", *path)
-            in_object.append(lexeme == "{")
-            path.append("?" if lexeme == "{" else 0)
-        elif lexeme in "]}" and in_object:
-            in_object.pop()
-            path.pop()
-        elif lexeme == "," and in_object and not in_object[-1]:
-            path[-1] = int(path[-1]) + 1
-        elif lexeme.startswith('"') and in_object and in_object[-1] and _is_key(text, token.end()):
-            path[-1] = _json_key(lexeme)
-    return ("body",)
-
-
-def _is_key(text: str, end: int) -> bool:
-    return text[end : end + 64].lstrip().startswith(":")
-
-
-def _json_key(lexeme: str) -> str:
-    try:
-        return json.loads(lexeme)
-    except ValueError:
-        return lexeme.strip('"')
-
-
-def json_problem(document: Any) -> InputProblem | None:
-    """The first string (key or value) in a parsed JSON document that cannot be stored, by its path."""
-    pending: list[tuple[Loc, Any]] = [(("body",), document)]
-    while pending:
-        loc, value = pending.pop()
-        if isinstance(value, str):
-            problem = _text_at(loc, value)
-        elif isinstance(value, float) and not math.isfinite(value):
-            # json.loads takes NaN, Infinity and 1e400 (as inf); JSON has none of them, and an answer that
-            # echoes one cannot be written as JSON
-            problem = InputProblem(loc, "must be a finite number", "finite_number")
-        elif isinstance(value, dict):
-            problem = next(filter(None, (_text_at((*loc, key), key) for key in value)), None)
-            pending.extend(((*loc, key), item) for key, item in value.items())
-        elif isinstance(value, list):
-            problem = None
-            pending.extend(((*loc, index), item) for index, item in enumerate(value))
-        else:
-            problem = None
-        if problem is not None:
-            return problem
-    return None
-
-
-@dataclass
-class _YamlLevel:
-    """A YAML collection being read: where it is, what comes next in it, what it counts as an anchor."""
-
-    loc: Loc
-    mapping: bool
-    anchor: str | None
-    values_before: int
-    index: int = 0  # sequences: the next item's index
-    key: str | int = "?"  # mappings: the key of the value being read
-    expecting_key: bool = True
-
-
-def yaml_problem(text: str) -> InputProblem | None:
-    """What in a YAML document cannot be read or stored: too deep, too many values once aliases are expanded, a
-    string with NUL or a surrogate, a scalar the YAML loader fails on (`2001-13-45`, a 5000-digit number).
-
-    Read as a stream of events, which (unlike yaml.safe_load) never recurses, and stopped at the first problem.
-    A document that is not YAML at all is no problem here: whoever reads it says so."""
-    loader = yaml.SafeLoader("")  # its resolver and constructor read single scalars the way safe_load does
-    levels: list[_YamlLevel] = []
-    anchors: dict[str, int] = {}  # anchor -> values it stands for, expanded
-    values = 0
-    try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.CollectionEndEvent):
-                level = levels.pop()
-                if level.anchor is not None:
-                    anchors[level.anchor] = values - level.values_before
-                continue
-            if not isinstance(event, yaml.NodeEvent):
-                continue
-            loc = _yaml_loc(levels, event)
-            if isinstance(event, yaml.AliasEvent):
-                values += anchors.get(event.anchor, 1)
-            else:
-                values += 1
-            if values > MAX_DOCUMENT_VALUES:
-                return InputProblem(("body",), f"more than {MAX_DOCUMENT_VALUES} values (aliases expanded)",
-                                    "too_large")
-            if isinstance(event, yaml.ScalarEvent):
-                problem = _text_at(loc, event.value) or _yaml_scalar_problem(loader, loc, event)
-                if problem is not None:
-                    return problem
-                if event.anchor is not None:
-                    anchors[event.anchor] = 1
-            elif isinstance(event, yaml.CollectionStartEvent):
-                if len(levels) >= MAX_DOCUMENT_DEPTH:
-                    return _too_deep(loc)
-                mapping = isinstance(event, yaml.MappingStartEvent)
-                levels.append(_YamlLevel(loc, mapping, event.anchor, values))
-    except yaml.YAMLError:
-        return None
-    return None
-
-
-def _yaml_loc(levels: list[_YamlLevel], event: yaml.NodeEvent) -> Loc:
-    """Where the node that `event` starts sits in the document, advancing its parent past it."""
-    if not levels:
-        return ("body",)
-    parent = levels[-1]
-    if not parent.mapping:
-        parent.index += 1
-        return (*parent.loc, parent.index - 1)
-    if parent.expecting_key:
-        parent.expecting_key = False
-        parent.key = event.value if isinstance(event, yaml.ScalarEvent) else "?"
-        return (*parent.loc, parent.key)
-    parent.expecting_key = True
-    return (*parent.loc, parent.key)
-
-
-def _yaml_scalar_problem(loader: yaml.SafeLoader, loc: Loc, event: yaml.ScalarEvent) -> InputProblem | None:
-    """A scalar the loader would fail on with a plain ValueError (not a YAMLError): `2001-13-45`, `!!float abc`,
-    a number of more digits than int() converts."""
-    tag = event.tag
-    if tag is None or tag == "!":
-        tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
-    try:
-        loader.construct_object(yaml.ScalarNode(tag, event.value, style=event.style))
-    except yaml.YAMLError:
-        return None  # the reader of the document gives its own answer to a malformed tag
-    except (ValueError, OverflowError) as error:
-        return InputProblem(loc, f"cannot be read: {error}", "value_error")
-    return None
-
-
 _SECRET_IN_PATH = re.compile(r"(/unsubscribe/)[^/?#\s]+")
 _QUERY_VALUE = re.compile(r"([?&][^=&#\s]+=)[^&#\s]*")
 
@@ -318,44 +112,6 @@ class RedactedAccessLog(logging.Filter):
         if isinstance(record.args, tuple) and len(record.args) >= 3 and isinstance(record.args[2], str):
             record.args = (*record.args[:2], redact_path(record.args[2]), *record.args[3:])
         return True
-
-
-def body_problem(body: bytes, content_type: str) -> InputProblem | None:
-    """What in a request body no handler can read or store (see the module's input guard)."""
-    if not body or content_type.startswith(FORM_TYPES[1]):
-        return None  # multipart parts are files; no endpoint takes them
-    if content_type.startswith(FORM_TYPES[0]):
-        return query_problem(body, location="body")
-    yaml_declared = "yaml" in content_type
-    try:
-        # UTF-8 only (json.loads would also take UTF-16 and UTF-32), read as json.loads reads bytes, so a
-        # UTF-8-encoded surrogate is seen as the surrogate it becomes
-        encoding = json.detect_encoding(body)
-        if encoding not in ("utf-8", "utf-8-sig"):
-            raise UnicodeDecodeError(encoding, body[:4], 0, 1, "not UTF-8")
-        text = body.decode(encoding, "surrogatepass")
-    except UnicodeDecodeError:
-        if not yaml_declared:
-            return InputProblem(("body",), "not valid UTF-8", "unicode_error")
-        text = body.decode("utf-8", errors="replace")  # as the rules endpoints read YAML
-    if json_depth(text) > MAX_DOCUMENT_DEPTH:
-        return _too_deep(json_too_deep_at(text))
-    if not yaml_declared:
-        try:
-            return json_problem(json.loads(text))
-        except json.JSONDecodeError:
-            pass  # not JSON: the rules endpoints read it as YAML next
-        except ValueError as error:  # a number of more digits than int() converts
-            return InputProblem(("body",), str(error), "value_error")
-    return yaml_problem(text)
-
-
-def query_problem(query_string: bytes, *, location: str = "query") -> InputProblem | None:
-    for name, value in QueryParams(query_string).multi_items():
-        problem = _text_at((location, name), name) or _text_at((location, name), value)
-        if problem is not None:
-            return problem
-    return None
 
 
 class InputGuard:
@@ -398,16 +154,16 @@ class InputGuard:
 
     def _path_problem(self, scope: Scope) -> InputProblem | None:
         path = scope.get("path", "")
-        if _text_problem(path) is None:
+        if text_problem(path) is None:
             return None
         # Name the path parameter: match the path against the documented path templates (rare, so not cached).
         for template in self.api.openapi()["paths"]:
             match = compile_path(template)[0].match(path)
             for name, value in (match.groupdict() if match else {}).items():
-                problem = _text_at(("path", name), value)
+                problem = text_at(("path", name), value)
                 if problem is not None:
                     return problem
-        return _text_at(("path",), path)
+        return text_at(("path",), path)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
@@ -13,6 +14,7 @@ from pydantic import AfterValidator, AwareDatetime, model_validator
 from careloop.auth import technician_device_ids
 from careloop.deps import Backtests, Caller, Conn, Limit, Offset, RowId, moment_in_range
 from careloop.errors import EVERY_ROUTE, ErrorMessage, answers
+from careloop.inputs import body_problem
 from careloop.pages import Page
 from devices.models import Severity
 from rules import service
@@ -28,7 +30,7 @@ from rules.models import (
     RuleRead,
     StoredRule,
 )
-from rules.specs import document_size_errors, rule_size_errors
+from rules.specs import document_size_errors, rule_error, rule_size_errors
 
 router = APIRouter(tags=["rules"], responses=EVERY_ROUTE)
 # The body is read by hand (JSON or YAML); this tells OpenAPI what it may be.
@@ -175,7 +177,8 @@ async def backtest_rule(rule_id: str, request: BacktestWindow, caller: Caller, b
     """Replay the rule over stored history from `start` to `end` (at most a year apart), every `step` (default
     1h): what it would have opened and cleared, and when. Nothing is opened. A few run at once per role (429
     beyond), each under a time limit (422 past it), on connections of their own."""
-    return await backtests.run(caller.role, lambda conn: service.backtest_rule(conn, rule_id, request))
+    result = await backtests.run(caller.role, lambda conn: service.backtest_rule(conn, rule_id, request))
+    return without_device_ids(result) if caller.role == "marketer" else result
 
 
 class DraftBacktest(BacktestWindow):
@@ -186,22 +189,47 @@ class DraftBacktest(BacktestWindow):
 
 
 def draft_rule(document: dict[str, Any] | str) -> Rule:
-    """The draft validated as POST /rules validates a rule; its mistakes are located under `document`."""
+    """The draft validated as POST /rules validates a rule; its mistakes are located under `document`. Text is
+    first put through the checks every request body gets (careloop.inputs): the input guard saw it only as one
+    JSON string, not the YAML or JSON document inside it, which can nest past what the parsers survive."""
     text = document if isinstance(document, str) else json.dumps(document)
     try:
+        if isinstance(document, str):
+            body = document.encode("utf-8", "surrogatepass")
+            errors = document_size_errors(len(body))  # before reading it: size is what the checks cost
+            problem = None if errors else body_problem(body, "application/yaml")
+            if problem is not None:
+                errors = [rule_error(list(problem.loc[1:]), problem.msg)]
+            if errors:
+                raise RuleError(errors)
         return valid_rule(text)
     except RuleError as error:
         raise RuleError([{**problem, "loc": ["body", "document", *problem.get("loc", [])]}
                          for problem in error.errors]) from None
 
 
+def without_device_ids(result: BacktestResult) -> BacktestResult:
+    """A backtest as a marketer sees it: each device a number within this answer, not its id. A marketer sees no
+    device's readings, faults or owner (the permission table); a backtest naming devices would show them all
+    the same, to one threshold or one birthday at a time."""
+    numbers: dict[str, str] = {}
+    transitions = []
+    for transition in result.transitions:
+        device = numbers.setdefault(transition.device_id, f"device {len(numbers) + 1}")
+        transitions.append(dataclasses.replace(
+            transition, device_id=device, dedup_key=f"{transition.rule_id}:{device}:{transition.opened_at}"))
+    return result.model_copy(update={"transitions": transitions})
+
+
 @router.post("/rules/backtest", responses=TOO_MANY)
 async def backtest_draft(request: DraftBacktest, caller: Caller, backtests: Backtests) -> BacktestResult:
     """Replay a rule before it is saved, as POST /rules/{id}/backtest replays a stored one (same bounds, same
     share per role, same time limit): what it would have opened and cleared, and when (`version` 0). Who may
-    write the rule does not matter: nothing is stored or opened."""
-    rule = draft_rule(request.document)
-    return await backtests.run(caller.role, lambda conn: service.backtest_draft(conn, rule, request))
+    write the rule does not matter: nothing is stored or opened. The draft is read within the role's share, off
+    the event loop: reading a large document takes time."""
+    result = await backtests.run(
+        caller.role, lambda conn: service.backtest_draft(conn, draft_rule(request.document), request))
+    return without_device_ids(result) if caller.role == "marketer" else result
 
 
 DetectionStatus = Literal["open", "acknowledged", "cleared"]

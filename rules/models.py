@@ -220,6 +220,8 @@ def _load_text(source: str | bytes) -> Any:
         return yaml.safe_load(source)
     except yaml.YAMLError as exc:
         raise RuleError([rule_error([], f"the document is neither YAML nor JSON: {exc}")]) from None
+    except (ValueError, OverflowError, RecursionError) as exc:  # `2001-13-45`, a 5000-digit number, deep nesting
+        raise RuleError([rule_error([], f"the document cannot be read: {type(exc).__name__}: {exc}"[:300])]) from None
 
 
 def parse_rule(

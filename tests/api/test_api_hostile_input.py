@@ -26,8 +26,9 @@ import pytest
 from fastapi.testclient import TestClient
 from psycopg2 import sql
 
-from careloop.app import MAX_DOCUMENT_DEPTH, create_app
+from careloop.app import create_app
 from careloop.db import Database
+from careloop.inputs import MAX_DOCUMENT_DEPTH
 from tests.factories import make_customer, make_device
 
 pytestmark = pytest.mark.integration

@@ -103,3 +103,38 @@ def test_drafts_share_the_roles_backtest_slots(client, database) -> None:
     assert client.post("/rules/backtest", json={**WINDOW, "document": DRAFT}, headers=marketer).status_code == 200
     assert client.post("/rules/backtest", json={**WINDOW, "document": DRAFT}, headers=dispatcher).status_code == 200
     assert client.post("/rules/backtest", json={**WINDOW, "document": DRAFT}, headers=technician).status_code == 403
+
+
+@pytest.mark.parametrize("text", [
+    "id: x\nwhen: " + "[" * 8000 + "]" * 8000,  # nested past what the parsers survive
+    "{a: " * 3000 + "1" + "}" * 3000,  # flow mappings, under the size limit
+    "id: x\nwhen: {fault: {codes: [E21]}}\nseverity: " + "9" * 5000,  # more digits than int() converts
+    '{"id": "x", "when": {"fault": {"codes": ["E21"]}}, "severity": ' + "9" * 5000 + "}",
+    "id: x\nwhen: {age: {over: 2001-13-45}}",  # a date that is none
+    "id: !!float abc\nwhen: {fault: {codes: [E21]}}",
+    "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+    "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+    "e: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n",  # aliases: 200,000 values
+    "id: x\x00\nwhen: {fault: {codes: [E21]}}",
+])
+def test_a_draft_text_no_parser_survives_is_a_422_under_document_not_a_500(client, text) -> None:
+    answer = client.post("/rules/backtest", json={**WINDOW, "document": text}, headers=ADMIN)
+    assert answer.status_code == 422, answer.text
+    assert all(problem["loc"][:2] == ["body", "document"] for problem in answer.json()["detail"])
+
+
+def test_a_marketer_sees_a_backtest_without_device_ids(client, database, stalled_hood) -> None:
+    """A marketer sees no device's faults or readings; a backtest naming devices would show them, one threshold
+    or one birthday at a time. Each device is a number within the answer instead."""
+    with database.transaction() as conn:
+        marketer = {"Authorization": f"Bearer {create_token(conn, role='marketer', name='m')}"}
+    seen_by = {}
+    for who, headers in (("admin", ADMIN), ("marketer", marketer)):
+        answer = client.post("/rules/backtest", json={**WINDOW, "document": DRAFT}, headers=headers)
+        assert answer.status_code == 200, answer.text
+        seen_by[who] = answer.json()
+    assert {change["device_id"] for change in seen_by["admin"]["transitions"]} == {stalled_hood}
+    assert {change["device_id"] for change in seen_by["marketer"]["transitions"]} == {"device 1"}
+    assert stalled_hood not in str(seen_by["marketer"])
+    assert [(c["change"], c["at"]) for c in seen_by["marketer"]["transitions"]] == [
+        (c["change"], c["at"]) for c in seen_by["admin"]["transitions"]]
