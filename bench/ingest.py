@@ -13,23 +13,19 @@ import datetime as dt
 import io
 import json
 import multiprocessing
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg2
 from tqdm import tqdm
 
 from bench.fixtures import register_devices, temporary_database
+from bench.processes import Started, careloop_process, service_env
 from careloop.db import Database, fetch_value
-from careloop.embedded import stop_process
 from careloop.mqtt import make_connection, telemetry_topic
 from careloop.runtime import resolve_services
 from careloop.settings import get_settings
@@ -301,30 +297,28 @@ def measure_ingest(
     return Figure(name, seconds, messages, stored), rows, size
 
 
-def _start_ingest_processes(database_url: str, mqtt_url: str, group: str, count: int, log_folder: str) -> list:
+@contextmanager
+def _ingest_processes(database_url: str, mqtt_url: str, group: str, count: int) -> Iterator[list[Started]]:
     """`careloop ingest` as `count` processes of their own in one shared-subscription group, as deployed: each
-    with its own interpreter, so they do not take turns on one GIL. Output goes to files (an unread pipe fills)."""
-    environment = {**os.environ, "CARELOOP_DATABASE_URL": database_url, "CARELOOP_MQTT_URL": mqtt_url}
-    processes = []
-    for number in range(count):
-        name = f"{group}-{number}"
-        with open(os.path.join(log_folder, f"{name}.log"), "a") as output:
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "careloop.cli", "ingest", "--name", name, "--share-group", group,
-                 "--metrics-port", "0"],
-                env=environment, stdout=output, stderr=subprocess.STDOUT,
-            ))
-    return processes
+    with its own interpreter, so they do not take turns on one GIL; stopped with SIGTERM when the block ends."""
+    env = service_env(database_url, mqtt_url)
+    with ExitStack() as stack:
+        yield [
+            stack.enter_context(careloop_process(
+                "ingest", ["--name", f"{group}-{number}", "--share-group", group, "--metrics-port", "0"], env))
+            for number in range(count)
+        ]
 
 
-def _wait_subscribed(log_folder: str, group: str, count: int, timeout_s: float = 120) -> None:
+def _wait_subscribed(processes: list[Started], timeout_s: float = 120) -> None:
     """Until each ingest process has logged its subscription (a loaded machine can take many seconds to start
     one), and a moment more for the SUBACKs: the broker keeps their messages from then on."""
     deadline = time.monotonic() + timeout_s
-    logs = [os.path.join(log_folder, f"{group}-{number}.log") for number in range(count)]
-    while not all("subscribed" in Path(log).read_text() for log in logs):
+    while not all("subscribed" in started.tail(100_000) for started in processes):
+        for started in processes:
+            started.check_alive()
         if time.monotonic() > deadline:
-            raise SystemExit(f"careloop bench ingest: an ingest process did not subscribe; see {log_folder}")
+            raise SystemExit("careloop bench ingest: an ingest process did not subscribe:\n" + processes[0].tail())
         time.sleep(0.2)
     time.sleep(0.5)
 
@@ -346,48 +340,46 @@ def measure_ingest_processes(
     a process's start (imports, connecting) is not ingest work. What the first commit held is left out of the
     count, so the rate is of messages committed within the timed span."""
     group = f"bench-{uuid.uuid4().hex[:8]}"
-    log_folder = tempfile.mkdtemp(prefix="careloop-bench-ingest-")
     conn = psycopg2.connect(database_url)
-    processes = _start_ingest_processes(database_url, mqtt_url, group, ingesters, log_folder)
     publishing: list = []
-    try:
-        _wait_subscribed(log_folder, group, ingesters)
-        if drain:
-            # first run: the sessions and their shared subscription exist; then away while the broker queues
-            for process in processes:
-                process.send_signal(signal.SIGTERM)
-            for process in processes:
-                process.wait(timeout=60)
-            _queue_while_away(mqtt_url, messages, publishers, devices, raw=False)
-            processes = _start_ingest_processes(database_url, mqtt_url, group, ingesters, log_folder)
-        else:
+    with _ingest_processes(database_url, mqtt_url, group, ingesters) as first_run:
+        _wait_subscribed(first_run)
+        if not drain:
             go, publishing = _publish(mqtt_url, messages, publishers, devices, dt.datetime.now(dt.UTC), raw=False)
             go.set()
-        first: tuple[int, float] | None = None
-        stored = 0
-        last_progress = (0, time.perf_counter())
-        with tqdm(total=messages, desc="publish → commit", unit="msg", leave=False) as bar:
-            while stored < messages and last_progress is not None:
-                time.sleep(0.1)
-                stored = _messages_stored(conn)
-                if first is None and stored:
-                    first = (stored, time.perf_counter())
-                bar.update(stored - bar.n)
-                last_progress = _stalled(stored, last_progress)
-        ended = time.perf_counter() - (STALL_S if last_progress is None else 0)
-        _wait_published(publishing)
-    finally:
-        for process in processes:
-            stop_process(process)
+            figure = _time_commits(conn, messages)
+    if drain:
+        # the first run left the sessions and their shared subscription; the broker queues while they are away
+        _queue_while_away(mqtt_url, messages, publishers, devices, raw=False)
+        with _ingest_processes(database_url, mqtt_url, group, ingesters):
+            figure = _time_commits(conn, messages)
+    _wait_published(publishing)
     for number in range(ingesters):
         forget_session(mqtt_url, f"{group}-{number}")
     rows = int(fetch_value(conn, "SELECT count(*) FROM telemetry"))
     size = _telemetry_bytes(conn)
     conn.close()
-    counted, since = first if first is not None else (0, ended)
+    seconds, timed = figure
     name = f"MQTT → {ingesters} ingest process(es) → commit{' (drain)' if drain else ''}"
-    timed = stored - counted
-    return Figure(name, ended - since, timed, timed * METRICS_PER_MESSAGE), rows, size
+    return Figure(name, seconds, timed, timed * METRICS_PER_MESSAGE), rows, size
+
+
+def _time_commits(conn, messages: int) -> tuple[float, int]:
+    """(seconds, messages) from the first commit seen to the last, or until nothing moved for STALL_S."""
+    first: tuple[int, float] | None = None
+    stored = 0
+    last_progress = (0, time.perf_counter())
+    with tqdm(total=messages, desc="publish → commit", unit="msg", leave=False) as bar:
+        while stored < messages and last_progress is not None:
+            time.sleep(0.1)
+            stored = _messages_stored(conn)
+            if first is None and stored:
+                first = (stored, time.perf_counter())
+            bar.update(stored - bar.n)
+            last_progress = _stalled(stored, last_progress)
+    ended = time.perf_counter() - (STALL_S if last_progress is None else 0)
+    counted, since = first if first is not None else (0, ended)
+    return ended - since, stored - counted
 
 
 def _telemetry_bytes(conn) -> int:

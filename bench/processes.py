@@ -37,14 +37,11 @@ class Started:
             raise RuntimeError(f"`careloop {self.name}` exited ({self.process.returncode}):\n{self.tail()}")
 
 
-def service_env(database_url: str, mqtt_url: str, admin_token: str) -> dict[str, str]:
-    """The environment of a careloop command run against the benchmark's database and broker."""
-    return {
-        **os.environ,
-        "CARELOOP_DATABASE_URL": database_url,
-        "CARELOOP_MQTT_URL": mqtt_url,
-        "CARELOOP_ADMIN_TOKEN": admin_token,
-    }
+def service_env(database_url: str, mqtt_url: str, admin_token: str | None = None) -> dict[str, str]:
+    """The environment of a careloop command run against the benchmark's database and broker (and, for an API,
+    its admin token)."""
+    env = {**os.environ, "CARELOOP_DATABASE_URL": database_url, "CARELOOP_MQTT_URL": mqtt_url}
+    return env if admin_token is None else {**env, "CARELOOP_ADMIN_TOKEN": admin_token}
 
 
 @contextmanager
