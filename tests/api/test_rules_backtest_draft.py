@@ -110,7 +110,10 @@ def test_drafts_share_the_roles_backtest_slots(client, database) -> None:
     "{a: " * 3000 + "1" + "}" * 3000,  # flow mappings, under the size limit
     "id: x\nwhen: {fault: {codes: [E21]}}\nseverity: " + "9" * 5000,  # more digits than int() converts
     '{"id": "x", "when": {"fault": {"codes": ["E21"]}}, "severity": ' + "9" * 5000 + "}",
+    "id: x\nwhen: {fault: {codes: [E21]}}\ncooldown: " + "9" * 400 + "s",  # a 400-digit duration
+    "id: x\napplies_to: {kind: range_hood}\nwhen: {threshold: {metric: fan_current_a, above: " + "9" * 400 + "}}",
     "id: x\nwhen: {age: {over: 2001-13-45}}",  # a date that is none
+    "id: x\nwhen: {age: {over: 99999-01-01}}",  # a year past any date
     "id: !!float abc\nwhen: {fault: {codes: [E21]}}",
     "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
     "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
