@@ -116,8 +116,8 @@ def open_order_for_detection(
 
 
 def get_order(conn: Connection, order_id: int, *, now: dt.datetime, actor: Actor | None = None) -> OrderDetail:
-    page = repo.list_orders(conn, now=now, order_id=order_id, limit=1, technician_id=_technician_scope(actor))
-    order = _order_read(page.one(f"no service order {order_id}"), now)
+    page = _orders(conn, now=now, order_id=order_id, limit=1, technician_id=_technician_scope(actor))
+    order = page.one(f"no service order {order_id}")
     history = repo.order_history(conn, order_id=order_id)
     return OrderDetail(**order.model_dump(), history=history, allowed_transitions=list(TRANSITIONS[order.status]))
 
@@ -128,25 +128,17 @@ def list_orders(
     """Orders, most urgent first; a technician sees only the orders assigned to them."""
     if actor is not None and actor.role == "technician":
         filters["technician_id"] = _technician_scope(actor)
-    return repo.list_orders(conn, now=now, limit=limit, offset=offset, **filters).map(lambda row: _order_read(row, now))
+    return _orders(conn, now=now, limit=limit, offset=offset, **filters)
+
+
+def _orders(conn: Connection, *, now: dt.datetime, **filters: Any) -> Page[OrderRead]:
+    return repo.list_orders(conn, now=now, due_soon_share=DUE_SOON, due_soon_at_most=DUE_SOON_AT_MOST, **filters)
 
 
 def _technician_scope(actor: Actor | None) -> int | None:
     if actor is None or actor.role != "technician":
         return None
     return actor.technician_id if actor.technician_id is not None else -1  # a technician token bound to nobody
-
-
-def _order_read(row: OrderRow, now: dt.datetime) -> OrderRead:
-    due, opened = row.sla_due_at, row.opened_at
-    if row.status in ("completed", "cancelled"):
-        finished = row.completed_at or row.updated_at
-        state, left = ("met" if finished <= due else "missed"), None
-    else:
-        left = (due - now).total_seconds()
-        soon = min((due - opened) * DUE_SOON, DUE_SOON_AT_MOST).total_seconds()
-        state = "overdue" if left < 0 else "due_soon" if left <= soon else "ok"
-    return OrderRead.model_validate({**row.model_dump(), "sla_state": state, "time_left_s": left})
 
 
 # ---------------------------------------------------------------- lifecycle

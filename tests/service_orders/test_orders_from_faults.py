@@ -152,6 +152,38 @@ def test_the_sla_job_escalates_an_overdue_order_once_per_interval(conn) -> None:
     assert escalated.history[-1].change == "escalated" and escalated.history[-1].actor == "engine"
 
 
+def test_where_an_order_stands_against_its_sla_at_each_boundary(conn) -> None:
+    """Due soon once a quarter of the SLA (at most 4 h) is left, overdue past it; met or missed once closed."""
+    opened = dt.datetime(2026, 11, 30, 8, 0, tzinfo=dt.UTC)
+
+    def standing(order_id: int, after: dt.timedelta) -> tuple[str, float | None]:
+        order = service.get_order(conn, order_id, now=opened + after)
+        listed = service.list_orders(conn, now=opened + after, order_id=order_id).one("listed")
+        assert (listed.sla_state, listed.time_left_s) == (order.sla_state, order.time_left_s)
+        return order.sla_state, order.time_left_s
+
+    def order(sla: str, at: dt.datetime) -> int:
+        fields = OrderOpen(device_id=make_device(conn).id, skill="motor", reason="noise", sla=sla)
+        return service.open_order(conn, fields, actor=DISPATCHER, now=at).id
+
+    eight_hours = order("8h", opened)  # due soon in its last 2 h
+    hour = dt.timedelta(hours=1)
+    assert standing(eight_hours, 6 * hour - dt.timedelta(seconds=1)) == ("ok", 7201.0)
+    assert standing(eight_hours, 6 * hour) == ("due_soon", 7200.0)
+    assert standing(eight_hours, 8 * hour) == ("due_soon", 0.0)
+    assert standing(eight_hours, 8 * hour + dt.timedelta(seconds=1)) == ("overdue", -1.0)
+    day = order("24h", opened)  # a quarter is 6 h: due soon in its last 4 h
+    assert standing(day, 20 * hour - dt.timedelta(seconds=1))[0] == "ok"
+    assert standing(day, 20 * hour)[0] == "due_soon"
+    # closed now (the row's update time): within one SLA, past the other
+    an_hour_ago = dt.datetime.now(dt.UTC) - hour
+    within, late = order("24h", an_hour_ago), order("30m", an_hour_ago)
+    for order_id in (within, late):
+        service.change_status(conn, order_id, "cancelled", actor=DISPATCHER, now=opened, note="duplicate")
+    assert standing(within, dt.timedelta(0)) == ("met", None)
+    assert standing(late, dt.timedelta(0)) == ("missed", None)
+
+
 def _technician(conn, **overrides) -> int:
     fields = {"name": "Wang Jun", "skills": ["motor", "cleaning"], "region": "east", "timezone": "UTC",
               "daily_capacity": 4, "work_days": [1, 2, 3, 4, 5, 6, 7], **overrides}
