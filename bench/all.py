@@ -106,7 +106,8 @@ def table(results: dict) -> list[str]:
             mark = "" if p99 is None else (" ✓" if p99 <= READ_P99_TARGET_S else " ✗")
             others = {status: n for status, n in endpoint["statuses"].items() if status != "200"}
             rows.append((
-                "reads", f"{name} at {run['rate']:g} req/s",
+                "reads", f"{name} at {run['rate']:g} req/s" + (f", {run['workers']} API processes"
+                                                                 if run.get("workers", 1) > 1 else ""),
                 f"p50 {_ms(endpoint['p50_s'], 1)} p99 {_ms(p99, 1)} max {_ms(endpoint['max_s'], 1)} ms"
                 + (f"; not answered 200: {others}" if others else ""),
                 f"p99 ≤ {READ_P99_TARGET_S * 1000:.0f} ms{mark}",
@@ -218,7 +219,7 @@ def reads_dict(figures: ReadFigures) -> dict:
         "customers": figures.customers, "devices": figures.devices, "readings": figures.readings,
         "open_orders": figures.open_orders, "load_s": figures.load_seconds, "seconds": figures.seconds,
         "runs": [
-            {"rate": run.rate, "generator_late_s": run.late_s,
+            {"rate": run.rate, "workers": run.workers, "generator_late_s": run.late_s,
              "endpoints": {name: endpoint.as_dict() for name, endpoint in run.endpoints.items()}}
             for run in figures.runs
         ],

@@ -70,12 +70,13 @@ class RunningApi:
 
 
 @contextmanager
-def careloop_api(env: dict[str, str], timeout_s: float = 90) -> Iterator[RunningApi]:
-    """A real `careloop api` on a free loopback port, answering /health before the block begins."""
+def careloop_api(env: dict[str, str], timeout_s: float = 90, workers: int = 1) -> Iterator[RunningApi]:
+    """A real `careloop api` (of `workers` processes) on a free loopback port, answering /health before the block
+    begins."""
     port = free_port(None)
     base_url = f"http://127.0.0.1:{port}"
     with ExitStack() as stack:
-        started = stack.enter_context(careloop_process("api", ["--port", str(port)], env))
+        started = stack.enter_context(careloop_process("api", ["--port", str(port), "--workers", str(workers)], env))
         deadline = time.monotonic() + timeout_s
         while True:
             started.check_alive()

@@ -81,6 +81,7 @@ class RateRun:
     rate: float
     late_s: float  # how far behind its schedule the generator itself fell at worst
     endpoints: dict[str, EndpointFigures]
+    workers: int = 1  # `careloop api --workers`
 
 
 @dataclass
@@ -95,7 +96,7 @@ class ReadFigures:
 
     def lines(self) -> list[str]:
         out = [
-            f"{'rate/s':>6} {'endpoint':<22} {'requests':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+            f"{'workers':>7} {'rate/s':>6} {'endpoint':<22} {'requests':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
             f"{'p99 ≤ 50 ms':>11}  answers"
         ]
         for run in self.runs:
@@ -103,13 +104,14 @@ class ReadFigures:
                 p99 = figures.quantile(0.99)
                 mark = "-" if p99 is None else ("✓" if p99 <= P99_TARGET_S else "✗")
                 out.append(
-                    f"{run.rate:>6g} {figures.name:<22} {len(figures.seconds):>8} {_ms(figures.quantile(0.5)):>7} "
+                    f"{run.workers:>7} {run.rate:>6g} {figures.name:<22} {len(figures.seconds):>8} "
+                    f"{_ms(figures.quantile(0.5)):>7} "
                     f"{_ms(p99):>7} {_ms(max(figures.seconds) if figures.seconds else None):>7} {mark:>11}  "
                     f"{figures.statuses}"
                 )
         out.append(
             "the load generator fell at most "
-            + ", ".join(f"{run.late_s * 1000:.0f} ms at {run.rate:g}/s" for run in self.runs)
+            + ", ".join(f"{run.late_s * 1000:.0f} ms at {run.rate:g}/s ({run.workers} workers)" for run in self.runs)
             + " behind its own schedule"
         )
         return out
@@ -265,7 +267,8 @@ async def generate_load(
 
 
 def measure_reads(
-    *, customers: int, devices: int, readings: int, rates: Sequence[float], seconds: float, seed: int = 21
+    *, customers: int, devices: int, readings: int, rates: Sequence[float], seconds: float, seed: int = 21,
+    workers: Sequence[int] = (1,),
 ) -> ReadFigures:
     """The whole benchmark in a database of its own; answers its figures."""
     urls = resolve_services(get_settings(), need_broker=False)
@@ -288,28 +291,31 @@ def measure_reads(
         env = service_env(database_url, str(urls.mqtt_url or "mqtt://127.0.0.1:1"), admin_token)
         settle(database_url)
         runs = []
-        with careloop_api(env) as api:
-            warm_up(api.base_url, token, owners=owners, pairs=pairs)
-            for rate in rates:
-                endpoints, late = asyncio.run(
-                    generate_load(api.base_url, token, rate=rate, seconds=seconds, owners=owners, pairs=pairs)
-                )
-                runs.append(RateRun(rate, late, endpoints))
-                api.started.check_alive()
-                time.sleep(2)  # what piled up at one rate is not the next one's
+        for processes in workers:
+            with careloop_api(env, workers=processes) as api:
+                warm_up(api.base_url, token, owners=owners, pairs=pairs)
+                for rate in rates:
+                    endpoints, late = asyncio.run(
+                        generate_load(api.base_url, token, rate=rate, seconds=seconds, owners=owners, pairs=pairs)
+                    )
+                    runs.append(RateRun(rate, late, endpoints, processes))
+                    api.started.check_alive()
+                    time.sleep(2)  # what piled up at one rate is not the next one's
     return ReadFigures(customers, devices, stored, open_orders, load_seconds, seconds, runs)
 
 
 def bench_reads(args: argparse.Namespace) -> int:
     print(
         f"careloop bench reads: {args.customers:,} customers, {args.devices:,} devices, about {args.readings:,} "
-        f"readings; a real `careloop api` on loopback, {args.rate} requests/s open-loop for {args.seconds:g} s over "
-        "the customer 360, a device's 30-day telemetry in 6 h buckets and the dispatch board's open orders",
+        f"readings; a real `careloop api` on loopback (--workers {args.api_workers}), {args.rate} requests/s open-loop "
+        f"for {args.seconds:g} s over the customer 360, a device's 30-day telemetry in 6 h buckets and the dispatch "
+        "board's open orders",
         flush=True,
     )
     figures = measure_reads(
         customers=args.customers, devices=args.devices, readings=args.readings,
         rates=[float(rate) for rate in str(args.rate).split(",")], seconds=args.seconds,
+        workers=[int(count) for count in str(args.api_workers).split(",")],
     )
     print("\n".join(figures.lines()))
     return 0

@@ -284,46 +284,93 @@ def cmd_engine(args: argparse.Namespace) -> int:
     return 0
 
 
+# `careloop api --workers N` tells the processes it starts how many they are, so each takes its share of the limits.
+API_PROCESSES = "CARELOOP_API_PROCESSES"
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
+
+    settings = get_settings()
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    problem = (
+        admin_token_problem(args.host, token)
+        or database_password_problem(args.host, settings.database_url)
+        or api_tls_problem(*_api_tls(args))
+        or api_workers_problem(args.workers)
+    )
+    if problem is not None:
+        print(f"careloop api: {problem}", file=sys.stderr)
+        return 2
+    urls = _services()
+    # Every process builds its app from the environment (api_app): the servers resolved here go there, so none of
+    # them starts (or races to start) the embedded ones again.
+    os.environ.update({"CARELOOP_DATABASE_URL": urls.database_url, API_PROCESSES: str(args.workers)})
+    if urls.mqtt_url:
+        os.environ["CARELOOP_MQTT_URL"] = urls.mqtt_url
+    get_settings.cache_clear()
+    tls_cert, tls_key = _api_tls(args)
+    # The client's address is the connection's: X-Forwarded-For is not believed (uvicorn believes it from
+    # 127.0.0.1 by default), so nothing on this host can pose as other addresses to the per-address limits.
+    uvicorn.run("careloop.cli:api_app", factory=True, workers=args.workers if args.workers > 1 else None,
+                host=args.host, port=args.port, log_level="info", proxy_headers=False, ssl_certfile=tls_cert,
+                ssl_keyfile=tls_key)
+    return 0
+
+
+def _api_tls(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    settings = get_settings()
+    tls_cert = args.tls_cert or (str(settings.api_tls_cert) if settings.api_tls_cert else None)
+    tls_key = args.tls_key or (str(settings.api_tls_key) if settings.api_tls_key else None)
+    return tls_cert, tls_key
+
+
+def api_workers_problem(workers: int) -> str | None:
+    """Why the limits cannot be shared among `workers` API processes, or None. Each process keeps its own
+    counters, so each takes an equal share of every limit: together they never allow more than configured."""
+    settings = get_settings()
+    for name, limit in (("CARELOOP_AUTH_FAILURES_PER_MINUTE", settings.auth_failures_per_minute),
+                        ("CARELOOP_REDEMPTIONS_PER_MINUTE", settings.redemptions_per_minute),
+                        ("CARELOOP_BACKTESTS_PER_ROLE", settings.backtests_per_role)):
+        if limit < workers:
+            return (f"--workers {workers} cannot share {name}={limit} among {workers} processes (each takes an equal "
+                    f"share); raise it to at least {workers} or run fewer workers")
+    return None
+
+
+def api_app():
+    """The API of one `careloop api` process, built from the environment (uvicorn calls this in each worker)."""
+    import contextlib
 
     from careloop.app import RedactedAccessLog, create_app
     from careloop.db import Database
     from careloop.deps import ApiLimits
 
     settings = get_settings()
-    token = settings.admin_token.get_secret_value() if settings.admin_token else None
-    problem = admin_token_problem(args.host, token) or database_password_problem(args.host, settings.database_url)
-    if problem is not None:
-        print(f"careloop api: {problem}", file=sys.stderr)
-        return 2
-    tls_cert = args.tls_cert or (str(settings.api_tls_cert) if settings.api_tls_cert else None)
-    tls_key = args.tls_key or (str(settings.api_tls_key) if settings.api_tls_key else None)
-    tls_problem = api_tls_problem(tls_cert, tls_key)
-    if tls_problem is not None:
-        print(f"careloop api: {tls_problem}", file=sys.stderr)
-        return 2
+    processes = int(os.environ.get(API_PROCESSES, "1"))
     urls = _services()
     # The pool connects on first use, so the API starts (and answers 503) while the database is down; the limits
     # bound every wait on the database so an outage never hangs a request.
     database = Database(urls.database_url, limits=settings.session_limits())
     limits = ApiLimits(
-        auth_failures_per_minute=settings.auth_failures_per_minute,
-        redemptions_per_minute=settings.redemptions_per_minute,
-        backtests_per_role=settings.backtests_per_role,
+        auth_failures_per_minute=settings.auth_failures_per_minute // processes,
+        redemptions_per_minute=settings.redemptions_per_minute // processes,
+        backtests_per_role=settings.backtests_per_role // processes,
         backtest_timeout_s=settings.backtest_timeout_s,
     )
-    app = create_app(database, admin_token=token, mqtt_url=urls.mqtt_url, limits=limits,
-                     broker_accounts=_broker_accounts(urls.mqtt_url))
-    # The client's address is the connection's: X-Forwarded-For is not believed (uvicorn believes it from
-    # 127.0.0.1 by default), so nothing on this host can pose as other addresses to the per-address limits.
+    app = create_app(database, admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
+                     mqtt_url=urls.mqtt_url, limits=limits, broker_accounts=_broker_accounts(urls.mqtt_url))
     logging.getLogger("uvicorn.access").addFilter(RedactedAccessLog())  # no unsubscribe tokens in the log
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=False,
-                ssl_certfile=tls_cert, ssl_keyfile=tls_key)
-    app.state.backtests.close()
-    app.state.reports.close()
-    database.close()
-    return 0
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        app.state.backtests.close()
+        app.state.reports.close()
+        database.close()
+
+    app.router.lifespan_context = lifespan
+    return app
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -754,6 +801,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "makes one)")
     api.add_argument("--tls-key", metavar="FILE", default=None,
                      help="the certificate's private key (default CARELOOP_API_TLS_KEY)")
+    api.add_argument("--workers", type=at_least(1), default=1, metavar="N",
+                     help="API processes serving the port (default 1): one uses about one core; each takes an equal "
+                     "share of the per-client limits, so together they allow what one would")
     api.set_defaults(handler=cmd_api)
 
     dashboard = commands.add_parser("dashboard", help="the dispatcher dashboard (Streamlit)")
@@ -968,6 +1018,9 @@ def build_parser() -> argparse.ArgumentParser:
     reads_bench.add_argument("--rate", default="50",
                              help="requests per second, open-loop; a list (10,25,50) runs each in turn (default 50)")
     reads_bench.add_argument("--seconds", type=float, default=30, help="how long the load runs (default 30)")
+    reads_bench.add_argument("--api-workers", default="1",
+                             help="`careloop api --workers`; a list (1,2) runs the rates against each in turn "
+                             "(default 1)")
     all_bench = benches.add_parser(
         "all",
         help="the performance suite at a modest size: ingest drain, faults, engine, reads; one table, "
