@@ -45,6 +45,9 @@ from simulators.fleet import make_fleet
 from simulators.simulation import Simulation
 
 P99_TARGET_S = 1.0
+# A fault's way, in turn: the ingester receives it; the engine opens its detection (after the batch's commit and
+# notification); the actions job opens the order; the API shows order and call task to a poll.
+PHASES = ("received", "detected", "ordered", "seen")
 TARGET_SHARE = 0.5  # the target is read at 50% of the drain rate
 VISIBLE_TIMEOUT_S = 30.0
 BACKLOG_TIMEOUT_S = 120.0
@@ -72,6 +75,9 @@ class RateFigures:
     seconds: list[float] = field(default_factory=list)  # both visible
     order_seconds: list[float] = field(default_factory=list)
     call_seconds: list[float] = field(default_factory=list)
+    # where each fault's time went, from the tables' own times (seconds): publish to the ingester's receipt, to the
+    # engine's detection, to the order the actions job opened, to the API poll that saw order and call
+    phases: dict[str, list[float]] = field(default_factory=lambda: {name: [] for name in PHASES})
     backlog_s: float = 0.0  # after the last publish, until every message sent was stored
     missing_readings: int = 0  # readings sent but not stored when the wait for the backlog gave up
     quarantined: dict[str, int] = field(default_factory=dict)  # then: the quarantine's reasons
@@ -90,6 +96,8 @@ class RateFigures:
             "max_s": max(self.seconds) if self.seconds else None,
             "order_p99_s": self.quantile(0.99, self.order_seconds),
             "call_p99_s": self.quantile(0.99, self.call_seconds), "backlog_s": self.backlog_s,
+            "phases": {name: {"p50_s": self.quantile(0.5, values), "p99_s": self.quantile(0.99, values)}
+                       for name, values in self.phases.items()},
         }  # fmt: skip
 
 
@@ -113,6 +121,13 @@ class FaultFigures:
                 f"{figures.share:>5.0%} {figures.rate:>8,.0f} {figures.achieved_rate:>8,.0f} {figures.published:>6} "
                 f"{len(figures.seconds):>7} {_ms(row['p50_s']):>7} {_ms(row['p99_s']):>7} {_ms(row['max_s']):>7} "
                 f"{_ms(row['order_p99_s']):>9} {_ms(row['call_p99_s']):>8} {figures.backlog_s:>9.1f}"
+            )
+        for figures in self.rates:
+            out.append(
+                f"{figures.share:>5.0%} where the time went, p50/p99 ms: " + ", ".join(
+                    f"{name} {_ms(figures.quantile(0.5, values))}/{_ms(figures.quantile(0.99, values))}"
+                    for name, values in figures.phases.items()
+                )
             )
         out.append(
             f"in the tables: {self.with_order_and_call} of {len(self.faulted)} faulted devices have a service order "
@@ -269,6 +284,7 @@ def run_rate(
     )
     publisher.start()
     outstanding: dict[str, tuple[float, float | None, float | None]] = {}  # device -> (published, order, call)
+    seen: dict[str, tuple[float, float]] = {}  # device -> (published, both visible)
     done = None
     bar = tqdm(total=len(faults), desc=f"{figures.share:.0%} of the drain rate", unit="fault", leave=False)
     with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
@@ -294,6 +310,7 @@ def run_rate(
                     figures.order_seconds.append(order_at - published)
                     figures.call_seconds.append(call_at - published)
                     figures.seconds.append(max(order_at, call_at) - published)
+                    seen[device_id] = (published, max(order_at, call_at))
                     del outstanding[device_id]
                     bar.update(1)
                 else:
@@ -303,6 +320,7 @@ def run_rate(
             if done is None and not publisher.is_alive() and results.empty():
                 raise RuntimeError(f"the publishing process ended ({publisher.exitcode}) before it was done")
     bar.close()
+    _phases(database, seen, figures.phases)
     publisher.join(timeout=30)
     _kind, figures.messages, figures.publish_seconds, figures.late_s = done
     # The backlog: how long after the last publish the ingester stored the last message sent (telemetry rows are
@@ -321,6 +339,28 @@ def run_rate(
                 row["reason"]: row["n"]
                 for row in fetch_all(conn, "SELECT reason, count(*) AS n FROM quarantine GROUP BY reason")
             }
+
+
+def _phases(database: Database, seen: dict[str, tuple[float, float]], phases: dict[str, list[float]]) -> None:
+    """Split each fault's time by the moments the tables keep: the fault event's receipt by the ingester, its
+    detection's creation (the engine's transaction), its order's opening (the actions job's)."""
+    if not seen:
+        return
+    with database.connection() as conn:
+        rows = fetch_all(conn, """
+            SELECT DISTINCT ON (d.device_id) d.device_id, extract(epoch FROM e.received_at) AS received,
+                   extract(epoch FROM d.created_at) AS detected, extract(epoch FROM o.opened_at) AS ordered
+            FROM detections d
+            JOIN service_orders o ON d.id = ANY(o.detection_ids)
+            JOIN LATERAL (SELECT received_at FROM events WHERE device_id = d.device_id AND type = 'fault'
+                          ORDER BY received_at DESC LIMIT 1) e ON true
+            WHERE d.device_id = ANY(%s)
+            ORDER BY d.device_id, d.created_at""", (list(seen),))  # fmt: skip
+    for row in rows:
+        published, visible = seen[row["device_id"]]
+        moments = [published, float(row["received"]), float(row["detected"]), float(row["ordered"]), visible]
+        for name, start, end in zip(PHASES, moments[:-1], moments[1:], strict=True):
+            phases[name].append(end - start)
 
 
 def _fault_readings(reporting: Sequence[Reporting], total: int, faults: int) -> int:

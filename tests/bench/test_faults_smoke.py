@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.faults import measure_faults
+from bench.faults import PHASES, measure_faults
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,12 @@ def test_every_fault_published_at_each_rate_shows_its_order_and_call_task(databa
         )
         assert rate.messages == int(rate.rate * 3), "the publisher sent what its rate and seconds ask"
         assert rate.missing_readings == 0, "the telemetry beside the faults was stored"
+        # each fault's time split by the tables' moments: every phase measured, and they add up to the whole
+        assert all(len(rate.phases[phase]) == 3 for phase in PHASES)
+        assert sorted(sum(split) for split in zip(*rate.phases.values(), strict=True)) == pytest.approx(
+            sorted(rate.seconds), abs=0.01)
     assert len(figures.faulted) == 6 and len({device for device, _ in figures.faulted}) == 6
     assert figures.with_order_and_call == 6
     text = "\n".join(figures.lines())
     assert "in the tables: 6 of 6 faulted devices" in text and "30%" in text
+    assert "where the time went, p50/p99 ms: received" in text
