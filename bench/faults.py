@@ -46,8 +46,8 @@ from simulators.simulation import Simulation
 
 P99_TARGET_S = 1.0
 # A fault's way, in turn: the ingester receives it; the engine opens its detection (after the batch's commit and
-# notification); the actions job opens the order; the API shows order and call task to a poll.
-PHASES = ("received", "detected", "ordered", "seen")
+# notification); the actions job opens the order and the call task; the API shows both to a poll.
+PHASES = ("received", "detected", "acted", "seen")
 TARGET_SHARE = 0.5  # the target is read at 50% of the drain rate
 VISIBLE_TIMEOUT_S = 30.0
 BACKLOG_TIMEOUT_S = 120.0
@@ -76,7 +76,7 @@ class RateFigures:
     order_seconds: list[float] = field(default_factory=list)
     call_seconds: list[float] = field(default_factory=list)
     # where each fault's time went, from the tables' own times (seconds): publish to the ingester's receipt, to the
-    # engine's detection, to the order the actions job opened, to the API poll that saw order and call
+    # engine's detection, to the actions job's order and call task, to the API poll that saw both
     phases: dict[str, list[float]] = field(default_factory=lambda: {name: [] for name in PHASES})
     backlog_s: float = 0.0  # after the last publish, until every message sent was stored
     missing_readings: int = 0  # readings sent but not stored when the wait for the backlog gave up
@@ -343,22 +343,24 @@ def run_rate(
 
 def _phases(database: Database, seen: dict[str, tuple[float, float]], phases: dict[str, list[float]]) -> None:
     """Split each fault's time by the moments the tables keep: the fault event's receipt by the ingester, its
-    detection's creation (the engine's transaction), its order's opening (the actions job's)."""
+    detection's creation (the engine's transaction), its call task's (the actions job's, which opens the order in
+    the same transaction)."""
     if not seen:
         return
     with database.connection() as conn:
         rows = fetch_all(conn, """
             SELECT DISTINCT ON (d.device_id) d.device_id, extract(epoch FROM e.received_at) AS received,
-                   extract(epoch FROM d.created_at) AS detected, extract(epoch FROM o.opened_at) AS ordered
+                   extract(epoch FROM d.created_at) AS detected, extract(epoch FROM c.created_at) AS acted
             FROM detections d
             JOIN service_orders o ON d.id = ANY(o.detection_ids)
+            JOIN call_tasks c ON c.order_id = o.id
             JOIN LATERAL (SELECT received_at FROM events WHERE device_id = d.device_id AND type = 'fault'
                           ORDER BY received_at DESC LIMIT 1) e ON true
             WHERE d.device_id = ANY(%s)
             ORDER BY d.device_id, d.created_at""", (list(seen),))  # fmt: skip
     for row in rows:
         published, visible = seen[row["device_id"]]
-        moments = [published, float(row["received"]), float(row["detected"]), float(row["ordered"]), visible]
+        moments = [published, float(row["received"]), float(row["detected"]), float(row["acted"]), visible]
         for name, start, end in zip(PHASES, moments[:-1], moments[1:], strict=True):
             phases[name].append(end - start)
 

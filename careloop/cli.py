@@ -135,7 +135,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     from careloop.db import Database
     from careloop.heartbeat import Heartbeat
-    from careloop.runtime import stop_event_on_signals
+    from careloop.runtime import freeze_what_is_loaded, stop_event_on_signals
     from ingest.subscriber import Ingester
 
     urls = _services()
@@ -155,6 +155,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         quarantine_max_rows=args.quarantine_max_rows,
         heartbeat=heartbeat,
     )
+    freeze_what_is_loaded()
     heartbeat.start()
     if not wait_for_broker(urls.mqtt_url, stop, who=args.name):
         heartbeat.stop()
@@ -236,7 +237,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
 
     from careloop.db import Database
     from careloop.heartbeat import Heartbeat
-    from careloop.runtime import stop_event_on_signals
+    from careloop.runtime import freeze_what_is_loaded, stop_event_on_signals
     from careloop.settings import get_settings
     from offers.jobs import JOBS as offer_jobs
     from rules.engine import Engine, EssentialThreadDied, Schedule
@@ -268,6 +269,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
     heartbeat.record(partition=str(partition) if partition is not None else "all")
     metrics_server = _serve_metrics(args)
     engine = Engine(database, schedule=schedule, heartbeat=heartbeat, jobs=jobs, partition=partition)
+    freeze_what_is_loaded()
     heartbeat.start()
     try:
         engine.serve(stop_event_on_signals(), database_url=urls.database_url)
@@ -341,11 +343,11 @@ def api_workers_problem(workers: int) -> str | None:
 def api_app():
     """The API of one `careloop api` process, built from the environment (uvicorn calls this in each worker)."""
     import contextlib
-    import gc
 
     from careloop.app import RedactedAccessLog, create_app
     from careloop.db import Database
     from careloop.deps import ApiLimits
+    from careloop.runtime import freeze_what_is_loaded
 
     settings = get_settings()
     processes = int(os.environ.get(API_PROCESSES, "1"))
@@ -371,10 +373,7 @@ def api_app():
         database.close()
 
     app.router.lifespan_context = lifespan
-    # What is loaded by now (modules, routes, models: some hundred thousand objects) lives as long as the process.
-    # Frozen, the collector no longer walks it on each full collection, which paused a request for 50 ms and more.
-    gc.collect()
-    gc.freeze()
+    freeze_what_is_loaded()
     return app
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -83,6 +84,14 @@ def resolve_services(settings: Settings, *, need_broker: bool = True) -> Service
         mqtt_url = embedded.start_broker(home)
     log.info("database %s, broker %s", redact_url(database_url), redact_url(mqtt_url) or "(none)")
     return ServiceUrls(database_url=database_url, mqtt_url=mqtt_url)
+
+
+def freeze_what_is_loaded() -> None:
+    """For a long-running process, once it has loaded what it runs with (modules, routes, models, rules: some
+    hundred thousand objects that live as long as it does): frozen, the garbage collector no longer walks them on
+    each full collection, which otherwise paused the work in hand for 50 ms and more."""
+    gc.collect()
+    gc.freeze()
 
 
 def stop_event_on_signals() -> threading.Event:
