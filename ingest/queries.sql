@@ -9,6 +9,26 @@ CREATE TEMP TABLE IF NOT EXISTS telemetry_staging (
 -- Bulk-load this batch's readings.
 COPY telemetry_staging (ts, device_id, metric, value, seq) FROM STDIN
 
+-- name: insert_new_telemetry_from_staging --
+-- The usual batch, none of whose readings is stored yet: a plain insert, which a reading stored before (or twice
+-- in the batch) fails with a unique violation, and then insert_telemetry_from_staging does the batch instead. A
+-- third cheaper than ON CONFLICT's speculative insertion, and nothing to answer. The newest of each (device,
+-- metric) goes into device_latest in the same statement.
+WITH stored AS (
+    INSERT INTO telemetry (ts, device_id, metric, value, seq)
+    SELECT ts, device_id, metric, value, seq FROM telemetry_staging
+    ORDER BY device_id, metric, ts, seq
+)
+INSERT INTO device_latest AS latest (ts, device_id, metric, value, seq)
+SELECT DISTINCT ON (device_id, metric) ts, device_id, metric, value, seq
+FROM telemetry_staging
+ORDER BY device_id, metric, ts DESC, seq DESC
+ON CONFLICT (device_id, metric) DO UPDATE SET
+    value = excluded.value,
+    ts    = excluded.ts,
+    seq   = excluded.seq
+WHERE (excluded.ts, excluded.seq) > (latest.ts, latest.seq)
+
 -- name: insert_telemetry_from_staging --
 -- Store the staged readings; redelivered ones hit the dedup key and are skipped. The newest of the new ones per
 -- (device, metric) goes into device_latest in the same statement, so it never travels to Python and back

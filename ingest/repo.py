@@ -9,9 +9,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import psycopg2
+import psycopg2.errors
 from psycopg2.extras import execute_values
 
-from careloop.db import Connection, execute, fetch_all, fetch_value, load_queries
+from careloop.db import Connection, execute, fetch_all, fetch_value, load_queries, savepoint
 from careloop.pages import Page, paginate
 from ingest.models import (
     CounterKey,
@@ -22,22 +23,22 @@ from ingest.models import (
     QuarantineCount,
     QuarantinedMessage,
     QuarantineRow,
+    Reading,
     TelemetryRow,
 )
 
 QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
 
 
-def stage_readings(conn: Connection, *, rows: Iterable[TelemetryRow]) -> None:
-    """COPY readings into this connection's staging table."""
+def stage_readings(conn: Connection, *, readings: Iterable[Reading]) -> None:
+    """COPY readings into this connection's staging table, a row per metric value (ingest.models.TelemetryRow's
+    columns)."""
     buffer = io.StringIO()
-    ts, ts_text = None, ""
-    for row in rows:
-        # A reading's metrics come in a row each with the same ts object: format it once per reading.
-        if row.ts is not ts:
-            ts, ts_text = row.ts, row.ts.isoformat()
+    for reading in readings:
         # Device ids and metric names are validated before this point: no tabs or newlines.
-        buffer.write(f"{ts_text}\t{row.device_id}\t{row.metric}\t{row.value!r}\t{row.seq}\n")
+        ts_and_device = f"{reading.ts.isoformat()}\t{reading.device_id}\t"
+        seq = reading.seq
+        buffer.writelines(f"{ts_and_device}{metric}\t{value!r}\t{seq}\n" for metric, value in reading.metrics.items())
     buffer.seek(0)
     with conn.cursor() as cursor:
         cursor.execute(QUERIES["create_staging"])
@@ -47,6 +48,12 @@ def stage_readings(conn: Connection, *, rows: Iterable[TelemetryRow]) -> None:
 def insert_staged_telemetry(conn: Connection) -> list[TelemetryRow]:
     """Store the staged readings, and the newest of each device's metrics in device_latest; answers those that
     were already stored (a redelivered one is skipped)."""
+    try:
+        with savepoint(conn, "new_telemetry"):
+            execute(conn, QUERIES["insert_new_telemetry_from_staging"])
+        return []
+    except psycopg2.errors.UniqueViolation:
+        pass  # some were stored before (a redelivery): undone, and stored again skipping those
     with conn.cursor() as cursor:
         cursor.execute(QUERIES["insert_telemetry_from_staging"])
         return list(map(TelemetryRow._make, cursor.fetchall()))
