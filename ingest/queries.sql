@@ -10,15 +10,33 @@ CREATE TEMP TABLE IF NOT EXISTS telemetry_staging (
 COPY telemetry_staging (ts, device_id, metric, value, seq) FROM STDIN
 
 -- name: insert_new_telemetry_from_staging --
--- The usual batch, none of whose readings is stored yet: a plain insert, which a reading stored before (or twice
--- in the batch) fails with a unique violation, and then insert_telemetry_from_staging does the batch instead. A
--- third cheaper than ON CONFLICT's speculative insertion, and nothing to answer. The newest of each (device,
--- metric) goes into device_latest in the same statement.
+-- The usual batch, none of whose readings is stored yet: a plain insert. A reading stored before (or twice in the
+-- batch) fails it with a unique violation, and insert_telemetry_from_staging does the batch instead. A third
+-- cheaper than ON CONFLICT's speculative insertion, and nothing to answer.
+INSERT INTO telemetry (ts, device_id, metric, value, seq)
+SELECT ts, device_id, metric, value, seq FROM telemetry_staging
+ORDER BY device_id, metric, ts, seq
+
+-- name: insert_telemetry_from_staging --
+-- Store the staged readings, skipping those stored before (a redelivery hits the dedup key), and take the
+-- skipped ones out of the staging table, so that it holds what was stored for refresh_latest_from_staging.
+-- Answers the skipped ones (ingest.models.TelemetryRow): usually none, so what was stored never travels back. A
+-- value twice in the batch stays staged in both copies (stored once: see ingest.service._newly_stored).
 WITH stored AS (
     INSERT INTO telemetry (ts, device_id, metric, value, seq)
     SELECT ts, device_id, metric, value, seq FROM telemetry_staging
     ORDER BY device_id, metric, ts, seq
+    ON CONFLICT ON CONSTRAINT telemetry_dedup DO NOTHING
+    RETURNING ts, device_id, metric, value, seq
 )
+DELETE FROM telemetry_staging s
+WHERE NOT EXISTS (SELECT FROM stored n WHERE n.device_id = s.device_id AND n.seq = s.seq
+                                         AND n.metric = s.metric AND n.ts = s.ts)
+RETURNING s.ts, s.device_id, s.metric, s.value, s.seq
+
+-- name: refresh_latest_from_staging --
+-- The newest of the stored readings of each (device, metric) into device_latest, straight from the staging table,
+-- so they never travel to Python and back; a late reading never replaces a newer one.
 INSERT INTO device_latest AS latest (ts, device_id, metric, value, seq)
 SELECT DISTINCT ON (device_id, metric) ts, device_id, metric, value, seq
 FROM telemetry_staging
@@ -28,32 +46,6 @@ ON CONFLICT (device_id, metric) DO UPDATE SET
     ts    = excluded.ts,
     seq   = excluded.seq
 WHERE (excluded.ts, excluded.seq) > (latest.ts, latest.seq)
-
--- name: insert_telemetry_from_staging --
--- Store the staged readings; redelivered ones hit the dedup key and are skipped. The newest of the new ones per
--- (device, metric) goes into device_latest in the same statement, so it never travels to Python and back
--- (a late reading never replaces a newer one). Answers the staged readings that were NOT new
--- (ingest.models.TelemetryRow): usually none, so what was stored never travels back either.
-WITH stored AS (
-    INSERT INTO telemetry (ts, device_id, metric, value, seq)
-    SELECT ts, device_id, metric, value, seq FROM telemetry_staging
-    ORDER BY device_id, metric, ts, seq
-    ON CONFLICT ON CONSTRAINT telemetry_dedup DO NOTHING
-    RETURNING ts, device_id, metric, value, seq
-), latest AS (
-    INSERT INTO device_latest AS latest (ts, device_id, metric, value, seq)
-    SELECT DISTINCT ON (device_id, metric) ts, device_id, metric, value, seq
-    FROM stored
-    ORDER BY device_id, metric, ts DESC, seq DESC
-    ON CONFLICT (device_id, metric) DO UPDATE SET
-        value = excluded.value,
-        ts    = excluded.ts,
-        seq   = excluded.seq
-    WHERE (excluded.ts, excluded.seq) > (latest.ts, latest.seq)
-)
-SELECT s.ts, s.device_id, s.metric, s.value, s.seq FROM telemetry_staging s
-WHERE NOT EXISTS (SELECT FROM stored n WHERE n.device_id = s.device_id AND n.seq = s.seq
-                                         AND n.metric = s.metric AND n.ts = s.ts)
 
 -- name: insert_events --
 -- Store device events; redelivered ones are skipped. Answers the new ones as given (ingest.models.EventRow).

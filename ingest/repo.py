@@ -51,12 +51,13 @@ def insert_staged_telemetry(conn: Connection) -> list[TelemetryRow]:
     try:
         with savepoint(conn, "new_telemetry"):
             execute(conn, QUERIES["insert_new_telemetry_from_staging"])
-        return []
-    except psycopg2.errors.UniqueViolation:
-        pass  # some were stored before (a redelivery): undone, and stored again skipping those
-    with conn.cursor() as cursor:
-        cursor.execute(QUERIES["insert_telemetry_from_staging"])
-        return list(map(TelemetryRow._make, cursor.fetchall()))
+        skipped: list[TelemetryRow] = []
+    except psycopg2.errors.UniqueViolation:  # some were stored before (a redelivery): undone, stored again skipping
+        with conn.cursor() as cursor:
+            cursor.execute(QUERIES["insert_telemetry_from_staging"])
+            skipped = list(map(TelemetryRow._make, cursor.fetchall()))
+    execute(conn, QUERIES["refresh_latest_from_staging"])
+    return skipped
 
 
 def insert_events(conn: Connection, *, rows: Sequence[EventRow]) -> list[EventRow]:

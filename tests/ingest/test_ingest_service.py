@@ -54,6 +54,25 @@ def test_a_batch_part_stored_before_counts_only_the_new_values_and_advances_stat
     assert latest == 10.0
 
 
+def test_a_resent_reading_with_another_value_keeps_the_stored_one_in_telemetry_and_latest(database, conn) -> None:
+    """Same device, seq, ts and metric: the value stored first stands, in telemetry and in device_latest alike,
+    whether the second comes alone or among new readings."""
+    device = make_device(conn).id
+    conn.commit()
+    store(database, [reading(device, 1, seconds=0, run_hours=10.0)], now=NOW)
+    for batch in ([reading(device, 1, seconds=0, run_hours=99.0)],
+                  [reading(device, 1, seconds=0, run_hours=99.0), reading(device, 0, seconds=-30, run_hours=9.0)]):
+        outcome = store(database, batch, now=NOW)
+        assert outcome.readings_duplicate == 5
+    with database.connection() as reader:
+        stored = fetch_all(reader, "SELECT seq, value FROM telemetry WHERE device_id = %s AND metric = 'run_hours' "
+                                   "ORDER BY seq", (device,))
+        latest = fetch_value(reader, "SELECT value FROM device_latest WHERE device_id = %s AND metric = 'run_hours'",
+                             (device,))
+    assert [(row["seq"], row["value"]) for row in stored] == [(0, 9.0), (1, 10.0)]
+    assert latest == 10.0
+
+
 def test_a_late_counter_reading_refreshes_the_counter_taken_at_an_event(database, conn) -> None:
     """The counter at a cleaning is the run_hours reading at or before it; a late reading that lands closer to
     the event replaces it. Only counter metrics are sent for this check, and this one is a counter."""
