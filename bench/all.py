@@ -180,16 +180,19 @@ def draw(results: dict, folder: Path) -> list[Path]:
     reads = results["reads"]
     if reads["runs"]:
         figure, axes = pyplot.subplots(figsize=(6.4, 4.2))
-        rates = [run["rate"] for run in reads["runs"]]
-        for name in reads["runs"][0]["endpoints"]:
-            axes.plot(rates, [(run["endpoints"][name]["p99_s"] or float("nan")) * 1000 for run in reads["runs"]],
-                      marker="o", label=f"{name} p99")
+        processes = sorted({run.get("workers", 1) for run in reads["runs"]})
+        for count, style in zip(processes, ("-", "--", ":", "-."), strict=False):
+            runs = [run for run in reads["runs"] if run.get("workers", 1) == count]
+            for name in runs[0]["endpoints"]:
+                axes.plot([run["rate"] for run in runs],
+                          [(run["endpoints"][name]["p99_s"] or float("nan")) * 1000 for run in runs],
+                          marker="o", linestyle=style, label=f"{name} p99, {count} API process{'es' * (count > 1)}")
         axes.axhline(READ_P99_TARGET_S * 1000, color="grey", linestyle=":", label="target p99")
         axes.set_yscale("log")
         axes.set_xlabel("requests per second, open-loop, over the three endpoints in turn")
         axes.set_ylabel("ms from the request's due time to its answer")
         axes.set_title(
-            f"Reads from one careloop api: {reads['devices']:,} devices, {reads['readings']:,} readings", fontsize=10
+            f"Reads from careloop api: {reads['devices']:,} devices, {reads['readings']:,} readings", fontsize=10
         )
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize=8)
@@ -247,12 +250,14 @@ def run_suite(args: argparse.Namespace) -> dict:
         ))  # fmt: skip
     print(
         f"4/4 reads: {args.read_customers:,} customers, {args.read_devices:,} devices, {args.read_readings:,} "
-        f"readings; {args.read_rates} requests/s for {args.read_seconds:g} s each",
+        f"readings; {args.read_rates} requests/s for {args.read_seconds:g} s each, from {args.read_workers} API "
+        "processes in turn",
         flush=True,
     )
     reads = measure_reads(
         customers=args.read_customers, devices=args.read_devices, readings=args.read_readings,
         rates=[float(rate) for rate in args.read_rates.split(",")], seconds=args.read_seconds,
+        workers=[int(count) for count in args.read_workers.split(",")],
     )  # fmt: skip
     return {
         "ran_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -1048,6 +1048,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="readings over 30 days (default 5000000)")
     all_bench.add_argument("--read-rates", default="10,25,50", help="requests per second, each in turn (10,25,50)")
     all_bench.add_argument("--read-seconds", type=float, default=30, help="seconds of reads (default 30)")
+    all_bench.add_argument("--read-workers", default="1,2",
+                           help="`careloop api --workers` for the reads, each in turn (1,2)")
     partitions_bench = benches.add_parser(
         "partitions",
         help="engine partitions (careloop engine --partition i/N, real processes, one killed and restarted) "

@@ -25,7 +25,7 @@ def test_the_suite_writes_its_figures_and_draws_its_curves(database_url, mqtt_ur
         "--fault-rates", "10,50", "--faults", "2", "--fault-seconds", "3", "--fault-devices", "30",
         "--engine-devices", "200,400", "--engine-days", "1", "--engine-every", "3600",
         "--read-customers", "100", "--read-devices", "300", "--read-readings", "30000", "--read-rates", "15,30",
-        "--read-seconds", "2",
+        "--read-seconds", "2", "--read-workers", "1,2",
     ])  # fmt: skip
     printed = capsys.readouterr().out
     assert code == 0
@@ -38,7 +38,7 @@ def test_the_suite_writes_its_figures_and_draws_its_curves(database_url, mqtt_ur
     assert results["faults"]["drain_rate"] == pytest.approx(results["ingest"]["messages_per_s"])
     assert [engine["devices"] for engine in results["engine"]] == [200, 400]
     assert all(engine["best_s"]["window"] > 0 for engine in results["engine"])
-    assert [run["rate"] for run in results["reads"]["runs"]] == [15, 30]
+    assert [(run["workers"], run["rate"]) for run in results["reads"]["runs"]] == [(1, 15), (1, 30), (2, 15), (2, 30)]
     for run in results["reads"]["runs"]:
         for name, endpoint in run["endpoints"].items():
             assert endpoint["statuses"] == {"200": run["rate"] * 2 // 3}, (run["rate"], name)
