@@ -183,10 +183,11 @@ def draw(results: dict, folder: Path) -> list[Path]:
         processes = sorted({run.get("workers", 1) for run in reads["runs"]})
         for count, style in zip(processes, ("-", "--", ":", "-."), strict=False):
             runs = [run for run in reads["runs"] if run.get("workers", 1) == count]
-            for name in runs[0]["endpoints"]:
+            for index, name in enumerate(runs[0]["endpoints"]):  # an endpoint's colour, a process count's line
                 axes.plot([run["rate"] for run in runs],
                           [(run["endpoints"][name]["p99_s"] or float("nan")) * 1000 for run in runs],
-                          marker="o", linestyle=style, label=f"{name} p99, {count} API process{'es' * (count > 1)}")
+                          marker="o", linestyle=style, color=f"C{index}",
+                          label=f"{name} p99, {count} API process{'es' * (count > 1)}")
         axes.axhline(READ_P99_TARGET_S * 1000, color="grey", linestyle=":", label="target p99")
         axes.set_yscale("log")
         axes.set_xlabel("requests per second, open-loop, over the three endpoints in turn")
