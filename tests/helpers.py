@@ -63,6 +63,16 @@ def start_careloop(
                                 cwd=cwd, stdout=output, stderr=subprocess.STDOUT, text=True)
 
 
+def api_answers(base_url: str) -> bool:
+    """Whether a `careloop api` at `base_url` answers /health yet (200, or 503 while a service it needs is down)."""
+    import httpx
+
+    try:
+        return httpx.get(f"{base_url}/health", timeout=2).status_code in (200, 503)
+    except httpx.TransportError:
+        return False
+
+
 def reading(seq: int, *, at: dt.datetime | None = None, **metrics: float) -> dict:
     moment = at or dt.datetime.now(dt.UTC)
     return {"seq": seq, "ts": moment.isoformat().replace("+00:00", "Z"), "metrics": metrics or {"fan_current_a": 0.6}}

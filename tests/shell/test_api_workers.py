@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from careloop.embedded import free_port
-from tests.helpers import start_careloop, wait_until
+from tests.helpers import api_answers, start_careloop, wait_until
 from tests.shell.test_cli_hardening import careloop, said
 
 pytestmark = pytest.mark.integration
@@ -31,13 +31,7 @@ def test_two_api_processes_serve_one_port_and_share_the_auth_failure_limit(datab
     process = start_careloop(["api", "--port", str(port), "--workers", "2"], env=environment, log=log, cwd=tmp_path)
     base = f"http://127.0.0.1:{port}"
     try:
-        def answers() -> bool:
-            try:
-                return httpx.get(f"{base}/health", timeout=2).status_code in (200, 503)
-            except httpx.TransportError:
-                return False
-
-        wait_until(answers, timeout_s=60, what="careloop api --workers 2", log=log)
+        wait_until(lambda: api_answers(base), timeout_s=60, what="careloop api --workers 2", log=log)
         wait_until(lambda: log.read_text().count("Application startup complete") == 2, timeout_s=30,
                    what="both API processes started", log=log)
         assert len(worker_pids(process.pid)) == 2, log.read_text()

@@ -142,7 +142,7 @@ def test_careloop_apis_access_log_hides_unsubscribe_tokens_and_query_values(data
     import httpx
 
     from careloop.embedded import free_port
-    from tests.helpers import start_careloop, wait_until
+    from tests.helpers import api_answers, start_careloop, wait_until
 
     port = free_port()
     log = tmp_path / "api.log"
@@ -150,13 +150,7 @@ def test_careloop_apis_access_log_hides_unsubscribe_tokens_and_query_values(data
                              cwd=tmp_path)
     base = f"http://127.0.0.1:{port}"
     try:
-        def answers() -> bool:
-            try:
-                return httpx.get(f"{base}/health", timeout=2).status_code in (200, 503)
-            except httpx.TransportError:
-                return False
-
-        wait_until(answers, timeout_s=30, what="careloop api", log=log)
+        wait_until(lambda: api_answers(base), timeout_s=30, what="careloop api", log=log)
         httpx.get(f"{base}/unsubscribe/SECRET-UNSUBSCRIBE-TOKEN", timeout=5)
         httpx.get(f"{base}/whoami?token=cl_disp_SECRET-BEARER", timeout=5)
         wait_until(lambda: "/whoami?token=***" in log.read_text(), timeout_s=10, what="the access log line", log=log)
