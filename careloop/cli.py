@@ -350,7 +350,8 @@ def api_app():
     from careloop.runtime import freeze_what_is_loaded
 
     settings = get_settings()
-    processes = int(os.environ.get(API_PROCESSES, "1"))
+    given = os.environ.get(API_PROCESSES, "")  # set by cmd_api; started another way (uvicorn by hand), it is alone
+    processes = max(int(given), 1) if given.isdigit() else 1
     urls = _services()
     # The pool connects on first use, so the API starts (and answers 503) while the database is down; the limits
     # bound every wait on the database so an outage never hangs a request.
