@@ -340,6 +340,19 @@ def api_workers_problem(workers: int) -> str | None:
     return None
 
 
+def api_processes() -> int:
+    """How many API processes `careloop api --workers` started; one for a process started another way (uvicorn by
+    hand) or with a count that is no whole number."""
+    given = os.environ.get(API_PROCESSES, "").strip()
+    return max(int(given), 1) if given.isascii() and given.isdigit() else 1
+
+
+def share_of_limit(limit: int, processes: int) -> int:
+    """One process's share of a per-client limit: never more than limit / processes, so together they allow no
+    more than one would, and never 0 (cmd_api refuses more processes than a limit can be shared among)."""
+    return max(limit // processes, 1)
+
+
 def api_app():
     """The API of one `careloop api` process, built from the environment (uvicorn calls this in each worker)."""
     import contextlib
@@ -350,16 +363,15 @@ def api_app():
     from careloop.runtime import freeze_what_is_loaded
 
     settings = get_settings()
-    given = os.environ.get(API_PROCESSES, "")  # set by cmd_api; started another way (uvicorn by hand), it is alone
-    processes = max(int(given), 1) if given.isdigit() else 1
+    processes = api_processes()
     urls = _services()
     # The pool connects on first use, so the API starts (and answers 503) while the database is down; the limits
     # bound every wait on the database so an outage never hangs a request.
     database = Database(urls.database_url, limits=settings.session_limits())
     limits = ApiLimits(
-        auth_failures_per_minute=settings.auth_failures_per_minute // processes,
-        redemptions_per_minute=settings.redemptions_per_minute // processes,
-        backtests_per_role=settings.backtests_per_role // processes,
+        auth_failures_per_minute=share_of_limit(settings.auth_failures_per_minute, processes),
+        redemptions_per_minute=share_of_limit(settings.redemptions_per_minute, processes),
+        backtests_per_role=share_of_limit(settings.backtests_per_role, processes),
         backtest_timeout_s=settings.backtest_timeout_s,
     )
     app = create_app(database, admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,

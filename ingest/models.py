@@ -101,7 +101,8 @@ class ParsedMessage:
 
 
 class TelemetryRow(NamedTuple):
-    """One metric value of one reading: built for the staging COPY, and answered in the same order by the insert."""
+    """One metric value of one reading, in the staging table's column order (ingest.repo.stage_readings writes its
+    rows from the readings): how the insert answers the values it skipped."""
 
     ts: dt.datetime
     device_id: str

@@ -59,3 +59,16 @@ def test_more_workers_than_a_limit_can_be_shared_among_are_refused(database_url,
                             "(each takes an equal share); raise it to at least 3 or run fewer workers"]
     nonsense = careloop(["api", "--workers", "0"], env={"CARELOOP_DATABASE_URL": database_url}, cwd=tmp_path)
     assert nonsense.returncode == 2 and "--workers: must be at least 1, got 0" in nonsense.stderr
+
+
+@pytest.mark.parametrize(("given", "processes"), [
+    ("2", 2), (" 3 ", 3), ("", 1), ("0", 1), ("-3", 1), ("two", 1), ("2.5", 1), ("１２", 1), ("٣", 1),
+    ("9" * 400, int("9" * 400)),
+])  # fmt: skip
+def test_a_process_count_that_is_no_whole_number_counts_as_one_process(monkeypatch, given, processes) -> None:
+    from careloop.cli import API_PROCESSES, api_processes, share_of_limit
+
+    monkeypatch.setenv(API_PROCESSES, given)
+    assert api_processes() == processes
+    # however many: each process keeps at least one of each limit, and no more than its share
+    assert 1 <= share_of_limit(20, api_processes()) <= max(20 // processes, 1)
