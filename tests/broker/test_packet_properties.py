@@ -1,0 +1,116 @@
+"""Received MQTT 5 packets decode to the same properties with careloop.mqtt's shared tables as with paho's own
+Properties: generated property sets, the empty block every device sends, and malformed blocks."""
+
+from __future__ import annotations
+
+import struct
+from contextlib import contextmanager
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from paho.mqtt import _packet
+from paho.mqtt.enums import MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+import careloop.mqtt  # noqa: F401  (installs the shared tables)
+from careloop.mqtt import _PacketProperties
+
+TOPIC = b"careloop/v1/devices/dev-1/telemetry"
+QOS1_PUBLISH = 0x32
+
+
+@contextmanager
+def pahos_own_properties():
+    """paho's decoding as shipped, for comparison."""
+    _packet.Properties = Properties
+    try:
+        yield
+    finally:
+        _packet.Properties = _PacketProperties
+
+
+def publish_packet(properties: bytes, payload: bytes, mid: int = 7) -> bytes:
+    return struct.pack("!H", len(TOPIC)) + TOPIC + struct.pack("!H", mid) + properties + payload
+
+
+def decode(packet: bytes):
+    return _packet.decode_publish(QOS1_PUBLISH, packet, MQTTProtocolVersion.MQTTv5)
+
+
+def outcome(packet: bytes) -> tuple:
+    """What decoding a packet gives: its properties and payload, or the refusal."""
+    try:
+        result = decode(packet)
+    except _packet.MalformedPacket as error:
+        return ("refused", str(error))
+    return ("decoded", result.properties.json(), result.payload)
+
+
+def test_paho_decodes_with_the_shared_tables() -> None:
+    result = decode(publish_packet(b"\x00", b"{}"))
+    assert type(result.properties) is _PacketProperties
+    assert result.properties.json() == {} and result.properties.isEmpty()
+    assert (result.payload, result.mid, result.qos) == (b"{}", 7, 1)
+
+
+text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+
+
+@st.composite
+def publish_properties(draw) -> Properties:
+    properties = Properties(PacketTypes.PUBLISH)
+    if draw(st.booleans()):
+        properties.PayloadFormatIndicator = draw(st.integers(0, 1))
+    if draw(st.booleans()):
+        properties.MessageExpiryInterval = draw(st.integers(0, 2**32 - 1))
+    if draw(st.booleans()):
+        properties.ContentType = draw(text)
+    if draw(st.booleans()):
+        properties.ResponseTopic = draw(text.filter(bool))
+    if draw(st.booleans()):
+        properties.CorrelationData = draw(st.binary(max_size=20))
+    if draw(st.booleans()):
+        properties.TopicAlias = draw(st.integers(1, 65535))
+    for name, value in draw(st.lists(st.tuples(text, text), max_size=3)):
+        properties.UserProperty = (name, value)
+    return properties
+
+
+@settings(max_examples=200, deadline=None)
+@given(properties=publish_properties(), payload=st.binary(max_size=50))
+def test_every_property_set_decodes_as_paho_decodes_it(properties: Properties, payload: bytes) -> None:
+    packet = publish_packet(properties.pack(), payload)
+    with pahos_own_properties():
+        expected = outcome(packet)
+    assert outcome(packet) == expected
+    if "\x00" not in str(properties.json()):  # MQTT 5 forbids NUL in a string; paho refuses it on receipt
+        assert expected == ("decoded", properties.json(), payload)
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b"\x02\x7f\x00",  # an identifier MQTT 5 does not define
+        b"\x05\x02\x00",  # a length past the end of the packet
+        b"\x04\x23\x00\x01\x23",  # Topic Alias twice (three bytes each; the second cut short)
+        b"\x80",  # a variable byte integer that never ends
+        b"",  # no property length at all
+    ],
+)
+def test_a_malformed_property_block_is_refused_as_paho_refuses_it(block: bytes) -> None:
+    packet = publish_packet(block, b"")
+    with pahos_own_properties():
+        expected = outcome(packet)
+    assert outcome(packet) == expected
+    assert expected[0] == "refused"
+
+
+def test_properties_built_for_sending_keep_pauls_checks() -> None:
+    properties = _PacketProperties(PacketTypes.PUBLISH)
+    properties.MessageExpiryInterval = 60
+    with pytest.raises(Exception, match="does not apply"):
+        properties.SessionExpiryInterval = 5
+    assert properties.json() == {"MessageExpiryInterval": 60}
+    assert Properties(PacketTypes.PUBLISH).json() == {}  # the shared tables are not another object's attributes
