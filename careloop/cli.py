@@ -135,7 +135,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     from careloop.db import Database
     from careloop.heartbeat import Heartbeat
-    from careloop.runtime import freeze_what_is_loaded, stop_event_on_signals
+    from careloop.runtime import collect_cycles_rarely, freeze_what_is_loaded, stop_event_on_signals
     from ingest.subscriber import Ingester
 
     urls = _services()
@@ -156,6 +156,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         heartbeat=heartbeat,
     )
     freeze_what_is_loaded()
+    collect_cycles_rarely()
     heartbeat.start()
     if not wait_for_broker(urls.mqtt_url, stop, who=args.name):
         heartbeat.stop()

@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.matcher import MQTTMatcher
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -97,6 +98,26 @@ def _decode_with_shared_tables() -> None:
 
 
 _decode_with_shared_tables()
+
+
+class _CallbackFilters(MQTTMatcher):
+    """paho's per-topic callbacks (message_callback_add), asked for every message received.
+
+    paho's matcher walks its tree with a recursive closure made anew for each message: a reference cycle that only
+    the cycle collector frees, so an ingester spent a sixth of its time collecting. With no per-topic callback
+    (careloop registers none) nothing can match, and the walk is skipped.
+    """
+
+    def iter_match(self, topic):
+        root = self._root
+        if not root._children and root._content is None:
+            return iter(())
+        return super().iter_match(topic)
+
+
+def _without_cycles_per_message(client: mqtt.Client) -> None:
+    if type(getattr(client, "_on_message_filtered", None)) is MQTTMatcher:
+        client._on_message_filtered = _CallbackFilters()
 
 
 @dataclass(frozen=True)
@@ -192,6 +213,7 @@ def make_connection(
         # of the URL; paho checks the name itself unless told not to, which nothing here does.
         client.tls_set_context(broker_tls_context(ca_file))
     client.reconnect_delay_set(min_delay=1, max_delay=10)
+    _without_cycles_per_message(client)
     return MqttConnection(client=client, address=address, properties=properties, persistent=persistent)
 
 

@@ -1,5 +1,6 @@
-"""Received MQTT 5 packets decode to the same properties with careloop.mqtt's shared tables as with paho's own
-Properties: generated property sets, the empty block every device sends, and malformed blocks."""
+"""What careloop.mqtt changes in how paho receives, changes nothing it answers: MQTT 5 packets decode to the same
+properties with the shared tables as with paho's own Properties (generated property sets, the empty block every
+device sends, malformed blocks), and per-topic callbacks still reach their messages."""
 
 from __future__ import annotations
 
@@ -14,8 +15,7 @@ from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-import careloop.mqtt  # noqa: F401  (installs the shared tables)
-from careloop.mqtt import _PacketProperties
+from careloop.mqtt import _PacketProperties, make_connection
 
 TOPIC = b"careloop/v1/devices/dev-1/telemetry"
 QOS1_PUBLISH = 0x32
@@ -78,6 +78,12 @@ def publish_properties(draw) -> Properties:
     return properties
 
 
+def has_nul(value) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(has_nul(part) for part in value)
+    return isinstance(value, str) and "\x00" in value
+
+
 @settings(max_examples=200, deadline=None)
 @given(properties=publish_properties(), payload=st.binary(max_size=50))
 def test_every_property_set_decodes_as_paho_decodes_it(properties: Properties, payload: bytes) -> None:
@@ -85,7 +91,7 @@ def test_every_property_set_decodes_as_paho_decodes_it(properties: Properties, p
     with pahos_own_properties():
         expected = outcome(packet)
     assert outcome(packet) == expected
-    if "\x00" not in str(properties.json()):  # MQTT 5 forbids NUL in a string; paho refuses it on receipt
+    if not has_nul(list(properties.json().values())):  # MQTT 5 forbids NUL in a string: paho refuses it on receipt
         assert expected == ("decoded", properties.json(), payload)
 
 
@@ -114,3 +120,14 @@ def test_properties_built_for_sending_keep_pauls_checks() -> None:
         properties.SessionExpiryInterval = 5
     assert properties.json() == {"MessageExpiryInterval": 60}
     assert Properties(PacketTypes.PUBLISH).json() == {}  # the shared tables are not another object's attributes
+
+
+def test_a_per_topic_callback_still_gets_its_messages() -> None:
+    client = make_connection("mqtt://127.0.0.1:1", "test-callbacks").client
+    assert list(client._on_message_filtered.iter_match("careloop/v1/devices/d1/telemetry")) == []
+    callback = object()
+    client.message_callback_add("careloop/v1/devices/+/telemetry", callback)
+    assert list(client._on_message_filtered.iter_match("careloop/v1/devices/d1/telemetry")) == [callback]
+    assert list(client._on_message_filtered.iter_match("careloop/v1/devices/d1/events")) == []
+    client.message_callback_remove("careloop/v1/devices/+/telemetry")
+    assert list(client._on_message_filtered.iter_match("careloop/v1/devices/d1/telemetry")) == []
