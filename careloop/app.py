@@ -88,6 +88,43 @@ class BrokerProbe:
         return {"ok": answered, "detail": "connected" if answered else "no CONNACK within 2s"}
 
 
+# --- admission ---------------------------------------------------------------------------------------------------
+# An API asked for more than it can answer would otherwise queue every request (for a thread, then for one of its
+# database connections) and answer all of them late: minutes late, measured at twice its capacity. Past a number
+# of requests in progress it answers at once that it is busy, and those it took stay quick.
+
+ALWAYS_ADMITTED = frozenset({"/health"})  # monitoring learns the state of a busy API too
+
+
+class Admission:
+    """ASGI middleware: at most `limit` requests in progress in this process; one more is answered 503 with
+    Retry-After, before routing, authentication or the database."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.in_progress = 0  # the event loop's thread alone changes it
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in ALWAYS_ADMITTED:
+            await self.app(scope, receive, send)
+            return
+        if self.in_progress >= self.limit:
+            busy = JSONResponse(
+                {"detail": f"the API is busy: {self.in_progress} requests in progress, its limit "
+                           "(CARELOOP_API_REQUESTS_IN_PROGRESS); try again in a second"},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+            await busy(scope, receive, send)
+            return
+        self.in_progress += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_progress -= 1
+
+
 # --- the input guard --------------------------------------------------------------------------------------------
 # Some input no handler can do anything with: PostgreSQL text cannot hold NUL, UTF-8 cannot encode a lone UTF-16
 # surrogate (psycopg2 raises ValueError or UnicodeEncodeError for them, client side), and a document nested a
@@ -343,6 +380,8 @@ def create_app(
     for router in (access_router, fleet_router, devices_router, customers_router, ingest_router, rules_router,
                    service_orders_router, offers_router):
         app.include_router(router, dependencies=[Authorized])
+    # Admitted once the guard has read the whole body: a client that sends its body slowly holds no place.
+    app.add_middleware(Admission, limit=app.state.limits.requests_in_progress)
     app.add_middleware(InputGuard, api=app)
     return app
 

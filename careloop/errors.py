@@ -59,7 +59,8 @@ ERROR_ANSWERS: dict[int, dict[str, Any]] = {
     404: {"model": ErrorMessage, "description": "Nothing with that id"},
     409: {"model": ErrorMessage, "description": "At odds with what is stored: it exists already, or its state forbids"},
     422: {"model": InvalidRequest, "description": "Invalid input, each mistake named with its place"},
-    503: {"model": ErrorMessage, "description": "The database is down or did not answer in time; try again"},
+    503: {"model": ErrorMessage, "description": "The database is down or did not answer in time, or the API is busy "
+          "(more requests in progress than CARELOOP_API_REQUESTS_IN_PROGRESS); try again after Retry-After"},
 }
 
 

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     redemptions_per_minute: int = Field(default=30, ge=1, le=100_000)
     backtests_per_role: int = Field(default=2, ge=1, le=64)
     backtest_timeout_s: float = Field(default=30, gt=0, le=3600)
+    # Requests one API process works on at once; past it a request is answered 503 at once (careloop.app.Admission).
+    api_requests_in_progress: int = Field(default=32, ge=1, le=100_000)
     # The share of the fleet this engine evaluates, `I/N` (`careloop engine --partition`); unset: the whole fleet.
     engine_partition: Partition | None = None
 

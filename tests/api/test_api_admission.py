@@ -1,0 +1,93 @@
+"""A busy API answers 503 at once past its limit of requests in progress, and stays quick for those it took."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from careloop.app import Admission, create_app
+from careloop.deps import ApiLimits
+
+
+class Gate:
+    """An ASGI app whose requests wait until the gate opens, then answer 200."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.waiting = 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        self.waiting += 1
+        await self.open.wait()
+        self.waiting -= 1
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"done"})
+
+
+async def until(condition, timeout_s: float = 5) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+def test_past_the_limit_a_request_is_a_503_at_once_and_a_place_freed_is_taken_again() -> None:
+    async def scenario() -> None:
+        gate = Gate()
+        admission = Admission(gate, limit=2)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=admission), base_url="http://api") as client:
+            held = [asyncio.create_task(client.get(f"/devices/{n}")) for n in range(2)]
+            await until(lambda: gate.waiting == 2)
+            busy = await asyncio.wait_for(client.get("/devices/3"), timeout=1)
+            assert busy.status_code == 503
+            assert busy.headers["retry-after"] == "1"
+            assert "2 requests in progress" in busy.json()["detail"]
+            assert "CARELOOP_API_REQUESTS_IN_PROGRESS" in busy.json()["detail"]
+            health = asyncio.create_task(client.get("/health"))  # monitoring is always admitted
+            await until(lambda: gate.waiting == 3)
+            gate.open.set()
+            assert [answer.status_code for answer in await asyncio.gather(*held, health)] == [200, 200, 200]
+            assert admission.in_progress == 0
+            assert (await client.get("/devices/4")).status_code == 200
+
+    asyncio.run(scenario())
+
+
+def test_a_request_that_fails_gives_its_place_back() -> None:
+    async def failing(scope, receive, send) -> None:
+        raise RuntimeError("a bug")
+
+    async def scenario() -> None:
+        admission = Admission(failing, limit=1)
+        for _ in range(3):
+            with pytest.raises(RuntimeError):
+                await admission({"type": "http", "path": "/x"}, None, None)
+        assert admission.in_progress == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_client_sending_its_body_slowly_holds_no_place() -> None:
+    """The real app admits a request once its whole body has arrived: one that never finishes its body does not
+    stop the next request (here a 401, without a token) at the limit of one."""
+    app = create_app(None, admin_token=None, mqtt_url=None, limits=ApiLimits(requests_in_progress=1))
+
+    async def scenario() -> None:
+        never = asyncio.Event()
+
+        async def trickle():
+            await never.wait()
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/rules", "raw_path": b"/rules", "query_string": b"",
+                 "headers": [(b"content-type", b"application/json")], "client": ("127.0.0.1", 5000),
+                 "server": ("api", 80), "root_path": ""}
+        slow = asyncio.create_task(app(scope, trickle, lambda message: asyncio.sleep(0)))
+        await asyncio.sleep(0.1)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:
+            answer = await asyncio.wait_for(client.get("/devices"), timeout=5)
+        assert answer.status_code == 401, answer.text
+        slow.cancel()
+
+    asyncio.run(scenario())
