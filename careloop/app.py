@@ -97,8 +97,9 @@ ALWAYS_ADMITTED = frozenset({"/health"})  # monitoring learns the state of a bus
 
 
 class Admission:
-    """ASGI middleware: at most `limit` requests in progress in this process; one more is answered 503 with
-    Retry-After, before routing, authentication or the database."""
+    """ASGI middleware: at most `limit` requests in progress in this process, from when the whole body has arrived
+    (careloop.app.InputGuard reads it first) until the answer starts; one more is answered 503 with Retry-After,
+    before routing, authentication or the database."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -119,10 +120,24 @@ class Admission:
             await busy(scope, receive, send)
             return
         self.in_progress += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.in_progress -= 1
+
+        async def send_and_release(message: Message) -> None:
+            # The answer is computed once it starts: a client slow to read it holds no place.
+            if message["type"] == "http.response.start":
+                release()
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_and_release)
         finally:
-            self.in_progress -= 1
+            release()
 
 
 # --- the input guard --------------------------------------------------------------------------------------------

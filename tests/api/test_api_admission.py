@@ -91,3 +91,34 @@ def test_a_client_sending_its_body_slowly_holds_no_place() -> None:
         slow.cancel()
 
     asyncio.run(scenario())
+
+
+def test_a_client_slow_to_read_its_answer_holds_no_place() -> None:
+    """The place is given back when the answer starts: a client that never reads the body does not keep others
+    out."""
+    async def answer_then_stall(scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        if scope["path"] == "/big":
+            await asyncio.Event().wait()  # the body waits on a client that does not read
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def scenario() -> None:
+        admission = Admission(answer_then_stall, limit=1)
+        started: list[dict] = []
+
+        async def record(message) -> None:
+            started.append(message)
+
+        stalled = asyncio.create_task(admission({"type": "http", "path": "/big"}, None, record))
+        await until(lambda: started)
+        assert admission.in_progress == 0
+        answers: list[dict] = []
+
+        async def keep(message) -> None:
+            answers.append(message)
+
+        await asyncio.wait_for(admission({"type": "http", "path": "/small"}, None, keep), timeout=1)
+        assert answers[0]["status"] == 200
+        stalled.cancel()
+
+    asyncio.run(scenario())
