@@ -20,9 +20,10 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.matcher import MQTTMatcher
 from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from paho.mqtt.properties import Properties, VariableByteIntegers
 
 TOPIC_ROOT = "careloop/v1/devices"
 CHANNELS = ("telemetry", "events", "status")
@@ -63,12 +64,16 @@ def device_named_in(topic: str) -> str | None:
 
 
 class _PacketProperties(Properties):
-    """paho's MQTT 5 properties with its lookup tables built once per process instead of once per packet.
+    """paho's MQTT 5 properties as careloop's clients decode them: lookup tables built once per process, and a
+    received PUBLISH's property block stepped over rather than read.
 
-    paho builds three tables in every Properties it makes (each PUBLISH received gets one) and clears 27 attributes
-    before reading: about 40 microseconds a message, a third of an ingester's time holding the interpreter lock,
-    for packets that almost never carry a property. This class shares one copy of the tables (paho only reads
-    them) and answers an empty property block without the walk; anything else is paho's own code.
+    paho builds three tables in every Properties it makes and clears 27 attributes before reading: 40 microseconds
+    a message, a third of an ingester's time holding the interpreter lock. This class shares one copy of the tables
+    (paho only reads them). careloop reads no property of a message it receives, and paho's reading of them let
+    any device stop an ingester: it refuses strings the broker passes on (U+FEFF, which MQTT 5 allows), and a
+    refusal drops the connection, after which the broker sends the same message again, for ever; and it takes
+    time growing with the square of the number of user properties (3.6 s for 32,000). So a PUBLISH's block is
+    stepped over by its length, checked as paho checks it; other packets' properties are read by paho's code.
     """
 
     _tables: Properties | None = None
@@ -83,16 +88,21 @@ class _PacketProperties(Properties):
         object.__setattr__(self, "properties", tables.properties)
 
     def unpack(self, buffer):
-        # Length 0 on an object with no property set yet: nothing to clear, nothing to read.
-        if buffer[:1] == b"\x00" and len(vars(self)) == 4:
-            return self, 1
-        return super().unpack(buffer)
+        if self.packetType != PacketTypes.PUBLISH:
+            return super().unpack(buffer)
+        length, length_bytes = VariableByteIntegers.decode(buffer)  # MalformedPacket when cut short or too long
+        if length_bytes + length > len(buffer):
+            raise MalformedPacket(f"a property length of {length} bytes runs past the end of the packet")
+        return self, length_bytes + length
 
 
 def _decode_with_shared_tables() -> None:
-    """paho decodes received packets in paho.mqtt._packet; from here on it makes _PacketProperties there."""
-    from paho.mqtt import _packet
-
+    """paho decodes received packets in paho.mqtt._packet (paho 2.2 and later); from here on it makes
+    _PacketProperties there."""
+    try:
+        from paho.mqtt import _packet
+    except ImportError:  # an older paho decodes elsewhere, as it always did
+        return
     if getattr(_packet, "Properties", None) is Properties:
         _packet.Properties = _PacketProperties
 

@@ -122,3 +122,28 @@ def test_a_client_slow_to_read_its_answer_holds_no_place() -> None:
         stalled.cancel()
 
     asyncio.run(scenario())
+
+
+def test_a_body_that_is_slow_to_check_leaves_the_process_answering_others() -> None:
+    """A 16 KB body shaped for the YAML scan (half a second of it) is checked off the event loop: a request sent
+    after it is answered first."""
+    app = create_app(None, admin_token=None, mqtt_url=None)
+    body = (b"[" * 63 + b"1," * 8000)[:16_000]
+
+    async def scenario() -> None:
+        finished: list[str] = []
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api",
+                                     timeout=30) as client:
+            async def post() -> None:
+                await client.post("/rules", content=body, headers={"Content-Type": "text/plain"})
+                finished.append("slow body")
+
+            async def get() -> None:
+                await asyncio.sleep(0.05)
+                assert (await client.get("/devices")).status_code == 401
+                finished.append("next request")
+
+            await asyncio.gather(post(), get())
+        assert finished == ["next request", "slow body"]
+
+    asyncio.run(scenario())

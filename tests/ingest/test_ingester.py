@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import json
 import signal
 import subprocess
+import threading
 import time
 import uuid
 
@@ -68,6 +70,43 @@ def test_receiving_and_storing_messages_makes_no_reference_cycle(conn, database,
         gc.enable()
     # The publisher and the test's own threads run here too; before the change this was over 1,600.
     assert left_for_the_collector < 50
+
+
+def test_message_properties_a_device_adds_do_not_stop_the_ingester(conn, database, mqtt_url, run_ingester) -> None:
+    """MQTT 5 lets a publisher add properties the broker passes on. paho refused a U+FEFF in a string property and
+    dropped the connection, and the broker sent the same message again on every reconnect: one message from a
+    device stopped that ingester for good. careloop's clients step over a received message's properties."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from careloop.mqtt import make_connection
+
+    device = make_device(conn)
+    conn.commit()
+    run_ingester()
+    byte_order_mark = Properties(PacketTypes.PUBLISH)
+    byte_order_mark.ContentType = "\ufeff"
+    many = Properties(PacketTypes.PUBLISH)
+    many.UserProperty = [("k", str(n)) for n in range(5_000)]
+    publisher = make_connection(mqtt_url, f"test-properties-{uuid.uuid4().hex[:8]}")
+    connected = threading.Event()
+    publisher.client.on_connect = lambda *_args: connected.set()
+    publisher.connect()
+    publisher.client.loop_start()
+    try:
+        assert connected.wait(timeout=10)
+        topic = telemetry_topic(device.id)
+        sent = [
+            publisher.client.publish(topic, json.dumps(reading(1)), qos=1, properties=byte_order_mark),
+            publisher.client.publish(topic, json.dumps(reading(2)), qos=1, properties=many),
+            publisher.client.publish(topic, json.dumps(reading(3)), qos=1),
+        ]
+        for info in sent:
+            info.wait_for_publish(timeout=10)
+    finally:
+        publisher.client.disconnect()
+        publisher.client.loop_stop()
+    wait_until(lambda: count(database, "SELECT count(DISTINCT seq) FROM telemetry") == 3, what="all three messages")
 
 
 def test_the_same_message_delivered_twice_is_stored_once(conn, database, mqtt_url, run_ingester) -> None:
