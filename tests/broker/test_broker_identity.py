@@ -271,3 +271,22 @@ def test_issuers_in_several_processes_at_once_all_get_their_credentials_through(
         device_id = f"RH-{name}-4-3"
         assert publish_attempt(shipped_broker.port, username=device_id, password=f"pw-{name}-4-3-0123456789",
                                client_id=device_id, topic=telemetry_topic(device_id)) == "acknowledged"
+
+
+def test_a_device_sending_a_packet_over_one_megabyte_is_disconnected_and_the_packet_goes_nowhere(
+    shipped_broker: ShippedBroker,
+) -> None:
+    [(device, password)] = _devices(shipped_broker, 1).items()
+    ingest = _service(shipped_broker, telemetry_topic("+"))
+    sender = connect(shipped_broker.port, username=device, password=password, client_id=device)
+    assert not sender.refused, sender.reason
+    try:
+        sender.client.publish(telemetry_topic(device), b"x" * 1_000_000, qos=1)  # within the limit
+        assert _wait_for(lambda: len(ingest.received) == 1)
+        sender.client.publish(telemetry_topic(device), b"x" * 1_100_000, qos=1)
+        assert sender.disconnected.wait(10), "the broker kept a client that sent a packet over max_packet_size"
+        time.sleep(0.5)
+        assert len(ingest.received) == 1
+    finally:
+        sender.stop()
+        ingest.stop()
