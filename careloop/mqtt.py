@@ -96,18 +96,16 @@ class _PacketProperties(Properties):
         return self, length_bytes + length
 
 
-def _decode_with_shared_tables() -> None:
-    """paho decodes received packets in paho.mqtt._packet (paho 2.2 and later); from here on it makes
-    _PacketProperties there."""
-    try:
-        from paho.mqtt import _packet
-    except ImportError:  # an older paho decodes elsewhere, as it always did
-        return
-    if getattr(_packet, "Properties", None) is Properties:
+def _decode_with_packet_properties() -> None:
+    """paho decodes received packets in paho.mqtt._packet (paho 2.2, the oldest careloop takes); from here on it
+    makes _PacketProperties there."""
+    from paho.mqtt import _packet
+
+    if _packet.Properties is Properties:
         _packet.Properties = _PacketProperties
 
 
-_decode_with_shared_tables()
+_decode_with_packet_properties()
 
 
 class _CallbackFilters(MQTTMatcher):

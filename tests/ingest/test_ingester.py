@@ -12,9 +12,11 @@ import time
 import uuid
 
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from careloop.db import Database, fetch_all, fetch_value
-from careloop.mqtt import events_topic, status_topic, telemetry_topic
+from careloop.mqtt import events_topic, make_connection, status_topic, telemetry_topic
 from ingest.subscriber import forget_session
 from tests.factories import make_device
 from tests.helpers import publish_all, reading, start_careloop, wait_until
@@ -76,11 +78,6 @@ def test_message_properties_a_device_adds_do_not_stop_the_ingester(conn, databas
     """MQTT 5 lets a publisher add properties the broker passes on. paho refused a U+FEFF in a string property and
     dropped the connection, and the broker sent the same message again on every reconnect: one message from a
     device stopped that ingester for good. careloop's clients step over a received message's properties."""
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-
-    from careloop.mqtt import make_connection
-
     device = make_device(conn)
     conn.commit()
     run_ingester()
