@@ -14,6 +14,8 @@ pytestmark = pytest.mark.integration
 DOCUMENTS = [
     {"n": int("7" * 400), "f": 0.1, "s": "x"},  # 400 digits: orjson would read a float
     {"n": -(2**63) - 1, "big": 2**64, "neg": -(10**30)},
+    {"n": -(2**63) - 1},  # 19 digits: orjson would read a float
+    {"n": 2**64 - 1, "m": -(2**63)},  # the largest and smallest orjson reads exactly
     {"nested": json.loads("[" * 900 + "]" * 900)},  # near the json module's own depth limit
     {"text": "ünïcödé 🛠", "empty": {}, "list": [None, True, False, 1.5, -2.5e-7]},
     [],
