@@ -386,7 +386,7 @@ def measure_drain_rate(database_url: str, mqtt_url: str, messages: int) -> float
     with database.transaction() as conn:
         register_devices(conn, devices)
     database.close()
-    figure, _rows, _size = measure_ingest(database_url, mqtt_url, messages, 2, devices, 1, drain=True)
+    figure, _rows, _size = measure_ingest(database_url, mqtt_url, messages, 2, devices, 1)
     # From the readings stored, not the messages queued: a broker with a queue limit (Mosquitto's default keeps
     # 1,000 for an absent session) drops the rest, and measure_ingest then says so.
     return figure.rows_per_s / METRICS_PER_MESSAGE

@@ -1,10 +1,12 @@
-"""`careloop bench ingest`: MQTT publish-to-commit throughput of the real ingester, against the raw limits.
+"""`careloop bench ingest`: MQTT publish-to-commit throughput of the real ingester, against the raw limits, and its
+latency at fixed offered rates.
 
 Three figures for the same messages: one paho client draining the broker (no database), a COPY of the same rows
-into telemetry (no broker), and publish → ingester → commit. `--mode drain` (the default) queues the messages in
-the receivers' persistent sessions first and times the draining alone, so the publishers, which share the
-machine's cores, are not in the figure; `--mode live` publishes while the ingesters run. A figure, never a pass
-or fail."""
+into telemetry (no broker), and publish → ingester → commit. Each drain queues the messages in the receivers'
+persistent sessions first and times the draining alone, so the publishers, which share the machine's cores, are
+not in the figure. `--mode live` then publishes at fixed shares of the ingest drain rate just measured (open loop:
+message i is due at start + i/rate, whatever became of the ones before) and times each message from its due time
+to the moment its commit is seen. A figure, never a pass or fail."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import datetime as dt
 import io
 import json
 import multiprocessing
+import select
 import threading
 import time
 import uuid
@@ -24,29 +27,32 @@ import psycopg2
 from tqdm import tqdm
 
 from bench.fixtures import register_devices, temporary_database
-from bench.processes import Started, careloop_process, service_env
+from bench.processes import Started, careloop_process, percentile, service_env
 from careloop.db import Database, fetch_value
 from careloop.mqtt import make_connection, telemetry_topic
+from careloop.notify import devices_in, listen_for_changed_devices
 from careloop.runtime import resolve_services
 from careloop.settings import get_settings
 from ingest.subscriber import Ingester, forget_session
 
 RAW_TOPIC_ROOT = "careloop-bench/raw"
 METRICS_PER_MESSAGE = 5
+LIVE_LEAD_S = 2.0  # between go and the first due time: each publisher builds its payloads first
 
 
 # --- the workload ------------------------------------------------------------------------------
 
 
-def device_ids(count: int) -> list[str]:
-    return [f"BENCH-{index:06d}" for index in range(1, count + 1)]
+def device_ids(count: int, prefix: str = "BENCH") -> list[str]:
+    return [f"{prefix}-{index:06d}" for index in range(1, count + 1)]
 
 
-def message_body(index: int, devices: list[str], start: dt.datetime) -> tuple[str, bytes]:
-    """Message `index` of the run: (device id, payload). Device i's k-th message has seq k."""
+def message_body(index: int, devices: list[str], start: dt.datetime, spacing_s: float = 0.001) -> tuple[str, bytes]:
+    """Message `index` of the run: (device id, payload), its ts `index` spacings after `start`. Device i's k-th
+    message has seq k."""
     device = devices[index % len(devices)]
     seq = index // len(devices) + 1
-    ts = start + dt.timedelta(milliseconds=index)
+    ts = start + dt.timedelta(seconds=index * spacing_s)
     metrics = {
         "run_hours": 100 + seq / 60,
         "fan_current_a": 0.6 + (index % 7) / 100,
@@ -150,11 +156,6 @@ def _subscribe_and_leave(mqtt_url: str, client_id: str, topic: str) -> None:
     connection.client.loop_stop()
 
 
-def _wait_published(processes: list) -> None:
-    for process in processes:
-        process.join()
-
-
 def _queue_while_away(mqtt_url: str, messages: int, publishers: int, devices: list[str], raw: bool) -> None:
     """Publish every message while the receiving sessions are away: the broker queues them all."""
     go, processes = _publish(mqtt_url, messages, publishers, devices, dt.datetime.now(dt.UTC), raw=raw)
@@ -165,18 +166,16 @@ def _queue_while_away(mqtt_url: str, messages: int, publishers: int, devices: li
             bar.update(1)
 
 
-def measure_broker_drain(mqtt_url: str, messages: int, publishers: int, devices: list[str], *, drain: bool) -> Figure:
-    """One paho client draining the broker, no database: the ceiling the broker and paho set. `drain`: the
-    messages wait in its persistent session first, so the publishers' work is not in the figure."""
+def measure_broker_drain(mqtt_url: str, messages: int, publishers: int, devices: list[str]) -> Figure:
+    """One paho client draining the broker, no database: the ceiling the broker and paho set. The messages wait in
+    its persistent session first, so the publishers' work is not in the figure."""
     name = f"bench-drain-{uuid.uuid4().hex[:8]}"
     client_id = f"careloop-{name}"  # an ingester's client id for `name`: forget_session ends its session
-    if drain:
-        _subscribe_and_leave(mqtt_url, client_id, f"{RAW_TOPIC_ROOT}/+/telemetry")
-        _queue_while_away(mqtt_url, messages, publishers, devices, raw=True)
-    connection = make_connection(mqtt_url, client_id, receive_maximum=2000, session_expiry_s=600 if drain else 0)
+    _subscribe_and_leave(mqtt_url, client_id, f"{RAW_TOPIC_ROOT}/+/telemetry")
+    _queue_while_away(mqtt_url, messages, publishers, devices, raw=True)
+    connection = make_connection(mqtt_url, client_id, receive_maximum=2000, session_expiry_s=600)
     received = 0
     done = threading.Event()
-    subscribed = threading.Event()
 
     def on_message(_client, _userdata, _message) -> None:
         nonlocal received
@@ -185,20 +184,10 @@ def measure_broker_drain(mqtt_url: str, messages: int, publishers: int, devices:
             done.set()
 
     connection.client.on_message = on_message
-    connection.client.on_subscribe = lambda *_args: subscribed.set()
     connection.client.on_connect = lambda client, *_args: client.subscribe(f"{RAW_TOPIC_ROOT}/+/telemetry", qos=1)
-    processes: list = []
-    if drain:
-        started = time.perf_counter()
-        connection.connect()
-        connection.client.loop_start()
-    else:
-        connection.connect()
-        connection.client.loop_start()
-        subscribed.wait(timeout=10)
-        go, processes = _publish(mqtt_url, messages, publishers, devices, dt.datetime.now(dt.UTC), raw=True)
-        started = time.perf_counter()
-        go.set()
+    started = time.perf_counter()
+    connection.connect()
+    connection.client.loop_start()
     last_progress = (0, time.perf_counter())
     with tqdm(total=messages, desc="broker drain", unit="msg", leave=False) as bar:
         while not done.wait(timeout=0.2):
@@ -210,11 +199,9 @@ def measure_broker_drain(mqtt_url: str, messages: int, publishers: int, devices:
     if received < messages:
         print(f"broker drain: the broker dropped {messages - received:,} of {messages:,} messages queued for a "
               "client (its max_queued_messages limit, 1000 by default; deploy/mosquitto.conf sets none)")
-    _wait_published(processes)
     connection.client.disconnect()
     connection.client.loop_stop()
-    if drain:
-        forget_session(mqtt_url, name)
+    forget_session(mqtt_url, name)
     return Figure("broker drain (paho, no database)", seconds, received, received * METRICS_PER_MESSAGE)
 
 
@@ -242,38 +229,32 @@ def measure_copy(database_url: str, messages: int, devices: list[str]) -> Figure
     return Figure("COPY into telemetry (no broker)", seconds, messages, messages * METRICS_PER_MESSAGE)
 
 
+def _start_ingesters(database: Database, mqtt_url: str, group: str, count: int) -> list[Ingester]:
+    """`count` ingesters as threads of this process, on one shared subscription."""
+    started = [Ingester(database, mqtt_url, name=f"{group}-{n}", share_group=group) for n in range(count)]
+    for ingester in started:
+        ingester.start()
+    return started
+
+
 def measure_ingest(
     database_url: str, mqtt_url: str, messages: int, publishers: int, devices: list[str], ingesters: int,
-    *, drain: bool,
 ) -> tuple[Figure, int, int]:
-    """Publish over MQTT, ingest, commit; answers the figure, the rows stored and telemetry's bytes on disk.
-    Live: first publish to last commit, publishers running beside the ingesters. Drain: the messages wait in the
-    ingesters' sessions first; from the ingesters' start to the last commit, what the ingesters alone can do."""
+    """Publish over MQTT, ingest, commit; answers the figure, the rows stored and telemetry's bytes on disk. The
+    messages wait in the ingesters' sessions first; from the ingesters' start to the last commit, what the
+    ingesters alone can do."""
     database = Database(database_url, max_connections=ingesters + 2)
     group = f"bench-{uuid.uuid4().hex[:8]}"
-
-    def start_ingesters() -> list[Ingester]:
-        started = [Ingester(database, mqtt_url, name=f"{group}-{n}", share_group=group) for n in range(ingesters)]
-        for ingester in started:
-            ingester.start()
-        return started
-
-    running = start_ingesters()
+    running = _start_ingesters(database, mqtt_url, group, ingesters)
     for ingester in running:
         ingester.connected.wait(timeout=10)
     time.sleep(0.5)  # the SUBACKs: the sessions hold the shared subscription from here on
     expected_rows = messages * METRICS_PER_MESSAGE
-    processes: list = []
-    if drain:
-        for ingester in running:
-            ingester.stop()
-        _queue_while_away(mqtt_url, messages, publishers, devices, raw=False)
-        started = time.perf_counter()
-        running = start_ingesters()
-    else:
-        go, processes = _publish(mqtt_url, messages, publishers, devices, dt.datetime.now(dt.UTC), raw=False)
-        started = time.perf_counter()
-        go.set()
+    for ingester in running:
+        ingester.stop()
+    _queue_while_away(mqtt_url, messages, publishers, devices, raw=False)
+    started = time.perf_counter()
+    running = _start_ingesters(database, mqtt_url, group, ingesters)
     stored = 0
     last_progress = (0, time.perf_counter())
     with tqdm(total=expected_rows, desc="publish → commit", unit="row", leave=False) as bar:
@@ -285,7 +266,6 @@ def measure_ingest(
     seconds = time.perf_counter() - started
     if last_progress is None:
         seconds -= STALL_S
-    _wait_published(processes)
     for ingester in running:
         ingester.stop()
         forget_session(mqtt_url, ingester.name)
@@ -293,8 +273,7 @@ def measure_ingest(
         rows = int(fetch_value(conn, "SELECT count(*) FROM telemetry"))
         size = _telemetry_bytes(conn)
     database.close()
-    name = f"MQTT → {ingesters} ingester(s) → commit{' (drain)' if drain else ''}"
-    return Figure(name, seconds, messages, stored), rows, size
+    return Figure(f"MQTT → {ingesters} ingester(s) → commit (drain)", seconds, messages, stored), rows, size
 
 
 @contextmanager
@@ -334,33 +313,24 @@ def _messages_stored(conn) -> int:
 
 def measure_ingest_processes(
     database_url: str, mqtt_url: str, messages: int, publishers: int, devices: list[str], ingesters: int,
-    *, drain: bool,
 ) -> tuple[Figure, int, int]:
     """As measure_ingest, with each ingester a `careloop ingest` process. Timed from the first commit to the last:
     a process's start (imports, connecting) is not ingest work. What the first commit held is left out of the
     count, so the rate is of messages committed within the timed span."""
     group = f"bench-{uuid.uuid4().hex[:8]}"
     conn = psycopg2.connect(database_url)
-    publishing: list = []
     with _ingest_processes(database_url, mqtt_url, group, ingesters) as first_run:
         _wait_subscribed(first_run)
-        if not drain:
-            go, publishing = _publish(mqtt_url, messages, publishers, devices, dt.datetime.now(dt.UTC), raw=False)
-            go.set()
-            figure = _time_commits(conn, messages)
-    if drain:
-        # the first run left the sessions and their shared subscription; the broker queues while they are away
-        _queue_while_away(mqtt_url, messages, publishers, devices, raw=False)
-        with _ingest_processes(database_url, mqtt_url, group, ingesters):
-            figure = _time_commits(conn, messages)
-    _wait_published(publishing)
+    # the first run left the sessions and their shared subscription; the broker queues while they are away
+    _queue_while_away(mqtt_url, messages, publishers, devices, raw=False)
+    with _ingest_processes(database_url, mqtt_url, group, ingesters):
+        seconds, timed = _time_commits(conn, messages)
     for number in range(ingesters):
         forget_session(mqtt_url, f"{group}-{number}")
     rows = int(fetch_value(conn, "SELECT count(*) FROM telemetry"))
     size = _telemetry_bytes(conn)
     conn.close()
-    seconds, timed = figure
-    name = f"MQTT → {ingesters} ingest process(es) → commit{' (drain)' if drain else ''}"
+    name = f"MQTT → {ingesters} ingest process(es) → commit (drain)"
     return Figure(name, seconds, timed, timed * METRICS_PER_MESSAGE), rows, size
 
 
@@ -382,6 +352,168 @@ def _time_commits(conn, messages: int) -> tuple[float, int]:
     return ended - since, stored - counted
 
 
+# --- live: latency at fixed offered rates ------------------------------------------------------
+
+
+def _publish_paced(
+    mqtt_url: str, share: range, devices: list[str], rate: float, start_at, ready, go, late_ms,
+) -> None:  # fmt: skip
+    """One publishing process of a live run: message i is published at its due time, start_at + i / rate (open
+    loop), with that due time as its ts. The worst lateness behind that schedule, in ms, goes to `late_ms`."""
+    connection = make_connection(mqtt_url, f"bench-publisher-{uuid.uuid4().hex[:8]}")
+    client = connection.client
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    connected = threading.Event()
+    client.on_connect = lambda *_args: connected.set()
+    connection.connect()
+    client.loop_start()
+    connected.wait(timeout=10)
+    ready.set()
+    go.wait()
+    start = start_at.value
+    first = dt.datetime.fromtimestamp(start, dt.UTC)
+    bodies = [message_body(index, devices, first, 1 / rate) for index in share]
+    late = 0.0
+    last = None
+    for index, (device, body) in zip(share, bodies, strict=True):
+        wait = start + index / rate - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        else:
+            late = max(late, -wait)
+        last = client.publish(telemetry_topic(device), body, qos=1)
+    if last is not None:
+        last.wait_for_publish(timeout=600)
+    late_ms.value = late * 1000
+    client.disconnect()
+    client.loop_stop()
+
+
+@dataclass
+class LiveFigure:
+    share: float  # of the ingest drain rate
+    rate: float  # offered, messages/s
+    published: int
+    latencies: list[float]  # seconds from each message's due time to its commit seen
+    publishers_late_s: float  # how far behind their schedule the publishers fell at worst
+
+    def quantile_ms(self, share: float) -> str:
+        value = percentile(self.latencies, share)
+        return "-" if value is None else f"{value * 1000:.1f}"
+
+
+def measure_live(
+    database_url: str, mqtt_url: str, *, share: float, rate: float, seconds: float, publishers: int,
+    devices: list[str],
+) -> LiveFigure:  # fmt: skip
+    """`rate` messages/s for `seconds` from `devices` (registered, none of their messages stored yet) into the
+    running ingesters; each message timed from its due time to the moment its commit is seen.
+
+    A commit is seen through the ingesters' own notification of the devices each batch changed (careloop.notify,
+    delivered once the batch has committed): the devices it names are looked up in device_state, and a device
+    whose count of stored messages rose by n has had its n oldest messages not yet counted committed. Messages
+    of one device that two ingesters commit out of order are counted in order, which can swap their latencies
+    between them, never lengthen or shorten their sum; with many devices (--live-devices) a device's messages
+    come far enough apart for that to be rare."""
+    messages = int(rate * seconds)
+    index_of = {device: number for number, device in enumerate(devices)}
+    listener = psycopg2.connect(database_url)
+    listener.autocommit = True
+    listen_for_changed_devices(listener)
+    reader = psycopg2.connect(database_url)
+    reader.autocommit = True
+    context = multiprocessing.get_context("spawn")
+    go, start_at = context.Event(), context.Value("d", 0.0)
+    launched = []
+    for number in range(publishers):
+        ready, late_ms = context.Event(), context.Value("d", 0.0)
+        process = context.Process(target=_publish_paced, args=(
+            mqtt_url, range(number, messages, publishers), devices, rate, start_at, ready, go, late_ms))
+        process.start()
+        launched.append((process, ready, late_ms))
+    for _process, ready, _late in launched:
+        ready.wait(timeout=60)
+    start = time.time() + LIVE_LEAD_S
+    start_at.value = start
+    go.set()
+    counted = [0] * len(devices)  # messages of each device seen committed so far
+    latencies: list[float] = []
+    last_progress = (0, time.perf_counter())
+    with tqdm(total=messages, desc=f"live at {share:.0%} ({rate:,.0f} msg/s)", unit="msg", leave=False) as bar:
+        while len(latencies) < messages and last_progress is not None:
+            if select.select([listener], [], [], 0.2)[0]:
+                listener.poll()
+                changed = {device for note in listener.notifies for device in devices_in(note.payload)}
+                listener.notifies.clear()
+                wanted = [device for device in changed if device in index_of]
+                if wanted:
+                    with reader.cursor() as cursor:
+                        cursor.execute("SELECT device_id, seq_count FROM device_state WHERE device_id = ANY(%s)",
+                                       (wanted,))
+                        rows = cursor.fetchall()
+                    seen = time.time()
+                    for device, stored in rows:
+                        number = index_of[device]
+                        for k in range(counted[number], min(int(stored), messages)):
+                            latencies.append(seen - (start + (k * len(devices) + number) / rate))
+                        counted[number] = max(counted[number], int(stored))
+            bar.update(len(latencies) - bar.n)
+            # the clock for a stall starts at the first due time, not while the publishers build their payloads
+            last_progress = _stalled(len(latencies), last_progress) if time.time() > start else last_progress
+    late = 0.0
+    for process, _ready, late_ms in launched:
+        process.join()
+        late = max(late, late_ms.value / 1000)
+    listener.close()
+    reader.close()
+    return LiveFigure(share, rate, messages, latencies, late)
+
+
+@contextmanager
+def _running_ingesters(database_url: str, mqtt_url: str, count: int, processes: bool) -> Iterator[None]:
+    """`count` ingesters on one shared subscription, subscribed, for the block: `careloop ingest` processes or
+    threads of this process; their sessions are ended afterwards."""
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    if processes:
+        with _ingest_processes(database_url, mqtt_url, group, count) as started:
+            _wait_subscribed(started)
+            yield
+    else:
+        database = Database(database_url, max_connections=count + 2)
+        running = _start_ingesters(database, mqtt_url, group, count)
+        for ingester in running:
+            ingester.connected.wait(timeout=10)
+        time.sleep(0.5)  # the SUBACKs
+        try:
+            yield
+        finally:
+            for ingester in running:
+                ingester.stop()
+            database.close()
+    for number in range(count):
+        forget_session(mqtt_url, f"{group}-{number}")
+
+
+def measure_live_shares(
+    database_url: str, mqtt_url: str, drain_rate: float, shares: list[float], *, seconds: float, publishers: int,
+    devices_per_share: int, ingesters: int, processes: bool,
+) -> list[LiveFigure]:  # fmt: skip
+    """measure_live at each share of `drain_rate`, each from devices of its own, into the same ingesters."""
+    fleets = [device_ids(devices_per_share, prefix=f"LIVE{number}") for number in range(len(shares))]
+    conn = psycopg2.connect(database_url)
+    with conn:
+        for fleet in fleets:
+            register_devices(conn, fleet)
+    conn.close()
+    figures = []
+    with _running_ingesters(database_url, mqtt_url, ingesters, processes):
+        for share, fleet in zip(shares, fleets, strict=True):
+            figures.append(measure_live(database_url, mqtt_url, share=share, rate=share * drain_rate,
+                                        seconds=seconds, publishers=publishers, devices=fleet))
+    return figures
+
+
 def _telemetry_bytes(conn) -> int:
     """Bytes telemetry takes on disk with its indexes: a hypertable's chunks where TimescaleDB has made it one
     (hypertable_size), else the plain table's."""
@@ -397,35 +529,54 @@ def bench_ingest(args: argparse.Namespace) -> int:
     urls = resolve_services(get_settings())
     devices = device_ids(args.devices)
     expected = args.messages * METRICS_PER_MESSAGE
+    live = args.mode == "live"
+    shares = [float(share) / 100 for share in str(args.rates).split(",")] if live else []
     with temporary_database(urls.database_url) as database_url:
         conn = psycopg2.connect(database_url)
         with conn:
             register_devices(conn, devices)
         conn.close()
-        draining = args.mode == "drain"
         print(
             f"careloop bench ingest ({args.mode}): {args.messages:,} messages x {METRICS_PER_MESSAGE} metrics from "
             f"{args.publishers} publisher processes, {args.devices} devices, {args.ingesters} ingester(s)"
             + (" as processes of their own" if args.processes else " in this process")
-            + ("; queued in the broker first, then drained" if draining else "; published while ingesting")
+            + "; queued in the broker first, then drained"
+            + (f"; then {args.seconds:g} s at each of {args.rates}% of the ingest drain rate, from "
+               f"{args.live_devices:,} devices a rate" if live else "")
         )
-        drain = measure_broker_drain(urls.mqtt_url, args.messages, args.publishers, devices, drain=draining)
+        drain = measure_broker_drain(urls.mqtt_url, args.messages, args.publishers, devices)
         copy = measure_copy(database_url, args.messages, devices)
         measure = measure_ingest_processes if args.processes else measure_ingest
-        ingest, stored, size = measure(
-            database_url, urls.mqtt_url, args.messages, args.publishers, devices, args.ingesters, drain=draining
-        )
-    print(f"{'measurement':<40} {'seconds':>8} {'messages/s':>12} {'readings/s':>12}")
-    for figure in (drain, copy, ingest):
+        ingest, stored, size = measure(database_url, urls.mqtt_url, args.messages, args.publishers, devices,
+                                       args.ingesters)
+        print(f"{'measurement':<40} {'seconds':>8} {'messages/s':>12} {'readings/s':>12}")
+        for figure in (drain, copy, ingest):
+            print(
+                f"{figure.name:<40} {figure.seconds:>8.2f} {figure.messages_per_s:>12,.0f} "
+                f"{figure.rows_per_s:>12,.0f}"
+            )
         print(
-            f"{figure.name:<40} {figure.seconds:>8.2f} {figure.messages_per_s:>12,.0f} {figure.rows_per_s:>12,.0f}"
+            f"ingest / broker drain: {ingest.messages_per_s / drain.messages_per_s:.2f}   "
+            f"ingest / COPY: {ingest.rows_per_s / copy.rows_per_s:.2f}"
         )
-    print(
-        f"ingest / broker drain: {ingest.messages_per_s / drain.messages_per_s:.2f}   "
-        f"ingest / COPY: {ingest.rows_per_s / copy.rows_per_s:.2f}"
-    )
-    verdict = "every reading stored once" if stored == expected else "MISMATCH"
-    print(f"rows in telemetry: {stored:,} of {expected:,} expected ({verdict})")
-    if stored:
-        print(f"storage: {size / stored:.0f} bytes per reading in telemetry with its indexes ({size / 2**20:.1f} MiB)")
+        verdict = "every reading stored once" if stored == expected else "MISMATCH"
+        print(f"rows in telemetry: {stored:,} of {expected:,} expected ({verdict})")
+        if stored:
+            print(f"storage: {size / stored:.0f} bytes per reading in telemetry with its indexes "
+                  f"({size / 2**20:.1f} MiB)")
+        if live:
+            figures = measure_live_shares(
+                database_url, urls.mqtt_url, ingest.messages_per_s, shares, seconds=args.seconds,
+                publishers=args.publishers, devices_per_share=args.live_devices, ingesters=args.ingesters,
+                processes=args.processes,
+            )
+            print("live: publish → commit, each message from its due time to its commit seen")
+            print(f"{'share':>5} {'offered/s':>10} {'messages':>9} {'committed':>9} {'p50 ms':>8} {'p99 ms':>8} "
+                  f"{'max ms':>8} {'publishers late ms':>18}")
+            for figure in figures:
+                print(
+                    f"{figure.share:>5.0%} {figure.rate:>10,.0f} {figure.published:>9,} {len(figure.latencies):>9,} "
+                    f"{figure.quantile_ms(0.5):>8} {figure.quantile_ms(0.99):>8} {figure.quantile_ms(1.0):>8} "
+                    f"{figure.publishers_late_s * 1000:>18.0f}"
+                )
     return 0

@@ -1,5 +1,6 @@
 """`careloop bench ingest` at a small size, both ways, against the real broker and database: every message it
-publishes is stored once, and it prints its table."""
+publishes is stored once, and it prints its table; live, every message published at each rate is seen committed
+and timed."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ def test_bench_ingest_stores_every_reading_once_and_prints_the_ratios(mode, proc
     # Under 1000 messages: a broker's default max_queued_messages keeps them all for the drained sessions.
     # With --processes, two `careloop ingest` processes share the subscription.
     ingesters = ["--ingesters", "2"] if processes else []
+    live = ["--rates", "10,50", "--seconds", "2", "--live-devices", "30"] if mode == "live" else []
     code = main(["bench", "ingest", "--messages", "600", "--publishers", "2", "--devices", "20", "--mode", mode,
-                 *ingesters, *processes])
+                 *ingesters, *processes, *live])
     printed = capsys.readouterr().out
     assert code == 0
     assert f"careloop bench ingest ({mode})" in printed
@@ -28,3 +30,10 @@ def test_bench_ingest_stores_every_reading_once_and_prints_the_ratios(mode, proc
     assert "ingest / broker drain:" in printed and "ingest / COPY:" in printed
     if processes:
         assert "2 ingester(s) as processes of their own" in printed and "2 ingest process(es)" in printed
+    if mode == "live":
+        rows = printed.split("live: publish → commit", 1)[1].splitlines()[2:4]
+        assert [row.split()[0] for row in rows] == ["10%", "50%"]
+        for row in rows:
+            _share, _offered, published, committed, p50, p99, most, _late = row.split()
+            assert committed == published and int(published.replace(",", "")) > 0
+            assert 0 < float(p50) <= float(p99) <= float(most)
