@@ -514,13 +514,35 @@ def measure_live_shares(
     return figures
 
 
+def _is_hypertable(conn) -> bool:
+    timescale = fetch_value(conn, "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
+    return bool(timescale) and bool(fetch_value(
+        conn, "SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_name = 'telemetry'"))
+
+
+def compressed_telemetry(database_url: str) -> tuple[int, int] | None:
+    """Where telemetry is a TimescaleDB hypertable: every chunk compressed now, by the settings of migration 102
+    (segmented by device and metric), as the compression policy would once a chunk is old enough; answers (rows,
+    bytes on disk after). None on plain PostgreSQL. compress_chunk and show_chunks: TimescaleDB 2.0 and later
+    (still supported in 2.28, which calls the same convert_to_columnstore)."""
+    conn = psycopg2.connect(database_url)
+    conn.autocommit = True
+    try:
+        if not _is_hypertable(conn):
+            return None
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT compress_chunk(chunk, if_not_compressed => true) "
+                           "FROM show_chunks('telemetry') AS chunk")
+        rows = int(fetch_value(conn, "SELECT count(*) FROM telemetry"))
+        return rows, int(fetch_value(conn, "SELECT hypertable_size('telemetry')") or 0)
+    finally:
+        conn.close()
+
+
 def _telemetry_bytes(conn) -> int:
     """Bytes telemetry takes on disk with its indexes: a hypertable's chunks where TimescaleDB has made it one
     (hypertable_size), else the plain table's."""
-    timescale = fetch_value(conn, "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
-    if timescale and fetch_value(
-        conn, "SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_name = 'telemetry'"
-    ):
+    if _is_hypertable(conn):
         return int(fetch_value(conn, "SELECT hypertable_size('telemetry')") or 0)
     return int(fetch_value(conn, "SELECT pg_total_relation_size('telemetry')"))
 
@@ -579,4 +601,11 @@ def bench_ingest(args: argparse.Namespace) -> int:
                     f"{figure.quantile_ms(0.5):>8} {figure.quantile_ms(0.99):>8} {figure.quantile_ms(1.0):>8} "
                     f"{figure.publishers_late_s * 1000:>18.0f}"
                 )
+        compressed = compressed_telemetry(database_url)
+        if compressed is None:
+            print("storage after compression: not measured (telemetry is a plain table here: no TimescaleDB)")
+        elif compressed[0]:
+            rows, size = compressed
+            print(f"storage after TimescaleDB compression: {size / rows:.0f} bytes per reading ({size / 2**20:.1f} "
+                  f"MiB for {rows:,} readings)")
     return 0
