@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
+import paho.mqtt.client as mqtt
 import psycopg2
 from tqdm import tqdm
 
@@ -63,6 +64,21 @@ def message_body(index: int, devices: list[str], start: dt.datetime, spacing_s: 
     return device, json.dumps({"seq": seq, "ts": ts.isoformat(), "metrics": metrics}).encode()
 
 
+def _publisher_client(mqtt_url: str) -> mqtt.Client:
+    """A connected paho client for one publishing process, its network loop running: up to 1,000 messages in
+    flight, none queued past that (publish waits instead)."""
+    connection = make_connection(mqtt_url, f"bench-publisher-{uuid.uuid4().hex[:8]}")
+    client = connection.client
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    connected = threading.Event()
+    client.on_connect = lambda *_args: connected.set()
+    connection.connect()
+    client.loop_start()
+    connected.wait(timeout=10)
+    return client
+
+
 def _publish_share(
     mqtt_url: str,
     share: range,
@@ -74,15 +90,7 @@ def _publish_share(
 ) -> None:
     """One publishing process: QoS 1, as fast as the broker acknowledges."""
     bodies = [message_body(index, devices, start) for index in share]
-    connection = make_connection(mqtt_url, f"bench-publisher-{uuid.uuid4().hex[:8]}")
-    client = connection.client
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    connected = threading.Event()
-    client.on_connect = lambda *_args: connected.set()
-    connection.connect()
-    client.loop_start()
-    connected.wait(timeout=10)
+    client = _publisher_client(mqtt_url)
     ready.set()
     go.wait()
     last = None
@@ -360,15 +368,7 @@ def _publish_paced(
 ) -> None:  # fmt: skip
     """One publishing process of a live run: message i is published at its due time, start_at + i / rate (open
     loop), with that due time as its ts. The worst lateness behind that schedule, in ms, goes to `late_ms`."""
-    connection = make_connection(mqtt_url, f"bench-publisher-{uuid.uuid4().hex[:8]}")
-    client = connection.client
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    connected = threading.Event()
-    client.on_connect = lambda *_args: connected.set()
-    connection.connect()
-    client.loop_start()
-    connected.wait(timeout=10)
+    client = _publisher_client(mqtt_url)
     ready.set()
     go.wait()
     start = start_at.value
