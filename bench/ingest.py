@@ -586,13 +586,18 @@ def bench_ingest(args: argparse.Namespace) -> int:
         if stored:
             print(f"storage: {size / stored:.0f} bytes per reading in telemetry with its indexes "
                   f"({size / 2**20:.1f} MiB)")
-        if live:
+        drain_rate = args.drain_rate or ingest.messages_per_s
+        if live and drain_rate <= 0:
+            print("live: not run: the drain committed too few messages within a timed span to give a rate; run "
+                  "with more --messages, or give --drain-rate")
+        elif live:
             figures = measure_live_shares(
-                database_url, urls.mqtt_url, ingest.messages_per_s, shares, seconds=args.seconds,
+                database_url, urls.mqtt_url, drain_rate, shares, seconds=args.seconds,
                 publishers=args.publishers, devices_per_share=args.live_devices, ingesters=args.ingesters,
                 processes=args.processes,
             )
-            print("live: publish → commit, each message from its due time to its commit seen")
+            print(f"live: publish → commit, each message from its due time to its commit seen; rates as shares of "
+                  f"{drain_rate:,.0f} messages/s" + (" (--drain-rate)" if args.drain_rate else " (the ingest drain)"))
             print(f"{'share':>5} {'offered/s':>10} {'messages':>9} {'committed':>9} {'p50 ms':>8} {'p99 ms':>8} "
                   f"{'max ms':>8} {'publishers late ms':>18}")
             for figure in figures:

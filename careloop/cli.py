@@ -926,6 +926,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest_bench.add_argument("--rates", default="25,50,90",
                               help="live: offered rates, %% of the ingest drain rate (default 25,50,90)")
+    ingest_bench.add_argument(
+        "--drain-rate", type=float, default=None,
+        help="live: the messages/s the --rates are shares of (default: the ingest drain this run measures; a fixed "
+             "one offers the same rates to two versions of the code)",
+    )
     ingest_bench.add_argument("--seconds", type=float, default=10.0,
                               help="live: how long each rate runs (default 10)")
     ingest_bench.add_argument(

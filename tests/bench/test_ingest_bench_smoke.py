@@ -20,7 +20,9 @@ def test_bench_ingest_stores_every_reading_once_and_prints_the_ratios(mode, proc
     # Under 1000 messages: a broker's default max_queued_messages keeps them all for the drained sessions.
     # With --processes, two `careloop ingest` processes share the subscription.
     ingesters = ["--ingesters", "2"] if processes else []
-    live = ["--rates", "10,50", "--seconds", "2", "--live-devices", "30"] if mode == "live" else []
+    # A drain of 600 messages can commit them all in its first, untimed, batch: the live rates get a fixed base.
+    live = (["--rates", "10,50", "--drain-rate", "200", "--seconds", "2", "--live-devices", "30"]
+            if mode == "live" else [])
     code = main(["bench", "ingest", "--messages", "600", "--publishers", "2", "--devices", "20", "--mode", mode,
                  *ingesters, *processes, *live])
     printed = capsys.readouterr().out
@@ -33,6 +35,7 @@ def test_bench_ingest_stores_every_reading_once_and_prints_the_ratios(mode, proc
     if processes:
         assert "2 ingester(s) as processes of their own" in printed and "2 ingest process(es)" in printed
     if mode == "live":
+        assert "rates as shares of 200 messages/s (--drain-rate)" in printed
         rows = printed.split("live: publish → commit", 1)[1].splitlines()[2:4]
         assert [row.split()[0] for row in rows] == ["10%", "50%"]
         for row in rows:
