@@ -36,6 +36,7 @@ from careloop.runtime import resolve_services
 from careloop.settings import get_settings
 from ingest.subscriber import Ingester, forget_session
 
+SPAWN = multiprocessing.get_context("spawn")  # publishers start clean, without this process's threads
 RAW_TOPIC_ROOT = "careloop-bench/raw"
 METRICS_PER_MESSAGE = 5
 LIVE_LEAD_S = 2.0  # between go and the first due time: each publisher builds its payloads first
@@ -80,13 +81,13 @@ def _publisher_client(mqtt_url: str) -> mqtt.Client:
 
 
 def _publish_share(
-    mqtt_url: str,
     share: range,
+    ready: multiprocessing.Event,
+    go: multiprocessing.Event,
+    mqtt_url: str,
     devices: list[str],
     start: dt.datetime,
     raw: bool,
-    ready: multiprocessing.Event,
-    go: multiprocessing.Event,
 ) -> None:
     """One publishing process: QoS 1, as fast as the broker acknowledges."""
     bodies = [message_body(index, devices, start) for index in share]
@@ -103,21 +104,25 @@ def _publish_share(
     client.loop_stop()
 
 
-def _publish(mqtt_url: str, messages: int, publishers: int, devices: list[str], start: dt.datetime, raw: bool):
-    """Start the publishing processes; answers (go-event, processes) once all are connected."""
-    context = multiprocessing.get_context("spawn")
-    go = context.Event()
+def _start_publishers(target, publishers: int, messages: int, *args) -> tuple[multiprocessing.Event, list]:
+    """`publishers` processes, each running target(share, ready, go, *args) for its share of the run's messages,
+    range(number, messages, publishers); answers (go-event, processes) once all are connected."""
+    go = SPAWN.Event()
     processes, readies = [], []
     for number in range(publishers):
-        ready = context.Event()
-        share = range(number, messages, publishers)
-        process = context.Process(target=_publish_share, args=(mqtt_url, share, devices, start, raw, ready, go))
+        ready = SPAWN.Event()
+        process = SPAWN.Process(target=target, args=(range(number, messages, publishers), ready, go, *args))
         process.start()
         processes.append(process)
         readies.append(ready)
     for ready in readies:
         ready.wait(timeout=60)
     return go, processes
+
+
+def _publish(mqtt_url: str, messages: int, publishers: int, devices: list[str], start: dt.datetime, raw: bool):
+    """Start the publishing processes; answers (go-event, processes) once all are connected."""
+    return _start_publishers(_publish_share, publishers, messages, mqtt_url, devices, start, raw)
 
 
 @dataclass
@@ -245,6 +250,16 @@ def _start_ingesters(database: Database, mqtt_url: str, group: str, count: int) 
     return started
 
 
+def _start_subscribed_ingesters(database: Database, mqtt_url: str, group: str, count: int) -> list[Ingester]:
+    """_start_ingesters, once each is connected and a moment more for the SUBACKs: from then on the sessions hold
+    the shared subscription, and the broker keeps their messages."""
+    started = _start_ingesters(database, mqtt_url, group, count)
+    for ingester in started:
+        ingester.connected.wait(timeout=10)
+    time.sleep(0.5)
+    return started
+
+
 def measure_ingest(
     database_url: str, mqtt_url: str, messages: int, publishers: int, devices: list[str], ingesters: int,
 ) -> tuple[Figure, int, int]:
@@ -253,10 +268,7 @@ def measure_ingest(
     ingesters alone can do."""
     database = Database(database_url, max_connections=ingesters + 2)
     group = f"bench-{uuid.uuid4().hex[:8]}"
-    running = _start_ingesters(database, mqtt_url, group, ingesters)
-    for ingester in running:
-        ingester.connected.wait(timeout=10)
-    time.sleep(0.5)  # the SUBACKs: the sessions hold the shared subscription from here on
+    running = _start_subscribed_ingesters(database, mqtt_url, group, ingesters)
     expected_rows = messages * METRICS_PER_MESSAGE
     for ingester in running:
         ingester.stop()
@@ -364,10 +376,11 @@ def _time_commits(conn, messages: int) -> tuple[float, int]:
 
 
 def _publish_paced(
-    mqtt_url: str, share: range, devices: list[str], rate: float, start_at, ready, go, late_ms,
+    share: range, ready, go, mqtt_url: str, devices: list[str], rate: float, start_at, late_ms,
 ) -> None:  # fmt: skip
     """One publishing process of a live run: message i is published at its due time, start_at + i / rate (open
-    loop), with that due time as its ts. The worst lateness behind that schedule, in ms, goes to `late_ms`."""
+    loop), with that due time as its ts. The worst lateness behind that schedule, in ms, goes to its place in
+    `late_ms` (share.start: the publisher's number)."""
     client = _publisher_client(mqtt_url)
     ready.set()
     go.wait()
@@ -385,7 +398,7 @@ def _publish_paced(
         last = client.publish(telemetry_topic(device), body, qos=1)
     if last is not None:
         last.wait_for_publish(timeout=600)
-    late_ms.value = late * 1000
+    late_ms[share.start] = late * 1000
     client.disconnect()
     client.loop_stop()
 
@@ -423,17 +436,8 @@ def measure_live(
     listen_for_changed_devices(listener)
     reader = psycopg2.connect(database_url)
     reader.autocommit = True
-    context = multiprocessing.get_context("spawn")
-    go, start_at = context.Event(), context.Value("d", 0.0)
-    launched = []
-    for number in range(publishers):
-        ready, late_ms = context.Event(), context.Value("d", 0.0)
-        process = context.Process(target=_publish_paced, args=(
-            mqtt_url, range(number, messages, publishers), devices, rate, start_at, ready, go, late_ms))
-        process.start()
-        launched.append((process, ready, late_ms))
-    for _process, ready, _late in launched:
-        ready.wait(timeout=60)
+    start_at, late_ms = SPAWN.Value("d", 0.0), SPAWN.Array("d", publishers)
+    go, processes = _start_publishers(_publish_paced, publishers, messages, mqtt_url, devices, rate, start_at, late_ms)
     start = time.time() + LIVE_LEAD_S
     start_at.value = start
     go.set()
@@ -442,32 +446,36 @@ def measure_live(
     last_progress = (0, time.perf_counter())
     with tqdm(total=messages, desc=f"live at {share:.0%} ({rate:,.0f} msg/s)", unit="msg", leave=False) as bar:
         while len(latencies) < messages and last_progress is not None:
-            if select.select([listener], [], [], 0.2)[0]:
-                listener.poll()
-                changed = {device for note in listener.notifies for device in devices_in(note.payload)}
-                listener.notifies.clear()
-                wanted = [device for device in changed if device in index_of]
-                if wanted:
-                    with reader.cursor() as cursor:
-                        cursor.execute("SELECT device_id, seq_count FROM device_state WHERE device_id = ANY(%s)",
-                                       (wanted,))
-                        rows = cursor.fetchall()
-                    seen = time.time()
-                    for device, stored in rows:
-                        number = index_of[device]
-                        for k in range(counted[number], min(int(stored), messages)):
-                            latencies.append(seen - (start + (k * len(devices) + number) / rate))
-                        counted[number] = max(counted[number], int(stored))
+            stored_counts, seen = _stored_counts_on_commit(listener, reader, index_of)
+            for number, stored in stored_counts:
+                for k in range(counted[number], min(stored, messages)):
+                    latencies.append(seen - (start + (k * len(devices) + number) / rate))
+                counted[number] = max(counted[number], stored)
             bar.update(len(latencies) - bar.n)
             # the clock for a stall starts at the first due time, not while the publishers build their payloads
             last_progress = _stalled(len(latencies), last_progress) if time.time() > start else last_progress
-    late = 0.0
-    for process, _ready, late_ms in launched:
+    for process in processes:
         process.join()
-        late = max(late, late_ms.value / 1000)
     listener.close()
     reader.close()
-    return LiveFigure(share, rate, messages, latencies, late)
+    return LiveFigure(share, rate, messages, latencies, max(late_ms) / 1000)
+
+
+def _stored_counts_on_commit(listener, reader, index_of: dict[str, int]) -> tuple[list[tuple[int, int]], float]:
+    """Waits up to 0.2 s for the ingesters' notification of committed batches on `listener`; answers, for the
+    devices of `index_of` they name, (device number, messages stored) from device_state, and when it was read."""
+    if not select.select([listener], [], [], 0.2)[0]:
+        return [], time.time()
+    listener.poll()
+    changed = {device for note in listener.notifies for device in devices_in(note.payload)}
+    listener.notifies.clear()
+    wanted = [device for device in changed if device in index_of]
+    if not wanted:
+        return [], time.time()
+    with reader.cursor() as cursor:
+        cursor.execute("SELECT device_id, seq_count FROM device_state WHERE device_id = ANY(%s)", (wanted,))
+        rows = cursor.fetchall()
+    return [(index_of[device], int(stored)) for device, stored in rows], time.time()
 
 
 @contextmanager
@@ -481,10 +489,7 @@ def _running_ingesters(database_url: str, mqtt_url: str, count: int, processes: 
             yield
     else:
         database = Database(database_url, max_connections=count + 2)
-        running = _start_ingesters(database, mqtt_url, group, count)
-        for ingester in running:
-            ingester.connected.wait(timeout=10)
-        time.sleep(0.5)  # the SUBACKs
+        running = _start_subscribed_ingesters(database, mqtt_url, group, count)
         try:
             yield
         finally:
