@@ -41,9 +41,12 @@ SELECT * FROM service_orders WHERE id = %(order_id)s FOR UPDATE
 -- first (SLA due time); `total` counts all.
 -- The filter and the sort carry each order's id and due time alone, and only the page's orders are read whole:
 -- counted and sorted whole, the dispatch board's 6,000 open orders spilled to disk and took most of its time.
+-- Not materialized: the page is then read in the order of service_orders_board_idx, stopping at its limit, and the
+-- count from the status index, where a materialized list of every match was scanned and sorted (12 -> 5 ms for
+-- the board's 500 of 6,000 open orders beside 60,000 closed ones).
 -- Region and owner are looked up per order in the page, by primary key, for the same reason: joined, the
 -- planner hashes the whole devices and customers tables.
-WITH matching AS (
+WITH matching AS NOT MATERIALIZED (
     SELECT o.id, o.status IN ('completed', 'cancelled') AS closed, o.sla_due_at
     FROM service_orders o
     WHERE (%(order_id)s::bigint IS NULL OR o.id = %(order_id)s)
