@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from bench.fixtures import register_devices, temporary_database
 from bench.processes import Started, careloop_process, percentile, service_env
+from bench.publisher import PacedPublisher
 from careloop.db import Database, fetch_value
 from careloop.mqtt import make_connection, telemetry_topic
 from careloop.notify import devices_in, listen_for_changed_devices
@@ -380,27 +381,20 @@ def _publish_paced(
 ) -> None:  # fmt: skip
     """One publishing process of a live run: message i is published at its due time, start_at + i / rate (open
     loop), with that due time as its ts. The worst lateness behind that schedule, in ms, goes to its place in
-    `late_ms` (share.start: the publisher's number)."""
-    client = _publisher_client(mqtt_url)
+    `late_ms` (share.start: the publisher's number). Pre-encoded packets (bench.publisher), not paho: the
+    generator must not take the cores the ingesters are measured on."""
+    publisher = PacedPublisher(mqtt_url)
     ready.set()
     go.wait()
     start = start_at.value
     first = dt.datetime.fromtimestamp(start, dt.UTC)
-    bodies = [message_body(index, devices, first, 1 / rate) for index in share]
-    late = 0.0
-    last = None
-    for index, (device, body) in zip(share, bodies, strict=True):
-        wait = start + index / rate - time.time()
-        if wait > 0:
-            time.sleep(wait)
-        else:
-            late = max(late, -wait)
-        last = client.publish(telemetry_topic(device), body, qos=1)
-    if last is not None:
-        last.wait_for_publish(timeout=600)
+    messages = [message_body(index, devices, first, 1 / rate) for index in share]
+    packets = PacedPublisher.encode([(telemetry_topic(device), body) for device, body in messages])
+    late = publisher.publish_paced(packets, [start + index / rate for index in share])
+    acknowledged = publisher.close(len(packets))
+    if acknowledged < len(packets):
+        raise RuntimeError(f"the broker acknowledged {acknowledged} of {len(packets)} messages")
     late_ms[share.start] = late * 1000
-    client.disconnect()
-    client.loop_stop()
 
 
 @dataclass
