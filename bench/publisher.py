@@ -25,6 +25,9 @@ PINGREQ = b"\xc0\x00"
 DISCONNECT = b"\xe0\x00"
 PUBACK_TYPE = 0x40
 MAX_PACKET_ID = 65535
+# The shortest sleep between writes: every packet due within it goes in the next write. Waking for each packet
+# took a tenth of a core at 2,000 messages/s; the price is up to this much of each message's measured latency.
+TICK_S = 0.001
 
 
 def _remaining_length(length: int) -> bytes:
@@ -94,7 +97,7 @@ class PacedPublisher:
             now = time.time()
             wait = due[sent] - now
             if wait > 0:
-                time.sleep(wait)
+                time.sleep(max(wait, TICK_S))
                 continue
             late = max(late, -wait)
             upto = sent + 1
