@@ -11,6 +11,7 @@ import random
 import re
 import secrets
 import ssl
+import struct
 import threading
 import time
 import uuid
@@ -20,6 +21,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.client import PUBACK
 from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.matcher import MQTTMatcher
 from paho.mqtt.packettypes import PacketTypes
@@ -128,6 +130,76 @@ def _without_cycles_per_message(client: mqtt.Client) -> None:
         client._on_message_filtered = _CallbackFilters()
 
 
+class _BufferedSocket:
+    """A connected socket (plain or TLS) read READ_SIZE bytes at a time into a buffer that paho's small reads are
+    served from; `pending()` counts the buffer, as an SSL socket's counts what TLS has decrypted, and paho's loop
+    reads on without waiting in select() while anything is pending. Everything else is the socket's own."""
+
+    READ_SIZE = 65536
+
+    def __init__(self, sock) -> None:
+        self._sock = sock
+        self._buffer = bytearray()
+
+    def recv(self, size: int) -> bytes:
+        if not self._buffer:
+            data = self._sock.recv(self.READ_SIZE)  # BlockingIOError, TLS's wants and OSError reach paho as before
+            if not data:
+                return b""  # closed by the broker
+            self._buffer += data
+        chunk = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return chunk
+
+    def pending(self) -> int:
+        pending = getattr(self._sock, "pending", None)
+        return len(self._buffer) + (pending() if pending is not None else 0)
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+
+class _Client(mqtt.Client):
+    """paho's client reading many packets a syscall rather than four syscalls a packet.
+
+    paho (2.2) reads one packet each time select() finds the socket readable (loop_read reads as many packets as
+    it has QoS 2 messages in flight, and at least one), and a packet in three reads: one byte of packet type, the
+    length a byte at a time, then the rest. Reading one of careloop's ingest drain, a paho client spent most of
+    its time in those syscalls. Here the socket is a _BufferedSocket, and loop_read parses packets while the buffer
+    holds any, up to READ_PACKETS a call: between calls paho's loop writes the acknowledgements and pings, and
+    finds the rest pending.
+    """
+
+    READ_PACKETS = 1000
+
+    def _create_socket(self):
+        return _BufferedSocket(super()._create_socket())
+
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        for _ in range(self.READ_PACKETS):
+            sock = self._sock
+            if sock is None:
+                return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
+            rc = self._packet_read()
+            if rc > 0:
+                return self._loop_rc_handle(rc)
+            # paho answers AGAIN for a socket with nothing to read, and for a packet too long for its 100 reads
+            if rc == mqtt.MQTTErrorCode.MQTT_ERR_AGAIN and not sock.pending():
+                break
+        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+_PUBACK = struct.Struct("!BBH")  # type, remaining length, packet id
+
+
+def ack_qos1(client: mqtt.Client, mids: list[int]) -> None:
+    """PUBACKs for QoS 1 messages received with manual acks, queued to paho's writer as one write: paho's ack()
+    queues and wakes its loop once per message, two syscalls each. A PUBACK of two bytes of length is MQTT 3.1.1's
+    and MQTT 5's success alike."""
+    if mids:
+        client._packet_queue(PUBACK, b"".join(_PUBACK.pack(PUBACK, 2, mid) for mid in mids), 0, 0)
+
+
 @dataclass(frozen=True)
 class BrokerAddress:
     host: str
@@ -198,7 +270,7 @@ def make_connection(
     address = BrokerAddress.from_url(url)
     persistent = session_expiry_s > 0
     if address.mqtt5:
-        client = mqtt.Client(
+        client = _Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
         )
         properties = Properties(PacketTypes.CONNECT)
@@ -207,7 +279,7 @@ def make_connection(
         if receive_maximum:
             properties.ReceiveMaximum = receive_maximum
     else:
-        client = mqtt.Client(
+        client = _Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv311,

@@ -21,7 +21,7 @@ from careloop import metrics
 from careloop.db import TRANSIENT_ERRORS, Database
 from careloop.heartbeat import Heartbeat
 from careloop.jobs import ScheduledJob
-from careloop.mqtt import EVENTS_TOPIC, STATUS_TOPIC, TELEMETRY_TOPIC, MqttConnection, make_connection
+from careloop.mqtt import EVENTS_TOPIC, STATUS_TOPIC, TELEMETRY_TOPIC, MqttConnection, ack_qos1, make_connection
 from ingest import jobs
 from ingest.service import (
     QUARANTINE_MAX_ROWS,
@@ -171,8 +171,11 @@ class Ingester:
                 return  # stopping while the database is down: nothing acked, the broker keeps them
             if self.before_ack is not None:
                 self.before_ack(outcome)
-            for generation, message, _received_at in batch:
-                if generation == self._generation and message.qos > 0:
+            # a message of an earlier connection is not acknowledged: the broker sends it again on this one
+            current = [message for generation, message, _received_at in batch if generation == self._generation]
+            ack_qos1(self.connection.client, [message.mid for message in current if message.qos == 1])
+            for message in current:
+                if message.qos == 2:
                     self.connection.client.ack(message.mid, message.qos)
             self.totals.add(outcome)
             self._observe(batch, outcome, time.perf_counter() - started)
