@@ -167,11 +167,13 @@ with st.container(horizontal=True, vertical_alignment="bottom"):
     priority = st.selectbox("Priority", [ALL_PRIORITIES, *PRIORITIES], width=180)
     overdue_only = st.toggle("Overdue only")
 
-order_filters = {
-    "status": "open", "region": None if region == ALL_REGIONS else region,
-    "skill": None if skill == ALL_SKILLS else skill, "priority": None if priority == ALL_PRIORITIES else priority,
-    "overdue": "true" if overdue_only else None, "limit": QUEUE_LIMIT,
+chosen = {
+    "region": None if region == ALL_REGIONS else region, "skill": None if skill == ALL_SKILLS else skill,
+    "priority": None if priority == ALL_PRIORITIES else priority, "overdue": "true" if overdue_only else None,
 }
+# Only the filters chosen: with none, the queue is the same request as every_open above, and the cache answers it
+# (each board read is 500 orders; the API would otherwise be asked twice for the same list on every render).
+order_filters = {"status": "open", "limit": QUEUE_LIMIT, **{key: value for key, value in chosen.items() if value}}
 narrowed_by_order = skill != ALL_SKILLS or priority != ALL_PRIORITIES or overdue_only
 
 
@@ -179,7 +181,7 @@ def read_queue() -> tuple[dict[str, Any], list[dict[str, Any]], str | None]:
     """The filtered open orders (most urgent first) and the open calls that go with them."""
     listing = fetch_or_stop("service_orders", **order_filters)
     orders = by_urgency(listing.get("items", []))
-    calls, refused = read_or_none("call_tasks", status="open", region=order_filters["region"], limit=QUEUE_LIMIT)
+    calls, refused = read_or_none("call_tasks", status="open", region=order_filters.get("region"), limit=QUEUE_LIMIT)
     tasks: list[dict[str, Any]] = (calls or {}).get("items", [])
     if narrowed_by_order:
         # Skill, priority and overdue are an order's; a call goes with them through its order, and a call
@@ -212,7 +214,7 @@ def show_queue() -> None:
 
     st.subheader("Orders")
     if not orders:
-        if order_filters["region"] or narrowed_by_order:
+        if order_filters.get("region") or narrowed_by_order:
             st.info("No open order matches these filters.")
         elif technician_view:
             st.info("No order is assigned to you yet; a dispatcher assigns orders from the dispatch board.")
@@ -648,7 +650,7 @@ if can("work_calls"):
     work_a_call()
 
 if not calls_refused and not technician_view:
-    blocked, _ = read_or_none("call_tasks", status="blocked", region=order_filters["region"], limit=QUEUE_LIMIT)
+    blocked, _ = read_or_none("call_tasks", status="blocked", region=order_filters.get("region"), limit=QUEUE_LIMIT)
     held = (blocked or {}).get("items", [])
     if held:
         with st.expander(f"{len(held)} call{'s' if len(held) != 1 else ''} held back by the contact policy"):

@@ -547,6 +547,8 @@ def test_dispatch_board_lists_open_orders_most_urgent_first_with_time_left_and_o
     values = metric_values(at)
     assert (values["Open orders"], values["Overdue"], values["Due soon"], values["Unassigned"]) == ("3", "1", "1", "1")
     assert fake_api.asked("/service-orders")[-1]["status"] == "open"
+    # The unfiltered queue and the list the filters' choices come from are one request, not two.
+    assert len(fake_api.asked("/service-orders")) == 1
 
     calls = calls_table(at)
     # Open calls, the one callable now first; the blocked one is apart, with the contact policy's reason.
