@@ -164,10 +164,10 @@ class _Client(mqtt.Client):
 
     paho (2.2) reads one packet each time select() finds the socket readable (loop_read reads as many packets as
     it has QoS 2 messages in flight, and at least one), and a packet in three reads: one byte of packet type, the
-    length a byte at a time, then the rest. Reading one of careloop's ingest drain, a paho client spent most of
-    its time in those syscalls. Here the socket is a _BufferedSocket, and loop_read parses packets while the buffer
-    holds any, up to READ_PACKETS a call: between calls paho's loop writes the acknowledgements and pings, and
-    finds the rest pending.
+    length a byte at a time, then the rest. Here the socket is a _BufferedSocket, and loop_read parses packets
+    while the buffer holds any, up to READ_PACKETS a call: between calls paho's loop writes the acknowledgements
+    and pings, and finds the rest pending. One client draining the broker with no database read 28,000-30,000
+    messages/s as paho ships and 52,000-60,000 so (`careloop bench ingest`); two ingest processes a sixth more.
     """
 
     READ_PACKETS = 1000
