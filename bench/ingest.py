@@ -40,7 +40,8 @@ from ingest.subscriber import Ingester, forget_session
 SPAWN = multiprocessing.get_context("spawn")  # publishers start clean, without this process's threads
 RAW_TOPIC_ROOT = "careloop-bench/raw"
 METRICS_PER_MESSAGE = 5
-LIVE_LEAD_S = 2.0  # between go and the first due time: each publisher builds its payloads first
+LIVE_LEAD_S = 2.0  # between go and the first due time, and a second more per BUILT_PER_S messages: the
+BUILT_PER_S = 50_000  # publishers build and encode their messages first, about 100,000 a second
 # One process writes the live rates: pre-encoded (bench.publisher), it keeps 20,000 messages/s on schedule with a
 # few per cent of a core, and every process more is one more waking up on the cores the ingesters are measured on.
 LIVE_PUBLISHERS = 1
@@ -435,7 +436,7 @@ def measure_live(
     reader.autocommit = True
     start_at, late_ms = SPAWN.Value("d", 0.0), SPAWN.Array("d", publishers)
     go, processes = _start_publishers(_publish_paced, publishers, messages, mqtt_url, devices, rate, start_at, late_ms)
-    start = time.time() + LIVE_LEAD_S
+    start = time.time() + LIVE_LEAD_S + messages / BUILT_PER_S
     start_at.value = start
     go.set()
     counted = [0] * len(devices)  # messages of each device seen committed so far
@@ -455,6 +456,8 @@ def measure_live(
         process.join()
     listener.close()
     reader.close()
+    if any(process.exitcode != 0 for process in processes):
+        raise RuntimeError(f"a publisher failed at {share:.0%} ({rate:,.0f} messages/s): its error is above")
     return LiveFigure(share, rate, messages, latencies, max(late_ms) / 1000)
 
 

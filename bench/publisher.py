@@ -3,16 +3,17 @@ encoded before the clock starts, and every packet due is written to the socket i
 
 Why not paho here: paho spends about 100 µs of Python on each publish. At the live rates of `bench ingest` four
 paho publishers took a core of the two the ingesters run on, so the run measured the generator as much as the
-ingester. Here a message costs a slice of one `sendall` and the broker's PUBACKs are only counted, a few µs each.
+ingester. Here a message costs a slice of one write and the broker's PUBACKs are only counted, a few µs each.
 MQTT 3.1.1, the packets of its specification (CONNECT, PUBLISH, PUBACK, PINGREQ, DISCONNECT); the broker's
 address, credentials and TLS are read as the product's own clients read them (careloop.mqtt).
 """
 
 from __future__ import annotations
 
+import select
 import socket
+import ssl
 import struct
-import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ PINGREQ = b"\xc0\x00"
 DISCONNECT = b"\xe0\x00"
 PUBACK_TYPE = 0x40
 MAX_PACKET_ID = 65535
+MAX_IN_FLIGHT = 60_000  # below MAX_PACKET_ID: an id comes round again only after its PUBACK
 # The shortest sleep between writes: every packet due within it goes in the next write. Waking for each packet
 # took a tenth of a core at 2,000 messages/s; the price is up to this much of each message's measured latency.
 TICK_S = 0.001
@@ -63,7 +65,9 @@ def publish_packet(topic: str, payload: bytes, packet_id: int) -> bytes:
 
 
 class PacedPublisher:
-    """One connection publishing pre-encoded QoS 1 messages on a schedule, counting the broker's PUBACKs."""
+    """One connection publishing pre-encoded QoS 1 messages on a schedule, counting the broker's PUBACKs. One
+    thread: the acknowledgements are read while it waits for the next due time (a TLS connection must not be read
+    and written by two threads at once)."""
 
     def __init__(self, mqtt_url: str) -> None:
         address = BrokerAddress.from_url(mqtt_url)
@@ -74,13 +78,10 @@ class PacedPublisher:
         connack = _read_exactly(sock, 4)
         if connack[0] != 0x20 or connack[3] != 0:
             raise ConnectionError(f"the broker refused the publisher: CONNACK {connack.hex()}")
-        sock.settimeout(None)
+        sock.setblocking(False)
         self._sock = sock
         self._acked = 0
-        self._acks_done = threading.Event()
-        self._expected: int | None = None
-        self._reader = threading.Thread(target=self._count_acks, name="puback-reader", daemon=True)
-        self._reader.start()
+        self._unparsed = b""
 
     @staticmethod
     def encode(messages: Sequence[tuple[str, bytes]]) -> list[bytes]:
@@ -90,57 +91,65 @@ class PacedPublisher:
 
     def publish_paced(self, packets: Sequence[bytes], due: Sequence[float]) -> float:
         """Writes packet i at wall-clock time due[i] (ascending), every packet already due in one write; answers
-        the worst lateness behind that schedule, in seconds."""
-        self._sock.sendall(PINGREQ)  # the keepalive restarts: the wait before the first due time may be long
+        the worst lateness behind that schedule, in seconds. At most MAX_IN_FLIGHT unacknowledged: a packet id is
+        not used again before its PUBACK."""
+        self._send(PINGREQ)  # the keepalive restarts: the wait before the first due time may be long
         late, sent, count = 0.0, 0, len(packets)
         while sent < count:
             now = time.time()
             wait = due[sent] - now
-            if wait > 0:
-                time.sleep(max(wait, TICK_S))
+            if wait > 0 or sent - self._acked >= MAX_IN_FLIGHT:
+                self._read_acks(max(wait, TICK_S))
                 continue
             late = max(late, -wait)
             upto = sent + 1
-            while upto < count and due[upto] <= now:
+            while upto < count and due[upto] <= now and upto - self._acked < MAX_IN_FLIGHT:
                 upto += 1
-            self._sock.sendall(b"".join(packets[sent:upto]))
+            self._send(b"".join(packets[sent:upto]))
             sent = upto
         return late
 
-    def close(self, sent: int, timeout_s: float = 600) -> int:
+    def close(self, sent: int, timeout_s: float = 60) -> int:
         """Waits until the broker has acknowledged `sent` messages (or `timeout_s`), disconnects; answers how many
         it acknowledged."""
-        self._expected = sent
-        if self._acked < sent:
-            self._acks_done.wait(timeout_s)
+        deadline = time.monotonic() + timeout_s
         try:
-            self._sock.sendall(DISCONNECT)
+            while self._acked < sent and time.monotonic() < deadline:
+                self._read_acks(min(0.1, max(deadline - time.monotonic(), 0)))
+            self._send(DISCONNECT)
+        except OSError:
+            pass  # the connection broke (ConnectionError too): what was acknowledged before it is the answer
         finally:
             self._sock.close()
         return self._acked
 
-    def _count_acks(self) -> None:
-        # The broker sends PUBACKs (and one PINGRESP) only: counted by their 4-byte frames, the PINGRESP skipped.
-        buffer = b""
-        while True:
+    def _send(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
             try:
-                chunk = self._sock.recv(65536)
-            except OSError:
-                return
-            if not chunk:
-                return
-            buffer += chunk
-            position = 0
-            while len(buffer) - position >= 2:
-                kind, length = buffer[position], buffer[position + 1]
-                if len(buffer) - position < 2 + length:
-                    break
-                if kind & 0xF0 == PUBACK_TYPE:
-                    self._acked += 1
-                position += 2 + length
-            buffer = buffer[position:]
-            if self._expected is not None and self._acked >= self._expected:
-                self._acks_done.set()
+                view = view[self._sock.send(view):]
+            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                self._read_acks(TICK_S)  # the broker is slow to read: take its acknowledgements meanwhile
+
+    def _read_acks(self, timeout_s: float) -> None:
+        """Counts the PUBACKs that arrive within `timeout_s` (the broker sends those and one PINGRESP, framed by
+        a one-byte remaining length); raises ConnectionError when the broker has closed the connection."""
+        pending = getattr(self._sock, "pending", None)
+        if not (pending is not None and pending()) and not select.select([self._sock], [], [], timeout_s)[0]:
+            return
+        try:
+            chunk = self._sock.recv(65536)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return
+        if not chunk:
+            raise ConnectionError(f"the broker closed the publisher's connection after {self._acked:,} PUBACKs")
+        buffer = self._unparsed + chunk
+        position = 0
+        while len(buffer) - position >= 2 and len(buffer) - position >= 2 + buffer[position + 1]:
+            if buffer[position] & 0xF0 == PUBACK_TYPE:
+                self._acked += 1
+            position += 2 + buffer[position + 1]
+        self._unparsed = buffer[position:]
 
 
 def _read_exactly(sock: socket.socket, count: int) -> bytes:

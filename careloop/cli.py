@@ -910,7 +910,8 @@ def build_parser() -> argparse.ArgumentParser:
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
     ingest_bench = benches.add_parser("ingest", help="MQTT publish-to-commit throughput against raw limits")
     ingest_bench.add_argument("--messages", type=int, default=40_000, help="messages to publish in all")
-    ingest_bench.add_argument("--publishers", type=int, default=4, help="publishing processes")
+    ingest_bench.add_argument("--publishers", type=int, default=4,
+                              help="publishing processes of the drain (live: one paced publisher)")
     ingest_bench.add_argument("--devices", type=int, default=400, help="distinct devices")
     ingest_bench.add_argument("--ingesters", type=int, default=1, help="ingesters sharing the subscription")
     ingest_bench.add_argument(
