@@ -80,9 +80,11 @@ class Ingester:
         )
         self.connected = threading.Event()
         self._stopping = threading.Event()
-        # Bumped on every (re)connect: a packet id from an older connection must not be acked on
-        # a newer one, where the broker has already sent the message again.
+        # Bumped on every connect and disconnect: a packet id from an older connection must not be acked on
+        # a newer one, where the broker has already sent the message again (or, the session gone, where the id
+        # names another message). The lock keeps a bump from falling between the writer's check and its acks.
         self._generation = 0
+        self._ack_lock = threading.Lock()
         client = self.connection.client
         client.manual_ack_set(True)
         client.on_connect = self._on_connect
@@ -98,7 +100,8 @@ class Ingester:
         if reason_code.is_failure:
             log.error("%s: broker refused the connection: %s", self.name, reason_code)
             return
-        self._generation += 1
+        with self._ack_lock:
+            self._generation += 1
         # Subscribing here means a reconnect subscribes again. Telemetry and events are shared
         # among ingesters; status is retained, which shared subscriptions do not deliver.
         shared = self.connection.address.mqtt5
@@ -110,6 +113,8 @@ class Ingester:
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
         self.connected.clear()
+        with self._ack_lock:
+            self._generation += 1
         if not self._stopping.is_set():
             log.warning("%s: lost the broker (%s); reconnecting", self.name, reason_code)
 
@@ -171,12 +176,13 @@ class Ingester:
                 return  # stopping while the database is down: nothing acked, the broker keeps them
             if self.before_ack is not None:
                 self.before_ack(outcome)
-            # a message of an earlier connection is not acknowledged: the broker sends it again on this one
-            current = [message for generation, message, _received_at in batch if generation == self._generation]
-            ack_qos1(self.connection.client, [message.mid for message in current if message.qos == 1])
-            for message in current:
-                if message.qos == 2:
-                    self.connection.client.ack(message.mid, message.qos)
+            with self._ack_lock:
+                # a message of an earlier connection is not acknowledged: the broker sends it again on this one
+                current = [message for generation, message, _received_at in batch if generation == self._generation]
+                ack_qos1(self.connection.client, [message.mid for message in current if message.qos == 1])
+                for message in current:
+                    if message.qos == 2:
+                        self.connection.client.ack(message.mid, message.qos)
             self.totals.add(outcome)
             self._observe(batch, outcome, time.perf_counter() - started)
             if self.on_batch is not None:
