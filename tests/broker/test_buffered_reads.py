@@ -66,14 +66,15 @@ def bench_topic() -> str:
 
 def test_a_burst_of_more_packets_than_one_loop_read_parses_arrives_at_once(mqtt_url, monkeypatch) -> None:
     # Three packets a loop_read, so most of the burst is still in the buffer when each call returns, and the
-    # broker sends nothing more once the burst is out: unless paho's loop sees them pending, they wait for a ping.
+    # broker sends nothing more once the burst is out: unless paho's loop sees them pending, they wait in select()
+    # for its one-second timeout, a pass of three packets each time.
     monkeypatch.setattr(_Client, "READ_PACKETS", 3)
     topic = bench_topic()
     payloads = [f"message {index}".encode() for index in range(300)]
     received, seconds = receive(mqtt_url, topic, len(payloads),
                                 lambda: publish_all(mqtt_url, [(topic, payload) for payload in payloads]))
     assert received == payloads
-    assert seconds < 5
+    assert seconds < 2
 
 
 @pytest.mark.parametrize("read_size", [1, 7, 4096])
@@ -126,7 +127,10 @@ def test_one_write_of_pubacks_acknowledges_every_message_it_names(mqtt_url, mqtt
         received.clear()
         subscribed.clear()
         second = session(session_present=True)
-        time.sleep(1.5)  # what the broker sends again comes at once
+        if acknowledged:
+            time.sleep(1.5)  # what the broker would send again comes at once
+        else:
+            wait_until(lambda: len(received) == len(payloads), what="the messages sent again")
         second.client.disconnect()
         second.client.loop_stop()
     finally:

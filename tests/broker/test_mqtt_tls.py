@@ -1,6 +1,6 @@
 """MQTT over TLS on the shipped configuration's TLS listener, with certificates from `careloop certs`: devices and
 ingesters connect over it trusting CARELOOP_MQTT_CA; a client trusting another CA, and a plaintext client, get
-nothing."""
+nothing; a burst read through careloop's buffered reads over TLS arrives whole and at once."""
 
 from __future__ import annotations
 
@@ -15,14 +15,15 @@ from pathlib import Path
 import pytest
 
 from careloop.db import Database
-from careloop.mqtt import ADMIN_USER, SERVICE_USER, BrokerAccounts, make_connection, telemetry_topic
+from careloop.mqtt import ADMIN_USER, SERVICE_USER, BrokerAccounts, _Client, make_connection, telemetry_topic
 from careloop.settings import get_settings
 from careloop.tls import write_certificates
 from devices import credentials
 from ingest.subscriber import Ingester, forget_session
 from tests.broker.conftest import ShippedBroker, connect, publish_attempt
+from tests.broker.test_buffered_reads import bench_topic, receive
 from tests.factories import make_device
-from tests.helpers import wait_until
+from tests.helpers import publish_all, wait_until
 
 
 @pytest.fixture
@@ -135,3 +136,18 @@ def test_the_tls_listener_keeps_the_same_accounts(tls_broker: ShippedBroker, tru
     assert not reason.is_failure, reason
     connection.client.disconnect()
     connection.client.loop_stop()
+
+
+def test_a_burst_read_over_tls_arrives_whole_and_at_once(
+    tls_broker: ShippedBroker, trusted_ca: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """careloop's buffered reads over TLS: what TLS has decrypted and what the buffer holds both count as pending,
+    so a burst parsed three packets a pass still arrives at once (tests/broker/test_buffered_reads.py, in clear)."""
+    monkeypatch.setattr(_Client, "READ_PACKETS", 3)
+    service_url = tls_broker.tls_url(SERVICE_USER, tls_broker.passwords[SERVICE_USER])
+    topic = bench_topic()
+    payloads = [f"message {index}".encode() * 20 for index in range(300)]
+    received, seconds = receive(service_url, topic, len(payloads),
+                                lambda: publish_all(service_url, [(topic, payload) for payload in payloads]))
+    assert received == payloads
+    assert seconds < 2
