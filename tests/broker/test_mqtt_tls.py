@@ -141,8 +141,9 @@ def test_the_tls_listener_keeps_the_same_accounts(tls_broker: ShippedBroker, tru
 def test_a_burst_read_over_tls_arrives_whole_and_at_once(
     tls_broker: ShippedBroker, trusted_ca: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """careloop's buffered reads over TLS: what TLS has decrypted and what the buffer holds both count as pending,
-    so a burst parsed three packets a pass still arrives at once (tests/broker/test_buffered_reads.py, in clear)."""
+    """careloop's buffered reads over TLS, where the socket read is an SSL record's and paho also asks TLS what it
+    holds: a burst parsed three packets a pass arrives whole, in order and at once (in clear, where only the
+    buffer's own count can wake paho: tests/broker/test_buffered_reads.py)."""
     monkeypatch.setattr(_Client, "READ_PACKETS", 3)
     service_url = tls_broker.tls_url(SERVICE_USER, tls_broker.passwords[SERVICE_USER])
     topic = bench_topic()
