@@ -5,8 +5,9 @@ The drain rate is measured first in the same run (`bench ingest`'s drain: messag
 ingester empties them), or taken from --drain-rate. Then a real `careloop ingest`, `careloop engine` and
 `careloop api` run as subprocesses on a database of the benchmark's own, with a simulated fleet and its owners,
 and for each rate a publishing process sends the fleet's telemetry at that share of the drain rate, open-loop (each
-message at its scheduled time), with --faults fault events spread evenly among them, each on a device of its own
-whose rule opens an order and calls. Each fault is timed from its publish until `GET /service-orders?device_id=`
+message at its scheduled time, from packets encoded before the clock starts: bench.publisher), with --faults fault
+events spread evenly among them, each on a device of its own whose rule opens an order and calls. Each fault is
+timed from its scheduled publish until `GET /service-orders?device_id=`
 shows its order and `GET /call-tasks?device_id=` its call task, over HTTP with a token. Figures, never pass/fail.
 """
 
@@ -27,14 +28,15 @@ import httpx
 from tqdm import tqdm
 
 from bench.fixtures import jobs_run_since, register_devices, temporary_database
-from bench.ingest import METRICS_PER_MESSAGE, measure_ingest
+from bench.ingest import BUILT_PER_S, LIVE_LEAD_S, METRICS_PER_MESSAGE, measure_ingest
 from bench.ingest import device_ids as ingest_device_ids
 from bench.proactive import action_names
 from bench.processes import careloop_api, careloop_process, percentile, service_env
+from bench.publisher import PacedPublisher
 from bench.replay import fault_codes_of
 from careloop.db import Database, fetch_all, fetch_value
 from careloop.demo import register_fleet
-from careloop.mqtt import events_topic, make_connection, telemetry_topic
+from careloop.mqtt import events_topic, telemetry_topic
 from careloop.runtime import resolve_services
 from careloop.settings import get_settings
 from devices.catalog import load_catalog
@@ -212,38 +214,26 @@ def publish_at_rate(
     first_seq: int,
     results: multiprocessing.Queue,
 ) -> None:
-    """Open-loop: message k at start + k/rate, the fleet's telemetry in turn; fault i replaces the message due at
-    (i + 0.5) * seconds / len(faults). Puts ("fault", device_id, wall-clock publish time) per fault, then ("done",
-    messages sent, seconds, worst lateness)."""
-    connection = make_connection(mqtt_url, f"bench-faults-publisher-{uuid.uuid4().hex[:8]}")
-    client = connection.client
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    connection.connect()
-    client.loop_start()
+    """Open-loop: message k at start + k/rate, the fleet's telemetry in turn, with that due time as its ts; fault
+    i replaces the message due at (i + 0.5) * seconds / len(faults). Puts ("fault", device_id, due time) per fault
+    once it is written, then ("done", messages sent, seconds, worst lateness). Pre-encoded (bench.publisher), not
+    paho: the load generator must not take the cores the ingester and the engine are measured on."""
+    publisher = PacedPublisher(mqtt_url)
     seq = {device.device_id: first_seq for device in reporting}
     for device_id, _code in faults:
         seq.setdefault(device_id, first_seq)
     total = max(1, int(rate * seconds))
     fault_at = {min(total - 1, int((i + 0.5) * total / max(1, len(faults)))): fault for i, fault in enumerate(faults)}
-    started = time.monotonic()
-    late = 0.0
-    last = None
+    start = time.time() + LIVE_LEAD_S + total / BUILT_PER_S
+    due = [start + index / rate for index in range(total)]
+    messages = []
     for index in range(total):
-        due = started + index / rate
-        now = time.monotonic()
-        if due > now:
-            time.sleep(due - now)
-        else:
-            late = max(late, now - due)
-        stamp = dt.datetime.now(dt.UTC).isoformat()
+        stamp = dt.datetime.fromtimestamp(due[index], dt.UTC).isoformat()
         if index in fault_at:
             device_id, code = fault_at[index]
             seq[device_id] += 1
             body = {"seq": seq[device_id], "ts": stamp, "type": "fault", "code": code, "detail": "bench fault"}
-            published = time.time()
-            last = client.publish(events_topic(device_id), json.dumps(body), qos=1)
-            results.put(("fault", device_id, published))
+            messages.append((events_topic(device_id), json.dumps(body).encode()))
             continue
         device = reporting[index % len(reporting)]
         seq[device.device_id] += 1
@@ -251,13 +241,18 @@ def publish_at_rate(
         for name in device.counters:  # a counter never goes back: a minute of running per report
             metrics[name] = metrics[name] + seq[device.device_id] / 60
         body = {"seq": seq[device.device_id], "ts": stamp, "metrics": metrics}
-        last = client.publish(telemetry_topic(device.device_id), json.dumps(body), qos=1)
-    if last is not None:
-        last.wait_for_publish(timeout=120)
-    elapsed = time.monotonic() - started
-    client.disconnect()
-    client.loop_stop()
-    results.put(("done", total, elapsed, late))
+        messages.append((telemetry_topic(device.device_id), json.dumps(body).encode()))
+    packets = PacedPublisher.encode(messages)
+    late, sent = 0.0, 0
+    for index in sorted(fault_at):  # up to each fault, then the fault is reported as written
+        late = max(late, publisher.publish_paced(packets[sent:index + 1], due[sent:index + 1]))
+        sent = index + 1
+        results.put(("fault", fault_at[index][0], due[index]))
+    late = max(late, publisher.publish_paced(packets[sent:], due[sent:]))
+    acknowledged = publisher.close(total)
+    if acknowledged < total:
+        raise RuntimeError(f"the broker acknowledged {acknowledged:,} of {total:,} messages")
+    results.put(("done", total, time.time() - start, late))
 
 
 # ---------------------------------------------------------------- watching the API
