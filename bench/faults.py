@@ -28,11 +28,11 @@ import httpx
 from tqdm import tqdm
 
 from bench.fixtures import jobs_run_since, register_devices, temporary_database
-from bench.ingest import BUILT_PER_S, LIVE_LEAD_S, METRICS_PER_MESSAGE, measure_ingest
+from bench.ingest import METRICS_PER_MESSAGE, measure_ingest
 from bench.ingest import device_ids as ingest_device_ids
 from bench.proactive import action_names
 from bench.processes import careloop_api, careloop_process, percentile, service_env
-from bench.publisher import PacedPublisher
+from bench.publisher import PacedPublisher, first_due_time
 from bench.replay import fault_codes_of
 from careloop.db import Database, fetch_all, fetch_value
 from careloop.demo import register_fleet
@@ -224,7 +224,7 @@ def publish_at_rate(
         seq.setdefault(device_id, first_seq)
     total = max(1, int(rate * seconds))
     fault_at = {min(total - 1, int((i + 0.5) * total / max(1, len(faults)))): fault for i, fault in enumerate(faults)}
-    start = time.time() + LIVE_LEAD_S + total / BUILT_PER_S
+    start = first_due_time(total)
     due = [start + index / rate for index in range(total)]
     messages = []
     for index in range(total):
@@ -249,9 +249,7 @@ def publish_at_rate(
         sent = index + 1
         results.put(("fault", fault_at[index][0], due[index]))
     late = max(late, publisher.publish_paced(packets[sent:], due[sent:]))
-    acknowledged = publisher.close(total)
-    if acknowledged < total:
-        raise RuntimeError(f"the broker acknowledged {acknowledged:,} of {total:,} messages")
+    publisher.close(total)
     results.put(("done", total, time.time() - start, late))
 
 
