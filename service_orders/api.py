@@ -24,7 +24,7 @@ from service_orders.models import (
     Completion,
     OrderDetail,
     OrderOpen,
-    OrderRead,
+    OrderSummary,
     Proposal,
     TechnicianCreate,
     TechnicianRead,
@@ -58,8 +58,9 @@ def list_orders(
     overdue: bool | None = None,
     limit: Limit = 100,
     offset: Offset = 0,
-) -> Page[OrderRead]:
-    """Orders, most urgent first (by SLA due time); `status=open` is every order not completed or cancelled."""
+) -> Page[OrderSummary]:
+    """Orders, most urgent first (by SLA due time); `status=open` is every order not completed or cancelled. Each
+    is the whole order but why it opened: `GET /service-orders/{id}` adds the rule's explanation."""
     return service.list_orders(
         conn, now=now(), actor=actor_of(caller), status=status, device_id=device_id, customer_id=customer_id,
         technician_id=technician_id, region=region, skill=skill, priority=priority, overdue=overdue, limit=limit,

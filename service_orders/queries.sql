@@ -45,7 +45,8 @@ SELECT * FROM service_orders WHERE id = %(order_id)s FOR UPDATE
 -- count from the status index, where a materialized list of every match was scanned and sorted (12 -> 5 ms for
 -- the board's 500 of 6,000 open orders beside 60,000 closed ones).
 -- Region and owner are looked up per order in the page, by primary key, for the same reason: joined, the
--- planner hashes the whole devices and customers tables.
+-- planner hashes the whole devices and customers tables. The order's explanation only where asked (one
+-- order's page): a list carries the rest of each order (models.OrderSummary).
 WITH matching AS NOT MATERIALIZED (
     SELECT o.id, o.status IN ('completed', 'cancelled') AS closed, o.sla_due_at
     FROM service_orders o
@@ -63,9 +64,12 @@ WITH matching AS NOT MATERIALIZED (
 ), page AS (
     SELECT * FROM matching ORDER BY closed, sla_due_at, id LIMIT %(limit)s OFFSET %(offset)s
 )
-SELECT o.*, (SELECT d.region FROM devices d WHERE d.id = o.device_id) AS region,
-       (SELECT c.name FROM customers c WHERE c.id = o.customer_id) AS customer_name,
-       (SELECT c.phone FROM customers c WHERE c.id = o.customer_id) AS customer_phone,
+SELECT o.id, o.device_id, o.customer_id, o.type, o.fault_class, o.priority, o.status, o.reason, o.skill, o.source,
+       o.detection_ids, o.opened_at, o.sla_due_at, o.escalations, o.technician_id, o.appointment_start,
+       o.appointment_end, o.completed_at, o.outcome, o.parts, o.cost, o.rating, o.verification, o.verify_by,
+       o.reopened, CASE WHEN %(explained)s THEN o.explanation END AS explanation,
+       (SELECT d.region FROM devices d WHERE d.id = o.device_id) AS region,
+       c.name AS customer_name, c.phone AS customer_phone,
        -- where the order stands against its SLA: met or missed once closed; overdue, due soon (less than a
        -- share of the SLA, or a most, left: the service's DUE_SOON and DUE_SOON_AT_MOST) or ok while open
        CASE WHEN o.status IN ('completed', 'cancelled') THEN
@@ -79,6 +83,7 @@ SELECT o.*, (SELECT d.region FROM devices d WHERE d.id = o.device_id) AS region,
        (SELECT count(*) FROM matching) AS total
 FROM page p
 JOIN service_orders o ON o.id = p.id
+LEFT JOIN customers c ON c.id = o.customer_id
 ORDER BY p.closed, p.sla_due_at, p.id
 
 -- name: order_history --

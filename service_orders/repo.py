@@ -11,7 +11,7 @@ from psycopg2.extras import Json
 from careloop.db import Connection, execute, fetch_all, fetch_one, fetch_value, load_queries
 from careloop.pages import Page, paginate
 from service_orders.calendar import Booking
-from service_orders.models import CallTaskRead, HistoryEntry, OrderRead, OrderRow, TechnicianRead
+from service_orders.models import CallTaskRead, HistoryEntry, OrderRead, OrderRow, OrderSummary, TechnicianRead
 
 QUERIES = load_queries(Path(__file__).with_name("queries.sql"))
 
@@ -41,16 +41,26 @@ def lock_order(conn: Connection, *, order_id: int) -> OrderRow | None:
 def list_orders(
     conn: Connection, *, now: dt.datetime, due_soon_share: float, due_soon_at_most: dt.timedelta, limit: int = 100,
     offset: int = 0, **filters: Any,
-) -> Page[OrderRead]:
-    params = {
+) -> Page[OrderSummary]:
+    rows = _order_rows(conn, now=now, due_soon_share=due_soon_share, due_soon_at_most=due_soon_at_most,
+                       limit=limit, offset=offset, explained=False, **filters)
+    return paginate(rows, OrderSummary.model_validate)
+
+
+def read_order(
+    conn: Connection, *, order_id: int, now: dt.datetime, due_soon_share: float, due_soon_at_most: dt.timedelta,
+    technician_id: int | None = None,
+) -> OrderRead | None:
+    rows = _order_rows(conn, now=now, due_soon_share=due_soon_share, due_soon_at_most=due_soon_at_most,
+                       order_id=order_id, technician_id=technician_id, limit=1, offset=0, explained=True)
+    return paginate(rows, OrderRead.model_validate).items[0] if rows else None
+
+
+def _order_rows(conn: Connection, **params: Any) -> list[dict[str, Any]]:
+    return fetch_all(conn, QUERIES["list_orders"], {
         "order_id": None, "status": None, "device_id": None, "customer_id": None, "technician_id": None,
-        "region": None, "skill": None, "priority": None, "overdue": None, **filters,
-    }
-    rows = fetch_all(conn, QUERIES["list_orders"], {
-        **params, "now": now, "due_soon_share": due_soon_share, "due_soon_at_most": due_soon_at_most,
-        "limit": limit, "offset": offset,
+        "region": None, "skill": None, "priority": None, "overdue": None, **params,
     })  # fmt: skip
-    return paginate(rows, OrderRead.model_validate)
 
 
 def order_history(conn: Connection, *, order_id: int) -> list[HistoryEntry]:

@@ -34,6 +34,7 @@ from service_orders.models import (
     OrderOpen,
     OrderRead,
     OrderRow,
+    OrderSummary,
     Proposal,
     TechnicianCreate,
     TechnicianRead,
@@ -116,23 +117,22 @@ def open_order_for_detection(
 
 
 def get_order(conn: Connection, order_id: int, *, now: dt.datetime, actor: Actor | None = None) -> OrderDetail:
-    page = _orders(conn, now=now, order_id=order_id, limit=1, technician_id=_technician_scope(actor))
-    order = page.one(f"no service order {order_id}")
+    order = repo.read_order(conn, order_id=order_id, now=now, due_soon_share=DUE_SOON,
+                            due_soon_at_most=DUE_SOON_AT_MOST, technician_id=_technician_scope(actor))
+    if order is None:
+        raise NotFound(f"no service order {order_id}")
     history = repo.order_history(conn, order_id=order_id)
     return OrderDetail(**order.model_dump(), history=history, allowed_transitions=list(TRANSITIONS[order.status]))
 
 
 def list_orders(
     conn: Connection, *, now: dt.datetime, actor: Actor | None = None, limit: int = 100, offset: int = 0, **filters: Any
-) -> Page[OrderRead]:
+) -> Page[OrderSummary]:
     """Orders, most urgent first; a technician sees only the orders assigned to them."""
     if actor is not None and actor.role == "technician":
         filters["technician_id"] = _technician_scope(actor)
-    return _orders(conn, now=now, limit=limit, offset=offset, **filters)
-
-
-def _orders(conn: Connection, *, now: dt.datetime, **filters: Any) -> Page[OrderRead]:
-    return repo.list_orders(conn, now=now, due_soon_share=DUE_SOON, due_soon_at_most=DUE_SOON_AT_MOST, **filters)
+    return repo.list_orders(conn, now=now, due_soon_share=DUE_SOON, due_soon_at_most=DUE_SOON_AT_MOST, limit=limit,
+                            offset=offset, **filters)
 
 
 def _technician_scope(actor: Actor | None) -> int | None:

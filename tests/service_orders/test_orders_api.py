@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 from fastapi.testclient import TestClient
+from psycopg2.extras import Json
 
 from careloop.app import create_app
 from careloop.auth import create_token
@@ -73,6 +74,29 @@ def test_a_dispatcher_opens_proposes_assigns_and_moves_an_order_with_history_by_
     refused = client.post(f"/service-orders/{other.json()['id']}/assign", headers=dispatcher, json={
         "technician_id": near, "start": start.isoformat(), "end": (start + dt.timedelta(hours=2)).isoformat()})
     assert refused.status_code == 409 and "overlaps" in refused.json()["detail"]
+
+
+def test_a_list_carries_every_order_whole_but_why_it_opened_which_its_own_page_adds(client, conn, database):
+    owner = make_customer(conn, name="Wang Fang", phone="+86 137 1234 5678")
+    device = make_device(conn, owner=owner.id, region="north")
+    conn.commit()
+    dispatcher = token(database, "dispatcher", "Zhang Wei")
+    opened = client.post("/service-orders", headers=dispatcher,
+                         json={"device_id": device.id, "skill": "motor", "reason": "fan stalls"}).json()
+    why = {"rule": "hood-stall", "reason": "fan current 0.0 A for 5 min", "condition": {"met": True, "n": 2**70}}
+    with database.transaction() as writer, writer.cursor() as cursor:
+        cursor.execute("UPDATE service_orders SET explanation = %s WHERE id = %s", (Json(why), opened["id"]))
+
+    listed = client.get("/service-orders", headers=dispatcher, params={"status": "open"}).json()
+    [item] = [o for o in listed["items"] if o["id"] == opened["id"]]
+    detail = client.get(f"/service-orders/{opened['id']}", headers=dispatcher).json()
+    assert "explanation" not in item
+    assert detail["explanation"] == why
+    assert set(detail) - set(item) == {"explanation", "history", "allowed_transitions"}
+    assert {key: detail[key] for key in item if key != "time_left_s"} == {
+        key: value for key, value in item.items() if key != "time_left_s"}
+    assert (item["region"], item["customer_name"], item["customer_phone"], item["sla_state"]) == (
+        "north", "Wang Fang", "+86 137 1234 5678", "ok")
 
 
 def test_a_technician_sees_and_moves_only_their_own_orders_and_their_customers(client, conn, database):
