@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,10 @@ import httpx
 from careloop.embedded import free_port, stop_process
 from careloop.runtime import EXIT_WITH_PARENT
 
+# How a logged line starts: the product's "2026-12-01 14:50:08,423 WARNING careloop.api: ..." or uvicorn's
+# "ERROR:    Exception in ASGI application"; a line that starts neither way continues the one before.
+LOG_LEVEL = re.compile(r"^(?:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ +([A-Z]+) |([A-Z]+):\s)")
+
 
 @dataclass
 class Started:
@@ -31,6 +36,27 @@ class Started:
 
     def tail(self, characters: int = 2000) -> str:
         return self.log.read_text(errors="replace")[-characters:] if self.log.exists() else ""
+
+    def logged_size(self) -> int:
+        """Where the log ends now: `problems_since` it tells what the command logged from here on."""
+        return self.log.stat().st_size if self.log.exists() else 0
+
+    def problems_since(self, offset: int, at_most: int = 20) -> list[str]:
+        """The warnings and errors (and what follows them, a traceback) the command logged after `offset`, the last
+        `at_most` lines: why a run it served answered late or not at all, kept before the log goes with the run."""
+        if not self.log.exists():
+            return []
+        with self.log.open("rb") as log:
+            log.seek(offset)
+            lines = log.read().decode(errors="replace").splitlines()
+        kept, inside = [], False
+        for line in lines:
+            level = LOG_LEVEL.match(line)
+            if level is not None:
+                inside = (level.group(1) or level.group(2)) in ("WARNING", "ERROR", "CRITICAL")
+            if inside:
+                kept.append(line)
+        return kept[-at_most:]
 
     def check_alive(self) -> None:
         if self.process.poll() is not None:

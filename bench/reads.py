@@ -299,10 +299,15 @@ def measure_reads(
             with careloop_api(env, workers=processes) as api:
                 warm_up(api.base_url, token, owners=owners, pairs=pairs)
                 for rate in rates:
+                    logged = api.started.logged_size()
                     endpoints, late = asyncio.run(
                         generate_load(api.base_url, token, rate=rate, seconds=seconds, owners=owners, pairs=pairs)
                     )
                     runs.append(RateRun(rate, late, endpoints, processes))
+                    problems = api.started.problems_since(logged)
+                    if problems:
+                        print(f"`careloop api --workers {processes}` at {rate:g} requests/s logged:", *problems,
+                              sep="\n  ", flush=True)
                     api.started.check_alive()
                     time.sleep(2)  # what piled up at one rate is not the next one's
     return ReadFigures(customers, devices, stored, open_orders, load_seconds, seconds, runs)
