@@ -91,35 +91,47 @@ class BrokerProbe:
 # --- admission ---------------------------------------------------------------------------------------------------
 # An API asked for more than it can answer would otherwise queue every request (for a thread, then for one of its
 # database connections) and answer all of them late: minutes late, measured at twice its capacity. Past a number
-# of requests in progress it answers at once that it is busy, and those it took stay quick.
+# of requests in progress it answers at once that it is busy, and those it took stay quick. One client may hold
+# only a share of those places, so a client that floods the API (a script in a loop) is told to slow down while
+# the dashboard and everyone else are still admitted.
 
 ALWAYS_ADMITTED = frozenset({"/health"})  # monitoring learns the state of a busy API too
 
 
-class Admission:
-    """ASGI middleware: at most `limit` requests in progress in this process, from when the whole body has arrived
-    (careloop.app.InputGuard reads it first) until the answer starts; one more is answered 503 with Retry-After,
-    before routing, authentication or the database."""
+def client_of(scope: Scope) -> bytes:
+    """Who a request is from, before authentication: its bearer token, else (no token) its connection's address.
+    A client inventing tokens to get more places meets the limit on refused tokens per address."""
+    for name, value in scope.get("headers") or ():
+        if name == b"authorization":
+            return b"token " + value
+    client = scope.get("client")
+    return b"address " + (client[0] if client else "unknown").encode()
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+
+class Admission:
+    """ASGI middleware: at most `limit` requests in progress in this process, and at most `per_client` of them from
+    one client (careloop.app.client_of), from when the whole body has arrived (careloop.app.InputGuard reads it
+    first) until the answer starts. One more is answered at once, before routing, authentication or the database:
+    a 503 with Retry-After when the process is full, a 429 when the client holds its share."""
+
+    def __init__(self, app: ASGIApp, limit: int, per_client: int | None = None) -> None:
         self.app = app
         self.limit = limit
-        self.in_progress = 0  # the event loop's thread alone changes it
+        self.per_client = min(per_client or limit, limit)
+        self.in_progress = 0  # the event loop's thread alone changes these
+        self.by_client: dict[bytes, int] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("path") in ALWAYS_ADMITTED:
             await self.app(scope, receive, send)
             return
-        if self.in_progress >= self.limit:
-            busy = JSONResponse(
-                {"detail": f"the API is busy: {self.in_progress} requests in progress, its limit "
-                           "(CARELOOP_API_REQUESTS_IN_PROGRESS); try again in a second"},
-                status_code=503,
-                headers={"Retry-After": "1"},
-            )
-            await busy(scope, receive, send)
+        client = client_of(scope)
+        refusal = self._refusal(client)
+        if refusal is not None:
+            await refusal(scope, receive, send)
             return
         self.in_progress += 1
+        self.by_client[client] = self.by_client.get(client, 0) + 1
         released = False
 
         def release() -> None:
@@ -127,6 +139,9 @@ class Admission:
             if not released:
                 released = True
                 self.in_progress -= 1
+                held = self.by_client.pop(client) - 1
+                if held:
+                    self.by_client[client] = held
 
         async def send_and_release(message: Message) -> None:
             # The answer is computed once it starts: a client slow to read it holds no place.
@@ -138,6 +153,24 @@ class Admission:
             await self.app(scope, receive, send_and_release)
         finally:
             release()
+
+    def _refusal(self, client: bytes) -> JSONResponse | None:
+        if self.in_progress >= self.limit:
+            return JSONResponse(
+                {"detail": f"the API is busy: {self.in_progress} requests in progress, its limit "
+                           "(CARELOOP_API_REQUESTS_IN_PROGRESS); try again in a second"},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        if self.by_client.get(client, 0) >= self.per_client:
+            return JSONResponse(
+                {"detail": f"too many requests at once: this client (its token, or its address without one) has "
+                           f"{self.per_client} in progress, its share (CARELOOP_API_REQUESTS_IN_PROGRESS_PER_CLIENT); "
+                           "wait for an answer before sending more"},
+                status_code=429,
+                headers={"Retry-After": "1"},
+            )
+        return None
 
 
 # --- the input guard --------------------------------------------------------------------------------------------
@@ -400,7 +433,8 @@ def create_app(
                    service_orders_router, offers_router):
         app.include_router(router, dependencies=[Authorized])
     # Admitted once the guard has read the whole body: a client that sends its body slowly holds no place.
-    app.add_middleware(Admission, limit=app.state.limits.requests_in_progress)
+    app.add_middleware(Admission, limit=app.state.limits.requests_in_progress,
+                       per_client=app.state.limits.requests_in_progress_per_client)
     app.add_middleware(InputGuard, api=app)
     return app
 

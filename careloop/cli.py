@@ -375,6 +375,7 @@ def api_app():
         backtests_per_role=share_of_limit(settings.backtests_per_role, processes),
         backtest_timeout_s=settings.backtest_timeout_s,
         requests_in_progress=settings.api_requests_in_progress,
+        requests_in_progress_per_client=settings.api_requests_in_progress_per_client,
     )
     app = create_app(database, admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
                      mqtt_url=urls.mqtt_url, limits=limits, broker_accounts=_broker_accounts(urls.mqtt_url))

@@ -164,14 +164,15 @@ class ExpensiveWork:
 @dataclass
 class ApiLimits:
     """What the API bounds per client: authentication failures per address, coupon redemptions per token and
-    address, and expensive work (backtests) per role; and per process, the requests it works on at once
-    (careloop.app.Admission). One per app, in `app.state.limits`."""
+    address, and expensive work (backtests) per role; and per process, the requests it works on at once, in all
+    and from one client (careloop.app.Admission). One per app, in `app.state.limits`."""
 
     auth_failures_per_minute: int = 20
     redemptions_per_minute: int = 30
     backtests_per_role: int = 2
     backtest_timeout_s: float = 30
     requests_in_progress: int = 32
+    requests_in_progress_per_client: int = 16
     auth_failures: RateLimiter = field(init=False)
     rates: dict[str, RateLimiter] = field(init=False)
 

@@ -59,6 +59,8 @@ ERROR_ANSWERS: dict[int, dict[str, Any]] = {
     404: {"model": ErrorMessage, "description": "Nothing with that id"},
     409: {"model": ErrorMessage, "description": "At odds with what is stored: it exists already, or its state forbids"},
     422: {"model": InvalidRequest, "description": "Invalid input, each mistake named with its place"},
+    429: {"model": ErrorMessage, "description": "Too many at once from this client: a limit of its own (refused "
+          "tokens, redemptions, backtests, or its share of the requests in progress); try again after Retry-After"},
     503: {"model": ErrorMessage, "description": "The database is down or did not answer in time, or the API is busy "
           "(more requests in progress than CARELOOP_API_REQUESTS_IN_PROGRESS); try again after Retry-After"},
 }
@@ -70,5 +72,6 @@ def answers(*status_codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 # What any route can answer: every route but /health needs a token, the input guard refuses input no handler
-# could use wherever it appears, and any may find the database down.
-EVERY_ROUTE = answers(401, 422, 503)
+# could use wherever it appears, one client may hold only its share of the requests in progress, and any may find
+# the database down.
+EVERY_ROUTE = answers(401, 422, 429, 503)

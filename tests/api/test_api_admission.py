@@ -147,3 +147,62 @@ def test_a_body_that_is_slow_to_check_leaves_the_process_answering_others() -> N
         assert finished == ["next request", "slow body"]
 
     asyncio.run(scenario())
+
+
+def test_one_client_holds_only_its_share_and_the_others_are_still_admitted() -> None:
+    """Four places, two for any one client: a token's third request at once is a 429 naming the setting, while
+    another token and a client without one (known by its address) still get places; a place given back is the
+    client's again, and nothing is left counted."""
+
+    async def scenario() -> None:
+        gate = Gate()
+        admission = Admission(gate, limit=4, per_client=2)
+        flooder, other = {"Authorization": "Bearer flooder"}, {"Authorization": "Bearer other"}
+        transport = httpx.ASGITransport(app=admission, client=("203.0.113.7", 4000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            held = [asyncio.create_task(client.get(f"/devices/{n}", headers=flooder)) for n in range(2)]
+            await until(lambda: gate.waiting == 2)
+            refused = await asyncio.wait_for(client.get("/devices/3", headers=flooder), timeout=1)
+            assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+            assert "has 2 in progress" in refused.json()["detail"]
+            assert "CARELOOP_API_REQUESTS_IN_PROGRESS_PER_CLIENT" in refused.json()["detail"]
+            held.append(asyncio.create_task(client.get("/devices/4", headers=other)))
+            held.append(asyncio.create_task(client.get("/devices/5")))  # no token: its address is the client
+            await until(lambda: gate.waiting == 4)
+            full = await asyncio.wait_for(client.get("/devices/6", headers=other), timeout=1)
+            assert full.status_code == 503, "the process is full: that is the process's answer, not the client's"
+            gate.open.set()
+            assert [answer.status_code for answer in await asyncio.gather(*held)] == [200] * 4
+            assert (await client.get("/devices/7", headers=flooder)).status_code == 200
+        assert admission.in_progress == 0 and admission.by_client == {}
+
+    asyncio.run(scenario())
+
+
+def test_clients_without_a_token_are_told_apart_by_their_address() -> None:
+    async def scenario() -> None:
+        gate = Gate()
+        admission = Admission(gate, limit=10, per_client=1)
+        first = httpx.AsyncClient(transport=httpx.ASGITransport(app=admission, client=("198.51.100.1", 1)),
+                                  base_url="http://api")
+        second = httpx.AsyncClient(transport=httpx.ASGITransport(app=admission, client=("198.51.100.2", 1)),
+                                   base_url="http://api")
+        async with first, second:
+            held = [asyncio.create_task(first.get("/devices")), asyncio.create_task(second.get("/devices"))]
+            await until(lambda: gate.waiting == 2)
+            assert (await asyncio.wait_for(first.get("/devices"), timeout=1)).status_code == 429
+            gate.open.set()
+            assert [answer.status_code for answer in await asyncio.gather(*held)] == [200, 200]
+
+    asyncio.run(scenario())
+
+
+def test_the_share_is_read_from_the_environment_and_never_above_the_limit(monkeypatch) -> None:
+    from careloop.settings import Settings
+
+    monkeypatch.setenv("CARELOOP_API_REQUESTS_IN_PROGRESS_PER_CLIENT", "3")
+    assert Settings().api_requests_in_progress_per_client == 3
+    monkeypatch.setenv("CARELOOP_API_REQUESTS_IN_PROGRESS_PER_CLIENT", "0")
+    with pytest.raises(ValueError, match="API_REQUESTS_IN_PROGRESS_PER_CLIENT|api_requests_in_progress_per_client"):
+        Settings()
+    assert Admission(Gate(), limit=2, per_client=5).per_client == 2
