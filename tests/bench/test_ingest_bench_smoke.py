@@ -30,6 +30,10 @@ def test_bench_ingest_stores_every_reading_once_and_prints_the_ratios(mode, proc
     assert f"careloop bench ingest ({mode})" in printed
     assert "rows in telemetry: 3,000 of 3,000 expected (every reading stored once)" in printed
     assert "ingest / broker drain:" in printed and "ingest / COPY:" in printed
+    assert "of paho's" in printed and "of the careloop client's" in printed
+    for client in ("paho as shipped", "careloop client"):
+        [row] = [line for line in printed.splitlines() if line.startswith(f"broker drain ({client}, no database)")]
+        assert float(row.split()[-2].replace(",", "")) > 0, f"{client}: every queued message drained"
     assert ("storage after compression: not measured" in printed
             or "storage after TimescaleDB compression:" in printed)
     if processes:
