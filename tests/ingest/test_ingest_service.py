@@ -88,3 +88,18 @@ def test_a_late_counter_reading_refreshes_the_counter_taken_at_an_event(database
     store(database, [reading(device, 2, seconds=50, run_hours=10.5)], now=NOW)
     with database.connection() as reader:
         assert fetch_value(reader, counter, (device,)) == 10.5
+
+
+def test_a_message_from_the_future_redelivered_later_is_quarantined_once(database, conn) -> None:
+    """Its verdict names no moment: checked again a minute later, after a crash between commit and ack, it is the
+    same quarantined message, not a second one."""
+    device = make_device(conn).id
+    conn.commit()
+    body = {"seq": 1, "ts": (NOW + dt.timedelta(hours=1)).isoformat(), "metrics": METRICS}
+    for later in (dt.timedelta(0), dt.timedelta(minutes=1)):
+        message = InboundMessage(telemetry_topic(device), json.dumps(body).encode(), NOW + later)
+        assert store(database, [message], now=NOW + later).quarantined == {"ts_in_future": 1}
+    with database.connection() as reader:
+        kept = fetch_all(reader, "SELECT reason, detail FROM quarantine WHERE device_id = %s", (device,))
+    assert [row["reason"] for row in kept] == ["ts_in_future"]
+    assert "ahead of the ingester's clock" in kept[0]["detail"]
