@@ -95,6 +95,10 @@ def ingest_batch(
             return _store_batch(conn, messages, now)
     except TRANSIENT_ERRORS:
         raise
+    except MemoryError:
+        # The process's trouble, not a message's: quarantining the batch's last message for it would put a good
+        # message away. The writer ends and the process with it; the broker sends the batch again to its restart.
+        raise
     except Exception as error:
         if len(messages) == 1:
             return _quarantine_unprocessable(conn, messages[0], error)

@@ -1,9 +1,9 @@
 """The long-running ingester: paho-mqtt network thread in, one writer thread out.
 
-The network thread only queues messages. The writer takes them in batches, stores a batch in one
-transaction and, only after the commit, acknowledges each message (paho's manual ack). A crash
-before the commit leaves the messages unacknowledged in the broker session, which delivers them
-again; the dedup keys make that harmless.
+The network thread only queues messages, in a bounded inbox (it waits for room when the writer is behind). The
+writer takes them in batches, stores a batch in one transaction and, only after the commit, acknowledges each
+message (paho's manual ack). A crash before the commit leaves the messages unacknowledged in the broker session,
+which delivers them again; the dedup keys make that harmless.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
@@ -36,6 +37,60 @@ log = logging.getLogger("careloop.ingest")
 SHARE_GROUP = "careloop-ingest"
 SESSION_EXPIRY_S = 7 * 24 * 3600  # a restarted ingester finds what was queued while it was away
 RECEIVE_MAXIMUM = 2000  # unacknowledged messages the broker may send us: bounds a batch
+# What the network thread may hold for the writer. The receive maximum bounds QoS 1 and 2 deliveries only: a device
+# publishing at QoS 0 is delivered at QoS 0, and a flood of it once grew an ingester to 3.9 GiB. Past these the
+# network thread waits for the writer, and the broker's queue (its own limits) takes the wait.
+INBOX_MESSAGES = 20_000
+INBOX_BYTES = 64 * 2**20
+MESSAGE_OVERHEAD_BYTES = 512  # a queued message's objects beside its payload, about
+WAIT_S = 0.5  # how long the network thread waits for room at a time, then looks whether the ingester stops
+
+
+class Inbox:
+    """The network thread's queue to the writer, bounded by messages and by bytes: `put` waits while it is full
+    (a message larger than the whole bound still goes in alone). A queue.Queue's get/get_nowait/qsize/empty."""
+
+    def __init__(self, max_messages: int, max_bytes: int) -> None:
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self._items: deque[tuple[object, int]] = deque()
+        self._bytes = 0
+        self._changed = threading.Condition()
+
+    def put(self, item: object, size: int, timeout: float) -> bool:
+        """Queue `item` of `size` bytes once there is room; False when there was none within `timeout` s."""
+        with self._changed:
+            def room() -> bool:
+                return not self._items or (len(self._items) < self.max_messages
+                                           and self._bytes + size <= self.max_bytes)
+
+            if not self._changed.wait_for(room, timeout):
+                return False
+            self._items.append((item, size))
+            self._bytes += size
+            self._changed.notify_all()
+            return True
+
+    def get(self, timeout: float | None = None):
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._items, timeout):
+                raise queue.Empty
+            item, size = self._items.popleft()
+            self._bytes -= size
+            self._changed.notify_all()
+            return item
+
+    def get_nowait(self):
+        return self.get(timeout=0)
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def held_bytes(self) -> int:
+        return self._bytes
 
 
 class Ingester:
@@ -55,6 +110,8 @@ class Ingester:
         quarantine_retention: dt.timedelta = QUARANTINE_RETENTION,
         quarantine_max_rows: int = QUARANTINE_MAX_ROWS,
         heartbeat: Heartbeat | None = None,
+        inbox_messages: int = INBOX_MESSAGES,
+        inbox_bytes: int = INBOX_BYTES,
     ) -> None:
         self.database = database
         self.name = name
@@ -69,7 +126,7 @@ class Ingester:
         self.jobs = [jobs.quarantine_retention(quarantine_retention, quarantine_max_rows)]
         self._next_run = {job.id: 0.0 for job in self.jobs}  # monotonic time of each job's next run
         self.totals = BatchOutcome()
-        self.inbox: queue.Queue[tuple[int, mqtt.MQTTMessage, dt.datetime]] = queue.Queue()
+        self.inbox = Inbox(inbox_messages, inbox_bytes)
         # Updated after each commit; its owner starts and stops it, and dead_thread() watches its thread.
         self.heartbeat = heartbeat
         if heartbeat is not None:
@@ -120,9 +177,13 @@ class Ingester:
 
     def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
         try:
-            self.inbox.put((self._generation, message, dt.datetime.now(dt.UTC)))
+            item = (self._generation, message, dt.datetime.now(dt.UTC))
+            size = len(message.payload) + MESSAGE_OVERHEAD_BYTES
+            while not self.inbox.put(item, size, timeout=WAIT_S):
+                if self._stopping.is_set():
+                    return  # not queued, so never acknowledged: the broker sends it again (QoS 1 and 2)
         except Exception:  # never let an exception reach paho's network loop
-            log.exception("%s: could not queue a message on %s", self.name, message.topic)
+            log.exception("%s: could not queue a message on %s", self.name, _topic_of(message))
 
     # --- writer thread ----------------------------------------------------------------------
 

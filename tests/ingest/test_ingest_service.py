@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import pytest
+
 from careloop.db import fetch_all, fetch_value
 from careloop.mqtt import events_topic, telemetry_topic
 from ingest.service import InboundMessage
@@ -103,3 +105,21 @@ def test_a_message_from_the_future_redelivered_later_is_quarantined_once(databas
         kept = fetch_all(reader, "SELECT reason, detail FROM quarantine WHERE device_id = %s", (device,))
     assert [row["reason"] for row in kept] == ["ts_in_future"]
     assert "ahead of the ingester's clock" in kept[0]["detail"]
+
+
+def test_running_out_of_memory_is_the_process_s_trouble_and_quarantines_no_message(database, conn, monkeypatch):
+    """MemoryError goes to the writer (which ends, and the process with it, to be restarted and sent the batch
+    again), where any other failure is narrowed down to the message at fault: no good message is put away for it."""
+    import ingest.service
+
+    device = make_device(conn).id
+    conn.commit()
+
+    def out_of_memory(*_args, **_kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(ingest.service, "_store_batch", out_of_memory)
+    with pytest.raises(MemoryError):
+        store(database, [reading(device, 1, seconds=0), reading(device, 2, seconds=30)], now=NOW)
+    with database.connection() as reader:
+        assert fetch_value(reader, "SELECT count(*) FROM quarantine WHERE device_id = %s", (device,)) == 0

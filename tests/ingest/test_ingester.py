@@ -106,6 +106,49 @@ def test_message_properties_a_device_adds_do_not_stop_the_ingester(conn, databas
     wait_until(lambda: count(database, "SELECT count(DISTINCT seq) FROM telemetry") == 3, what="all three messages")
 
 
+def test_a_qos0_flood_waits_in_the_broker_not_in_the_ingester_and_what_follows_is_stored(
+    conn, database, mqtt_url, run_ingester
+) -> None:
+    """QoS 0 deliveries are outside the receive maximum: with the writer held, a flood fills the inbox to its bound
+    and no further; the network thread waits, the ingester stays alive, and a QoS 1 reading sent once the writer
+    goes on is stored."""
+    device = make_device(conn)
+    conn.commit()
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_writer(_outcome) -> None:
+        held.set()
+        release.wait(timeout=60)
+
+    ingester = run_ingester(inbox_messages=50, before_ack=hold_the_writer)
+    topic = telemetry_topic(device.id)
+    publish_all(mqtt_url, [(topic, reading(1))])
+    assert held.wait(timeout=10), "the first batch reached the writer's hold"
+    flooder = make_connection(mqtt_url, f"test-flooder-{uuid.uuid4().hex[:8]}")
+    connected = threading.Event()
+    flooder.client.on_connect = lambda *_args: connected.set()
+    flooder.connect()
+    flooder.client.loop_start()
+    assert connected.wait(timeout=10)
+    try:
+        for seq in range(2, 3002):
+            flooder.client.publish(topic, json.dumps(reading(seq)), qos=0)
+        deepest = 0
+        for _ in range(30):
+            deepest = max(deepest, ingester.inbox.qsize())
+            time.sleep(0.05)
+    finally:
+        flooder.client.disconnect()
+        flooder.client.loop_stop()
+    assert 40 <= deepest <= 50, f"the inbox held {deepest} messages at most; its bound is 50"
+    assert ingester.dead_thread() is None
+    release.set()
+    publish_all(mqtt_url, [(topic, reading(100_000))])
+    wait_until(lambda: count(database, "SELECT count(*) FROM telemetry WHERE seq = 100000") > 0,
+               what="the QoS 1 reading sent after the flood", timeout_s=60)
+    assert ingester.dead_thread() is None
+
+
 def test_the_same_message_delivered_twice_is_stored_once(conn, database, mqtt_url, run_ingester) -> None:
     device = make_device(conn)
     conn.commit()
