@@ -60,24 +60,24 @@ class Inbox:
     def put(self, item: object, size: int, timeout: float) -> bool:
         """Queue `item` of `size` bytes once there is room; False when there was none within `timeout` s."""
         with self._changed:
-            def room() -> bool:
-                return not self._items or (len(self._items) < self.max_messages
-                                           and self._bytes + size <= self.max_bytes)
-
-            if not self._changed.wait_for(room, timeout):
+            if not self._room_for(size) and not self._changed.wait_for(lambda: self._room_for(size), timeout):
                 return False
             self._items.append((item, size))
             self._bytes += size
-            self._changed.notify_all()
+            # One thread puts and one gets, and never do both wait (the inbox cannot be full and empty at once).
+            self._changed.notify()
             return True
+
+    def _room_for(self, size: int) -> bool:
+        return not self._items or (len(self._items) < self.max_messages and self._bytes + size <= self.max_bytes)
 
     def get(self, timeout: float | None = None):
         with self._changed:
-            if not self._changed.wait_for(lambda: self._items, timeout):
+            if not self._items and not self._changed.wait_for(lambda: self._items, timeout):
                 raise queue.Empty
             item, size = self._items.popleft()
             self._bytes -= size
-            self._changed.notify_all()
+            self._changed.notify()
             return item
 
     def get_nowait(self):
