@@ -57,12 +57,14 @@ STATUS_TOPIC = status_topic("+")
 
 
 def device_named_in(topic: str) -> str | None:
-    """The device a topic names, valid or not (cut to 64 characters), to label a message that is rejected; None
-    for a topic outside the devices' tree."""
+    """The device a topic names, valid or not, to label a message that is rejected; None for a topic outside the
+    devices' tree. A name past 64 characters is cut there and ends in "…", which no device id holds: cut bare, a
+    registered id with a character added would label the message as that device's."""
     prefix = f"{TOPIC_ROOT}/"
     if not topic.startswith(prefix):
         return None
-    return topic[len(prefix):].split("/", 1)[0][:64]
+    named = topic[len(prefix):].split("/", 1)[0]
+    return named if len(named) <= 64 else named[:63] + "…"
 
 
 class _PacketProperties(Properties):

@@ -159,3 +159,14 @@ def test_the_fast_json_parser_reads_every_payload_as_the_standard_one_does(paylo
         patched.setattr(models.orjson, "loads", refuse)
         standard = _outcome(topic, payload, now)
     assert fast == standard
+
+
+def test_a_rejected_message_is_labelled_with_the_device_its_topic_names_and_never_with_another() -> None:
+    from careloop.mqtt import device_named_in, telemetry_topic
+
+    registered = "RH-" + "7" * 61  # a device id of the longest kind: 64 characters
+    assert device_named_in(telemetry_topic(registered)) == registered
+    longer = device_named_in(telemetry_topic(registered + "Z"))
+    assert longer is not None and longer != registered
+    assert len(longer) == 64 and longer.endswith("…") and longer.startswith(registered[:63])
+    assert device_named_in("elsewhere/RH-1/telemetry") is None
