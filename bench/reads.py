@@ -16,7 +16,7 @@ Open loop: request k is due at start + k/rate whatever became of the ones before
 that due time, so a slow answer that delays the requests behind it counts against them too (no coordinated
 omission); a request unanswered after REQUEST_TIMEOUT_S counts as a timeout, not a latency. DISPATCHERS
 dispatchers' tokens in turn, as the dashboard would hold them (the API admits only a share of its requests in
-progress from any one token). Before the rates, a CHECKPOINT writes out what the bulk load left dirty and
+progress from any one token, 8 of 32). Before the rates, a CHECKPOINT writes out what the bulk load left dirty and
 WARM_UP_REQUESTS of each endpoint, one after another, warm the server: what is measured is a server that has been
 serving, not the minute after a bulk load. Figures: p50, p99 and max per endpoint and rate.
 """
@@ -199,11 +199,13 @@ def settle(database_url: str) -> None:
 
 
 def warm_up(base_url: str, tokens: Sequence[str], *, owners: Sequence[int], pairs: Sequence[tuple[str, str]]) -> None:
-    """WARM_UP_REQUESTS of each endpoint one after another, not counted: a server that has been serving, its
-    caches warm, is what the rates measure, not the first minute after a bulk load."""
+    """WARM_UP_REQUESTS of each endpoint one after another, not counted, under each token in turn: a server that
+    has been serving, its caches warm and every dispatcher known to it, is what the rates measure, not the first
+    minute after a bulk load."""
     since = (dt.datetime.now(dt.UTC) - dt.timedelta(days=HISTORY_DAYS)).replace(microsecond=0).isoformat()
-    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {tokens[0]}"}, timeout=60) as client:
-        for index in range(WARM_UP_REQUESTS):
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        for index in range(max(WARM_UP_REQUESTS, len(tokens))):
+            client.headers["Authorization"] = f"Bearer {tokens[index % len(tokens)]}"
             device_id, metric = pairs[-1 - index % len(pairs)]
             client.get(f"/customers/{owners[-1 - index % len(owners)]}/360")
             client.get(f"/devices/{device_id}/telemetry",

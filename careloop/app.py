@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from careloop import __version__, auth
 from careloop.db import Database
-from careloop.deps import ApiLimits, Authorized, Caller, Conn, ExpensiveWork, RowId
+from careloop.deps import ApiLimits, Authorized, Caller, Conn, ExpensiveWork, KnownTokens, RowId, token_digest
 from careloop.durations import Duration, DurationField
 from careloop.errors import EVERY_ROUTE, DomainError, answers
 from careloop.fleet import router as fleet_router
@@ -98,26 +98,35 @@ class BrokerProbe:
 ALWAYS_ADMITTED = frozenset({"/health"})  # monitoring learns the state of a busy API too
 
 
-def client_of(scope: Scope) -> bytes:
-    """Who a request is from, before authentication: its bearer token, else (no token) its connection's address.
-    A client inventing tokens to get more places meets the limit on refused tokens per address."""
+def client_of(scope: Scope, known: KnownTokens) -> bytes:
+    """Who a request is from, before authentication: its bearer token when this process has seen that token
+    authenticated, else its connection's address. The token is read as authentication reads it ("Bearer" in any
+    case, spaces around the token dropped), so one token written several ways is one client."""
     for name, value in scope.get("headers") or ():
         if name == b"authorization":
-            return b"token " + value
+            scheme, _, token = value.partition(b" ")
+            if scheme.lower() == b"bearer" and token.strip():
+                digest = token_digest(token.strip())
+                if digest in known:
+                    return b"token " + digest
+            break
     client = scope.get("client")
     return b"address " + (client[0] if client else "unknown").encode()
 
 
 class Admission:
     """ASGI middleware: at most `limit` requests in progress in this process, and at most `per_client` of them from
-    one client (careloop.app.client_of), from when the whole body has arrived (careloop.app.InputGuard reads it
-    first) until the answer starts. One more is answered at once, before routing, authentication or the database:
-    a 503 with Retry-After when the process is full, a 429 when the client holds its share."""
+    one client (careloop.app.client_of: a token seen authenticated, else an address), from when the whole body has
+    arrived (careloop.app.InputGuard reads it first) until the answer starts. One more is answered at once, before
+    routing, authentication or the database: a 503 with Retry-After when the process is full, a 429 when the client
+    holds its share."""
 
-    def __init__(self, app: ASGIApp, limit: int, per_client: int | None = None) -> None:
+    def __init__(self, app: ASGIApp, limit: int, per_client: int | None = None,
+                 known: KnownTokens | None = None) -> None:
         self.app = app
         self.limit = limit
         self.per_client = min(per_client or limit, limit)
+        self.known = known if known is not None else KnownTokens()
         self.in_progress = 0  # the event loop's thread alone changes these
         self.by_client: dict[bytes, int] = {}
 
@@ -125,7 +134,7 @@ class Admission:
         if scope["type"] != "http" or scope.get("path") in ALWAYS_ADMITTED:
             await self.app(scope, receive, send)
             return
-        client = client_of(scope)
+        client = client_of(scope, self.known)
         refusal = self._refusal(client)
         if refusal is not None:
             await refusal(scope, receive, send)
@@ -164,7 +173,8 @@ class Admission:
             )
         if self.by_client.get(client, 0) >= self.per_client:
             return JSONResponse(
-                {"detail": f"too many requests at once: this client (its token, or its address without one) has "
+                {"detail": f"too many requests at once: this client (its token, or its address for a token not "
+                           f"yet seen valid here) has "
                            f"{self.per_client} in progress, its share (CARELOOP_API_REQUESTS_IN_PROGRESS_PER_CLIENT); "
                            "wait for an answer before sending more"},
                 status_code=429,
@@ -230,12 +240,13 @@ class InputGuard:
                 await problem.response()(scope, receive, send)
                 return
         content_type = Headers(scope=scope).get("content-type", "").lower()
-        # Only small bodies are checked on the event loop: YAML is scanned in pure Python, and a 16 KB body shaped
-        # for it took half a second, during which the process answered nobody (a 256-byte one: 12 ms at worst).
+        # JSON only: a YAML body is checked where it is read (rules.api.rule_document), behind authentication and
+        # admission, for the YAML scan is slow Python that anyone could otherwise set every thread to. Only small
+        # bodies are checked on the event loop (a megabyte of JSON takes milliseconds).
         if len(body) > ON_THE_LOOP_BODY_BYTES:
-            problem = await run_in_threadpool(body_problem, bytes(body), content_type)
+            problem = await run_in_threadpool(body_problem, bytes(body), content_type, yaml_read=False)
         else:
-            problem = body_problem(bytes(body), content_type)
+            problem = body_problem(bytes(body), content_type, yaml_read=False)
         if problem is not None:
             await problem.response()(scope, receive, send)
             return
@@ -362,6 +373,7 @@ def create_app(
     # who issues devices' broker credentials (careloop.mqtt.BrokerAccounts); None: the credential routes answer 503
     app.state.broker_accounts = broker_accounts
     app.state.limits = limits or ApiLimits()
+    app.state.known_tokens = KnownTokens()
     dsn = database.dsn if database is not None else ""
     app.state.backtests = ExpensiveWork(
         dsn, per_role=app.state.limits.backtests_per_role, timeout_s=app.state.limits.backtest_timeout_s
@@ -434,7 +446,7 @@ def create_app(
         app.include_router(router, dependencies=[Authorized])
     # Admitted once the guard has read the whole body: a client that sends its body slowly holds no place.
     app.add_middleware(Admission, limit=app.state.limits.requests_in_progress,
-                       per_client=app.state.limits.requests_in_progress_per_client)
+                       per_client=app.state.limits.requests_in_progress_per_client, known=app.state.known_tokens)
     app.add_middleware(InputGuard, api=app)
     return app
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime as dt
+import hashlib
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, TypeVar
@@ -172,7 +174,7 @@ class ApiLimits:
     backtests_per_role: int = 2
     backtest_timeout_s: float = 30
     requests_in_progress: int = 32
-    requests_in_progress_per_client: int = 16
+    requests_in_progress_per_client: int = 8
     auth_failures: RateLimiter = field(init=False)
     rates: dict[str, RateLimiter] = field(init=False)
 
@@ -184,6 +186,32 @@ class ApiLimits:
 
 def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
+
+
+class KnownTokens:
+    """The bearer tokens this process has seen authenticated lately (digests, the newest `size`), so admission can
+    tell a client by its token before authentication has run: a token it does not know yet (an invented one, or a
+    real one's first request here) counts against its address instead, and inventing tokens gains no places."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._digests: OrderedDict[bytes, None] = OrderedDict()
+        self._lock = threading.Lock()  # added to from the handlers' threads, read on the event loop's
+
+    def add(self, token: str) -> None:
+        digest = token_digest(token.encode("latin-1", errors="replace"))  # as HTTP headers arrive: latin-1
+        with self._lock:
+            self._digests[digest] = None
+            self._digests.move_to_end(digest)
+            while len(self._digests) > self.size:
+                self._digests.popitem(last=False)
+
+    def __contains__(self, digest: bytes) -> bool:
+        return digest in self._digests
+
+
+def token_digest(token: bytes) -> bytes:
+    return hashlib.blake2b(token, digest_size=16).digest()
 
 
 # --- who is calling, and may they -------------------------------------------------------------------------------
@@ -223,6 +251,7 @@ def get_caller(
         raise refuse(str(refused)) from None
     if caller is None:
         raise refuse("unknown token")
+    request.app.state.known_tokens.add(credentials.credentials)  # admission now tells this client by its token
     request.state.caller = caller
     return caller
 

@@ -54,8 +54,9 @@ class Settings(BaseSettings):
     backtest_timeout_s: float = Field(default=30, gt=0, le=3600)
     # Requests one API process works on at once; past it a request is answered 503 at once (careloop.app.Admission).
     api_requests_in_progress: int = Field(default=32, ge=1, le=100_000)
-    # ... and of those, from one client (its token, or its address without one); past it a 429 at once.
-    api_requests_in_progress_per_client: int = Field(default=16, ge=1, le=100_000)
+    # ... and of those, from one client (its token, or its address); past it a 429 at once. Fewer than the
+    # process's database connections (10), so one client's slow requests cannot hold them all.
+    api_requests_in_progress_per_client: int = Field(default=8, ge=1, le=100_000)
     # The share of the fleet this engine evaluates, `I/N` (`careloop engine --partition`); unset: the whole fleet.
     engine_partition: Partition | None = None
 

@@ -8,8 +8,10 @@ from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, AwareDatetime, model_validator
+from starlette.concurrency import run_in_threadpool
 
 from careloop.auth import technician_device_ids
 from careloop.deps import Backtests, Caller, Conn, Limit, Offset, RowId, moment_in_range
@@ -50,9 +52,18 @@ async def rule_document(request: Request) -> str | bytes:
     """The body as the rules service reads it: text when declared YAML, else bytes (JSON first, then YAML).
 
     Read in a dependency so the handlers stay plain functions: FastAPI runs those in its thread pool, and their
-    database calls never block the event loop (a slow or silent database would stall every request)."""
+    database calls never block the event loop (a slow or silent database would stall every request). Checked here,
+    after authentication, for what the YAML reader cannot survive (careloop.inputs.body_problem): first its size,
+    which is what the check costs, then the check, off the event loop."""
     body = await request.body()
-    if "yaml" in request.headers.get("content-type", ""):
+    content_type = request.headers.get("content-type", "").lower()
+    errors = document_size_errors(len(body))
+    if errors:
+        raise RuleError(errors)
+    problem = await run_in_threadpool(body_problem, body, content_type)
+    if problem is not None:
+        raise RequestValidationError([problem.error()])
+    if "yaml" in content_type:
         return body.decode("utf-8", errors="replace")
     return body
 

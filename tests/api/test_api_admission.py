@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import pytest
 
-from careloop.app import Admission, create_app
-from careloop.deps import ApiLimits
+from careloop.app import Admission, client_of, create_app
+from careloop.deps import ApiLimits, KnownTokens, token_digest
 
 
 class Gate:
@@ -124,39 +125,37 @@ def test_a_client_slow_to_read_its_answer_holds_no_place() -> None:
     asyncio.run(scenario())
 
 
-def test_a_body_that_is_slow_to_check_leaves_the_process_answering_others() -> None:
-    """A 16 KB body shaped for the YAML scan (half a second of it) is checked off the event loop: a request sent
-    after it is answered first."""
+def test_a_body_shaped_for_the_yaml_scan_costs_nothing_before_authentication() -> None:
+    """A 200 kB body shaped for the YAML scan (seconds of pure Python) is not scanned before routing: sent without
+    a token it is a 401 at once, so nobody can set the API's threads to it without a token (the rules endpoints
+    scan what they read, after authentication: rules.api.rule_document)."""
     app = create_app(None, admin_token=None, mqtt_url=None)
-    body = (b"[" * 63 + b"1," * 8000)[:16_000]
+    body = (b"[" * 63 + b"1," * 100_000)[:200_000]
 
     async def scenario() -> None:
-        finished: list[str] = []
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api",
                                      timeout=30) as client:
-            async def post() -> None:
-                await client.post("/rules", content=body, headers={"Content-Type": "text/plain"})
-                finished.append("slow body")
-
-            async def get() -> None:
-                await asyncio.sleep(0.05)
-                assert (await client.get("/devices")).status_code == 401
-                finished.append("next request")
-
-            await asyncio.gather(post(), get())
-        assert finished == ["next request", "slow body"]
+            sent = (("/rules", "text/plain"), ("/rules", "application/yaml"), ("/nope", "text/plain"))
+            for path, content_type in sent:
+                started = time.perf_counter()
+                answer = await client.post(path, content=body, headers={"Content-Type": content_type})
+                assert answer.status_code in (401, 404), answer.text
+                assert time.perf_counter() - started < 0.5, f"{path} {content_type}: answered without the scan"
 
     asyncio.run(scenario())
 
 
 def test_one_client_holds_only_its_share_and_the_others_are_still_admitted() -> None:
     """Four places, two for any one client: a token's third request at once is a 429 naming the setting, while
-    another token and a client without one (known by its address) still get places; a place given back is the
+    another token and a client without one (told by its address) still get places; a place given back is the
     client's again, and nothing is left counted."""
 
     async def scenario() -> None:
         gate = Gate()
-        admission = Admission(gate, limit=4, per_client=2)
+        known = KnownTokens()
+        known.add("flooder")
+        known.add("other")
+        admission = Admission(gate, limit=4, per_client=2, known=known)
         flooder, other = {"Authorization": "Bearer flooder"}, {"Authorization": "Bearer other"}
         transport = httpx.ASGITransport(app=admission, client=("203.0.113.7", 4000))
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
@@ -206,3 +205,58 @@ def test_the_share_is_read_from_the_environment_and_never_above_the_limit(monkey
     with pytest.raises(ValueError, match="API_REQUESTS_IN_PROGRESS_PER_CLIENT|api_requests_in_progress_per_client"):
         Settings()
     assert Admission(Gate(), limit=2, per_client=5).per_client == 2
+
+
+def test_a_token_written_several_ways_is_one_client_and_invented_tokens_count_against_their_address() -> None:
+    """Authentication reads "Bearer" in any case and drops the spaces around the token, so admission does too; a
+    token this process has not seen valid (an invented one) is told by its address, so inventing tokens gains no
+    places."""
+    known = KnownTokens()
+    known.add("real-token")
+
+    def client(header: bytes | None, address: str = "192.0.2.1") -> bytes:
+        headers = [(b"authorization", header)] if header is not None else []
+        return client_of({"type": "http", "headers": headers, "client": (address, 1)}, known)
+
+    spellings = [b"Bearer real-token", b"bearer real-token", b"BEARER   real-token", b"Bearer real-token  "]
+    assert {client(header) for header in spellings} == {b"token " + token_digest(b"real-token")}
+    invented = {client(b"Bearer invented-%d" % n) for n in range(50)}
+    assert invented == {client(None)} == {b"address 192.0.2.1"}
+    assert client(b"Basic cmVhbC10b2tlbg==") == b"address 192.0.2.1"
+    assert client(b"Bearer invented", address="192.0.2.2") == b"address 192.0.2.2"
+
+    async def scenario() -> None:
+        gate = Gate()
+        admission = Admission(gate, limit=10, per_client=2, known=known)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=admission, client=("192.0.2.1", 1)),
+                                     base_url="http://api") as api:
+            held = [asyncio.create_task(api.get("/x", headers={"Authorization": f"Bearer invented-{n}"}))
+                    for n in range(2)]
+            await until(lambda: gate.waiting == 2)
+            third = await asyncio.wait_for(api.get("/x", headers={"Authorization": "Bearer invented-3"}), 1)
+            assert third.status_code == 429, "a third invented token from the same address holds no place"
+            real = asyncio.create_task(api.get("/x", headers={"Authorization": "bearer  real-token"}))
+            await until(lambda: gate.waiting == 3)
+            gate.open.set()
+            assert [answer.status_code for answer in await asyncio.gather(*held, real)] == [200, 200, 200]
+
+    asyncio.run(scenario())
+
+
+def test_the_known_tokens_keep_the_newest_and_a_token_is_known_once_it_authenticated(database, mqtt_url):
+    from fastapi.testclient import TestClient
+
+    from careloop.app import create_app
+
+    known = KnownTokens(size=2)
+    for token in ("first", "second", "third"):
+        known.add(token)
+    assert token_digest(b"first") not in known and token_digest(b"third") in known
+
+    admin = "admin-token-for-the-known-tokens-test"
+    app = create_app(database, admin_token=admin, mqtt_url=mqtt_url)
+    with TestClient(app) as api:
+        assert api.get("/whoami", headers={"Authorization": "Bearer not-a-token"}).status_code == 401
+        assert api.get("/whoami", headers={"Authorization": f"Bearer {admin}"}).status_code == 200
+    assert token_digest(admin.encode()) in app.state.known_tokens
+    assert token_digest(b"not-a-token") not in app.state.known_tokens

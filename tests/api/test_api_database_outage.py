@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 
 from careloop.app import create_app
 from careloop.db import Database, DatabaseUnavailable, SessionLimits
+from careloop.deps import ApiLimits
 from tests.helpers import start_careloop
 
 pytestmark = pytest.mark.integration
@@ -175,7 +176,10 @@ def proxy(database_url: str) -> Iterator[Proxy]:
 
 def api_for(dsn: str, limits: SessionLimits = LIMITS) -> tuple[TestClient, Database]:
     database = Database(dsn, limits=limits)
-    app = create_app(database, admin_token=ADMIN_TOKEN, mqtt_url=None)
+    # One test client stands for many callers at once here: what is tested is the outage, not one client's share
+    # of the requests in progress (test_api_admission).
+    app = create_app(database, admin_token=ADMIN_TOKEN, mqtt_url=None,
+                     limits=ApiLimits(requests_in_progress_per_client=ApiLimits.requests_in_progress))
     return TestClient(app, raise_server_exceptions=False), database
 
 

@@ -108,6 +108,11 @@ JSON_FIELD_ATTACKS = [
 
 DEEP_YAML_FLOW = "[" * DEEP + "]" * DEEP
 DEEP_YAML_BLOCK = "- " * DEEP + "x"
+# Deep past any limit, yet within a rule document's 16,384 bytes: what the YAML reader is protected from, where a
+# document of 50,000 levels is refused by its size before it is read.
+SHALLOW_ENOUGH = 3_000
+DEEP_SMALL_YAML_FLOW = "[" * SHALLOW_ENOUGH + "]" * SHALLOW_ENOUGH
+DEEP_SMALL_YAML_BLOCK = "- " * SHALLOW_ENOUGH + "x"
 ALIAS_BOMB = "a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
     f"{chr(98 + level)}: &{chr(98 + level)} [{','.join([f'*{chr(97 + level)}'] * 10)}]\n" for level in range(8)
 )
@@ -150,9 +155,9 @@ def document_attacks(yaml_accepted: bool) -> list[BodyAttack]:
     if yaml_accepted:
         yaml_type = "application/yaml"
         attacks += [
-            BodyAttack("50,000-deep YAML flow", DEEP_YAML_FLOW.encode(), yaml_type, refused=True),
-            BodyAttack("50,000-deep YAML block", DEEP_YAML_BLOCK.encode(), yaml_type, refused=True),
-            BodyAttack("deep YAML sent as JSON", DEEP_YAML_BLOCK.encode(), "application/json", refused=True),
+            BodyAttack("3,000-deep YAML flow", DEEP_SMALL_YAML_FLOW.encode(), yaml_type, refused=True),
+            BodyAttack("3,000-deep YAML block", DEEP_SMALL_YAML_BLOCK.encode(), yaml_type, refused=True),
+            BodyAttack("deep YAML sent as JSON", DEEP_SMALL_YAML_BLOCK.encode(), "application/json", refused=True),
             BodyAttack("YAML alias bomb", ALIAS_BOMB.encode(), yaml_type, refused=True),
             BodyAttack("YAML NUL escape", b'id: "a\\0b"\nwhen: {fault: {codes: [E21]}}', yaml_type, refused=True),
             BodyAttack("YAML surrogate escape", b'id: x\ndescription: "\\ud800"', yaml_type, refused=True),
@@ -417,11 +422,20 @@ def test_each_reported_500_is_a_422_naming_the_field(client: TestClient, method,
     assert any(error["loc"][: len(place)] == place for error in answer.json()["detail"]), answer.text
 
 
-@pytest.mark.parametrize("document", [DEEP_YAML_FLOW, DEEP_YAML_BLOCK, "when: " + "{a: " * DEEP + "1" + "}" * DEEP])
-def test_a_50000_deep_yaml_rule_is_a_422(client: TestClient, document: str) -> None:
+@pytest.mark.parametrize("document", [DEEP_SMALL_YAML_FLOW, DEEP_SMALL_YAML_BLOCK,
+                                      "when: " + "{a: " * SHALLOW_ENOUGH + "1" + "}" * SHALLOW_ENOUGH])
+def test_a_3000_deep_yaml_rule_is_a_422(client: TestClient, document: str) -> None:
     answer = client.post("/rules", content=document, headers={**ADMIN, "Content-Type": "application/yaml"})
     assert answer.status_code == 422, answer.text
     assert "nested deeper" in answer.text
+
+
+@pytest.mark.parametrize("document", [DEEP_YAML_FLOW, DEEP_YAML_BLOCK, "when: " + "{a: " * DEEP + "1" + "}" * DEEP])
+def test_a_50000_deep_yaml_rule_is_refused_by_its_size_before_it_is_read(client: TestClient, document: str) -> None:
+    answer = client.post("/rules", content=document, headers={**ADMIN, "Content-Type": "application/yaml"})
+    assert answer.status_code == 422, answer.text
+    [error] = answer.json()["detail"]
+    assert error["loc"] == [] and "at most 16384 (MAX_RULE_BYTES)" in error["msg"]
 
 
 def test_strings_with_nul_or_surrogates_name_their_json_path(client: TestClient) -> None:
