@@ -50,10 +50,10 @@ def list_orders(
 def read_order(
     conn: Connection, *, order_id: int, now: dt.datetime, due_soon_share: float, due_soon_at_most: dt.timedelta,
     technician_id: int | None = None,
-) -> OrderRead | None:
+) -> Page[OrderRead]:
     rows = _order_rows(conn, now=now, due_soon_share=due_soon_share, due_soon_at_most=due_soon_at_most,
                        order_id=order_id, technician_id=technician_id, limit=1, offset=0, explained=True)
-    return paginate(rows, OrderRead.model_validate).items[0] if rows else None
+    return paginate(rows, OrderRead.model_validate)
 
 
 def _order_rows(conn: Connection, **params: Any) -> list[dict[str, Any]]:

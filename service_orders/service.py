@@ -118,9 +118,8 @@ def open_order_for_detection(
 
 def get_order(conn: Connection, order_id: int, *, now: dt.datetime, actor: Actor | None = None) -> OrderDetail:
     order = repo.read_order(conn, order_id=order_id, now=now, due_soon_share=DUE_SOON,
-                            due_soon_at_most=DUE_SOON_AT_MOST, technician_id=_technician_scope(actor))
-    if order is None:
-        raise NotFound(f"no service order {order_id}")
+                            due_soon_at_most=DUE_SOON_AT_MOST, technician_id=_technician_scope(actor),
+                            ).one(f"no service order {order_id}")
     history = repo.order_history(conn, order_id=order_id)
     return OrderDetail(**order.model_dump(), history=history, allowed_transitions=list(TRANSITIONS[order.status]))
 
