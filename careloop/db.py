@@ -69,6 +69,16 @@ RETRY_AFTER_S = 1.0
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
 
+def _adapt_int(value: int) -> psycopg2.extensions.ISQLQuote:
+    """psycopg2 writes -9223372036854775808 as it is, and PostgreSQL reads `-9223372036854775808::bigint` as
+    minus 9223372036854775808::bigint, out of range: the smallest bigint in a query with a cast was an error
+    where any other id is found or not. In parentheses, the cast applies to the whole number."""
+    return psycopg2.extensions.AsIs(f"({value})") if value == BIGINT_MIN else psycopg2.extensions.Int(value)
+
+
+psycopg2.extensions.register_adapter(int, _adapt_int)
+
+
 @dataclass(frozen=True)
 class SessionLimits:
     """How long a connection waits on the database, so an outage becomes a quick error instead of a hang.

@@ -422,6 +422,14 @@ def test_each_reported_500_is_a_422_naming_the_field(client: TestClient, method,
     assert any(error["loc"][: len(place)] == place for error in answer.json()["detail"]), answer.text
 
 
+@pytest.mark.parametrize("url", ["/customers/-9223372036854775808", "/service-orders/-9223372036854775808",
+                                 "/technicians/-9223372036854775808", "/detections/-9223372036854775808"])
+def test_the_smallest_bigint_id_is_not_found_like_any_other(client: TestClient, url: str) -> None:
+    """PostgreSQL reads `-9223372036854775808::bigint` as minus an out-of-range number; the id is a 404 anyway."""
+    answer = client.get(url, headers=ADMIN)
+    assert answer.status_code == 404, answer.text
+
+
 @pytest.mark.parametrize("document", [DEEP_SMALL_YAML_FLOW, DEEP_SMALL_YAML_BLOCK,
                                       "when: " + "{a: " * SHALLOW_ENOUGH + "1" + "}" * SHALLOW_ENOUGH])
 def test_a_3000_deep_yaml_rule_is_a_422(client: TestClient, document: str) -> None:
