@@ -1,5 +1,6 @@
 """`careloop bench all`: the performance suite at a stated, modest size, in one run: the ingest drain, fault to
-action at shares of that drain rate, the engine over growing fleets, and the reads under a fixed request rate.
+action at shares of that drain rate, the engine over growing fleets, the reads under a fixed request rate, and the
+bytes a reading takes (after TimescaleDB compression too, where telemetry is a hypertable).
 
 Prints one table, writes every figure to bench/results/latest.json (or --out), and draws each scaling curve to a
 PNG beside it: the engine's time against fleet size, fault-to-action latency against the ingest rate, and each
@@ -27,6 +28,7 @@ from bench.fixtures import register_devices, temporary_database
 from bench.ingest import METRICS_PER_MESSAGE, device_ids, measure_ingest
 from bench.reads import P99_TARGET_S as READ_P99_TARGET_S
 from bench.reads import ReadFigures, measure_reads
+from bench.storage import measure_storage
 from careloop.runtime import resolve_services
 from careloop.settings import get_settings
 
@@ -112,6 +114,17 @@ def table(results: dict) -> list[str]:
                 + (f"; not answered 200: {others}" if others else ""),
                 f"p99 ≤ {READ_P99_TARGET_S * 1000:.0f} ms{mark}",
             ))  # fmt: skip
+    storage = results.get("storage")  # absent from results written before the suite measured storage
+    if storage:
+        rows.append((
+            "storage", f"{storage['readings']:,} readings, {storage['days']:g} days every {storage['every_s']} s",
+            f"{storage['bytes_per_reading']:.0f} bytes/reading"
+            + ("; compressed " + f"{storage['compressed_bytes_per_reading']:.0f}" if storage["timescaledb"]
+               else "; no TimescaleDB: compression not measured")
+            + f"; chart p99 {_ms(storage['chart_p99_s'], 1)} ms"
+            + (f", compressed {_ms(storage['compressed_chart_p99_s'], 1)} ms" if storage["timescaledb"] else ""),
+            "",
+        ))  # fmt: skip
     size = results["sizing"]
     rows.append(("sizing", "readings/s per ingester core", f"{size['readings_per_s_per_ingester_core']:,.0f}", ""))
     rows.append((
@@ -233,10 +246,10 @@ def reads_dict(figures: ReadFigures) -> dict:
 def run_suite(args: argparse.Namespace) -> dict:
     """Every benchmark of the suite in turn; answers the results as latest.json holds them."""
     started = time.perf_counter()
-    print(f"1/4 ingest drain: {args.drain_messages:,} messages queued, one ingester", flush=True)
+    print(f"1/5 ingest drain: {args.drain_messages:,} messages queued, one ingester", flush=True)
     drain = measure_drain(args.drain_messages, 400)
     shares = [int(share) / 100 for share in args.fault_rates.split(",")]
-    print(f"2/4 fault to action: {args.faults} faults at each of {args.fault_rates}% of the drain rate", flush=True)
+    print(f"2/5 fault to action: {args.faults} faults at each of {args.fault_rates}% of the drain rate", flush=True)
     faults = measure_faults(
         shares=shares, faults=args.faults, seconds=args.fault_seconds, devices=args.fault_devices,
         drain_rate=drain["messages_per_s"], drain_messages=args.drain_messages, seed=12,
@@ -245,12 +258,12 @@ def run_suite(args: argparse.Namespace) -> dict:
     urls = resolve_services(get_settings(), need_broker=False)
     engines = []
     for size in sizes:
-        print(f"3/4 engine: {size:,} devices, {args.engine_days} days every {args.engine_every} s", flush=True)
+        print(f"3/5 engine: {size:,} devices, {args.engine_days} days every {args.engine_every} s", flush=True)
         engines.append(engine_dict(
             measure_engine(urls.database_url, size, days=args.engine_days, every_s=args.engine_every, repeat=3)
         ))  # fmt: skip
     print(
-        f"4/4 reads: {args.read_customers:,} customers, {args.read_devices:,} devices, {args.read_readings:,} "
+        f"4/5 reads: {args.read_customers:,} customers, {args.read_devices:,} devices, {args.read_readings:,} "
         f"readings; {args.read_rates} requests/s for {args.read_seconds:g} s each, from {args.read_workers} API "
         "processes in turn",
         flush=True,
@@ -260,6 +273,10 @@ def run_suite(args: argparse.Namespace) -> dict:
         rates=[float(rate) for rate in args.read_rates.split(",")], seconds=args.read_seconds,
         workers=[int(count) for count in args.read_workers.split(",")],
     )  # fmt: skip
+    print(f"5/5 storage: {args.storage_devices:,} devices, {args.storage_days:g} days every {args.storage_every} s",
+          flush=True)
+    storage = measure_storage(urls.database_url, devices=args.storage_devices, days=args.storage_days,
+                              every_s=args.storage_every)
     return {
         "ran_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"cores": _cores(), "python": platform.python_version(), "system": platform.platform()},
@@ -268,6 +285,7 @@ def run_suite(args: argparse.Namespace) -> dict:
         "faults": faults_dict(faults),
         "engine": engines,
         "reads": reads_dict(reads),
+        "storage": storage.as_dict(),
         "sizing": sizing(drain, engines),
     }
 

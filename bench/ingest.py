@@ -31,6 +31,7 @@ from tqdm import tqdm
 from bench.fixtures import register_devices, temporary_database
 from bench.processes import Started, careloop_process, percentile, service_env
 from bench.publisher import PacedPublisher, first_due_time
+from bench.storage import compress_telemetry, telemetry_bytes
 from careloop.db import Database, fetch_value
 from careloop.mqtt import make_connection, telemetry_topic
 from careloop.notify import devices_in, listen_for_changed_devices
@@ -299,7 +300,7 @@ def measure_ingest(
         forget_session(mqtt_url, ingester.name)
     with database.connection() as conn:
         rows = int(fetch_value(conn, "SELECT count(*) FROM telemetry"))
-        size = _telemetry_bytes(conn)
+        size = telemetry_bytes(conn)
     database.close()
     return Figure(f"MQTT → {ingesters} ingester(s) → commit (drain)", seconds, messages, stored), rows, size
 
@@ -356,7 +357,7 @@ def measure_ingest_processes(
     for number in range(ingesters):
         forget_session(mqtt_url, f"{group}-{number}")
     rows = int(fetch_value(conn, "SELECT count(*) FROM telemetry"))
-    size = _telemetry_bytes(conn)
+    size = telemetry_bytes(conn)
     conn.close()
     name = f"MQTT → {ingesters} ingest process(es) → commit (drain)"
     return Figure(name, seconds, timed, timed * METRICS_PER_MESSAGE), rows, size
@@ -520,39 +521,6 @@ def measure_live_shares(
     return figures
 
 
-def _is_hypertable(conn) -> bool:
-    timescale = fetch_value(conn, "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'")
-    return bool(timescale) and bool(fetch_value(
-        conn, "SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_name = 'telemetry'"))
-
-
-def compressed_telemetry(database_url: str) -> tuple[int, int] | None:
-    """Where telemetry is a TimescaleDB hypertable: every chunk compressed now, by the settings of migration 102
-    (segmented by device and metric), as the compression policy would once a chunk is old enough; answers (rows,
-    bytes on disk after). None on plain PostgreSQL. compress_chunk and show_chunks: TimescaleDB 2.0 and later
-    (still supported in 2.28, which calls the same convert_to_columnstore)."""
-    conn = psycopg2.connect(database_url)
-    conn.autocommit = True
-    try:
-        if not _is_hypertable(conn):
-            return None
-        with conn.cursor() as cursor:
-            cursor.execute("SELECT compress_chunk(chunk, if_not_compressed => true) "
-                           "FROM show_chunks('telemetry') AS chunk")
-        rows = int(fetch_value(conn, "SELECT count(*) FROM telemetry"))
-        return rows, int(fetch_value(conn, "SELECT hypertable_size('telemetry')") or 0)
-    finally:
-        conn.close()
-
-
-def _telemetry_bytes(conn) -> int:
-    """Bytes telemetry takes on disk with its indexes: a hypertable's chunks where TimescaleDB has made it one
-    (hypertable_size), else the plain table's."""
-    if _is_hypertable(conn):
-        return int(fetch_value(conn, "SELECT hypertable_size('telemetry')") or 0)
-    return int(fetch_value(conn, "SELECT pg_total_relation_size('telemetry')"))
-
-
 def bench_ingest(args: argparse.Namespace) -> int:
     urls = resolve_services(get_settings())
     devices = device_ids(args.devices)
@@ -614,11 +582,15 @@ def bench_ingest(args: argparse.Namespace) -> int:
                     f"{figure.quantile_ms(0.5):>8} {figure.quantile_ms(0.99):>8} {figure.quantile_ms(1.0):>8} "
                     f"{figure.publishers_late_s * 1000:>18.0f}"
                 )
-        compressed = compressed_telemetry(database_url)
-        if compressed is None:
+        compress_s = compress_telemetry(database_url)
+        if compress_s is None:
             print("storage after compression: not measured (telemetry is a plain table here: no TimescaleDB)")
-        elif compressed[0]:
-            rows, size = compressed
-            print(f"storage after TimescaleDB compression: {size / rows:.0f} bytes per reading ({size / 2**20:.1f} "
-                  f"MiB for {rows:,} readings)")
+        elif stored:
+            conn = psycopg2.connect(database_url)
+            try:
+                size = telemetry_bytes(conn)
+            finally:
+                conn.close()
+            print(f"storage after TimescaleDB compression ({compress_s:.1f} s): {size / stored:.0f} bytes per reading "
+                  f"({size / 2**20:.1f} MiB for {stored:,} readings)")
     return 0

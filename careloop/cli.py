@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -646,54 +647,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+# Each benchmark: its module in the top-level bench/ package and the function that runs it.
+BENCHMARKS = {name: (f"bench.{name}", f"bench_{name}") for name in (
+    "ingest", "engine", "detection", "chaos", "offers", "proactive", "security", "faults", "reads", "storage",
+    "all", "partitions",
+)}
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    # The benchmarks live in the top-level bench/ package, one module per benchmark, which nothing else imports
-    # (an import-linter contract): imported here only when asked for.
-    if args.bench == "ingest":
-        from bench.ingest import bench_ingest
-
-        return bench_ingest(args)
-    if args.bench == "engine":
-        from bench.engine import bench_engine
-
-        return bench_engine(args)
-    if args.bench == "detection":
-        from bench.detection import bench_detection
-
-        return bench_detection(args)
-    if args.bench == "chaos":
-        from bench.chaos import bench_chaos
-
-        return bench_chaos(args)
-    if args.bench == "offers":
-        from bench.offers import bench_offers
-
-        return bench_offers(args)
-    if args.bench == "proactive":
-        from bench.proactive import bench_proactive
-
-        return bench_proactive(args)
-    if args.bench == "security":
-        from bench.security import bench_security
-
-        return bench_security(args)
-    if args.bench == "faults":
-        from bench.faults import bench_faults
-
-        return bench_faults(args)
-    if args.bench == "reads":
-        from bench.reads import bench_reads
-
-        return bench_reads(args)
-    if args.bench == "all":
-        from bench.all import bench_all
-
-        return bench_all(args)
-    if args.bench == "partitions":
-        from bench.partitions import bench_partitions
-
-        return bench_partitions(args)
-    raise SystemExit(f"careloop bench: no benchmark {args.bench!r}")
+    # The benchmarks live in the top-level bench/ package, which nothing else imports (an import-linter
+    # contract): a benchmark's module is imported here only when it is asked for.
+    if args.bench not in BENCHMARKS:
+        raise SystemExit(f"careloop bench: no benchmark {args.bench!r}")
+    module, function = BENCHMARKS[args.bench]
+    return getattr(importlib.import_module(module), function)(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1057,9 +1024,21 @@ def build_parser() -> argparse.ArgumentParser:
     reads_bench.add_argument("--api-workers", default="1",
                              help="`careloop api --workers`; a list (1,2) runs the rates against each in turn "
                              "(default 1)")
+    storage_bench = benches.add_parser(
+        "storage",
+        help="bytes per reading and a device's chart read, as written and after TimescaleDB compression",
+        description="Generates a fleet's history in a database of its own, prints the bytes telemetry takes per "
+        "reading with its indexes and the time of a device's chart over the whole history (6-hour averages); where "
+        "telemetry is a TimescaleDB hypertable, compresses every chunk and measures both again.",
+    )
+    storage_bench.add_argument("--devices", type=at_least(1), default=200, help="devices (default 200)")
+    storage_bench.add_argument("--days", type=float, default=7, help="days of history (default 7)")
+    storage_bench.add_argument("--every", type=at_least(1), default=60,
+                               help="seconds between a metric's readings (default 60)")
+    storage_bench.add_argument("--charts", type=at_least(1), default=200, help="charts read each time (default 200)")
     all_bench = benches.add_parser(
         "all",
-        help="the performance suite at a modest size: ingest drain, faults, engine, reads; one table, "
+        help="the performance suite at a modest size: ingest drain, faults, engine, reads, storage; one table, "
         "bench/results/latest.json and PNG curves",
     )
     all_bench.add_argument("--out", default="bench/results", help="where latest.json and the PNGs go")
@@ -1082,6 +1061,10 @@ def build_parser() -> argparse.ArgumentParser:
     all_bench.add_argument("--read-seconds", type=float, default=30, help="seconds of reads (default 30)")
     all_bench.add_argument("--read-workers", default="1,2",
                            help="`careloop api --workers` for the reads, each in turn (1,2)")
+    all_bench.add_argument("--storage-devices", type=at_least(1), default=100, help="storage fleet (default 100)")
+    all_bench.add_argument("--storage-days", type=float, default=3, help="days of its history (default 3)")
+    all_bench.add_argument("--storage-every", type=at_least(1), default=60,
+                           help="seconds between its readings (default 60)")
     partitions_bench = benches.add_parser(
         "partitions",
         help="engine partitions (careloop engine --partition i/N, real processes, one killed and restarted) "

@@ -26,6 +26,7 @@ def test_the_suite_writes_its_figures_and_draws_its_curves(database_url, mqtt_ur
         "--engine-devices", "200,400", "--engine-days", "1", "--engine-every", "3600",
         "--read-customers", "100", "--read-devices", "300", "--read-readings", "30000", "--read-rates", "15,30",
         "--read-seconds", "2", "--read-workers", "1,2",
+        "--storage-devices", "10", "--storage-days", "1", "--storage-every", "600",
     ])  # fmt: skip
     printed = capsys.readouterr().out
     assert code == 0
@@ -42,6 +43,9 @@ def test_the_suite_writes_its_figures_and_draws_its_curves(database_url, mqtt_ur
     for run in results["reads"]["runs"]:
         for name, endpoint in run["endpoints"].items():
             assert endpoint["statuses"] == {"200": run["rate"] * 2 // 3}, (run["rate"], name)
+    storage = results["storage"]
+    assert storage["readings"] > 0 and storage["bytes_per_reading"] > 0 and storage["chart_p99_s"] > 0
+    assert (storage["compressed_bytes_per_reading"] is not None) == storage["timescaledb"]
     sizing = results["sizing"]
     assert sizing["devices_per_ingester_core_at_one_message_every_30_s"] == pytest.approx(
         results["ingest"]["messages_per_s"] * 30
@@ -52,5 +56,5 @@ def test_the_suite_writes_its_figures_and_draws_its_curves(database_url, mqtt_ur
 
     for png in ("engine_scaling.png", "faults_latency.png", "reads_p99.png"):
         assert (tmp_path / png).read_bytes()[:8] == PNG_SIGNATURE, png
-    for part in ("ingest", "fault to action", "engine", "reads", "sizing", "latest.json"):
+    for part in ("ingest", "fault to action", "engine", "reads", "storage", "sizing", "latest.json"):
         assert part in printed
