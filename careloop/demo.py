@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
+
 from careloop import embedded
 from careloop.auth import create_token, role_of_token
 from careloop.db import Database, ensure_database, fetch_all, migrate
@@ -198,6 +200,24 @@ def _spawn(arguments: list[str], env: dict[str, str]) -> subprocess.Popen:
                             env={**env, EXIT_WITH_PARENT: str(os.getpid())})
 
 
+API_START_S = 60.0
+
+
+def _wait_for_api(base_url: str, children: dict[str, subprocess.Popen], stop, *, timeout_s: float) -> bool:
+    """Until the API answers /health (True), a child exits or the demo is stopped, or `timeout_s` passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not stop.is_set():
+        if any(child.poll() is not None for child in children.values()):
+            return False
+        try:
+            if httpx.get(f"{base_url}/health", timeout=2).status_code < 500:
+                return True
+        except httpx.HTTPError:
+            pass
+        stop.wait(0.2)
+    return False
+
+
 def run_demo(*, devices: int, rate: float, seed: int, api_port: int = 8000, dashboard_port: int = 8501) -> int:
     taken = [f"{what} port {port}" for what, port in (("API", api_port), ("dashboard", dashboard_port))
              if embedded.free_port(port) != port]
@@ -262,10 +282,13 @@ def run_demo(*, devices: int, rate: float, seed: int, api_port: int = 8000, dash
         ),
         "engine": _spawn(["engine", *metrics_port()], env),
     }
-    time.sleep(2)
+    # The sign-ins are printed once the API answers, so what they say to try works at once.
+    api_up = _wait_for_api(f"http://127.0.0.1:{api_port}", children, stop, timeout_s=API_START_S)
     print(
-        "\nCareLoop demo is running:\n"
-        f"  API        http://127.0.0.1:{api_port}  (docs: http://127.0.0.1:{api_port}/docs)\n"
+        ("\nCareLoop demo is running:\n" if api_up
+         else f"\nCareLoop demo started; the API did not answer within {API_START_S:.0f} s (its log lines above say "
+              "why):\n")
+        + f"  API        http://127.0.0.1:{api_port}  (docs: http://127.0.0.1:{api_port}/docs)\n"
         f"  dashboard  http://127.0.0.1:{dashboard_port}\n"
         f"  broker     {_without_password(urls.mqtt_url)}\n"
         f"{_fallback_broker_warning(home)}"

@@ -114,16 +114,39 @@ def template_database(database_server_url: str) -> Iterator[str]:
     admin.close()
 
 
+@contextlib.contextmanager
+def _database_of_its_own(server_url: str, template: str | None) -> Iterator[str]:
+    """A new database, cloned from `template` or empty, dropped afterwards."""
+    name = f"careloop_test_{uuid.uuid4().hex[:12]}"
+    admin = _admin_connection(server_url)
+    if template is None:
+        with admin.cursor() as cursor:
+            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    else:
+        _clone(admin, name, template)
+    try:
+        yield _with_database(server_url, name)
+    finally:
+        _drop_database(admin, name)
+        admin.close()
+
+
 @pytest.fixture
 def database_url(database_server_url: str, template_database: str) -> Iterator[str]:
     """A fresh database cloned from the migrated template, dropped after the test."""
-    name = f"careloop_test_{uuid.uuid4().hex[:12]}"
-    admin = _admin_connection(database_server_url)
-    _clone(admin, name, template_database)
-    yield _with_database(database_server_url, name)
-    with admin.cursor() as cursor:
-        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    admin.close()
+    with _database_of_its_own(database_server_url, template_database) as url:
+        yield url
+
+
+@pytest.fixture
+def empty_database_url(database_server_url: str) -> Iterator[str]:
+    """A fresh database with no migration applied (what a new deployment starts from), dropped after the test."""
+    try:
+        _admin_connection(database_server_url).close()
+    except psycopg2.OperationalError as error:
+        pytest.skip(f"no database: cannot connect to {database_server_url}: {error}")
+    with _database_of_its_own(database_server_url, None) as url:
+        yield url
 
 
 @pytest.fixture

@@ -46,6 +46,8 @@ def test_careloop_demo_prints_a_working_sign_in_per_role_and_keeps_mail_in_its_h
         assert answers("/service-orders", logins["technician"]) == 200
         assert answers("/service-orders", "not-a-token") == 401
         assert (home / "mail" / "new").is_dir(), "the demo's mailbox is a Maildir under CARELOOP_HOME"
+        # printed once the API answers, which may be a moment after the first answer seen here
+        wait_until(lambda: "CareLoop demo is running" in log.read_text(), timeout_s=10, what="the sign-ins", log=log)
         printed = log.read_text()
         for role in logins:
             assert f"    {role}" in printed and logins[role] in printed, f"no sign-in printed for {role}"

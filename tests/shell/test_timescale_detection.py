@@ -1,4 +1,4 @@
-"""When the TimescaleDB migrations run, and how the runner says it skipped them (plain PostgreSQL here)."""
+"""When the TimescaleDB migrations run, and how the runner says it skipped them."""
 
 from __future__ import annotations
 
@@ -65,10 +65,11 @@ def test_plain_postgresql_reports_timescaledb_as_not_available(conn) -> None:
 
 @pytest.mark.integration
 def test_the_migration_runner_skips_the_timescale_steps_with_one_log_line_naming_the_reason(
-    database_url, monkeypatch, caplog
+    empty_database_url, monkeypatch, caplog
 ) -> None:
-    # The server here has no TimescaleDB: pretend it is installed but not preloaded, the case where
-    # CREATE EXTENSION would end the session with a FATAL error.
+    # Whatever the server has: the runner is told the extension is installed but not preloaded, the case where
+    # CREATE EXTENSION would end the session with a FATAL error. A new database, so every step is still to run.
+    database_url = empty_database_url
     listed_only = TimescaleState(created=False, installed=True, preload_libraries="", loader_running=False)
     monkeypatch.setattr(db, "timescale_state", lambda _conn: listed_only)
     with caplog.at_level(logging.INFO, logger="careloop.db"):
