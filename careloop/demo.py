@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -203,7 +204,9 @@ def _spawn(arguments: list[str], env: dict[str, str]) -> subprocess.Popen:
 API_START_S = 60.0
 
 
-def _wait_for_api(base_url: str, children: dict[str, subprocess.Popen], stop, *, timeout_s: float) -> bool:
+def _wait_for_api(
+    base_url: str, children: dict[str, subprocess.Popen], stop: threading.Event, *, timeout_s: float
+) -> bool:
     """Until the API answers /health (True), a child exits or the demo is stopped, or `timeout_s` passes."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not stop.is_set():
