@@ -35,17 +35,41 @@ WHERE NOT EXISTS (SELECT FROM stored n WHERE n.device_id = s.device_id AND n.seq
 RETURNING s.ts, s.device_id, s.metric, s.value, s.seq
 
 -- name: refresh_latest_from_staging --
--- The newest of the stored readings of each (device, metric) into device_latest, straight from the staging table,
--- so they never travel to Python and back; a late reading never replaces a newer one.
-INSERT INTO device_latest AS latest (ts, device_id, metric, value, seq)
-SELECT DISTINCT ON (device_id, metric) ts, device_id, metric, value, seq
-FROM telemetry_staging
-ORDER BY device_id, metric, ts DESC, seq DESC
-ON CONFLICT (device_id, metric) DO UPDATE SET
-    value = excluded.value,
-    ts    = excluded.ts,
-    seq   = excluded.seq
-WHERE (excluded.ts, excluded.seq) > (latest.ts, latest.seq)
+-- The newest of the staged readings of each (device, metric) into latest_readings (migration 024), straight from
+-- the staging table, so they never travel to Python and back; a late reading never replaces a newer one. The
+-- usual message (the metrics the row has, all newer) replaces the arrays whole; anything else is merged.
+INSERT INTO latest_readings AS latest (device_id, newest_ts, metrics, readings, ts, seqs)
+SELECT device_id, max(ts), array_agg(metric ORDER BY metric), array_agg(value ORDER BY metric),
+       array_agg(ts ORDER BY metric), array_agg(seq ORDER BY metric)
+FROM (
+    SELECT DISTINCT ON (device_id, metric) ts, device_id, metric, value, seq
+    FROM telemetry_staging
+    ORDER BY device_id, metric, ts DESC, seq DESC
+) newest
+GROUP BY device_id
+ORDER BY device_id
+ON CONFLICT (device_id) DO UPDATE SET
+    newest_ts = greatest(latest.newest_ts, excluded.newest_ts),
+    metrics   = CASE WHEN excluded.metrics = latest.metrics AND latest.newest_ts < ALL (excluded.ts)
+                     THEN excluded.metrics
+                     ELSE (SELECT array_agg(n.metric ORDER BY n.metric) FROM newest_of_each_metric(
+                               latest.metrics, latest.readings, latest.ts, latest.seqs,
+                               excluded.metrics, excluded.readings, excluded.ts, excluded.seqs) n) END,
+    readings  = CASE WHEN excluded.metrics = latest.metrics AND latest.newest_ts < ALL (excluded.ts)
+                     THEN excluded.readings
+                     ELSE (SELECT array_agg(n.value ORDER BY n.metric) FROM newest_of_each_metric(
+                               latest.metrics, latest.readings, latest.ts, latest.seqs,
+                               excluded.metrics, excluded.readings, excluded.ts, excluded.seqs) n) END,
+    ts        = CASE WHEN excluded.metrics = latest.metrics AND latest.newest_ts < ALL (excluded.ts)
+                     THEN excluded.ts
+                     ELSE (SELECT array_agg(n.ts ORDER BY n.metric) FROM newest_of_each_metric(
+                               latest.metrics, latest.readings, latest.ts, latest.seqs,
+                               excluded.metrics, excluded.readings, excluded.ts, excluded.seqs) n) END,
+    seqs      = CASE WHEN excluded.metrics = latest.metrics AND latest.newest_ts < ALL (excluded.ts)
+                     THEN excluded.seqs
+                     ELSE (SELECT array_agg(n.seq ORDER BY n.metric) FROM newest_of_each_metric(
+                               latest.metrics, latest.readings, latest.ts, latest.seqs,
+                               excluded.metrics, excluded.readings, excluded.ts, excluded.seqs) n) END
 
 -- name: insert_events --
 -- Store device events; redelivered ones are skipped. Answers the new ones as given (ingest.models.EventRow).
@@ -202,18 +226,18 @@ ON CONFLICT (device_id) DO UPDATE SET
     last_seen  = GREATEST(state.last_seen, excluded.last_seen),
     updated_at = now()
 
--- name: derive_device_latest --
--- History stored in bulk rather than ingested: the newest stored reading of each metric per device, by (ts, seq).
-INSERT INTO device_latest AS latest (device_id, metric, value, ts, seq)
-SELECT DISTINCT ON (device_id, metric) device_id, metric, value, ts, seq
+-- name: stage_newest_of_history --
+-- History stored in bulk rather than ingested: the newest stored reading of each metric per device, by (ts, seq),
+-- staged for refresh_latest_from_staging.
+INSERT INTO telemetry_staging (ts, device_id, metric, value, seq)
+SELECT DISTINCT ON (device_id, metric) ts, device_id, metric, value, seq
 FROM telemetry
 WHERE device_id IN (SELECT id FROM devices)
 ORDER BY device_id, metric, ts DESC, seq DESC
-ON CONFLICT (device_id, metric) DO UPDATE SET
-    value = excluded.value,
-    ts    = excluded.ts,
-    seq   = excluded.seq
-WHERE (excluded.ts, excluded.seq) > (latest.ts, latest.seq)
+
+-- name: empty_staging --
+-- Done with what was staged before the transaction ends.
+DELETE FROM telemetry_staging
 
 -- name: event_types_by_device --
 -- Each (device, event type) with a stored event: where event_counters may have rows.

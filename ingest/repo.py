@@ -148,7 +148,10 @@ def derive_last_seen(conn: Connection) -> None:
 
 def derive_device_latest(conn: Connection) -> None:
     """Each device's newest stored reading of each metric (history stored in bulk)."""
-    execute(conn, QUERIES["derive_device_latest"])
+    execute(conn, QUERIES["create_staging"])
+    execute(conn, QUERIES["stage_newest_of_history"])
+    execute(conn, QUERIES["refresh_latest_from_staging"])
+    execute(conn, QUERIES["empty_staging"])
 
 
 def event_types_by_device(conn: Connection) -> list[DeviceEventType]:

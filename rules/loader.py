@@ -5,7 +5,7 @@ device in scope at once; rows come back keyed by device id and are aligned to th
 with numpy. The numbers are those of `rules.reference.build_facts` (see the docstrings in `rules.facts`).
 
 `LoadOptions(live=True)` (the default) is the engine at the present: online/offline and last seen come from
-`device_state`, `Latest` from `device_latest`, `CounterAtEvent` from `event_counters` where recorded (all kept by
+`device_state`, `Latest` from `latest_readings`, `CounterAtEvent` from `event_counters` where recorded (all kept by
 the ingester), `Baseline` from `model_baselines` (kept by `learn_baselines`).
 `HISTORY` (`live=False`) replays stored history at a past `now`: everything comes from telemetry and events.
 
@@ -61,7 +61,7 @@ ONE_SECOND = dt.timedelta(seconds=1)
 class LoadOptions:
     """How facts are loaded; the defaults are the engine at the present, on one connection, read afresh."""
 
-    # True: the present, from what the ingester keeps (device_state, device_latest, event_counters) and the
+    # True: the present, from what the ingester keeps (device_state, latest_readings, event_counters) and the
     # learned baselines. False: stored history replayed at a past `now`, from telemetry and events alone.
     live: bool = True
     # `Trend` from the fits `learn_trends` stored (the line evaluated at now) instead of fitting raw readings.

@@ -7,13 +7,13 @@
 --               (a reading at 12:00:00.4 counts at now = 12:00:00), and a window (now - s, now] is
 --               [until - s, until)
 --   now_epoch   now as epoch seconds (trend fits run on seconds relative to now)
---   live        true in the engine (device_state, device_latest and event_counters are kept by the ingester),
+--   live        true in the engine (device_state, latest_readings and event_counters are kept by the ingester),
 --               false for stored history
 -- Instants come back as whole epoch seconds (bigint), NULL for none.
 -- Readings of one metric at the same ts are ordered by seq: the later seq is the later reading. A value "at"
 -- an instant is looked up as `ts = (SELECT max(ts) ...)` then the highest seq: two index descents whatever the
 -- statistics say, where `ORDER BY ts DESC, seq DESC LIMIT 1` may be planned as a sort of the whole series.
--- In live mode, telemetry is probed only for devices with a device_latest row of the metric: the ingester
+-- In live mode, telemetry is probed only for devices with a latest reading of the metric: the ingester
 -- records there every metric it stores, so the other devices have no reading of it.
 
 -- name: jit_setting --
@@ -81,11 +81,13 @@ SELECT id, date_part('epoch', date_trunc('second', greatest(reading.ts, event.ts
 FROM reading FULL JOIN event USING (id)
 
 -- name: latest_live --
--- The newest value of each metric from device_latest (the ingester keeps it).
-SELECT l.device_id, m.i, l.value
-FROM device_latest l
-JOIN unnest(%(metrics)s::text[]) WITH ORDINALITY AS m(name, i) ON m.name = l.metric
-WHERE l.metric = ANY(%(metrics)s::text[])
+-- The newest value of each metric from latest_readings (the ingester keeps it): read from its arrays in place,
+-- a row per device, rather than through the device_latest view's row per metric.
+SELECT l.device_id, m.i, l.readings[p.at]
+FROM latest_readings l
+CROSS JOIN unnest(%(metrics)s::text[]) WITH ORDINALITY AS m(name, i)
+CROSS JOIN LATERAL (SELECT array_position(l.metrics, m.name) AS at) p
+WHERE p.at IS NOT NULL
   AND (%(device_ids)s::text[] IS NULL OR l.device_id = ANY(%(device_ids)s::text[]))
 
 -- name: latest_history --
@@ -124,7 +126,7 @@ CROSS JOIN LATERAL (
       AND t.ts >= coalesce(carried.ts, window_.opens) AND t.ts < %(until)s
 ) inside
 WHERE (%(device_ids)s::text[] IS NULL OR d.id = ANY(%(device_ids)s::text[]))
-  AND (NOT %(live)s OR EXISTS (SELECT FROM device_latest l WHERE l.device_id = d.id AND l.metric = w.metric))
+  AND (NOT %(live)s OR EXISTS (SELECT FROM latest_readings l WHERE l.device_id = d.id AND w.metric = ANY(l.metrics)))
   AND (inside.readings > 0 OR inside.carried IS NOT NULL)
 
 -- name: trends --
@@ -142,7 +144,7 @@ CROSS JOIN LATERAL (
       AND t.ts >= %(until)s - make_interval(secs => w.seconds) AND t.ts < %(until)s
 ) fit
 WHERE (%(device_ids)s::text[] IS NULL OR d.id = ANY(%(device_ids)s::text[]))
-  AND (NOT %(live)s OR EXISTS (SELECT FROM device_latest l WHERE l.device_id = d.id AND l.metric = w.metric))
+  AND (NOT %(live)s OR EXISTS (SELECT FROM latest_readings l WHERE l.device_id = d.id AND w.metric = ANY(l.metrics)))
   AND fit.points > 0
 
 -- name: last_events --

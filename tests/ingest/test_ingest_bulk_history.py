@@ -52,7 +52,7 @@ def test_derived_state_of_history_stored_in_bulk_equals_what_ingesting_it_kept(d
 
     # The same history with ingest's per-device state gone, as a bulk load leaves it: derived again.
     with database.transaction() as conn:
-        for table in ("device_state", "device_latest", "event_counters"):
+        for table in ("device_state", "latest_readings", "event_counters"):
             execute(conn, sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
         derive_state_from_history(conn)
     assert _state(database) == ingested

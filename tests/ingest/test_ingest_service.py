@@ -6,6 +6,8 @@ import datetime as dt
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from careloop.db import fetch_all, fetch_value
 from careloop.mqtt import events_topic, telemetry_topic
@@ -22,6 +24,41 @@ def reading(device_id: str, seq: int, *, seconds: int, **metrics: float) -> Inbo
     ts = (NOW - dt.timedelta(minutes=10) + dt.timedelta(seconds=seconds)).isoformat()
     body = {"seq": seq, "ts": ts, "metrics": {**METRICS, **metrics}}
     return InboundMessage(telemetry_topic(device_id), json.dumps(body).encode(), NOW)
+
+
+# A message: (seq, seconds after the first, the metrics it carries).
+messages_of_one_device = st.lists(
+    st.tuples(st.integers(1, 6), st.integers(0, 3), st.sets(st.sampled_from(sorted(METRICS)), min_size=1)),
+    min_size=1, max_size=10,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(messages=messages_of_one_device, cuts=st.sets(st.integers(1, 9)))
+def test_device_latest_is_the_newest_stored_reading_of_each_metric_however_messages_arrive(
+    database, conn, messages, cuts
+) -> None:
+    """Late, partial, redelivered, same ts with another seq, in any batches: device_latest holds, per metric, the
+    stored reading that is newest by (ts, seq), as telemetry itself says."""
+    device = make_device(conn).id
+    conn.commit()
+    inbound = [
+        InboundMessage(telemetry_topic(device), json.dumps({
+            "seq": seq, "ts": (NOW - dt.timedelta(minutes=10, seconds=-second)).isoformat(),
+            # a value of the reading's own, so that two copies of it never disagree
+            "metrics": {metric: seq * 10 + second + sorted(METRICS).index(metric) / 10 for metric in metrics},
+        }).encode(), NOW)
+        for seq, second, metrics in messages
+    ]
+    bounds = [0, *sorted(cut for cut in cuts if cut < len(inbound)), len(inbound)]
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        store(database, inbound[start:end], now=NOW)
+    with database.connection() as reader:
+        newest = fetch_all(reader, "SELECT DISTINCT ON (metric) metric, value, ts, seq FROM telemetry "
+                                   "WHERE device_id = %s ORDER BY metric, ts DESC, seq DESC", (device,))
+        kept = fetch_all(reader, "SELECT metric, value, ts, seq FROM device_latest WHERE device_id = %s "
+                                 "ORDER BY metric", (device,))
+    assert kept == newest
 
 
 def test_a_message_twice_in_one_batch_is_stored_once_and_counted_once_as_duplicate(database, conn) -> None:

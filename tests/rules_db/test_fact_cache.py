@@ -28,8 +28,9 @@ def _store_grease(conn, device_id: str, values: list[float]) -> None:
         )
     execute(
         conn,
-        "INSERT INTO device_latest (device_id, metric, value, ts, seq) VALUES (%s, 'grease_load_pct', %s, %s, %s)",
-        (device_id, values[-1], NOW - dt.timedelta(hours=1), len(values)),
+        "INSERT INTO latest_readings (device_id, newest_ts, metrics, readings, ts, seqs)"
+        " VALUES (%(device)s, %(ts)s, '{grease_load_pct}', ARRAY[%(value)s], ARRAY[%(ts)s], ARRAY[%(seq)s])",
+        {"device": device_id, "value": values[-1], "ts": NOW - dt.timedelta(hours=1), "seq": len(values)},
     )
 
 
@@ -67,7 +68,7 @@ def test_cached_device_columns_and_trend_fits_follow_every_change(conn) -> None:
     # A refit moves the fits' revision: the cached lines are replaced by the new ones.
     _store_grease(conn, "FC-0", [1, 1, 1])
     execute(conn, "UPDATE telemetry SET value = value * 3 WHERE device_id = 'FC-1'")
-    execute(conn, "UPDATE device_latest SET value = value * 3 WHERE device_id = 'FC-1'")
+    execute(conn, "UPDATE latest_readings SET readings[1] = readings[1] * 3 WHERE device_id = 'FC-1'")
     learn_trends(conn, now=NOW, requirements=[TREND])
     cached, fresh = _both(conn, cache)
     assert_same_facts(cached, fresh)

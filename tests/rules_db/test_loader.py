@@ -309,8 +309,19 @@ def test_live_facts_read_device_state_and_equal_the_reference_elsewhere(conn) ->
 
 def test_live_latest_is_what_the_ingester_keeps_in_device_latest(conn) -> None:
     live_fleet(conn)
-    execute(conn, "UPDATE device_latest SET value = 9e3 WHERE device_id = 'LV-1' AND metric = 'run_hours'")
-    execute(conn, "DELETE FROM device_latest WHERE device_id = 'LV-1' AND metric = 'fan_current_a'")
+    # Only the ingester's kept values could say this: 9e3 run hours, and no fan current at all.
+    execute(
+        conn,
+        "UPDATE latest_readings SET readings[array_position(metrics, 'run_hours')] = 9e3 WHERE device_id = 'LV-1'",
+    )
+    execute(
+        conn,
+        """UPDATE latest_readings SET (metrics, readings, ts, seqs) = (
+               SELECT array_agg(r.metric), array_agg(r.value), array_agg(r.ts), array_agg(r.seq)
+               FROM unnest(metrics, readings, ts, seqs) AS r (metric, value, ts, seq)
+               WHERE r.metric <> 'fan_current_a')
+           WHERE device_id = 'LV-1'""",
+    )
     facts = load_facts(conn, now=LIVE_NOW, requirements=[Latest("fan_current_a"), Latest("run_hours")])
     assert np.isnan(facts.get(Latest("fan_current_a"))[0])
     assert facts.get(Latest("run_hours"))[0] == 9e3
