@@ -77,14 +77,27 @@ INSERT INTO events (ts, device_id, seq, type, code, detail) VALUES %s
 ON CONFLICT ON CONSTRAINT events_dedup DO NOTHING
 RETURNING ts, device_id, seq, type, code, detail
 
+-- name: create_progress_staging --
+-- A per-connection table that COPY fills with each device's progress in a batch; emptied at each commit.
+CREATE TEMP TABLE IF NOT EXISTS device_progress_staging (
+    device_id text NOT NULL, last_seen timestamptz NOT NULL, first_seq bigint NOT NULL, last_seq bigint NOT NULL,
+    seq_count bigint NOT NULL, seq_resets bigint NOT NULL
+) ON COMMIT DELETE ROWS;
+
+-- name: copy_progress_staging --
+-- Bulk-load this batch's progress (ingest.models.DeviceProgress's columns).
+COPY device_progress_staging (device_id, last_seen, first_seq, last_seq, seq_count, seq_resets) FROM STDIN
+
 -- name: upsert_device_progress --
--- Advance each device's state with what this batch newly stored: seq bookkeeping and last seen.
--- A seq range far from the one kept starts a new count (seq_is_reset, migration 011).
--- Its row locks, held to commit, make two batches of one device take turns for what follows.
+-- Advance each device's state with what this batch newly stored (staged by copy_progress_staging): seq
+-- bookkeeping and last seen. A seq range far from the one kept starts a new count (seq_is_reset, migration 011).
+-- Its row locks, held to commit, make two batches of one device take turns for what follows. It empties the
+-- staging table: a batch stored in halves (ingest.service.ingest_batch) stages each half's progress in turn.
+WITH staged AS (DELETE FROM device_progress_staging RETURNING *)
 INSERT INTO device_state AS state
     (device_id, last_seen, last_received_at, first_seq, last_seq, seq_count, seq_resets, updated_at)
 SELECT v.device_id, v.last_seen, now(), v.first_seq, v.last_seq, v.seq_count, v.seq_resets, now()
-FROM (VALUES %s) AS v (device_id, last_seen, first_seq, last_seq, seq_count, seq_resets)
+FROM staged v
 ORDER BY v.device_id
 ON CONFLICT (device_id) DO UPDATE SET
     last_seen        = GREATEST(state.last_seen, excluded.last_seen),

@@ -70,9 +70,20 @@ def insert_events(conn: Connection, *, rows: Sequence[EventRow]) -> list[EventRo
 
 
 def upsert_device_progress(conn: Connection, *, rows: Sequence[DeviceProgress]) -> None:
-    if rows:
-        with conn.cursor() as cursor:
-            execute_values(cursor, QUERIES["upsert_device_progress"], rows, page_size=len(rows))
+    """Advance device_state by a batch's progress, one row per device. Staged through COPY: with a thousand
+    devices in a batch, formatting them as one VALUES list cost the writer half of what the database's upsert did."""
+    if not rows:
+        return
+    # Device ids are validated before this point: letters, digits, '_' and '-'.
+    buffer = io.StringIO("".join(
+        f"{row.device_id}\t{row.last_seen.isoformat()}\t{row.first_seq}\t{row.last_seq}\t{row.seq_count}\t"
+        f"{row.seq_resets}\n"
+        for row in rows
+    ))
+    with conn.cursor() as cursor:
+        cursor.execute(QUERIES["create_progress_staging"])
+        cursor.copy_expert(QUERIES["copy_progress_staging"], buffer)
+        cursor.execute(QUERIES["upsert_device_progress"])
 
 
 def record_event_counters(

@@ -146,6 +146,8 @@ def test_the_batch_split_finds_every_refused_message_among_many(database, conn) 
     assert outcome.quarantined == {"unprocessable": 4}
     stored = {row["seq"] for row in _select(database, "SELECT seq FROM telemetry")}
     assert stored == set(range(1, 101)) - bad
+    # each half's progress counted once: 96 seqs, the 4 refused ones missing
+    assert _select(database, "SELECT seq_count, missing_seq FROM device_state") == [{"seq_count": 96, "missing_seq": 4}]
 
 
 def test_seq_zero_then_the_largest_counts_a_reset_and_every_endpoint_answers(conn, database, mqtt_url) -> None:
