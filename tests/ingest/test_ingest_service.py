@@ -6,7 +6,7 @@ import datetime as dt
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from careloop.db import fetch_all, fetch_value
@@ -26,30 +26,35 @@ def reading(device_id: str, seq: int, *, seconds: int, **metrics: float) -> Inbo
     return InboundMessage(telemetry_topic(device_id), json.dumps(body).encode(), NOW)
 
 
-# A message: (seq, seconds after the first, the metrics it carries).
+# A message: (seq, seconds after the first, the metrics it carries: none for an event instead).
 messages_of_one_device = st.lists(
-    st.tuples(st.integers(1, 6), st.integers(0, 3), st.sets(st.sampled_from(sorted(METRICS)), min_size=1)),
+    st.tuples(st.integers(1, 6), st.integers(0, 3), st.sets(st.sampled_from(sorted(METRICS)))),
     min_size=1, max_size=10,
 )
 
 
+def _message_of(device: str, seq: int, second: int, metrics: set[str]) -> InboundMessage:
+    ts = (NOW - dt.timedelta(minutes=10, seconds=-second)).isoformat()
+    if not metrics:
+        return InboundMessage(events_topic(device), json.dumps({"seq": seq, "ts": ts, "type": "door_opened"}).encode(),
+                              NOW)
+    # a value of the reading's own, so that two copies of it never disagree
+    values = {metric: seq * 10 + second + sorted(METRICS).index(metric) / 10 for metric in metrics}
+    return InboundMessage(telemetry_topic(device), json.dumps({"seq": seq, "ts": ts, "metrics": values}).encode(), NOW)
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(messages=messages_of_one_device, cuts=st.sets(st.integers(1, 9)))
+@example(messages=[(1, 0, {"run_hours", "airflow_m3h"}), (2, 1, set())], cuts={1})  # a batch of an event alone
+@example(messages=[(2, 1, {"run_hours", "airflow_m3h"}), (1, 0, {"run_hours"})], cuts={1})  # a late reading
 def test_device_latest_is_the_newest_stored_reading_of_each_metric_however_messages_arrive(
     database, conn, messages, cuts
 ) -> None:
-    """Late, partial, redelivered, same ts with another seq, in any batches: device_latest holds, per metric, the
-    stored reading that is newest by (ts, seq), as telemetry itself says."""
+    """Late, partial, redelivered, same ts with another seq, between events, in any batches: device_latest holds,
+    per metric, the stored reading that is newest by (ts, seq), as telemetry itself says."""
     device = make_device(conn).id
     conn.commit()
-    inbound = [
-        InboundMessage(telemetry_topic(device), json.dumps({
-            "seq": seq, "ts": (NOW - dt.timedelta(minutes=10, seconds=-second)).isoformat(),
-            # a value of the reading's own, so that two copies of it never disagree
-            "metrics": {metric: seq * 10 + second + sorted(METRICS).index(metric) / 10 for metric in metrics},
-        }).encode(), NOW)
-        for seq, second, metrics in messages
-    ]
+    inbound = [_message_of(device, seq, second, metrics) for seq, second, metrics in messages]
     bounds = [0, *sorted(cut for cut in cuts if cut < len(inbound)), len(inbound)]
     for start, end in zip(bounds, bounds[1:], strict=False):
         store(database, inbound[start:end], now=NOW)
