@@ -198,7 +198,12 @@ FROM (
            CASE WHEN e.last_at IS NULL THEN 0 WHEN c.event_ts = e.last_at THEN c.value END AS at_since,
            (l.value - r.value) / nullif(date_part('epoch', l.ts - r.ts), 0) AS per_s
     FROM devices d
-    JOIN device_latest l ON l.device_id = d.id AND l.metric = %(metric)s
+    -- the counter's newest reading, read from the device's arrays in place (a fleet's worth of devices: the
+    -- device_latest view would unnest every metric of each)
+    JOIN LATERAL (SELECT r.readings[p.at] AS value, r.ts[p.at] AS ts
+                  FROM latest_readings r
+                  CROSS JOIN LATERAL (SELECT array_position(r.metrics, %(metric)s::text) AS at) p
+                  WHERE r.device_id = d.id AND p.at IS NOT NULL) l ON true
     LEFT JOIN LATERAL (SELECT max(ts) AS last_at FROM events
                        WHERE device_id = d.id AND type = %(since)s::text AND ts < %(now)s) e ON true
     LEFT JOIN event_counters c ON c.device_id = d.id AND c.event_type = %(since)s::text AND c.metric = %(metric)s
