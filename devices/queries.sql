@@ -9,6 +9,10 @@ RETURNING id
 -- The model code of each of the given devices that exists.
 SELECT id, model FROM devices WHERE id = ANY(%(device_ids)s)
 
+-- name: devices_revision --
+-- Moves in the transaction that registers, changes or deletes a device (fact_revisions, migration 008).
+SELECT revision FROM fact_revisions WHERE name = 'devices'
+
 -- name: list_devices --
 -- Devices with their state, filtered; `total` counts all matches.
 SELECT d.id, d.model, d.kind, d.owner_id AS owner, d.purchased_on, d.region, d.created_at,

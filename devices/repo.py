@@ -36,6 +36,10 @@ def device_models(conn: Connection, *, device_ids: list[str]) -> dict[str, str]:
     }
 
 
+def devices_revision(conn: Connection) -> int:
+    return int(fetch_value(conn, QUERIES["devices_revision"]))
+
+
 def list_devices(conn: Connection, *, limit: int = 100, offset: int = 0, **filters: Any) -> Page[DeviceRead]:
     rows = fetch_all(conn, QUERIES["list_devices"], {**NO_FILTER, **filters, "limit": limit, "offset": offset})
     return paginate(rows, DeviceRead.model_validate)

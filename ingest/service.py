@@ -79,7 +79,11 @@ class BatchOutcome:
 
 
 def ingest_batch(
-    conn: Connection, messages: Sequence[InboundMessage], *, now: dt.datetime | None = None
+    conn: Connection,
+    messages: Sequence[InboundMessage],
+    *,
+    now: dt.datetime | None = None,
+    device_models: devices_service.DeviceModelCache | None = None,
 ) -> BatchOutcome:
     """Validate and store a batch; the caller commits, and only then acknowledges the messages.
 
@@ -87,12 +91,14 @@ def ingest_batch(
     reason. When storing the batch fails for any reason but the connection's (a value the database refuses, a
     defect), the batch is undone to a savepoint and stored again in halves, down to the one message at fault,
     which is quarantined as `unprocessable` with the error named. Connection-level errors go to the caller,
-    which retries the whole batch.
+    which retries the whole batch. A process that stores batch after batch passes its `device_models`, which
+    remembers the devices' models between batches.
     """
     now = now or dt.datetime.now(dt.UTC)
+    device_models = device_models or devices_service.DeviceModelCache()
     try:
         with savepoint(conn, "ingest_batch"):
-            return _store_batch(conn, messages, now)
+            return _store_batch(conn, messages, now, device_models)
     except TRANSIENT_ERRORS:
         raise
     except MemoryError:
@@ -105,12 +111,17 @@ def ingest_batch(
         log.warning("a batch of %d messages could not be stored (%s); storing it in halves", len(messages),
                     _error_text(error))
         middle = len(messages) // 2
-        outcome = ingest_batch(conn, messages[:middle], now=now)
-        outcome.add(ingest_batch(conn, messages[middle:], now=now))
+        outcome = ingest_batch(conn, messages[:middle], now=now, device_models=device_models)
+        outcome.add(ingest_batch(conn, messages[middle:], now=now, device_models=device_models))
         return outcome
 
 
-def _store_batch(conn: Connection, messages: Sequence[InboundMessage], now: dt.datetime) -> BatchOutcome:
+def _store_batch(
+    conn: Connection,
+    messages: Sequence[InboundMessage],
+    now: dt.datetime,
+    device_models: devices_service.DeviceModelCache,
+) -> BatchOutcome:
     outcome = BatchOutcome(messages=len(messages))
     quarantine: list[QuarantineRow] = []
 
@@ -128,7 +139,7 @@ def _store_batch(conn: Connection, messages: Sequence[InboundMessage], now: dt.d
             log.exception("parsing a message on %s raised", storable_text(message.topic))
             reject(message, device_named_in(message.topic), UNPROCESSABLE, _error_text(error), message.payload)
 
-    models = devices_service.models_of_devices(conn, sorted({p.device_id for _m, p in parsed}))
+    models = device_models.models_of(conn, sorted({p.device_id for _m, p in parsed}))
     to_store: list[Reading] = []  # the accepted readings with their values, staged for the insert
     accepted: list[StoredReading] = []
     event_rows: list[EventRow] = []

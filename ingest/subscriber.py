@@ -23,6 +23,7 @@ from careloop.db import TRANSIENT_ERRORS, Database
 from careloop.heartbeat import Heartbeat
 from careloop.jobs import ScheduledJob
 from careloop.mqtt import EVENTS_TOPIC, STATUS_TOPIC, TELEMETRY_TOPIC, MqttConnection, ack_qos1, make_connection
+from devices.service import DeviceModelCache
 from ingest import jobs
 from ingest.service import (
     QUARANTINE_MAX_ROWS,
@@ -126,6 +127,7 @@ class Ingester:
         self.jobs = [jobs.quarantine_retention(quarantine_retention, quarantine_max_rows)]
         self._next_run = {job.id: 0.0 for job in self.jobs}  # monotonic time of each job's next run
         self.totals = BatchOutcome()
+        self.device_models = DeviceModelCache()  # used by the writer thread alone
         self.inbox = Inbox(inbox_messages, inbox_bytes)
         # Updated after each commit; its owner starts and stops it, and dead_thread() watches its thread.
         self.heartbeat = heartbeat
@@ -310,7 +312,7 @@ class Ingester:
         while True:
             try:
                 with self.database.transaction() as conn:
-                    return ingest_batch(conn, messages)
+                    return ingest_batch(conn, messages, device_models=self.device_models)
             except TRANSIENT_ERRORS as error:
                 if self._stopping.is_set():
                     log.warning("%s: stopping with %d messages unstored: %s", self.name, len(batch), error)

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from careloop.db import fetch_all, fetch_value
 from careloop.mqtt import events_topic, telemetry_topic
-from ingest.service import InboundMessage
+from devices.service import DeviceModelCache
+from ingest.service import BatchOutcome, InboundMessage, ingest_batch
 from tests.factories import make_device
 from tests.helpers import store
 
@@ -165,3 +166,40 @@ def test_running_out_of_memory_is_the_process_s_trouble_and_quarantines_no_messa
         store(database, [reading(device, 1, seconds=0), reading(device, 2, seconds=30)], now=NOW)
     with database.connection() as reader:
         assert fetch_value(reader, "SELECT count(*) FROM quarantine WHERE device_id = %s", (device,)) == 0
+
+
+def test_models_remembered_between_batches_follow_registration_deletion_and_a_changed_model(database, conn):
+    """The ingester remembers each device's model between batches (DeviceModelCache), and every batch answers as a
+    fresh lookup would: a device registered after its first message is found at its next one, a deleted one is
+    unknown from its deletion on, a changed model is the one readings are checked against; with nothing changed,
+    no device is looked up again."""
+    remembered, changed, deleted = (make_device(conn).id for _ in range(3))
+    late = f"{remembered}-late"
+    conn.commit()
+    models = DeviceModelCache()
+
+    def store_remembering(*messages: InboundMessage) -> BatchOutcome:
+        with database.transaction() as writer:
+            return ingest_batch(writer, list(messages), now=NOW, device_models=models)
+
+    first = store_remembering(reading(remembered, 1, seconds=0), reading(deleted, 1, seconds=0),
+                              reading(changed, 1, seconds=0), reading(late, 1, seconds=0))
+    assert first.quarantined == {"unknown_device": 1} and first.readings_stored == 15
+    looked_up = models.lookups
+    assert store_remembering(reading(remembered, 2, seconds=10), reading(deleted, 2, seconds=10)).readings_stored == 10
+    assert models.lookups == looked_up  # both remembered
+
+    make_device(conn, id=late)
+    with conn.cursor() as cursor:
+        cursor.execute("DELETE FROM devices WHERE id = %s", (deleted,))
+        # RH-600's fan current ends at 4 A, RH-900's at 5
+        cursor.execute("UPDATE devices SET model = 'RH-600' WHERE id = %s", (changed,))
+    conn.commit()
+    later = store_remembering(reading(late, 2, seconds=20), reading(deleted, 3, seconds=20),
+                              reading(changed, 2, seconds=20, fan_current_a=4.5))
+    assert later.quarantined == {"unknown_device": 1, "out_of_range": 1}
+    with database.connection() as reader:
+        stored = fetch_all(reader, "SELECT device_id, seq, count(*) FROM telemetry GROUP BY device_id, seq")
+    assert {(row["device_id"], row["seq"]): row["count"] for row in stored} == {
+        (remembered, 1): 5, (remembered, 2): 5, (deleted, 1): 5, (deleted, 2): 5, (late, 2): 5, (changed, 1): 5,
+    }
