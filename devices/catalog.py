@@ -31,6 +31,13 @@ def skills() -> frozenset[str]:
                      {fault.skill for model in catalog for fault in model.fault_codes.values()})
 
 
+@functools.cache
+def counter_metrics() -> tuple[str, ...]:
+    """The metrics that are counters (run hours, cycles) in any model of the catalog, sorted."""
+    return tuple(sorted({name for model in load_catalog().values() for name, spec in model.metrics.items()
+                         if spec.counter}))
+
+
 def known_skill(skill: str) -> str:
     """A pydantic validator: a skill the catalog knows (a typo would give an order no technician can take)."""
     if skill not in skills():

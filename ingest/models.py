@@ -158,14 +158,6 @@ class DeviceEventType(NamedTuple):
     event_type: str
 
 
-class EarliestReading(NamedTuple):
-    """The earliest reading of a device's metric a batch newly stored."""
-
-    device_id: str
-    metric: str
-    ts: dt.datetime
-
-
 @dataclass(frozen=True)
 class QuarantineRow:
     """A rejected message (or one reading of it) as the quarantine table keeps it."""

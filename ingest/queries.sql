@@ -128,6 +128,8 @@ ON CONFLICT (device_id) DO UPDATE SET
 -- Refresh event_counters (see its migration) where this batch can have changed them: the (device, event type,
 -- counter metric) triples of its new events, and stored rows that one of its readings lands before (at or
 -- before the event's second, or before the reading the value was taken from, or where there was none).
+-- The readings are the ones staged and stored (telemetry_staging after insert_*_telemetry_from_staging), when
+-- `readings_staged`: they never travel to Python and back. Only counter metrics have rows in event_counters.
 -- Each row is recomputed from the device's last event of the type and its readings, whatever the batch held.
 WITH triple AS (
     SELECT device_id, event_type, metric
@@ -135,8 +137,9 @@ WITH triple AS (
          AS e (device_id, event_type, metric)
     UNION
     SELECT c.device_id, c.event_type, c.metric
-    FROM unnest(%(reading_devices)s::text[], %(reading_metrics)s::text[], %(reading_ts)s::timestamptz[])
-         AS r (device_id, metric, earliest)
+    FROM (SELECT device_id, metric, min(ts) AS earliest FROM telemetry_staging
+          WHERE %(readings_staged)s AND metric = ANY(%(counter_metrics)s::text[])
+          GROUP BY device_id, metric) AS r
     JOIN event_counters c ON c.device_id = r.device_id AND c.metric = r.metric
     WHERE c.reading_ts IS NULL
        OR r.earliest < date_trunc('second', c.event_ts) + interval '1 second'

@@ -14,11 +14,11 @@ from psycopg2.extras import execute_values
 
 from careloop.db import Connection, execute, fetch_all, fetch_value, load_queries, savepoint
 from careloop.pages import Page, paginate
+from devices.catalog import counter_metrics
 from ingest.models import (
     CounterKey,
     DeviceEventType,
     DeviceProgress,
-    EarliestReading,
     EventRow,
     QuarantineCount,
     QuarantinedMessage,
@@ -86,28 +86,24 @@ def upsert_device_progress(conn: Connection, *, rows: Sequence[DeviceProgress]) 
         cursor.execute(QUERIES["upsert_device_progress"])
 
 
-def record_event_counters(
-    conn: Connection,
-    *,
-    events: Sequence[CounterKey],
-    earliest_readings: Sequence[EarliestReading],
-) -> None:
-    """Refresh event_counters for the counters of new events, and where newly stored readings land before the
-    reading a counter was taken from."""
-    if not events and not earliest_readings:
+def record_event_counters(conn: Connection, *, events: Sequence[CounterKey], readings_staged: bool) -> None:
+    """Refresh event_counters for the counters of new events and, when `readings_staged`, where the readings
+    staged and stored by this batch land before the reading a counter was taken from."""
+    if not events and not readings_staged:
         return
-    execute(
-        conn,
-        QUERIES["record_event_counters"],
-        {
-            "event_devices": [key.device_id for key in events],
-            "event_types": [key.event_type for key in events],
-            "event_metrics": [key.metric for key in events],
-            "reading_devices": [reading.device_id for reading in earliest_readings],
-            "reading_metrics": [reading.metric for reading in earliest_readings],
-            "reading_ts": [reading.ts for reading in earliest_readings],
-        },
-    )
+    with conn.cursor() as cursor:
+        if not readings_staged:
+            cursor.execute(QUERIES["create_staging"])  # the query names it; nothing staged is read
+        cursor.execute(
+            QUERIES["record_event_counters"],
+            {
+                "event_devices": [key.device_id for key in events],
+                "event_types": [key.event_type for key in events],
+                "event_metrics": [key.metric for key in events],
+                "readings_staged": readings_staged,
+                "counter_metrics": list(counter_metrics()),
+            },
+        )
 
 
 def set_device_status(conn: Connection, *, device_id: str, online: bool, changed_at: dt.datetime) -> None:

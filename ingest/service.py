@@ -23,7 +23,6 @@ from ingest.models import (
     CounterKey,
     DeviceEventType,
     DeviceProgress,
-    EarliestReading,
     EventRow,
     IngestStats,
     ParsedMessage,
@@ -183,7 +182,7 @@ def _store_batch(
     repo.record_event_counters(
         conn,
         events=event_counter_triples((DeviceEventType(row.device_id, row.type) for row in stored_events), models),
-        earliest_readings=_earliest_counter_readings(stored_readings, models),
+        readings_staged=bool(stored_readings),
     )
     repo.insert_quarantine(conn, rows=quarantine)
     _log_quarantined(quarantine)
@@ -224,7 +223,7 @@ def record_service_event(conn: Connection, *, device_id: str, event_type: str, a
         if device_id in models:
             repo.record_event_counters(
                 conn, events=event_counter_triples([DeviceEventType(device_id, event_type)], models),
-                earliest_readings=[],
+                readings_staged=False,
             )
         notify_changed_devices(conn, device_ids=[device_id])
     return bool(stored)
@@ -247,7 +246,7 @@ def derive_state_from_history(conn: Connection) -> None:
     repo.record_event_counters(
         conn,
         events=event_counter_triples([event for event in events if event.device_id in models], models),
-        earliest_readings=[],
+        readings_staged=False,
     )
 
 
@@ -378,26 +377,6 @@ def _device_progress(
             seq_count=len(current), seq_resets=len(runs) - 1,
         ))
     return progress
-
-
-def _earliest_counter_readings(
-    stored_readings: Sequence[StoredReading], models: Mapping[str, ApplianceModel]
-) -> list[EarliestReading]:
-    """Per (device, counter metric): the earliest ts newly stored. Only counter metrics have event counters to
-    refresh, so the others are not sent."""
-    counters_of_model: dict[str, frozenset[str]] = {}
-    earliest: dict[tuple[str, str], dt.datetime] = {}
-    for reading in stored_readings:
-        model = models[reading.device_id]
-        counters = counters_of_model.get(model.code)
-        if counters is None:
-            counters = counters_of_model[model.code] = frozenset(
-                metric for metric, spec in model.metrics.items() if spec.counter)
-        for metric in reading.metrics:
-            if metric in counters:
-                key = (reading.device_id, metric)
-                earliest[key] = min(reading.ts, earliest.get(key, reading.ts))
-    return [EarliestReading(device_id, metric, ts) for (device_id, metric), ts in sorted(earliest.items())]
 
 
 def event_counter_triples(
