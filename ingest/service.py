@@ -359,10 +359,17 @@ def _device_progress(
     the newest message is the device's count now; each other run counts as a reset, not as a gap."""
     seen_at: dict[str, dict[int, dt.datetime]] = {}
     for row in (*stored_readings, *stored_events):
-        seqs = seen_at.setdefault(row.device_id, {})
-        seqs[row.seq] = max(row.ts, seqs.get(row.seq, row.ts))
+        seqs = seen_at.get(row.device_id)
+        if seqs is None:
+            seen_at[row.device_id] = {row.seq: row.ts}
+        elif row.seq not in seqs or row.ts > seqs[row.seq]:
+            seqs[row.seq] = row.ts
     progress = []
     for device_id, seqs in sorted(seen_at.items()):
+        if len(seqs) == 1:  # one message of the device in the batch: a fleet's usual batch
+            ((seq, ts),) = seqs.items()
+            progress.append(DeviceProgress(device_id, ts, seq, seq, 1, 0))
+            continue
         runs: list[list[int]] = []
         for seq in sorted(seqs):
             if runs and seq - runs[-1][-1] <= SEQ_RESET_SLACK:
