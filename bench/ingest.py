@@ -19,7 +19,6 @@ import multiprocessing
 import select
 import threading
 import time
-import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -323,7 +322,7 @@ class IngestProcess:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
                 text = response.read().decode()
-        except urllib.error.URLError:
+        except OSError:  # URLError, a refused or reset connection
             self.started.check_alive()
             return 0  # still starting: not serving its metrics yet, so nothing committed
         return int(sum(

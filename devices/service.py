@@ -117,8 +117,8 @@ def _in_catalog(codes: dict[str, str]) -> dict[str, ApplianceModel]:
 
 class DeviceModelCache:
     """models_of_devices for a process that asks about the same devices over and over (an ingester, batch after
-    batch), remembering each registered device's model code. Looking 1,000 devices up took a tenth of an
-    ingest batch's database time at 100,000 devices.
+    batch), remembering each registered device's model code. Looking a batch's 1,000 devices up among 100,000
+    took 2-3 ms of its 60 ms of database time, and 12 ms where the table had no statistics yet.
 
     Everything remembered is dropped when the devices' revision (fact_revisions, migration 008) has moved: it
     moves in the transaction that registers, changes or deletes a device, and is read in the caller's
